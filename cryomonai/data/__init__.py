@@ -1,0 +1,36 @@
+"""From particle tables to MONAI data: data dicts, stratified splits, nested label subsets, caching.
+
+Names are imported on first use (PEP 562): ``cryomonai.data.stratified_split`` needs only numpy,
+while the datasets import torch and MONAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs only
+    from cryomonai.data.dataset import VolumeStackDataset, build_volume_cache, table_to_data_dicts, validate_volumes
+    from cryomonai.data.splits import label_subset, stratified_split
+
+_SOURCES = {
+    "VolumeStackDataset": "dataset",
+    "build_volume_cache": "dataset",
+    "table_to_data_dicts": "dataset",
+    "validate_volumes": "dataset",
+    "label_subset": "splits",
+    "stratified_split": "splits",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first access."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

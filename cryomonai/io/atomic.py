@@ -1,0 +1,94 @@
+"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never a torn one.
+
+Everything in :mod:`cryomonai.io` and the training cache writes through these two helpers. The
+new content goes to a hidden temporary file *in the same directory* (so :func:`os.replace` is a
+rename within one file system, which POSIX and Windows make atomic), is flushed and ``fsync``-ed,
+and only then replaces the target. If the writer raises, the temporary file is removed and the
+old file is untouched.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_write(target, "w") as f:
+    ...     _ = f.write("hello")
+    >>> target.read_text()
+    'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_path", "atomic_write"]
+
+
+def _temp_name(path: Path) -> Path:
+    """A hidden, unique sibling of ``path``: ``.<name>.<8 hex>.tmp``."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush ``path``'s content to disk (so a power cut cannot leave an empty renamed file)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it atomically becomes ``path``.
+
+    For libraries that insist on a file *name* rather than a file object (``mrcfile.new``,
+    ``numpy.lib.format.open_memmap``). The temporary file does not exist yet when yielded; the
+    caller creates it. If the body raises, the temporary file (if created) is deleted and
+    ``path`` keeps its old content.
+
+    Args:
+        path: the final file. Its parent directory must exist.
+
+    Yields:
+        the temporary path to write to.
+    """
+    path = Path(path)
+    tmp = _temp_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file")
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on success it atomically replaces ``path``.
+
+    Args:
+        path: the final file. Its parent directory must exist.
+        mode: ``"wb"`` (bytes) or ``"w"``/``"wt"`` (text, UTF-8 unless ``encoding`` says otherwise).
+        encoding: text encoding (text mode only).
+        newline: as for :func:`open` (use ``""`` for CSV written by :mod:`csv` or pandas).
+
+    Yields:
+        the open file object. It is flushed, ``fsync``-ed and closed before the rename.
+
+    Raises:
+        ValueError: for a mode other than a plain write mode.
+    """
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_write supports modes 'w', 'wt' and 'wb', got {mode!r}")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp:
+        # "x": the uuid name is fresh, so exclusive creation only guards against a collision
+        with open(tmp, mode.replace("w", "x"), encoding=encoding, newline=newline) as f:
+            yield f

@@ -1,0 +1,236 @@
+"""The cryo-ET imaging model in Fourier space: band-pass, 3D CTF, missing wedge and noise at an SNR.
+
+Conventions
+-----------
+* Volumes are ``(z, y, x)`` (MRC order); the electron beam is along **z** and the tilt axis is **y**.
+* Fourier filters are returned in ``torch.fft.fftn`` layout (DC at index 0, not shifted), as real
+  tensors of the volume's shape, so ``ifftn(fftn(v) * H).real`` applies them.
+* Spatial frequency ``k`` is in cycles/voxel (Nyquist = 0.5) unless stated otherwise.
+
+The imaging model of :func:`image_volume` follows the simulator behind the paper's data (AITom,
+Pei et al. 2016 / Liu et al. 2020) with the noise split in two halves:
+
+``observed = W · F⁻¹[ H · F(v + n₁) ] + W · n₂``  with ``H = band-pass · CTF`` and ``W`` the
+missing-wedge mask; ``n₁`` (before the CTF) and ``n₂`` (after it) are white Gaussian noise scaled so
+that each contributes half of the final noise variance and **SNR = var(signal) / var(noise)**.
+
+Example:
+    >>> w = missing_wedge_mask((8, 8, 8), tilt_range=(-60.0, 60.0))
+    >>> bool(w[0, 0, 0]), bool(w[3, 0, 0])   # DC kept; pure kz (along the beam) missing
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "ImagingParams",
+    "fourier_grid",
+    "bandpass_filter",
+    "ctf_3d",
+    "missing_wedge_mask",
+    "electron_wavelength_nm",
+    "apply_fourier_filter",
+    "imaged_signal",
+    "imaged_noise",
+    "image_volume",
+]
+
+
+@dataclass(frozen=True)
+class ImagingParams:
+    """Parameters of the imaging model (defaults: the paper's simulated data, AITom's defaults).
+
+    Attributes:
+        pixel_size_nm: voxel size in nm (1 nm = 10 Å).
+        defocus_um: defocus in µm, negative = underfocus (AITom's sign; −5 µm default).
+        voltage_kv: acceleration voltage in kV.
+        cs_mm: spherical aberration in mm.
+        envelope_sigma: Gaussian CTF envelope width as a fraction of Nyquist (AITom's ``sigma``).
+        amplitude_contrast: fraction of amplitude contrast (0 = pure phase contrast, as AITom).
+        tilt_range: (min, max) tilt angles in degrees about y; ``None`` disables the wedge.
+        bandpass: (low, high) pass band in fractions of Nyquist (smooth edges).
+        apply_ctf: ``False`` skips the CTF (band-pass and wedge only).
+    """
+
+    pixel_size_nm: float = 1.0
+    defocus_um: float = -5.0
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.0
+    envelope_sigma: float = 0.4
+    amplitude_contrast: float = 0.0
+    tilt_range: tuple[float, float] | None = (-60.0, 60.0)
+    bandpass: tuple[float, float] = (0.0, 1.0)
+    apply_ctf: bool = True
+
+
+def fourier_grid(shape: tuple[int, int, int], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frequencies ``(kz, ky, kx)`` in cycles/voxel, each broadcastable to ``shape``, fftn layout."""
+    ks = [torch.fft.fftfreq(n, device=device, dtype=torch.float64) for n in shape]
+    return ks[0][:, None, None], ks[1][None, :, None], ks[2][None, None, :]
+
+
+def _radius(shape, device=None) -> torch.Tensor:
+    kz, ky, kx = fourier_grid(shape, device)
+    return torch.sqrt(kz**2 + ky**2 + kx**2)
+
+
+def bandpass_filter(shape, low: float = 0.0, high: float = 1.0, width: float = 0.05, device=None) -> torch.Tensor:
+    """Smooth band-pass: 1 for ``low < |k|/k_Ny < high``, raised-cosine edges ``width`` wide.
+
+    ``low``/``high`` are fractions of Nyquist (0.5 cycles/voxel); ``high=1`` removes the corners of
+    the Fourier cube beyond the Nyquist sphere; ``low=0`` keeps the DC.
+    """
+    r = _radius(shape, device) / 0.5
+    out = torch.ones_like(r)
+    if high < math.sqrt(3):
+        t = ((r - high) / width).clamp(0, 1)
+        out = out * torch.cos(t * math.pi / 2) ** 2
+    if low > 0:
+        t = ((low - r) / width).clamp(0, 1)
+        out = out * torch.cos(t * math.pi / 2) ** 2
+    return out.float()
+
+
+def electron_wavelength_nm(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in nm (0.001969 nm at 300 kV)."""
+    v = voltage_kv * 1e3
+    return 1.226426 / math.sqrt(v * (1 + 0.97845e-6 * v))
+
+
+def ctf_3d(
+    shape,
+    pixel_size_nm: float = 1.0,
+    defocus_um: float = -5.0,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.0,
+    envelope_sigma: float = 0.4,
+    amplitude_contrast: float = 0.0,
+    device=None,
+) -> torch.Tensor:
+    """Rotationally symmetric 3D contrast transfer function (AITom's ``ctf.create`` model).
+
+    ``CTF(k) = −[√(1−A²)·sin χ(k) + A·cos χ(k)] · exp(−(k / (σ·k_Ny))²)`` with
+    ``χ(k) = π·λ·Δf·k² − (π/2)·Cs·λ³·k⁴``, ``Δf = −defocus`` (underfocus positive inside χ),
+    ``k`` in 1/nm and ``k_Ny = 1/(2·pixel)``. At the defaults the first zero is at ≈ 3.1 nm.
+    """
+    lam = electron_wavelength_nm(voltage_kv)
+    k = _radius(shape, device) / pixel_size_nm  # (D,H,W) in 1/nm
+    dz = -defocus_um * 1e3  # nm, underfocus > 0
+    cs = cs_mm * 1e6  # nm
+    chi = math.pi * lam * dz * k**2 - 0.5 * math.pi * cs * lam**3 * k**4
+    a = amplitude_contrast
+    ctf = -(math.sqrt(1 - a * a) * torch.sin(chi) + a * torch.cos(chi))
+    if envelope_sigma and envelope_sigma > 0:
+        k_ny = 0.5 / pixel_size_nm
+        ctf = ctf * torch.exp(-((k / (envelope_sigma * k_ny)) ** 2))
+    return ctf.float()
+
+
+def missing_wedge_mask(
+    shape, tilt_range: tuple[float, float] = (-60.0, 60.0), device=None
+) -> torch.Tensor:
+    """Boolean mask of the Fourier samples measured by a single-axis tilt series (tilt axis y, beam z).
+
+    A projection at tilt θ measures the central plane whose normal is the beam direction rotated
+    about y, i.e. the plane containing ``(kz, kx) = (sin θ, cos θ)`` and the ky axis. Sample
+    ``(kz, ky, kx)`` is measured when its angle ``atan2(kz, kx)`` (folded to (−90°, 90°]) lies in
+    ``tilt_range``. The DC is always kept; for ``(-90, 90)`` nothing is missing.
+    """
+    kz, ky, kx = fourier_grid(shape, device)
+    kz, kx = torch.broadcast_tensors(kz, kx)
+    ang = torch.rad2deg(torch.atan2(kz, kx))  # (-180, 180]
+    ang = torch.where(ang > 90, ang - 180, torch.where(ang <= -90, ang + 180, ang))
+    lo, hi = tilt_range
+    m = (ang >= lo - 1e-9) & (ang <= hi + 1e-9)
+    m = m | ((kz == 0) & (kx == 0))
+    return m.expand(*shape).contiguous()
+
+
+def apply_fourier_filter(vol: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+    """``F⁻¹[F(vol) · filt]`` over the last three dims (real in, real out; batches broadcast)."""
+    f = torch.fft.fftn(vol, dim=(-3, -2, -1))
+    return torch.fft.ifftn(f * filt, dim=(-3, -2, -1)).real.to(vol.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _filters(shape: tuple[int, ...], p: ImagingParams, device=None) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(H, W, mean(|HW|²), mean(|W|²)): band-pass·CTF, the wedge mask and the white-noise gains
+    (the variance of unit white noise after a real filter G is mean(|G|²), Parseval) for ``shape``;
+    cached, since a dataset uses one box and one set of filters."""
+    h = bandpass_filter(shape, *p.bandpass, device=device)
+    if p.apply_ctf:
+        h = h * ctf_3d(
+            shape, p.pixel_size_nm, p.defocus_um, p.voltage_kv, p.cs_mm, p.envelope_sigma, p.amplitude_contrast, device
+        )
+    w = (
+        missing_wedge_mask(shape, p.tilt_range, device).float()
+        if p.tilt_range is not None
+        else torch.ones(shape, device=device)
+    )
+    return h, w, (h * w).double().pow(2).mean().item(), w.double().pow(2).mean().item()
+
+
+def imaged_signal(density: torch.Tensor, params: ImagingParams = ImagingParams()) -> torch.Tensor:
+    """The noise-free imaged density ``W · F⁻¹[H · F(density)]`` (float64, the input's shape)."""
+    h, w, _, _ = _filters(tuple(density.shape), params, density.device)
+    return torch.fft.ifftn(torch.fft.fftn(density.double()) * (h * w)).real
+
+
+def imaged_noise(
+    shape: tuple[int, int, int],
+    noise_var: float,
+    params: ImagingParams = ImagingParams(),
+    generator: torch.Generator | None = None,
+    n_realisations: int = 1,
+    device=None,
+) -> torch.Tensor:
+    """Noise of total variance ``noise_var``, half white before the CTF (``W·H·n₁``), half after (``W·n₂``).
+
+    Returns (n_realisations, *shape) float64.
+    """
+    h, w, g1, g2 = _filters(tuple(shape), params, device)
+    s1 = math.sqrt(0.5 * noise_var / g1) if g1 > 0 else 0.0
+    s2 = math.sqrt(0.5 * noise_var / g2)
+    n = torch.randn((n_realisations, 2, *shape), generator=generator, dtype=torch.float64).to(device)
+    f = torch.fft.fftn(n[:, 0], dim=(-3, -2, -1)) * (s1 * h * w) + torch.fft.fftn(n[:, 1], dim=(-3, -2, -1)) * (s2 * w)
+    return torch.fft.ifftn(f, dim=(-3, -2, -1)).real
+
+
+def image_volume(
+    density: torch.Tensor,
+    snr: float,
+    params: ImagingParams = ImagingParams(),
+    generator: torch.Generator | None = None,
+    crop: tuple[slice, slice, slice] | None = None,
+    n_realisations: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image a density map: band-pass, CTF, missing wedge, and noise at ``snr``.
+
+    Args:
+        density: (D, H, W) clean density (any scale).
+        snr: signal variance / noise variance in the output (``inf`` = no noise).
+        params: the imaging parameters.
+        generator: a ``torch.Generator`` for the noise (reproducible runs).
+        crop: region of the imaged map that is returned and where the signal variance is
+            measured; the (stationary) noise is drawn at the crop's size.
+        n_realisations: number of independent noise realisations of the same signal.
+
+    Returns:
+        ``(observed, signal)``: observed (n_realisations, *crop shape) and the noise-free imaged
+        signal (*crop shape), both float32.
+    """
+    crop = crop or (slice(None),) * 3
+    signal = imaged_signal(density, params)[crop]
+    if math.isinf(snr):
+        return signal.float().expand(n_realisations, *signal.shape).clone(), signal.float()
+    if snr <= 0:
+        raise ValueError(f"snr must be > 0 (or inf), got {snr}")
+    # the noise is stationary: draw it directly at the crop's size (cheaper, and its wedge stays exact)
+    noise = imaged_noise(tuple(signal.shape), signal.var().item() / snr, params, generator, n_realisations, density.device)
+    return (signal + noise).float(), signal.float()

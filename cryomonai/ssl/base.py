@@ -1,0 +1,69 @@
+"""The interface every self-supervised method has (one thin base class, no hierarchy beyond it).
+
+A method is an ``nn.Module`` holding the backbone as ``encoder`` (so fine-tuning loads ``encoder.*``)
+plus its own heads and state. The engine calls, per iteration::
+
+    out = method.training_step(views)        # views: n_views tensors (B, 1, D, H, W)
+    out["loss"].backward(); optimizer.step()
+    method.on_train_step_end(step, total)    # step: optimizer steps done (1-based), total: planned
+
+and ``method(x)`` gives encoder features ``(B, F)``. Constructor keyword arguments, with the papers'
+defaults, are the config schema. All state (queues, pointers, the step counter) lives in buffers, so
+``state_dict`` and MONAI's checkpoint handlers save and resume it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cryomonai.errors import CryoDataError
+
+__all__ = ["SSLMethod"]
+
+
+class SSLMethod(nn.Module):
+    """Base of the SSL methods: holds ``encoder``, the step counter and the view check.
+
+    Args:
+        encoder: a registered encoder (``forward → (B, F)``, ``num_features``, ``cam_layer``).
+
+    Attributes:
+        n_views: number of augmented views ``training_step`` expects (2).
+        steps_done: buffer, the ``step`` last passed to :meth:`on_train_step_end`.
+    """
+
+    n_views: int = 2
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(getattr(encoder, "num_features", None), int):
+            raise CryoDataError(
+                type(self).__name__, "the encoder has no integer 'num_features'", "build it with build_encoder(name)"
+            )
+        self.encoder = encoder
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features: ``(B, C, D, H, W) → (B, F)``."""
+        return self.encoder(x)
+
+    def training_step(self, views: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss (``"loss"``, a scalar with gradient) and detached scalar logs for one batch of views."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def on_train_step_end(self, step: int, total: int) -> None:
+        """Called after ``optimizer.step()``; ``step`` optimizer steps are done out of ``total``."""
+        self.steps_done.fill_(int(step))
+
+    def _check_views(self, views: Sequence[torch.Tensor]) -> None:
+        if len(views) != self.n_views or len({tuple(v.shape) for v in views}) != 1:
+            shapes = [tuple(v.shape) for v in views]
+            raise CryoDataError(
+                type(self).__name__,
+                f"expected {self.n_views} views of one shape (B, C, D, H, W), got {shapes}",
+                f"make {self.n_views} views per sample with the same box (MultiViewd)",
+            )

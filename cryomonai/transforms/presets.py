@@ -1,0 +1,132 @@
+"""Ready pipelines for a bundle's ``_target_``: the paper's views, our 3D cryo-ET views, evaluation.
+
+Each factory returns a MONAI ``Compose`` over data dicts whose ``"image"`` is a (1, D, H, W)
+volume (spatial z, y, x): normalise once, then :class:`~cryomonai.transforms.MultiViewd` builds
+``n_views`` views (``"view_0"``, ``"view_1"`` …) and keeps every other key (``"label"`` …).
+Every knob is a keyword argument, so a bundle sets it as a JSON key::
+
+    "train#transforms": {"_target_": "cryomonai.transforms.cryo3d_views", "rotation": "so3", "noise_prob": 0.8}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Transform
+
+from cryomonai.errors import CryoDataError
+from cryomonai.transforms.intensity import RandCTFd, RandLowPassd, RandSNRJitterd
+from cryomonai.transforms.spatial import RandInPlaneAffined, RandResizedCropd, RandSO3Rotated, beam_rotation
+from cryomonai.transforms.views import MultiViewd
+from cryomonai.transforms.wedge import ImposeMissingWedged
+
+__all__ = ["eval_transform", "paper_views", "cryo3d_views"]
+
+
+def _normalise(keys: KeysCollection) -> list[Transform]:
+    """float32 tensors, then zero mean / unit std per volume (MONAI ``NormalizeIntensityd``)."""
+    return [EnsureTyped(keys, dtype=torch.float32), NormalizeIntensityd(keys, channel_wise=True)]
+
+
+def eval_transform(keys: KeysCollection = ("image",)) -> Compose:
+    """Normalisation only (zero mean, unit std per volume), for fine-tune validation and inference."""
+    return Compose(_normalise(keys))
+
+
+def paper_views(
+    n_views: int = 2,
+    keys: KeysCollection = ("image",),
+    view_keys: Sequence[str] | None = None,
+    crop_prob: float = 0.5,
+    crop_scale: Sequence[float] = (0.5, 1.0),
+    affine_prob: float = 0.5,
+    max_rotation_deg: float = 45.0,
+    max_translation: float = 0.1,
+    scale_range: Sequence[float] = (0.9, 1.1),
+    mode: str = "bilinear",
+    keep_input: bool = False,
+) -> Compose:
+    """The paper's views (Gupta et al. 2022, §3.3): 2D transforms applied to every z-slice alike.
+
+    Normalise, then per view: a random resized crop in (y, x) (``crop_prob`` 0.5, area fraction
+    ``crop_scale`` 0.5–1, aspect 1, resized back; all z kept) and a random affine in (y, x)
+    (``affine_prob`` 0.5; rotation ±``max_rotation_deg`` = ±45° about the beam axis z,
+    translation up to ``max_translation`` = 10 % of H and W, isotropic scale ``scale_range``
+    0.9–1.1), as torchvision's transforms did on (D, H, W) tensors.
+
+    Example:
+        >>> views = paper_views().set_random_state(0)
+        >>> out = views({"image": torch.randn(1, 8, 16, 16), "label": 1})
+        >>> sorted(out), tuple(out["view_1"].shape)
+        (['label', 'view_0', 'view_1'], (1, 8, 16, 16))
+    """
+    view = Compose(
+        [
+            RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(1, 2)),
+            RandInPlaneAffined(keys, affine_prob, max_rotation_deg, max_translation, scale_range, mode, "zeros"),
+        ]
+    )
+    return Compose([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)])
+
+
+def _rotation(keys: KeysCollection, rotation: str, prob: float, max_beam_angle_deg: float, mode: str, pad: str):
+    """The rotation stage of :func:`cryo3d_views`: about z (``"beam"``) or uniform 3D (``"so3"``)."""
+    if rotation == "beam":
+        return beam_rotation(keys, max_beam_angle_deg, prob, mode, pad)
+    if rotation == "so3":
+        return RandSO3Rotated(keys, prob, mode, pad)
+    raise CryoDataError("cryo3d_views", f"rotation={rotation!r} is unknown", "use rotation='beam' or rotation='so3'")
+
+
+def cryo3d_views(
+    n_views: int = 2,
+    rotation: str = "beam",
+    keys: KeysCollection = ("image",),
+    view_keys: Sequence[str] | None = None,
+    rotation_prob: float = 1.0,
+    max_beam_angle_deg: float = 180.0,
+    tilt_range: Sequence[float] | None = (-60.0, 60.0),
+    crop_prob: float = 0.5,
+    crop_scale: Sequence[float] = (0.5, 1.0),
+    lowpass_prob: float = 0.3,
+    lowpass_cutoff: Sequence[float] = (0.5, 1.0),
+    ctf_prob: float = 0.2,
+    defocus_range_um: Sequence[float] = (-6.0, -2.0),
+    pixel_size_nm: float = 1.0,
+    noise_prob: float = 0.5,
+    noise_factor_range: Sequence[float] = (1.0, 3.0),
+    input_snr: float = 0.1,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    keep_input: bool = False,
+) -> Compose:
+    """Our cryo-ET views: true 3D augmentations that keep the missing wedge physical.
+
+    Normalise, then per view: low-pass at a random cut-off (``lowpass_prob``, fraction of Nyquist
+    ``lowpass_cutoff``) · |CTF| of a random defocus (``ctf_prob``, ``defocus_range_um``,
+    ``pixel_size_nm``) · noise dropping the SNR by ``U(noise_factor_range)`` (``noise_prob``;
+    wedge-shaped when ``tilt_range`` is set, so it rotates with the data) · rotation (``"beam"``:
+    about z by ``U(±max_beam_angle_deg)``; ``"so3"``: uniform 3D, then the wedge over
+    ``tilt_range`` is re-imposed) with probability ``rotation_prob`` · a 3D random resized crop
+    (``crop_prob``, volume fraction ``crop_scale``; isotropic, so the wedge's angles are kept) ·
+    normalise again. ``tilt_range=None`` is for data without a wedge (white noise, no re-imposition).
+
+    Example:
+        >>> views = cryo3d_views(rotation="so3").set_random_state(0)
+        >>> out = views({"image": torch.randn(1, 16, 16, 16), "label": 2})
+        >>> sorted(out), out["view_0"].dtype
+        (['label', 'view_0', 'view_1'], torch.float32)
+    """
+    view = [
+        RandLowPassd(keys, lowpass_prob, lowpass_cutoff),
+        RandCTFd(keys, ctf_prob, defocus_range_um, pixel_size_nm),
+        RandSNRJitterd(keys, noise_prob, noise_factor_range, input_snr, tilt_range),
+        _rotation(keys, rotation, rotation_prob, max_beam_angle_deg, mode, padding_mode),
+        RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(0, 1, 2)),
+    ]
+    if rotation == "so3" and tilt_range is not None:
+        view.append(ImposeMissingWedged(keys, tilt_range))
+    view += _normalise(keys)
+    return Compose([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)])

@@ -1,0 +1,298 @@
+"""Spatial augmentations of (C, D, H, W) subtomograms (spatial axes z, y, x; beam along z).
+
+* :class:`RandResizedCrop` — a random crop of a fraction of the box (aspect kept), resized back;
+  ``spatial_axes=(1, 2)`` crops in the (y, x) plane only, keeping every z-slice (the paper's
+  torchvision ``RandomResizedCrop`` applied to a (D, H, W) tensor), ``(0, 1, 2)`` crops in 3D.
+* :class:`RandInPlaneAffine` — the paper's ``RandomAffine``: rotation about the beam axis z,
+  translation and isotropic scaling in the (y, x) plane, the same for every z-slice.
+* :func:`beam_rotation` — MONAI ``RandRotated`` about z (keeps a physical missing wedge).
+* :class:`RandSO3Rotate` — a uniformly random 3D rotation (re-impose the wedge afterwards with
+  :class:`cryomonai.transforms.ImposeMissingWedge`: rotating moves it).
+
+MONAI's axis naming for a (C, z, y, x) array (worked out from ``monai.transforms.utils.create_rotate``
+and checked in ``tests/test_transforms.py``): ``rotate_params[0]`` ("about x" in MONAI's words)
+rotates the plane of spatial dims 1 and 2, i.e. **(y, x), about our z**; ``[1]`` rotates (z, x)
+and ``[2]`` rotates (z, y). ``translate_params`` and ``scale_params`` follow array order
+``(z, y, x)``. A rotation by +90° with ``rotate_params=(pi/2, 0, 0)`` equals
+``torch.rot90(vol, k=-1, dims=(-2, -1))``. MONAI's affine maps output to input coordinates, so a
+shift ``t`` moves the content by ``-t`` and a scale ``s`` shrinks it by ``s``; all ranges here are
+symmetric, so only the distribution matters.
+
+Reference: Gupta et al. 2022, "Self-supervised learning for macromolecular structure
+classification based on cryo-electron tomograms", Frontiers in Physiology, §3.3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import Affine, RandomizableTransform, RandRotated, Resize, SpatialCrop
+from monai.utils.enums import TransformBackends
+from scipy.spatial.transform import Rotation
+
+from cryomonai.transforms.base import RandArrayd, check_volume
+
+__all__ = [
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "RandInPlaneAffine",
+    "RandInPlaneAffined",
+    "RandSO3Rotate",
+    "RandSO3Rotated",
+    "beam_rotation",
+]
+
+
+class RandResizedCrop(RandomizableTransform):
+    """Crop a random box holding a fraction ``scale`` of the area/volume, then resize it back.
+
+    The crop keeps the box's aspect ratio (the paper's ``ratio=(1, 1)`` on cubic boxes): with
+    ``n = len(spatial_axes)`` cropped axes each side is ``round(size · f^(1/n))``, ``f ~ U(scale)``,
+    at a uniformly random integer position; axes not in ``spatial_axes`` are kept whole. As
+    torchvision's ``RandomResizedCrop`` (used by the paper on (D, H, W) tensors, so every z-slice
+    gets the same 2D crop) the crop is then resized back to the input size (``mode``).
+
+    Args:
+        prob: probability of cropping (paper: 0.5).
+        scale: range of the kept fraction of the area (2D) or volume (3D) (paper: 0.5–1).
+        spatial_axes: cropped spatial axes of (z, y, x): ``(1, 2)`` in-plane (paper), ``(0, 1, 2)`` 3D.
+        mode: interpolation of the resize (``"trilinear"``; along an uncropped axis it is exact).
+
+    Example:
+        >>> crop = RandResizedCrop(prob=1.0, spatial_axes=(1, 2)).set_random_state(0)
+        >>> tuple(crop(torch.rand(1, 4, 16, 16)).shape)
+        (1, 4, 16, 16)
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        prob: float = 0.5,
+        scale: Sequence[float] = (0.5, 1.0),
+        spatial_axes: Sequence[int] = (0, 1, 2),
+        mode: str = "trilinear",
+    ) -> None:
+        super().__init__(prob)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+        self.mode = mode
+        self._box: tuple[list[int], list[int]] | None = None
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the crop box for ``data``, a (C, D, H, W) volume (its shape is needed)."""
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        shape = check_volume(data, type(self).__name__).shape[1:]
+        frac = self.R.uniform(*self.scale) ** (1.0 / len(self.spatial_axes))
+        start, end = [0, 0, 0], list(shape)
+        for ax in self.spatial_axes:
+            size = min(shape[ax], max(1, int(round(shape[ax] * frac))))
+            start[ax] = int(self.R.randint(0, shape[ax] - size + 1))
+            end[ax] = start[ax] + size
+        self._box = (start, end)
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        """Crop and resize a (C, D, H, W) volume; returns the same shape, float."""
+        img = check_volume(img, type(self).__name__)
+        if randomize:
+            self.randomize(img)
+        if not self._do_transform or self._box is None:
+            return img
+        out = SpatialCrop(roi_start=self._box[0], roi_end=self._box[1])(img)
+        return Resize(spatial_size=tuple(img.shape[1:]), mode=self.mode)(out)
+
+
+class RandInPlaneAffine(RandomizableTransform):
+    """The paper's random affine: rotate about z, translate and scale in (y, x), same for every z.
+
+    Draws an angle ``θ ~ U(−max_rotation_deg, max_rotation_deg)``, shifts ``(ty, tx) ~
+    U(−max_translation, max_translation) · (H, W)`` voxels and one isotropic in-plane scale
+    ``s ~ U(scale_range)`` (as torchvision's ``RandomAffine(degrees=45, translate=(0.1, 0.1),
+    scale=(0.9, 1.1))``, which draws one scale factor, not one per axis as MONAI's
+    ``RandAffine``), then warps with MONAI's :class:`~monai.transforms.Affine` using
+    ``rotate_params=(θ, 0, 0)``, ``translate_params=(0, ty, tx)``, ``scale_params=(1, s, s)``:
+    nothing moves along z. torchvision's default interpolation was nearest; ``mode`` sets it.
+
+    Args:
+        prob: probability of the affine (paper: 0.5).
+        max_rotation_deg: maximum |angle| of the rotation about z, degrees (paper: 45).
+        max_translation: maximum |shift| as a fraction of H and W (paper: a "random fraction"; 0.1).
+        scale_range: range of the isotropic in-plane scale factor.
+        mode: interpolation, ``"bilinear"`` or ``"nearest"``.
+        padding_mode: outside the box: ``"zeros"`` (torchvision's fill 0), ``"border"``, ``"reflection"``.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        prob: float = 0.5,
+        max_rotation_deg: float = 45.0,
+        max_translation: float = 0.1,
+        scale_range: Sequence[float] = (0.9, 1.1),
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__(prob)
+        self.max_rotation_deg = float(max_rotation_deg)
+        self.max_translation = float(max_translation)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.mode = mode
+        self.padding_mode = padding_mode
+        self.angle_deg = 0.0
+        self.shift_yx = (0.0, 0.0)
+        self.scale = 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw angle, shift (needs ``data``'s (H, W)) and scale."""
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        h, w = check_volume(data, type(self).__name__).shape[-2:]
+        self.angle_deg = float(self.R.uniform(-self.max_rotation_deg, self.max_rotation_deg))
+        t = self.max_translation
+        self.shift_yx = (float(self.R.uniform(-t, t) * h), float(self.R.uniform(-t, t) * w))
+        self.scale = float(self.R.uniform(*self.scale_range))
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        """Warp a (C, D, H, W) volume slice-wise in (y, x); returns the same shape, float32."""
+        img = check_volume(img, type(self).__name__)
+        if randomize:
+            self.randomize(img)
+        if not self._do_transform:
+            return img
+        affine = Affine(
+            rotate_params=(math.radians(self.angle_deg), 0.0, 0.0),  # (y, x) plane = about z
+            translate_params=(0.0, *self.shift_yx),  # (z, y, x) voxels
+            scale_params=(1.0, self.scale, self.scale),
+            mode=self.mode,
+            padding_mode=self.padding_mode,
+            device=img.device,
+            image_only=True,
+        )
+        return affine(img)
+
+
+class RandSO3Rotate(RandomizableTransform):
+    """Rotate a (C, D, H, W) volume by a uniformly random 3D rotation about the box centre.
+
+    The rotation is drawn uniformly on SO(3) (Haar measure: a normalised 4-D Gaussian quaternion,
+    converted by ``scipy.spatial.transform.Rotation``) — unlike MONAI's ``RandRotate``, whose
+    uniform Euler angles are not uniform on SO(3). The drawn 3×3 matrix (acting on (z, y, x)
+    coordinates) is kept in ``self.matrix``. Rotating also rotates the missing wedge; follow with
+    :class:`cryomonai.transforms.ImposeMissingWedge` to put it back where the microscope has it.
+
+    Args:
+        prob: probability of rotating.
+        mode: interpolation, ``"bilinear"`` or ``"nearest"``.
+        padding_mode: outside the box: ``"zeros"``, ``"border"`` or ``"reflection"``.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, prob: float = 1.0, mode: str = "bilinear", padding_mode: str = "zeros") -> None:
+        super().__init__(prob)
+        self.mode = mode
+        self.padding_mode = padding_mode
+        self.matrix = np.eye(3)
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the rotation matrix (``data`` is not used)."""
+        super().randomize(None)
+        if self._do_transform:
+            self.matrix = Rotation.from_quat(self.R.normal(size=4)).as_matrix()
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        """Rotate a (C, D, H, W) volume; returns the same shape, float32."""
+        img = check_volume(img, type(self).__name__)
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        m = torch.eye(4, dtype=torch.float64)
+        m[:3, :3] = torch.as_tensor(self.matrix)
+        rotate = Affine(affine=m, mode=self.mode, padding_mode=self.padding_mode, device=img.device, image_only=True)
+        return rotate(img)
+
+
+def beam_rotation(
+    keys: KeysCollection,
+    max_angle_deg: float = 180.0,
+    prob: float = 1.0,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    allow_missing_keys: bool = False,
+) -> RandRotated:
+    """MONAI ``RandRotated`` about the beam axis z only, angle ``~ U(−max_angle_deg, max_angle_deg)``.
+
+    A rotation about z keeps a missing wedge a physical one (its tilt axis turns within the
+    (y, x) plane, as for a tomogram recorded at another in-plane angle), so no re-imposition is
+    needed. MONAI's ``range_x`` is the (y, x) plane of a (C, z, y, x) volume (module docstring).
+    The transform is invertible (``RandRotated.inverse``).
+    """
+    a = math.radians(float(max_angle_deg))
+    return RandRotated(
+        keys,
+        range_x=(-a, a),
+        range_y=0.0,
+        range_z=0.0,
+        prob=prob,
+        keep_size=True,
+        mode=mode,
+        padding_mode=padding_mode,
+        allow_missing_keys=allow_missing_keys,
+    )
+
+
+class RandResizedCropd(RandArrayd):
+    """Dictionary twin of :class:`RandResizedCrop` (one crop box for all ``keys``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        scale: Sequence[float] = (0.5, 1.0),
+        spatial_axes: Sequence[int] = (0, 1, 2),
+        mode: str = "trilinear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, RandResizedCrop(prob, scale, spatial_axes, mode), allow_missing_keys)
+
+
+class RandInPlaneAffined(RandArrayd):
+    """Dictionary twin of :class:`RandInPlaneAffine` (one affine for all ``keys``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        max_rotation_deg: float = 45.0,
+        max_translation: float = 0.1,
+        scale_range: Sequence[float] = (0.9, 1.1),
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        array = RandInPlaneAffine(prob, max_rotation_deg, max_translation, scale_range, mode, padding_mode)
+        super().__init__(keys, array, allow_missing_keys)
+
+
+class RandSO3Rotated(RandArrayd):
+    """Dictionary twin of :class:`RandSO3Rotate` (one rotation for all ``keys``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 1.0,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, RandSO3Rotate(prob, mode, padding_mode), allow_missing_keys)

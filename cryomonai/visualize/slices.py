@@ -1,0 +1,69 @@
+"""Orthogonal central slices of volumes as PNG montages (figures only; no computation here).
+
+Volumes are (z, y, x): the ``xy`` slice is the central z-plane (perpendicular to the beam), ``xz``
+and ``yz`` show the missing-wedge elongation along z.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["central_slices", "slice_montage"]
+
+PLANES = ("xy", "xz", "yz")
+
+
+def central_slices(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The central ``xy`` (z = D/2), ``xz`` (y = H/2) and ``yz`` (x = W/2) slices of a (z, y, x) volume."""
+    d, h, w = vol.shape
+    return vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]
+
+
+def slice_montage(
+    grid: dict[str, list[np.ndarray]],
+    column_titles: list[str],
+    path: str | os.PathLike,
+    title: str = "",
+    dpi: int = 100,
+) -> Path:
+    """Write a PNG: one row per key of ``grid``, and for each volume of the row its xy/xz/yz slices.
+
+    Args:
+        grid: row label → list of (z, y, x) volumes (same count per row).
+        column_titles: one title per volume column (e.g. "clean", "SNR 0.05").
+        path: output PNG (written atomically).
+        title: figure title.
+        dpi: resolution.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cryomonai.io.atomic import atomic_write
+
+    rows = list(grid)
+    n_cols = len(column_titles) * 3
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * 0.9, len(rows) * 0.95 + 0.6), squeeze=False)
+    for r, name in enumerate(rows):
+        for c, vol in enumerate(grid[name]):
+            for k, sl in enumerate(central_slices(np.asarray(vol, dtype=np.float32))):
+                ax = axes[r, 3 * c + k]
+                lo, hi = np.percentile(sl, [1, 99])
+                ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{column_titles[c]}\n{PLANES[k]}" if k == 1 else PLANES[k], fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    plt.close(fig)
+    return path

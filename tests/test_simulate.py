@@ -1,0 +1,116 @@
+"""Simulator: geometry, crowded subtomograms, the dataset writer and the whole-tomogram mode."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryomonai.simulate.dataset import build_simulator
+from cryomonai.simulate.geometry import (
+    euler_zyz,
+    matrix_from_euler_zyz,
+    pack_neighbours,
+    random_rotations,
+    rotate_shift,
+)
+from cryomonai.simulate.imaging import ImagingParams, missing_wedge_mask
+from cryomonai.simulate.subtomogram import place_templates
+from cryomonai.simulate.templates import load_templates
+
+SMALL = ("3qm1", "1s3x", "1bxn")  # two small complexes and a large one
+
+
+def com(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return np.array([(i * v).sum() / v.sum() for i in np.indices(v.shape)])
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return build_simulator(SMALL, box=32, n_neighbours=4, max_shift=8.0, imaging=ImagingParams())
+
+
+def test_euler_round_trip_and_uniform_rotations():
+    r = random_rotations(np.random.default_rng(0), 2000)
+    assert np.allclose(matrix_from_euler_zyz(euler_zyz(r)), r, atol=1e-6)
+    # Haar measure: the rotated z axis is uniform on the sphere → its z component is uniform on [-1, 1]
+    zc = r[:, 2, 2]
+    assert abs(zc.mean()) < 0.05 and np.var(zc) == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_rotate_shift_90_about_z_is_rot90_and_shift_moves_mass():
+    v = torch.zeros(1, 16, 16, 16)
+    v[0, 6:9, 8:10, 8:14] = 1.0  # elongated along x, off centre
+    rz = np.array([[[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]])  # x → y (rotation about the beam axis z)
+    out = rotate_shift(v, rz)[0].numpy()
+    expected = np.zeros_like(out)  # quarter turn about voxel 8: (x, y) → (16 − y, x)
+    for z, y, x in np.argwhere(v[0].numpy() > 0):
+        expected[z, x, 16 - y] = 1.0
+    assert np.allclose(out, expected, atol=1e-5)
+    moved = rotate_shift(v, np.eye(3)[None], np.array([[0.0, 2.0, -1.5]]))[0].numpy()  # (x, y, z) shift
+    assert np.allclose(com(moved) - com(v[0].numpy()), [-1.5, 2.0, 0.0], atol=0.05)
+
+
+def test_packing_has_no_overlap():
+    rng = np.random.default_rng(3)
+    radii = rng.uniform(3, 10, size=6)
+    c, ok = pack_neighbours(rng, np.zeros(3), 8.0, radii)
+    assert ok.sum() >= 4
+    pts, rr = c[ok], radii[ok]
+    assert np.all(np.linalg.norm(pts, axis=1) >= 8.0 + rr - 1e-9)  # touch, never enter, the target
+    for i in range(len(pts)):
+        for j in range(i):
+            assert np.linalg.norm(pts[i] - pts[j]) >= rr[i] + rr[j] - 1e-9
+
+
+def test_subtomogram_shapes_seed_and_record(sim):
+    a = sim(np.random.default_rng([7, 1]), target=2, snr=0.05)
+    b = sim(np.random.default_rng([7, 1]), target=2, snr=0.05)
+    c = sim(np.random.default_rng([7, 2]), target=2, snr=0.05)
+    assert a["observed"].shape == a["clean"].shape == (32, 32, 32) and a["observed"].dtype == np.float32
+    assert np.array_equal(a["observed"], b["observed"]) and not np.array_equal(a["observed"], c["observed"])
+    assert np.isfinite(a["observed"]).all() and a["label"] == 2 and 1 <= a["n_neighbours"] <= 4
+    # the recorded rotation and shift reproduce the clean target box exactly
+    t = sim.templates[2:3]
+    canvas = torch.zeros((sim.size,) * 3)
+    place_templates(canvas, t, (sim.centre + a["shift"][::-1])[None], matrix_from_euler_zyz(a["euler"]))
+    assert np.allclose(canvas[sim.crop].numpy(), a["clean"], atol=1e-5)
+
+
+def test_target_density_is_at_centre_plus_shift(sim):
+    temps = load_templates(SMALL)
+    for i in range(5):
+        p = sim(np.random.default_rng([11, i]), target=i % 3, snr=math.inf)
+        expected = 16 + p["shift"][::-1]  # crop centre voxel box//2 plus the (x,y,z) shift, as (z,y,x)
+        assert np.abs(np.abs(p["shift"]).max()) <= 8.0
+        tpl_offset = com(temps[SMALL[i % 3]]) - 16  # template COM vs its box centre (≈ 0)
+        assert np.linalg.norm(com(p["clean"]) - expected) < 1.0 + np.linalg.norm(tpl_offset)
+
+
+def test_missing_wedge_present_in_fourier_space(sim):
+    p = sim(np.random.default_rng(5), target=0, snr=math.inf)
+    w = missing_wedge_mask((32, 32, 32), (-60, 60)).numpy()
+    power = np.abs(np.fft.fftn(p["observed"])) ** 2
+    assert power[~w].mean() < 0.05 * power[w].mean()  # only cropping leaks a little power into the wedge
+    q = sim(np.random.default_rng(5), target=0, snr=0.05)  # noise is wedge-masked too
+    power = np.abs(np.fft.fftn(q["observed"])) ** 2
+    assert power[~w].mean() < 0.05 * power[w].mean()
+
+
+def test_snr_of_simulated_subtomogram(sim):
+    """Two noise realisations of one particle: SNR = ρ/(1−ρ) (averaged over pairs), within 15 %."""
+    for snr in (0.05, 0.5):
+        p = sim(np.random.default_rng(9), target=1, snr=snr, n_realisations=12)
+        c = np.corrcoef(p["observed"].reshape(12, -1))
+        rho = c[np.triu_indices(12, 1)].mean()
+        assert rho / (1 - rho) == pytest.approx(snr, rel=0.15)
+        assert p["signal"].var() / (p["observed"] - p["signal"]).var() == pytest.approx(snr, rel=0.05)
+
+
+def test_crowding_adds_neighbour_density(sim):
+    p = sim(np.random.default_rng(2), target=0, snr=math.inf)
+    lone = build_simulator(SMALL, 32, 0, 8.0, ImagingParams())(np.random.default_rng(2), target=0, snr=math.inf)
+    assert p["n_neighbours"] >= 2 and lone["n_neighbours"] == 0
+    # same target draw, plus neighbours → the observed box holds more signal than the target alone
+    assert np.abs(p["signal"]).sum() > 1.2 * np.abs(lone["signal"]).sum()
