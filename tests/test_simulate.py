@@ -114,3 +114,42 @@ def test_crowding_adds_neighbour_density(sim):
     assert p["n_neighbours"] >= 2 and lone["n_neighbours"] == 0
     # same target draw, plus neighbours → the observed box holds more signal than the target alone
     assert np.abs(p["signal"]).sum() > 1.2 * np.abs(lone["signal"]).sum()
+
+
+def _dataset(tmp_path, name, **kw):
+    from cryomonai.simulate.dataset import simulate_dataset
+
+    args = dict(n_per_class=5, classes=SMALL, box=24, snr=0.05, workers=0, progress=False)
+    args.update(kw)
+    return simulate_dataset(tmp_path / name, **args)
+
+
+def test_dataset_written_as_particle_table(tmp_path):
+    from cryomonai.io.mrc import read_mrc
+    from cryomonai.io.table import read_particle_table
+
+    star = _dataset(tmp_path, "a")
+    t = read_particle_table(star)
+    assert t.class_names == list(SMALL) and len(t) == 15
+    assert (t.df["label_index"].value_counts() == 5).all()
+    assert sorted(t.df["split"].value_counts().to_dict().items()) == [("test", 3), ("train", 9), ("val", 3)]
+    vol, voxel = read_mrc(t.df["path"][4])
+    assert vol.shape == (24, 24, 24) and voxel == pytest.approx(10.0)
+    assert read_particle_table(star.with_suffix(".csv")).df["path"].tolist() == t.df["path"].tolist()
+    clean = np.load(star.parent / "clean.npy")
+    assert clean.shape == (15, 24, 24, 24) and clean.dtype == np.float16
+    assert not (tmp_path / "a.partial").exists() and (star.parent / "simulation.json").exists()
+    with pytest.raises(Exception, match="already exists"):
+        _dataset(tmp_path, "a")
+
+
+def test_dataset_is_a_function_of_the_seed_not_of_the_workers(tmp_path):
+    from cryomonai.io.mrc import read_mrc
+
+    a, b = _dataset(tmp_path, "a", seed=3), _dataset(tmp_path, "b", seed=3, workers=2)
+    c = _dataset(tmp_path, "c", seed=4)
+    for i in (0, 7, 14):
+        va = read_mrc(a.parent / f"subtomograms/{i:06d}.mrc")[0]
+        assert np.array_equal(va, read_mrc(b.parent / f"subtomograms/{i:06d}.mrc")[0])
+        assert not np.array_equal(va, read_mrc(c.parent / f"subtomograms/{i:06d}.mrc")[0])
+    assert a.read_text().split("\n", 2)[2] == b.read_text().split("\n", 2)[2]  # the table too (after the timestamp)

@@ -209,9 +209,10 @@ def write_mrc(
     if source.ndim not in (2, 3):
         raise ValueError(f"write_mrc expects a (z, y, x) volume or a (y, x) image, got shape {source.shape}")
     _check_finite(path, source)
+    peak = float(np.abs(source).max()) if source.size else 0.0
+    if peak > np.finfo(dtype).max:
+        raise CryoDataError(path, f"values up to {peak:.3g} overflow {dtype.name}", "write float32 or normalise")
     data = np.ascontiguousarray(source, dtype=dtype)
-    if not np.isfinite(data).all():
-        raise CryoDataError(path, f"values up to {np.abs(source).max():.3g} overflow float16", "write float32 or normalise")
     voxel = (float(voxel_size),) * 3 if np.isscalar(voxel_size) else tuple(float(v) for v in voxel_size)
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp) as mrc:

@@ -71,10 +71,10 @@ def paper_views(
     return Compose([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)])
 
 
-def _rotation(keys: KeysCollection, rotation: str, prob: float, max_beam_angle_deg: float, mode: str, pad: str):
+def _rotation(keys: KeysCollection, rotation: str, prob: float, beam_angle_deg, mode: str, pad: str) -> Transform:
     """The rotation stage of :func:`cryo3d_views`: about z (``"beam"``) or uniform 3D (``"so3"``)."""
     if rotation == "beam":
-        return beam_rotation(keys, max_beam_angle_deg, prob, mode, pad)
+        return beam_rotation(keys, beam_angle_deg, prob, mode, pad)
     if rotation == "so3":
         return RandSO3Rotated(keys, prob, mode, pad)
     raise CryoDataError("cryo3d_views", f"rotation={rotation!r} is unknown", "use rotation='beam' or rotation='so3'")
@@ -86,7 +86,7 @@ def cryo3d_views(
     keys: KeysCollection = ("image",),
     view_keys: Sequence[str] | None = None,
     rotation_prob: float = 1.0,
-    max_beam_angle_deg: float = 180.0,
+    beam_angle_deg: float | Sequence[float] = 180.0,
     tilt_range: Sequence[float] | None = (-60.0, 60.0),
     crop_prob: float = 0.5,
     crop_scale: Sequence[float] = (0.5, 1.0),
@@ -108,7 +108,7 @@ def cryo3d_views(
     ``lowpass_cutoff``) · |CTF| of a random defocus (``ctf_prob``, ``defocus_range_um``,
     ``pixel_size_nm``) · noise dropping the SNR by ``U(noise_factor_range)`` (``noise_prob``;
     wedge-shaped when ``tilt_range`` is set, so it rotates with the data) · rotation (``"beam"``:
-    about z by ``U(±max_beam_angle_deg)``; ``"so3"``: uniform 3D, then the wedge over
+    about z by ``U(±beam_angle_deg)`` or ``U(beam_angle_deg)`` for a pair; ``"so3"``: uniform 3D, then the wedge over
     ``tilt_range`` is re-imposed) with probability ``rotation_prob`` · a 3D random resized crop
     (``crop_prob``, volume fraction ``crop_scale``; isotropic, so the wedge's angles are kept) ·
     normalise again. ``tilt_range=None`` is for data without a wedge (white noise, no re-imposition).
@@ -123,7 +123,7 @@ def cryo3d_views(
         RandLowPassd(keys, lowpass_prob, lowpass_cutoff),
         RandCTFd(keys, ctf_prob, defocus_range_um, pixel_size_nm),
         RandSNRJitterd(keys, noise_prob, noise_factor_range, input_snr, tilt_range),
-        _rotation(keys, rotation, rotation_prob, max_beam_angle_deg, mode, padding_mode),
+        _rotation(keys, rotation, rotation_prob, beam_angle_deg, mode, padding_mode),
         RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(0, 1, 2)),
     ]
     if rotation == "so3" and tilt_range is not None:

@@ -224,23 +224,30 @@ class RandSO3Rotate(RandomizableTransform):
 
 def beam_rotation(
     keys: KeysCollection,
-    max_angle_deg: float = 180.0,
+    angle_deg: float | Sequence[float] = 180.0,
     prob: float = 1.0,
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     allow_missing_keys: bool = False,
 ) -> RandRotated:
-    """MONAI ``RandRotated`` about the beam axis z only, angle ``~ U(−max_angle_deg, max_angle_deg)``.
+    """MONAI ``RandRotated`` about the beam axis z only.
 
     A rotation about z keeps a missing wedge a physical one (its tilt axis turns within the
     (y, x) plane, as for a tomogram recorded at another in-plane angle), so no re-imposition is
     needed. MONAI's ``range_x`` is the (y, x) plane of a (C, z, y, x) volume (module docstring).
     The transform is invertible (``RandRotated.inverse``).
+
+    Args:
+        keys: keys of the (C, D, H, W) volumes, rotated alike.
+        angle_deg: a number ``a`` for angles ``~ U(−a, a)`` degrees, or a ``(min, max)`` pair.
+        prob: probability of rotating.
+        mode, padding_mode: interpolation and outside-the-box values of ``RandRotated``.
+        allow_missing_keys: don't raise if a key is missing.
     """
-    a = math.radians(float(max_angle_deg))
+    lo, hi = (-float(angle_deg), float(angle_deg)) if np.isscalar(angle_deg) else angle_deg  # type: ignore[misc]
     return RandRotated(
         keys,
-        range_x=(-a, a),
+        range_x=(math.radians(lo), math.radians(hi)),
         range_y=0.0,
         range_z=0.0,
         prob=prob,
