@@ -22,7 +22,7 @@ def _raw_mrc(path, data, voxel_size=None):
     """Write ``data`` with mrcfile directly, in its own dtype (to test our reader on each mode)."""
     with mrcfile.new(path, overwrite=True) as mrc:
         if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            with pytest.warns(RuntimeWarning, match="NaN|infinite"):  # mrcfile warns about the header stats
+            with pytest.warns(RuntimeWarning, match="NaN|infinite|invalid value"):  # mrcfile: header stats
                 mrc.set_data(data)
         else:
             mrc.set_data(data)
@@ -69,6 +69,13 @@ def test_every_supported_mode_reads_as_float32(tmp_path, dtype, mode):
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, data.astype(np.float32))
     assert voxel == 2.0
+
+
+def test_big_endian_file_reads_as_native_float32(tmp_path):
+    data = np.arange(64).reshape(4, 4, 4).astype(">i2")
+    out, _ = read_mrc(_raw_mrc(tmp_path / "be.mrc", data))
+    assert out.dtype == np.dtype("=f4") and out.dtype.isnative
+    np.testing.assert_array_equal(out, np.arange(64).reshape(4, 4, 4))
 
 
 def test_unset_voxel_size_reads_as_one(tmp_path):
@@ -251,7 +258,8 @@ def test_mrc_reader_errors_and_pickling(tmp_path):
 
     reader = pickle.loads(pickle.dumps(MrcReader(check_finite=False)))
     assert type(reader) is MrcReader and reader.check_finite is False
-    assert reader.verify_suffix("a.mrc") and reader.verify_suffix(["a.rec", "b.map"]) and not reader.verify_suffix("a.nii")
+    assert reader.verify_suffix("a.mrc") and reader.verify_suffix(["a.rec", "b.map"])
+    assert not reader.verify_suffix("a.nii")
     vol = _volume()
     vol[0, 0, 0] = np.nan
     path = _raw_mrc(tmp_path / "nan.mrc", vol)

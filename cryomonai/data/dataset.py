@@ -58,13 +58,13 @@ def table_to_data_dicts(table: ParticleTable | str | os.PathLike, split: str | N
         CryoDataError: for an unknown split, or a split asked of a table without splits.
     """
     table = _as_table(table)
-    df = table.df
+    df, where = table.df, table.source or "particle table"
     rows = np.arange(len(df))
     if split is not None:
         if split not in SPLITS:
-            raise CryoDataError(table.source or "particle table", f"unknown split {split!r}", f"use one of {list(SPLITS)}")
+            raise CryoDataError(where, f"unknown split {split!r}", f"use one of {list(SPLITS)}")
         if df["split"].isna().all():
-            raise CryoDataError(table.source or "particle table", "has no split column",
+            raise CryoDataError(where, "has no split column",
                                 "add one (cryomonai.data.stratified_split makes a stratified one) or use split=None")
         rows = np.flatnonzero((df["split"] == split).to_numpy())
     return [
@@ -110,7 +110,10 @@ def _fingerprint(table: ParticleTable, dtype: np.dtype) -> dict[str, Any]:
     """What the cache depends on: the table file, every volume file (path, mtime, size), dtype."""
     digest = hashlib.sha256()
     for path in table.df["path"]:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise CryoDataError(path, "file not found", "fix the particle table or extract the subtomogram")
         digest.update(f"{path}\t{st.st_mtime_ns}\t{st.st_size}\n".encode())
     source = table.source.resolve() if table.source is not None else None
     st_table = source.stat() if source is not None else None
@@ -166,10 +169,12 @@ def build_volume_cache(
         ``cache_path``.
 
     Raises:
-        CryoDataError: naming the first file that is unreadable, not 3D, not cubic, of another
-            size, non-finite, or outside the float16 range.
+        CryoDataError: naming the first file that is missing, unreadable, not 3D, not cubic, of
+            another size or voxel size (> 1 %), non-finite, or outside the float16 range.
     """
     table, cache_path, dtype = _as_table(table), Path(cache_path), np.dtype(dtype)
+    if dtype not in (np.dtype(np.float16), np.dtype(np.float32)):
+        raise ValueError(f"the volume cache stores float16 or float32, got {dtype}")
     fingerprint = _fingerprint(table, dtype)
     if _cache_is_fresh(cache_path, fingerprint):
         return cache_path
@@ -177,22 +182,31 @@ def build_volume_cache(
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         _sidecar(cache_path).unlink()
-    voxel_sizes = []
     with atomic_path(cache_path) as tmp:
-        stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(table), *shape))
-        for i, path in enumerate(tqdm(table.df["path"], desc="caching volumes", disable=not progress)):
-            volume, voxel = read_mrc(path)  # float32, finite
-            check_volume(volume, path, shape[0])
-            stack[i] = volume
-            if not np.isfinite(stack[i]).all():
-                raise CryoDataError(path, f"values overflow {dtype.name}", "use dtype=np.float32, or normalise")
-            voxel_sizes.append(voxel)
-        stack.flush()
-        del stack  # close the mapping before the rename
-    record = {**fingerprint, "shape": [len(table), *shape], "voxel_size": float(np.median(voxel_sizes))}
+        voxel = _fill_stack(tmp, list(table.df["path"]), shape, dtype, progress)
+    record = {**fingerprint, "shape": [len(table), *shape], "voxel_size": voxel}
     with atomic_write(_sidecar(cache_path), "w") as f:
         json.dump(record, f, indent=1)
     return cache_path
+
+
+def _fill_stack(target: Path, paths: list[str], shape: tuple[int, ...], dtype: np.dtype, progress: bool) -> float:
+    """Read ``paths`` into a new ``.npy`` stack (n, *shape) at ``target``; return the voxel size (Å)."""
+    stack = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=(len(paths), *shape))
+    first_voxel = None
+    for i, path in enumerate(tqdm(paths, desc="caching volumes", disable=not progress)):
+        volume, voxel = read_mrc(path)  # float32, finite
+        check_volume(volume, path, shape[0])
+        if np.abs(volume).max() > float(np.finfo(dtype).max):
+            raise CryoDataError(path, f"values overflow {dtype.name}", "use dtype=np.float32, or normalise")
+        first_voxel = voxel if first_voxel is None else first_voxel
+        if not np.isclose(voxel, first_voxel, rtol=0.01):
+            raise CryoDataError(path, f"voxel size {voxel:g} Å differs from {first_voxel:g} Å of {paths[0]}",
+                                "rescale the subtomograms to one voxel size")
+        stack[i] = volume
+    stack.flush()
+    del stack  # close the mapping before the rename
+    return float(first_voxel)  # type: ignore[arg-type]
 
 
 class VolumeStackDataset(Dataset):
@@ -250,5 +264,6 @@ class VolumeStackDataset(Dataset):
         item = dict(self.data[index])
         volume = np.array(self.stack[item["index"]], dtype=np.float32)  # (D, H, W), a writable copy
         affine = torch.diag(torch.tensor([self.voxel_size] * 3 + [1.0], dtype=torch.float64))
-        item["image"] = MetaTensor(torch.from_numpy(volume)[None], affine=affine, meta={"filename_or_obj": item["image"]})
+        meta = {"filename_or_obj": item["image"]}
+        item["image"] = MetaTensor(torch.from_numpy(volume)[None], affine=affine, meta=meta)  # (1, D, H, W)
         return self.transform(item)

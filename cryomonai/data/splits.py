@@ -68,7 +68,9 @@ def _split_counts(n: int, fractions: np.ndarray) -> np.ndarray:
     return counts
 
 
-def stratified_split(labels: Sequence | np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> np.ndarray:
+def stratified_split(
+    labels: Sequence | np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> np.ndarray:
     """Assign each item to ``"train"``, ``"val"`` or ``"test"``, class by class.
 
     Each class (unlabelled items form one more group) is shuffled with its own seeded
@@ -88,7 +90,7 @@ def stratified_split(labels: Sequence | np.ndarray, fractions: Sequence[float] =
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise CryoDataError("split fractions", f"got {list(fractions)}", "give (train, val, test) fractions summing to 1")
+        raise CryoDataError("split fractions", f"got {list(fractions)}", "give (train, val, test) summing to 1")
     keys = _class_keys(labels)
     out = np.empty(len(keys), dtype="<U5")
     for key, items in _groups(keys).items():

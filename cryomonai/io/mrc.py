@@ -98,7 +98,8 @@ def read_mrc_header(path: str | os.PathLike) -> MrcInfo:
     except (ValueError, OSError, EOFError) as err:
         raise CryoDataError(path, f"not a readable MRC file ({err})", f"check it is an MRC volume; {_FIX_CONVERT}")
     if mode not in SUPPORTED_MODES:
-        raise CryoDataError(path, f"unsupported MRC mode {mode} (we read modes {sorted(SUPPORTED_MODES)})", _FIX_CONVERT)
+        problem = f"unsupported MRC mode {mode} (we read modes {sorted(SUPPORTED_MODES)})"
+        raise CryoDataError(path, problem, _FIX_CONVERT)
     if path.suffix.lower() not in (".gz", ".bz2"):  # compressed files: mrcfile checks the length itself
         expected = data_offset + int(np.prod(shape)) * np.dtype(SUPPORTED_MODES[mode]).itemsize
         actual = path.stat().st_size
@@ -120,7 +121,7 @@ def _check_is_volume(path: Path, shape: tuple[int, ...]) -> None:
             path, f"is a 2D image ({shape[-2]}x{shape[-1]}), not a volume", "give a 3D subtomogram or tomogram"
         )
     if len(shape) != 3:
-        raise CryoDataError(path, f"is a stack of {shape[0]} volumes, not one volume", "split it into one file per volume")
+        raise CryoDataError(path, f"is a stack of {shape[0]} volumes, not one volume", "split it, one file per volume")
 
 
 def _check_finite(path: Path, data: np.ndarray) -> None:
@@ -144,7 +145,8 @@ def _read_volume(path: str | os.PathLike, mmap: bool, check_finite: bool) -> tup
                 data = mrc.data
         else:
             with mrcfile.open(path, permissive=False) as mrc:
-                data = np.array(mrc.data, dtype=np.float32)  # copy; native byte order
+                data = np.empty(mrc.data.shape, dtype=np.float32)  # native byte order (a file may be big-endian)
+                data[...] = mrc.data
     except (ValueError, OSError, EOFError) as err:
         raise CryoDataError(path, f"cannot read the MRC data ({err})", _FIX_CONVERT)
     if check_finite:
@@ -210,7 +212,7 @@ def write_mrc(
         raise ValueError(f"write_mrc expects a (z, y, x) volume or a (y, x) image, got shape {source.shape}")
     _check_finite(path, source)
     peak = float(np.abs(source).max()) if source.size else 0.0
-    if peak > np.finfo(dtype).max:
+    if peak > float(np.finfo(dtype).max):
         raise CryoDataError(path, f"values up to {peak:.3g} overflow {dtype.name}", "write float32 or normalise")
     data = np.ascontiguousarray(source, dtype=dtype)
     voxel = (float(voxel_size),) * 3 if np.isscalar(voxel_size) else tuple(float(v) for v in voxel_size)
@@ -257,12 +259,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _reader_meta(info: MrcInfo, shape: tuple[int, ...], stacked: bool) -> dict:
+    """MONAI meta dict of a volume (z, y, x): affine diag(voxel size, 1), RAS, no channel unless stacked."""
+    from monai.utils import MetaKeys, SpaceKeys
+
+    affine = np.diag([*info.voxel_size, 1.0])
+    return {
+        MetaKeys.AFFINE: affine,
+        MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(shape),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if stacked else float("nan"),
+        MetaKeys.PIXDIM: np.array([1.0, *info.voxel_size, 1.0, 1.0, 1.0, 1.0]),  # NIfTI layout
+        "voxel_size": np.asarray(info.voxel_size),
+        "mrc_mode": info.mode,
+    }
+
+
 @functools.cache
 def _mrc_reader_class() -> type:
     """Define ``MrcReader`` (once; the same class object is returned afterwards)."""
     from monai.data import ImageReader
     from monai.data.utils import is_supported_format
-    from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+    from monai.utils import ensure_tuple
 
     class MrcReader(ImageReader):
         """MONAI image reader for MRC volumes, for ``LoadImage(d)(reader="cryomonai.io.MrcReader")``.
@@ -305,18 +324,9 @@ def _mrc_reader_class() -> type:
             _, info, first = img[0]
             for volume, other, path in img[1:]:
                 if volume.shape != arrays[0].shape or other.voxel_size != info.voxel_size:
-                    raise CryoDataError(path, "differs in shape or voxel size from " + str(first), "stack alike files")
-            affine = np.diag([*info.voxel_size, 1.0])
-            meta = {
-                MetaKeys.AFFINE: affine,
-                MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-                MetaKeys.SPATIAL_SHAPE: np.asarray(arrays[0].shape),
-                MetaKeys.SPACE: SpaceKeys.RAS,
-                MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if len(arrays) > 1 else float("nan"),
-                MetaKeys.PIXDIM: np.array([1.0, *info.voxel_size, 1.0, 1.0, 1.0, 1.0]),
-                "voxel_size": np.asarray(info.voxel_size),
-                "mrc_mode": info.mode,
-            }
+                    problem = f"differs in shape or voxel size from {first}"
+                    raise CryoDataError(path, problem, "stack files of one shape and voxel size")
+            meta = _reader_meta(info, arrays[0].shape, stacked=len(arrays) > 1)
             return (np.stack(arrays) if len(arrays) > 1 else arrays[0]), meta
 
     MrcReader.__module__ = __name__

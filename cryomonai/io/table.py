@@ -66,7 +66,9 @@ STAR_TO_COLUMN: dict[str, str] = {
 }
 CLASS_NAME_COLUMN = "cryoClassName"
 _STRING_COLUMNS = ["rlnImageName", "rlnMicrographName", "rlnTomoName", "cryoSplit", CLASS_NAME_COLUMN]
-_EXPECTED_STAR = "rlnImageName (required), rlnClassNumber, rlnMicrographName, rlnCoordinateX/Y/Z, rlnPixelSize, cryoSplit"
+_EXPECTED_STAR = (
+    "rlnImageName (required), rlnClassNumber, rlnMicrographName, rlnCoordinateX/Y/Z, rlnPixelSize, cryoSplit"
+)
 _EXPECTED_CSV = "path (required), label, split, tomogram, x, y, z"
 
 
@@ -92,17 +94,22 @@ class ParticleTable:
         try:
             return self.class_names.index(str(name))
         except ValueError:
-            raise CryoDataError(self.source or "particle table", f"unknown class {name!r}", f"use one of {self.class_names}")
+            raise CryoDataError(self._where, f"unknown class {name!r}", f"use one of {self.class_names}")
 
     def name_of(self, index: int) -> str:
         """Class name of 0-based ``index`` (:class:`CryoDataError` if out of range)."""
         if not 0 <= int(index) < len(self.class_names):
-            raise CryoDataError(self.source or "particle table", f"no class with index {index}", f"use 0..{len(self.class_names) - 1}")
+            raise CryoDataError(self._where, f"no class with index {index}", f"use 0..{len(self.class_names) - 1}")
         return self.class_names[int(index)]
 
     def subset(self, rows: np.ndarray | Sequence[bool] | pd.Series) -> ParticleTable:
         """The rows selected by a boolean mask, with the same classes and source."""
-        return ParticleTable(self.df[np.asarray(rows, dtype=bool)].reset_index(drop=True), list(self.class_names), self.source)
+        df = self.df[np.asarray(rows, dtype=bool)].reset_index(drop=True)
+        return ParticleTable(df, list(self.class_names), self.source)
+
+    @property
+    def _where(self) -> str:
+        return str(self.source) if self.source is not None else "particle table"
 
 
 def read_particle_table(
@@ -168,7 +175,9 @@ def write_particle_table(
         df, names = table_or_df.df, class_names if class_names is not None else table_or_df.class_names
     else:
         df = table_or_df
-        names = class_names if class_names is not None else _names_from_labels(path, _labels_of(df), df.get("label_index"))
+        names = class_names
+        if names is None:
+            names = _names_from_labels(path, _labels_of(df), df.get("label_index"))
     names = _check_names(path, names)
     df = _normalise(df, names, path, require_labels=False)
     folder = path.resolve().parent
@@ -192,7 +201,8 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=_STRING_COLUMNS)
     except Exception as err:  # starfile raises many kinds of errors for a malformed file
-        raise CryoDataError(path, f"cannot parse the STAR file ({type(err).__name__}: {err})", "check it is a STAR file")
+        problem = f"cannot parse the STAR file ({type(err).__name__}: {err})"
+        raise CryoDataError(path, problem, "check it is a STAR file")
     loops = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
     main = loops.get("particles")
     if main is None:
@@ -202,7 +212,8 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if len(main) == 0:
         raise CryoDataError(path, "the particle table has no rows", "add one row per subtomogram")
     if "rlnImageName" not in main:
-        raise CryoDataError(path, f"missing column rlnImageName; found {list(main.columns)}", f"expected {_EXPECTED_STAR}")
+        problem = f"missing column rlnImageName; found {list(main.columns)}"
+        raise CryoDataError(path, problem, f"expected {_EXPECTED_STAR}")
     df = main.rename(columns=STAR_TO_COLUMN)
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
@@ -252,7 +263,8 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise CryoDataError(path, f"cannot parse the CSV file ({err})", f"expected columns {_EXPECTED_CSV}")
     df.columns = [str(c).strip() for c in df.columns]
     if "path" not in df:
-        raise CryoDataError(path, f"missing column 'path'; found {list(df.columns)}", f"expected columns {_EXPECTED_CSV}")
+        problem = f"missing column 'path'; found {list(df.columns)}"
+        raise CryoDataError(path, problem, f"expected columns {_EXPECTED_CSV}")
     labels = _labels_of(df)
     df["label"] = labels
     return df, _names_from_labels(path, labels, df.pop("label_index") if "label_index" in df else None)
@@ -301,7 +313,7 @@ def _normalise(df: pd.DataFrame, names: list[str], path: Path, require_labels: b
         shown = names if len(names) <= 10 else [*names[:10], "..."]
         raise CryoDataError(
             f"{path}, row {unknown[0]}", f"class {labels[unknown[0] - 1]!r} is not one of the classes {shown} "
-            f"({len(unknown)} rows like this)", "remove those rows or use class names that match the model",
+            f"({len(unknown)} of {len(labels)} rows)", "remove those rows or use class names that match the model",
         )
     if require_labels and None in labels:
         row = labels.index(None) + 1

@@ -116,10 +116,14 @@ class Classifier(nn.Module):
         enc = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not enc:
             raise CryoDataError("checkpoint", f"no '{prefix}*' weights", "load an SSL or classifier checkpoint")
-        missing, unexpected = self.encoder.load_state_dict(enc, strict=False)
-        if missing or unexpected:
+        try:
+            missing, unexpected = self.encoder.load_state_dict(enc, strict=False)
+            detail = f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}" if missing or unexpected else ""
+        except RuntimeError as err:  # a shape mismatch
+            detail = str(err).strip().splitlines()[-1].strip()
+        if detail:
             raise CryoDataError(
                 "checkpoint",
-                f"encoder weights do not match (missing {missing[:3]}…, unexpected {unexpected[:3]}…)",
+                f"encoder weights do not match ({detail})",
                 "build the classifier with the encoder (name and arguments) used for pretraining",
             )

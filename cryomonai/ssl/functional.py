@@ -149,7 +149,7 @@ def ema_update(target: nn.Module, online: nn.Module, m: float) -> None:
     Buffers (BatchNorm statistics) are not averaged: the target keeps its own, as in MoCo.
     """
     for p_t, p_o in zip(target.parameters(), online.parameters()):
-        p_t.mul_(m).add_(p_o.detach(), alpha=1.0 - m)
+        p_t.copy_(p_t * m + p_o.detach() * (1.0 - m))  # the formula as written, as in MoCo's builder.py
 
 
 @torch.no_grad()

@@ -103,11 +103,11 @@ class MoCo(SSLMethod):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Write ``keys`` ``(n, P)`` (already gathered) at the pointer, oldest first out, wrapping at ``K``."""
-        k_size = self.queue.shape[0]
-        keys = keys[-k_size:]  # more keys than slots: only the newest K survive
-        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % k_size
-        self.queue[idx] = keys.to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % k_size)
+        k_size, n = self.queue.shape[0], keys.shape[0]
+        keys = keys[-k_size:]  # more keys than slots: only the newest K survive, where a ring puts them
+        start = self.queue_ptr + (n - keys.shape[0])
+        self.queue[(start + torch.arange(keys.shape[0], device=keys.device)) % k_size] = keys.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + n) % k_size)
 
     def _contrast(self, x_q: torch.Tensor, x_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """InfoNCE of queries from ``x_q`` against keys from ``x_k``; returns (loss, q, k)."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import get_track_meta
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
 from monai.utils import convert_to_tensor
 from monai.utils.enums import TransformBackends
@@ -28,10 +29,11 @@ __all__ = ["check_volume", "RandArrayd"]
 def check_volume(img: Any, where: str) -> torch.Tensor:
     """Return ``img`` as a float tensor of shape (C, D, H, W) (channel first, spatial z, y, x).
 
-    Keeps a ``MetaTensor`` (and its metadata) as it is; converts a numpy array without copying
-    when possible. Raises :class:`CryoDataError` for anything that is not a 4-D real volume.
+    Like MONAI's own transforms, returns a ``MetaTensor`` (metadata kept) while
+    ``monai.data.get_track_meta()`` is on (the default), so a batch never mixes tensor types.
+    Raises :class:`CryoDataError` for anything that is not a 4-D real volume.
     """
-    t = convert_to_tensor(img)
+    t = convert_to_tensor(img, track_meta=get_track_meta())
     if t.ndim != 4 or t.is_complex():
         raise CryoDataError(
             where,

@@ -61,7 +61,9 @@ class RandSNRJitter(RandomizableTransform):
         self.factor_range = (float(factor_range[0]), float(factor_range[1]))
         if self.factor_range[0] < 1.0:
             raise CryoDataError(
-                "RandSNRJitter", f"factor_range {self.factor_range} has a factor below 1", "use factors >= 1 (1 = no noise)"
+                "RandSNRJitter",
+                f"factor_range {self.factor_range} has a factor below 1",
+                "use factors >= 1 (1 = no noise)",
             )
         self.input_snr = float(input_snr)
         self.tilt_range = None if tilt_range is None else (float(tilt_range[0]), float(tilt_range[1]))

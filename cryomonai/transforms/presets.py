@@ -92,9 +92,14 @@ def cryo3d_views(
     crop_scale: Sequence[float] = (0.5, 1.0),
     lowpass_prob: float = 0.3,
     lowpass_cutoff: Sequence[float] = (0.5, 1.0),
+    lowpass_width: float = 0.05,
     ctf_prob: float = 0.2,
     defocus_range_um: Sequence[float] = (-6.0, -2.0),
     pixel_size_nm: float = 1.0,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.0,
+    amplitude_contrast: float = 0.07,
+    abs_ctf: bool = True,
     noise_prob: float = 0.5,
     noise_factor_range: Sequence[float] = (1.0, 3.0),
     input_snr: float = 0.1,
@@ -104,14 +109,19 @@ def cryo3d_views(
 ) -> Compose:
     """Our cryo-ET views: true 3D augmentations that keep the missing wedge physical.
 
-    Normalise, then per view: low-pass at a random cut-off (``lowpass_prob``, fraction of Nyquist
-    ``lowpass_cutoff``) · |CTF| of a random defocus (``ctf_prob``, ``defocus_range_um``,
-    ``pixel_size_nm``) · noise dropping the SNR by ``U(noise_factor_range)`` (``noise_prob``;
-    wedge-shaped when ``tilt_range`` is set, so it rotates with the data) · rotation (``"beam"``:
-    about z by ``U(±beam_angle_deg)`` or ``U(beam_angle_deg)`` for a pair; ``"so3"``: uniform 3D, then the wedge over
-    ``tilt_range`` is re-imposed) with probability ``rotation_prob`` · a 3D random resized crop
-    (``crop_prob``, volume fraction ``crop_scale``; isotropic, so the wedge's angles are kept) ·
-    normalise again. ``tilt_range=None`` is for data without a wedge (white noise, no re-imposition).
+    Normalise, then per view, each step with its own probability (``*_prob``):
+
+    1. low-pass at a cut-off ``~ U(lowpass_cutoff)`` × Nyquist (:class:`RandLowPass`);
+    2. ``|CTF|`` of a defocus ``~ U(defocus_range_um)`` (:class:`RandCTF`; microscope arguments
+       as :func:`cryomonai.simulate.imaging.ctf_3d`);
+    3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
+       the wedge of ``tilt_range`` so it turns with the data in step 4;
+    4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
+       or ``"so3"`` uniform in 3D;
+    5. a 3D random resized crop (volume fraction ``crop_scale``; isotropic, so wedge angles stay);
+    6. for ``"so3"``, re-impose the wedge of ``tilt_range`` (``None``: data without a wedge —
+       white noise, nothing re-imposed);
+    7. normalise again (zero mean, unit std).
 
     Example:
         >>> views = cryo3d_views(rotation="so3").set_random_state(0)
@@ -119,9 +129,10 @@ def cryo3d_views(
         >>> sorted(out), out["view_0"].dtype
         (['label', 'view_0', 'view_1'], torch.float32)
     """
+    microscope = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast, abs_ctf=abs_ctf)
     view = [
-        RandLowPassd(keys, lowpass_prob, lowpass_cutoff),
-        RandCTFd(keys, ctf_prob, defocus_range_um, pixel_size_nm),
+        RandLowPassd(keys, lowpass_prob, lowpass_cutoff, lowpass_width),
+        RandCTFd(keys, ctf_prob, defocus_range_um, pixel_size_nm, **microscope),
         RandSNRJitterd(keys, noise_prob, noise_factor_range, input_snr, tilt_range),
         _rotation(keys, rotation, rotation_prob, beam_angle_deg, mode, padding_mode),
         RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(0, 1, 2)),

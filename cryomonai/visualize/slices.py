@@ -16,10 +16,10 @@ __all__ = ["central_slices", "slice_montage"]
 PLANES = ("xy", "xz", "yz")
 
 
-def central_slices(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The central ``xy`` (z = D/2), ``xz`` (y = H/2) and ``yz`` (x = W/2) slices of a (z, y, x) volume."""
-    d, h, w = vol.shape
-    return vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]
+def central_slices(vol: np.ndarray, centre: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``xy``, ``xz`` and ``yz`` slices of a (z, y, x) volume through ``centre`` (z, y, x; default the box centre)."""
+    z, y, x = centre if centre is not None else tuple(n // 2 for n in vol.shape)
+    return vol[z], vol[:, y], vol[:, :, x]
 
 
 def slice_montage(
@@ -28,6 +28,7 @@ def slice_montage(
     path: str | os.PathLike,
     title: str = "",
     dpi: int = 100,
+    centres: dict[str, tuple[int, int, int]] | None = None,
 ) -> Path:
     """Write a PNG: one row per key of ``grid``, and for each volume of the row its xy/xz/yz slices.
 
@@ -37,6 +38,7 @@ def slice_montage(
         path: output PNG (written atomically).
         title: figure title.
         dpi: resolution.
+        centres: row label → (z, y, x) voxel the row's slices go through (default: box centres).
     """
     import matplotlib
 
@@ -50,7 +52,8 @@ def slice_montage(
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * 0.9, len(rows) * 0.95 + 0.6), squeeze=False)
     for r, name in enumerate(rows):
         for c, vol in enumerate(grid[name]):
-            for k, sl in enumerate(central_slices(np.asarray(vol, dtype=np.float32))):
+            centre = (centres or {}).get(name)
+            for k, sl in enumerate(central_slices(np.asarray(vol, dtype=np.float32), centre)):
                 ax = axes[r, 3 * c + k]
                 lo, hi = np.percentile(sl, [1, 99])
                 ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
