@@ -114,6 +114,10 @@ def test_table_to_data_dicts(tmp_path):
     no_split = _make_table(tmp_path, name="u.csv", with_split=False)
     with pytest.raises(CryoDataError, match="has no split column"):
         table_to_data_dicts(no_split, split="train")
+    coords = pd.DataFrame({"tomogram": ["t"], "x": [1.0], "y": [2.0], "z": [3.0]})
+    write_particle_table(coords, tmp_path / "picks.star", class_names=[])
+    with pytest.raises(CryoDataError, match=r"picks\.star: lists particle coordinates but no subtomogram files"):
+        table_to_data_dicts(tmp_path / "picks.star")
 
 
 def test_validate_volumes(tmp_path):

@@ -224,10 +224,12 @@ class _Flat(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("encoder", ["flat", "rb3d"])
+@pytest.mark.parametrize("encoder", ["flat", pytest.param("rb3d", marks=pytest.mark.slow)])
 def test_swav_gets_clearly_below_log_k_on_a_separable_toy(encoder: str) -> None:
     # 4 classes = 4 random 8³ templates + noise; views add fresh noise. Uniform predictions cost
-    # log K, the value SwAV stalls at when it learns nothing; learning the clusters goes far below.
+    # log K, the value SwAV stalls at when it learns nothing; learning the clusters goes far below
+    # (≈ 0.25–0.3 log K after 40 steps over seeds), without collapsing: no prototype is shared by
+    # two classes.
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     k = 12
@@ -240,4 +242,10 @@ def test_swav_gets_clearly_below_log_k_on_a_separable_toy(encoder: str) -> None:
     for step in range(1, 41):
         views = [x + 0.3 * torch.randn(x.shape, generator=g) for _ in range(2)]
         losses.append(_step(method, opt, views, step))
-    assert sum(losses[-5:]) / 5 < 0.6 * math.log(k), losses
+    assert sum(losses[-5:]) / 5 < 0.5 * math.log(k), losses
+    with torch.no_grad():  # train mode: the head's BatchNorm uses batch statistics, as in training
+        z = F.normalize(method.head(method.encoder(x)), dim=1)
+    winners = (z @ method.prototypes.weight.T).argmax(dim=1).view(4, 8)  # (class, sample)
+    for i in range(4):
+        for j in range(i):
+            assert set(winners[i].tolist()).isdisjoint(winners[j].tolist()), winners

@@ -148,12 +148,12 @@ def test_empty_star(tmp_path):
 
 def test_missing_required_column(tmp_path, vols):
     _write_csv(tmp_path / "t.csv", file=vols, label=["a"] * 4)
-    with pytest.raises(CryoDataError, match=r"t\.csv: missing column 'path'.*expected columns path \(required\), lab"):
+    with pytest.raises(CryoDataError, match=r"t\.csv: missing column 'path'.*expected columns path \(or tomogram"):
         read_particle_table(tmp_path / "t.csv")
     import starfile
 
     starfile.write(pd.DataFrame({"rlnMicrographName": ["t1"], "rlnClassNumber": [1]}), tmp_path / "t.star")
-    with pytest.raises(CryoDataError, match=r"t\.star: missing column rlnImageName.*expected rlnImageName \(requ"):
+    with pytest.raises(CryoDataError, match=r"t\.star: missing column rlnImageName.*expected rlnImageName \(or"):
         read_particle_table(tmp_path / "t.star")
 
 
@@ -203,6 +203,23 @@ def test_inconsistent_label_index_in_csv(tmp_path, vols):
     _write_csv(tmp_path / "t.csv", path=vols[:3], label=["a", "b", "a"], label_index=[0, 1, 1])
     with pytest.raises(CryoDataError, match=r"t\.csv, row 3: label_index 1 disagrees with label 'a'"):
         read_particle_table(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("suffix", ["star", "csv"])
+def test_coordinate_table_without_paths_round_trips(tmp_path, suffix):
+    df = pd.DataFrame({
+        "tomogram": "/data/tomo.mrc", "label": ["b", "a"], "x": [1.0, 2.0], "y": [3.0, 4.0], "z": [5.0, 6.0],
+        "rlnAngleRot": [10.0, 20.0], "rlnPixelSize": 10.0,
+    })
+    path = write_particle_table(df, tmp_path / f"picks.{suffix}", class_names=["a", "b"])
+    assert "mrc" not in path.read_text().replace("tomo.mrc", "")  # no subtomogram path column
+    table = read_particle_table(path)
+    assert table.df["path"].tolist() == [None, None] and table.df["label_index"].tolist() == [1, 0]
+    assert table.df["z"].tolist() == [5.0, 6.0] and table.df["rlnPixelSize"].tolist() == [10.0, 10.0]
+    assert table.df["tomogram"].tolist() == ["/data/tomo.mrc"] * 2
+    _write_csv(tmp_path / "bad.csv", tomogram=["t", "t"], x=[1, None], y=[1, 1], z=[1, 1])
+    with pytest.raises(CryoDataError, match=r"bad\.csv, row 2: a table without paths needs tomogram, x, y and z"):
+        read_particle_table(tmp_path / "bad.csv")
 
 
 def test_particle_table_is_a_plain_dataclass(tmp_path):

@@ -40,7 +40,12 @@ CACHE_FORMAT = 1  # bump when the cache layout changes: old caches are then rebu
 
 
 def _as_table(table: ParticleTable | str | os.PathLike) -> ParticleTable:
-    return table if isinstance(table, ParticleTable) else read_particle_table(table)
+    """The table itself, or the table read from a path; it must list subtomogram files."""
+    table = table if isinstance(table, ParticleTable) else read_particle_table(table)
+    if table.df["path"].isna().any():
+        raise CryoDataError(table.source or "particle table", "lists particle coordinates but no subtomogram files",
+                            "extract subtomograms first and use the table that lists them")
+    return table
 
 
 def table_to_data_dicts(table: ParticleTable | str | os.PathLike, split: str | None = None) -> list[dict]:

@@ -1,16 +1,18 @@
 """The particle table: cryomonai's dataset format (RELION-style STAR, or CSV).
 
-One row per particle (subtomogram). On disk:
+One row per particle (subtomogram). A *coordinate table* (particle picks in a tomogram, before
+subtomograms are extracted) has no path column but a tomogram and x, y, z on every row; its
+``path`` is None. On disk:
 
 **STAR** (read/written with :mod:`starfile`, RELION column names verbatim), block
 ``data_particles``:
 
 =====================  ==================================================================
-``rlnImageName``       subtomogram MRC path, relative to the table's folder (required)
+``rlnImageName``       subtomogram MRC path, relative to the table's folder
 ``rlnClassNumber``     1-based class; 0 (or empty) = unlabelled
 ``rlnMicrographName``  tomogram the particle comes from (``rlnTomoName`` is read too)
 ``rlnCoordinateX/Y/Z`` particle position in the tomogram, voxels
-``rlnPixelSize``       Å per voxel
+``rlnPixelSize``       Å per voxel (kept under this name)
 ``cryoSplit``          ``train``/``val``/``test`` (our column)
 =====================  ==================================================================
 
@@ -25,9 +27,10 @@ names too; empty = unlabelled). Classes are ordered by the optional ``label_inde
 Any other column is kept as is, in both formats.
 
 In memory, :class:`ParticleTable` holds a :class:`pandas.DataFrame` with the normalised columns
-``path`` (absolute), ``label`` (class name, or None when unlabelled), ``label_index`` (0-based,
--1 when unlabelled), ``split``, ``tomogram``, ``x``, ``y``, ``z``, then the extra columns; and
-``class_names``, the one place where class names and indices are tied together.
+``path`` (absolute, or None in a coordinate table), ``label`` (class name, or None when
+unlabelled), ``label_index`` (0-based, -1 when unlabelled), ``split``, ``tomogram``, ``x``,
+``y``, ``z``, then the extra columns; and ``class_names``, the one place where class names and
+indices are tied together.
 
 Errors are one-line :class:`~cryomonai.errors.CryoDataError`\\ s naming the table and the 1-based
 particle row.
@@ -61,15 +64,16 @@ STAR_TO_COLUMN: dict[str, str] = {
     "rlnCoordinateX": "x",
     "rlnCoordinateY": "y",
     "rlnCoordinateZ": "z",
-    "rlnPixelSize": "pixel_size",
     "cryoSplit": "split",
 }
 CLASS_NAME_COLUMN = "cryoClassName"
 _STRING_COLUMNS = ["rlnImageName", "rlnMicrographName", "rlnTomoName", "cryoSplit", CLASS_NAME_COLUMN]
 _EXPECTED_STAR = (
-    "rlnImageName (required), rlnClassNumber, rlnMicrographName, rlnCoordinateX/Y/Z, rlnPixelSize, cryoSplit"
+    "rlnImageName (or rlnMicrographName + rlnCoordinateX/Y/Z for a coordinate table), rlnClassNumber, "
+    "rlnPixelSize, cryoSplit"
 )
-_EXPECTED_CSV = "path (required), label, split, tomogram, x, y, z"
+_EXPECTED_CSV = "path (or tomogram + x, y, z for a coordinate table), label, split"
+_COORDINATES = ("tomogram", "x", "y", "z")
 
 
 @dataclass
@@ -157,8 +161,9 @@ def write_particle_table(
 ) -> Path:
     """Write a particle table atomically: STAR if ``path`` ends in ``.star``, CSV if ``.csv``.
 
-    Paths are written relative to the output file's folder. :func:`read_particle_table` reads
-    back the same rows, classes (in the same order) and extra columns.
+    Paths are written relative to the output file's folder (relative paths in a DataFrame are
+    taken as already relative to it). :func:`read_particle_table` reads back the same rows,
+    classes (in the same order) and extra columns.
 
     Args:
         table_or_df: a :class:`ParticleTable`, or a DataFrame with at least ``path`` (and
@@ -181,7 +186,7 @@ def write_particle_table(
     names = _check_names(path, names)
     df = _normalise(df, names, path, require_labels=False)
     folder = path.resolve().parent
-    rel = [_relative(p, folder) for p in df["path"]]
+    rel = None if df["path"].isna().all() else [_relative(p, folder) for p in df["path"]]
     if path.suffix.lower() == ".star":
         text = starfile.to_string(_star_blocks(df, rel, names))
     elif path.suffix.lower() == ".csv":
@@ -211,12 +216,12 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
         main = next((v for k, v in loops.items() if k not in ("classes", "optics")), pd.DataFrame())
     if len(main) == 0:
         raise CryoDataError(path, "the particle table has no rows", "add one row per subtomogram")
-    if "rlnImageName" not in main:
-        problem = f"missing column rlnImageName; found {list(main.columns)}"
-        raise CryoDataError(path, problem, f"expected {_EXPECTED_STAR}")
     df = main.rename(columns=STAR_TO_COLUMN)
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
+    if "path" not in df and not set(_COORDINATES) <= set(df.columns):
+        problem = f"missing column rlnImageName; found {list(main.columns)}"
+        raise CryoDataError(path, problem, f"expected {_EXPECTED_STAR}")
     numbers = df.pop("rlnClassNumber") if "rlnClassNumber" in df else pd.Series(np.nan, index=df.index)
     names = _star_class_names(path, loops.get("classes"), numbers)
     df["label"] = [_star_label(path, row, n, names) for row, n in enumerate(numbers, start=1)]
@@ -262,7 +267,7 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise CryoDataError(path, f"cannot parse the CSV file ({err})", f"expected columns {_EXPECTED_CSV}")
     df.columns = [str(c).strip() for c in df.columns]
-    if "path" not in df:
+    if "path" not in df and not set(_COORDINATES) <= set(df.columns):
         problem = f"missing column 'path'; found {list(df.columns)}"
         raise CryoDataError(path, problem, f"expected columns {_EXPECTED_CSV}")
     labels = _labels_of(df)
@@ -330,7 +335,7 @@ def _normalise(df: pd.DataFrame, names: list[str], path: Path, require_labels: b
             df[column] = pd.to_numeric(df[column], errors="raise") if column in df else np.nan
         except (ValueError, TypeError):
             raise CryoDataError(path, f"column {column} holds non-numeric values", "give coordinates in voxels")
-    df["path"] = [_absolute(p, path, row) for row, p in enumerate(df["path"], start=1)]
+    df["path"] = _paths_of(df, path)
     return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
 
 
@@ -345,6 +350,18 @@ def _splits_of(df: pd.DataFrame, path: Path) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
+def _paths_of(df: pd.DataFrame, table: Path) -> pd.Series:
+    """Absolute subtomogram paths; all None for a coordinate table (which needs x, y, z, tomogram)."""
+    if "path" in df:
+        return pd.Series([_absolute(p, table, row) for row, p in enumerate(df["path"], start=1)], dtype=object)
+    incomplete = df[list(_COORDINATES)].isna().any(axis=1).to_numpy()
+    if incomplete.any():
+        row = int(np.argmax(incomplete)) + 1
+        raise CryoDataError(f"{table}, row {row}", "a table without paths needs tomogram, x, y and z on every row",
+                            "fill them in, or give the subtomogram paths")
+    return pd.Series([None] * len(df), dtype=object)
+
+
 def _absolute(value: object, table: Path, row: int) -> str:
     """An absolute path; a relative one is taken relative to the table's folder."""
     if pd.isna(value) or str(value).strip() == "":  # type: ignore[call-overload]
@@ -355,6 +372,8 @@ def _absolute(value: object, table: Path, row: int) -> str:
 
 def _check_paths(df: pd.DataFrame, path: Path, check_files: bool, allow_duplicates: bool) -> None:
     """Duplicate files (unless allowed) and, if ``check_files``, missing files → one error."""
+    if df["path"].isna().all():  # a coordinate table: no subtomogram files yet
+        return
     if not allow_duplicates:
         dup = df["path"].duplicated(keep="first")
         if dup.any():
@@ -389,9 +408,9 @@ def _extra_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in COLUMNS]
 
 
-def _star_blocks(df: pd.DataFrame, rel: list[str], names: list[str]) -> dict[str, pd.DataFrame]:
-    """The ``particles`` (and ``classes``) loop blocks of a STAR file."""
-    out = pd.DataFrame({"rlnImageName": rel})
+def _star_blocks(df: pd.DataFrame, rel: list[str] | None, names: list[str]) -> dict[str, pd.DataFrame]:
+    """The ``particles`` (and ``classes``) loop blocks of a STAR file (no paths: a coordinate table)."""
+    out = pd.DataFrame({"rlnImageName": rel} if rel is not None else {}, index=range(len(df)))
     if names or (df["label_index"] >= 0).any():
         out["rlnClassNumber"] = df["label_index"].to_numpy() + 1  # 0 = unlabelled
     column_to_star = {v: k for k, v in STAR_TO_COLUMN.items() if v != "path"}
@@ -406,9 +425,9 @@ def _star_blocks(df: pd.DataFrame, rel: list[str], names: list[str]) -> dict[str
     return blocks
 
 
-def _csv_frame(df: pd.DataFrame, rel: list[str], names: list[str]) -> pd.DataFrame:
+def _csv_frame(df: pd.DataFrame, rel: list[str] | None, names: list[str]) -> pd.DataFrame:
     """The CSV columns: ``path,label,label_index`` then the other non-empty columns."""
-    out = pd.DataFrame({"path": rel})
+    out = pd.DataFrame({"path": rel} if rel is not None else {}, index=range(len(df)))
     if names:
         out["label"] = df["label"].to_numpy()
         out["label_index"] = df["label_index"].where(df["label_index"] >= 0).astype("Int64")  # empty = none
