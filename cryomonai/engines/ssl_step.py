@@ -97,7 +97,9 @@ def _views(batchdata: Mapping[str, Any], keys: Sequence[str], engine: Any) -> li
     return [convert_to_tensor(batchdata[k], track_meta=False).to(engine.state.device, **kwargs) for k in keys]
 
 
-def ssl_iteration(engine: Any, batchdata: Mapping[str, Any], view_keys: Sequence[str] | None = None) -> dict[str, float]:
+def ssl_iteration(
+    engine: Any, batchdata: Mapping[str, Any], view_keys: Sequence[str] | None = None
+) -> dict[str, float]:
     """One SSL optimisation step for a MONAI ``SupervisedTrainer`` (its ``iteration_update``).
 
     Moves the views to ``engine.state.device``, runs the method's ``training_step``, back-propagates

@@ -35,6 +35,7 @@ layers of ``rb3d_original`` ``2·(131,072 + 1,024)·1,024`` = 270.5 M.
 All layers come from MONAI's factories, so ``spatial_dims``, ``act`` and ``norm`` are settable from
 a bundle's JSON: ``"norm": "batch"`` or ``"norm": ["group", {"num_groups": 8}]``. ``norm=None`` (the
 default) is the paper's network (no normalisation); a norm layer goes after every convolution.
+Weights are He-initialised (:func:`he_init`), as in PyTorch ports of RB3D and MONAI's ResNet.
 
 Input ``(B, C, D, H, W)`` = ``(B, 1, z, y, x)``; output ``(B, num_features)``.
 
@@ -59,9 +60,23 @@ from torch import nn
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["RB3D", "RB3DBlock", "RB3DOriginal", "rb3d_trunk"]
+__all__ = ["RB3D", "RB3DBlock", "RB3DOriginal", "he_init", "rb3d_trunk"]
 
 NormType = str | tuple | list | None
+
+
+def he_init(net: nn.Module) -> None:
+    """He (Kaiming) normal initialisation, fan-in, of every conv and linear layer; zero biases.
+
+    RB3D has no normalisation layers, so the weights must keep the activation variance through its 13
+    convolutions; PyTorch's default (uniform, gain 1/√3) shrinks it layer by layer and leaves the
+    features of different subtomograms nearly identical at the start of training.
+    """
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _conv(
@@ -173,6 +188,7 @@ class RB3D(nn.Module):
         self.flatten = nn.Flatten(1)
         self.num_features = channels * pool_size**spatial_dims
         self.cam_layer = f"features.block{n_blocks}"
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, D, H, W) → (B, 32, D/2, H/2, W/2) → (B, 32, 2, 2, 2) → (B, 256)
@@ -233,6 +249,7 @@ class RB3DOriginal(nn.Module):
         )
         self.num_features = hidden
         self.cam_layer = f"features.block{n_blocks}"
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.img_size:

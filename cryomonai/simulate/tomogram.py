@@ -102,7 +102,7 @@ def simulate_tomogram(
     euler = euler_zyz(rots) if len(rots) else np.zeros((0, 3))
     df = pd.DataFrame(
         {
-            "tomogram": str(out / "tomogram.mrc"),
+            "tomogram": "tomogram.mrc",  # relative to the table, as rlnImageName paths are
             "label": [classes[i] for i in labels],
             "x": centres[:, 2], "y": centres[:, 1], "z": centres[:, 0],
             "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],

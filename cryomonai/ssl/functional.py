@@ -48,7 +48,7 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     rank, world = _rank_world()
     parts = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(parts, x.detach().contiguous())
-    parts[rank] = x; parts = parts[rank:rank+1]
+    parts[rank] = x
     return torch.cat(parts, dim=0)
 
 
@@ -136,7 +136,7 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch
     for _ in range(n_iters):
         rows = q.sum(dim=1, keepdim=True)  # (K, 1) mass per prototype, over the global batch
         if is_distributed():
-            pass
+            dist.all_reduce(rows)
         q = q / rows / n_protos
         q = q / q.sum(dim=0, keepdim=True) / n_global  # (1, B) mass per sample
     return (q * n_global).T  # (B, K), rows sum to 1

@@ -43,9 +43,9 @@ class RandSNRJitter(RandomizableTransform):
 
     Example:
         >>> jitter = RandSNRJitter(prob=1.0, factor_range=(2.0, 2.0), input_snr=0.0).set_random_state(0)
-        >>> out = jitter(torch.randn(1, 16, 16, 16))
-        >>> round(float(out.var()), 1)   # pure noise in, twice the noise out
-        2.0
+        >>> x = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> abs(float(jitter(x).var() / x.var()) - 2.0) < 0.15   # pure noise in, twice the noise out
+        True
     """
 
     backend = [TransformBackends.TORCH]

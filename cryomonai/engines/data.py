@@ -1,0 +1,115 @@
+"""Data for the engines: the bundle's default dataset, and the labelled fraction for fine-tuning.
+
+* :func:`ensure_dataset` — the particle table a run trains on; when it is missing the built-in
+  simulator writes it first (the bundle's default data), then the volume cache is built. Under
+  ``torch.distributed`` rank 0 does this while the other ranks wait.
+* :func:`label_fraction_subset` — the paper's semi-supervised setting (Gupta et al. 2022, §4):
+  fine-tune on 25 / 50 / 75 / 100 % of the training labels, nested and stratified
+  (:func:`cryomonai.data.label_subset`), as a ``torch.utils.data.Subset`` of any MONAI dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import Dataset, Subset
+
+from cryomonai.errors import CryoDataError
+
+__all__ = ["ensure_dataset", "label_fraction_subset"]
+
+
+def _prepare(table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict) -> None:
+    """Simulate the dataset if ``table`` is missing (and allowed), then build the volume cache."""
+    from cryomonai.data.dataset import build_volume_cache
+    from cryomonai.simulate.dataset import simulate_dataset
+
+    if not table.is_file():
+        if not simulate:
+            raise CryoDataError(table, "particle table not found",
+                                "give --dataset_dir of a folder with particles.star, or --simulate true")
+        if table.name != "particles.star":
+            raise CryoDataError(table, "is missing, and the simulator writes only particles.star",
+                                "point at an existing table, or at <folder>/particles.star to simulate one")
+        simulate_dataset(table.parent, progress=progress, **sim_kw)
+    if cache_path is not None:
+        build_volume_cache(table, cache_path, progress=progress)
+
+
+def ensure_dataset(
+    table: str | os.PathLike,
+    cache_path: str | os.PathLike | None = None,
+    simulate: bool = True,
+    progress: bool = True,
+    **simulate_kwargs: Any,
+) -> Path:
+    """The particle table ``table``, simulated first if it does not exist.
+
+    Args:
+        table: a particle table (STAR or CSV). If missing and ``simulate``, it must be named
+            ``particles.star``: :func:`~cryomonai.simulate.dataset.simulate_dataset` writes its
+            folder (which must not exist yet).
+        cache_path: also build (or check) the float16 volume cache of
+            :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
+        simulate: simulate a missing table (else raise).
+        progress: show progress bars.
+        simulate_kwargs: arguments of ``simulate_dataset`` (``n_per_class``, ``snr``, ``box``,
+            ``classes``, ``seed``, ``workers`` …), used only when simulating.
+
+    Returns:
+        ``table`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CryoDataError: the table is missing and ``simulate`` is false (or it is not
+            ``particles.star``), or a volume is unreadable (from the cache build).
+    """
+    table = Path(table)
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:
+        _prepare(table, cache_path, simulate, progress, simulate_kwargs)
+    if distributed:
+        dist.barrier()
+    return table
+
+
+def label_fraction_subset(
+    dataset: Dataset, fraction: float = 1.0, seed: int = 0, num_classes: int | None = None
+) -> Subset:
+    """The labelled items of ``dataset`` in a stratified, nested ``fraction`` of each class.
+
+    Items are MONAI data dicts (``dataset.data[i]["label"]``, -1 = unlabelled, never chosen).
+    For one ``seed`` the 25 % subset lies inside the 50 % one, and so on.
+
+    Args:
+        dataset: a MONAI dataset whose ``data`` are dicts with ``"label"`` (e.g. the training
+            split of :class:`~cryomonai.data.VolumeStackDataset`).
+        fraction: in (0, 1].
+        seed: subset seed (a run's repeats use seeds 0 … 4).
+        num_classes: if given, every class ``0 … num_classes - 1`` must keep an example.
+
+    Raises:
+        CryoDataError: bad fraction, no labelled item, or a class left without examples.
+
+    Example:
+        >>> from monai.data import Dataset
+        >>> ds = Dataset([{"label": i % 2} for i in range(8)] + [{"label": -1}])
+        >>> sorted(ds[i]["label"] for i in label_fraction_subset(ds, 0.5).indices)
+        [0, 0, 1, 1]
+    """
+    from cryomonai.data.splits import label_subset
+
+    data: Sequence[dict] = getattr(dataset, "data", None)  # type: ignore[assignment]
+    if data is None:
+        raise CryoDataError("label_fraction_subset", f"a {type(dataset).__name__} has no 'data' list",
+                            "give a MONAI dataset of data dicts with 'label'")
+    labels = np.array([int(item.get("label", -1)) for item in data])
+    classes = list(range(num_classes)) if num_classes is not None else None
+    mask = label_subset(labels, fraction, seed, classes=classes)
+    if not mask.any():
+        raise CryoDataError("training split", "has no labelled particles", "label some particles (rlnClassNumber > 0)")
+    return Subset(dataset, np.flatnonzero(mask).tolist())

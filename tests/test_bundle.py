@@ -1,0 +1,259 @@
+"""The MONAI bundle ``bundles/cryo_ssl``: every config parses and composes; pretrain → finetune →
+evaluate → inference run through ``monai.bundle`` on a tiny simulated dataset; resume; DDP on CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, run
+from monai.bundle.scripts import create_workflow
+
+from cryomonai.networks import ENCODERS
+from cryomonai.ssl import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "cryo_ssl"
+CONFIGS = BUNDLE / "configs"
+CLASSES = ("1bxn", "1qvr", "1s3x")
+
+
+def _files(*names: str) -> list[str]:
+    return [str(CONFIGS / name) for name in names]
+
+
+PRETRAIN = _files("common.json", "pretrain.json")
+FINETUNE = _files("common.json", "finetune.json")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny simulated dataset (3 classes × 8, 24³) and the overrides pointing the bundle at tmp dirs."""
+    from cryomonai.simulate.dataset import simulate_dataset
+
+    root = tmp_path_factory.mktemp("bundle")
+    simulate_dataset(root / "data", n_per_class=8, box=24, classes=CLASSES, seed=0, workers=0, progress=False)
+    overrides = {
+        "bundle_root": str(BUNDLE),
+        "dataset_dir": str(root / "data"),
+        "ckpt_dir": str(root / "models"),
+        "output_dir": str(root / "eval"),
+        "simulate": False,
+        "progress": False,
+        "batch_size": 4,
+    }
+    return {"root": root, "overrides": overrides}
+
+
+@pytest.fixture(scope="module")
+def pretrained(env: dict) -> Path:
+    """Two epochs of MoCo pretraining through ``monai.bundle.run`` (as the CLI does)."""
+    run("pretrain", config_file=PRETRAIN, **env["overrides"], epochs=2, **{"ssl_method#queue_size": 16})
+    return Path(env["overrides"]["ckpt_dir"])
+
+
+@pytest.fixture(scope="module")
+def finetuned(env: dict, pretrained: Path) -> dict:
+    """Fine-tune 2 epochs from the pretrained checkpoint; keeps the encoder state as loaded."""
+    workflow = create_workflow(config_file=FINETUNE, **env["overrides"], epochs=2, run_id="finetune")
+    loaded = copy.deepcopy(workflow.parser.get_parsed_content("network").encoder.state_dict())
+    workflow.run()
+    workflow.finalize()
+    return {"loaded": loaded, "ckpt_dir": pretrained}
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.json")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_is_json(path: Path) -> None:
+    content = json.loads(path.read_text())
+    assert isinstance(content, dict) and content
+    if path.parent.name in ("methods", "encoders"):
+        assert len(path.read_text().splitlines()) <= 20  # overlays stay small
+
+
+def test_every_registry_entry_has_an_overlay() -> None:
+    assert {p.stem for p in (CONFIGS / "methods").glob("*.json")} == set(METHODS)
+    assert {p.stem for p in (CONFIGS / "encoders").glob("*.json")} == set(ENCODERS)
+
+
+def _parser(*files: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    parser.update(overrides)
+    parser.parse()
+    return parser
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_overlay_composes(method: str) -> None:
+    parser = _parser(*PRETRAIN, str(CONFIGS / "methods" / f"{method}.json"), **{"network_def#channels": 8})
+    built = parser.get_parsed_content("ssl_method")
+    assert isinstance(built, METHODS[method])
+    assert isinstance(parser.get_parsed_content("network").method, METHODS[method])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_key_alone_builds_the_method_with_its_defaults(method: str) -> None:
+    """``--method <m>`` without the overlay: pretrain.json holds no method-specific argument."""
+    parser = _parser(*PRETRAIN, method=method, **{"network_def#channels": 8})
+    assert isinstance(parser.get_parsed_content("ssl_method"), METHODS[method])
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_encoder_overlay_composes(encoder: str) -> None:
+    parser = _parser(*PRETRAIN, str(CONFIGS / "encoders" / f"{encoder}.json"), box=16)
+    net = parser.get_parsed_content("network_def")
+    assert type(net) is type(ENCODERS[encoder](**({"img_size": 16} if encoder == "rb3d_original" else {})))
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(2, 1, 16, 16, 16)).shape == (2, net.num_features)
+
+
+@pytest.mark.parametrize(
+    ("files", "run_id"),
+    [
+        (["common.json", "pretrain.json", "multi_gpu_pretrain.json"], "pretrain"),
+        (["common.json", "finetune.json", "multi_gpu_finetune.json"], "finetune"),
+        (["common.json", "finetune.json", "evaluate.json"], "evaluate"),
+        (["common.json", "inference.json"], "inference"),
+    ],
+)
+def test_composed_configs_have_their_run_id(files: list[str], run_id: str) -> None:
+    parser = ConfigParser()
+    parser.read_config(_files(*files))
+    assert run_id in parser and "initialize" in parser
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+
+def test_pretrain_writes_checkpoints_and_tensorboard(env: dict, pretrained: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ckpt = torch.load(pretrained / "pretrain_checkpoint_epoch=2.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "run_info"}
+    assert dict(ckpt["trainer"]) == {"epoch_length": 3, "iteration": 6, "max_epochs": 2}  # 2 epochs done
+    assert ckpt["run_info"] == {"task": "pretrain", "encoder": "rb3d", "method": "moco"}
+    assert ckpt["model"]["queue"].shape == (16, 128) and any(k.startswith("key_encoder.") for k in ckpt["model"])
+    assert int(ckpt["model"]["queue_ptr"]) == (2 * 3 * 4) % 16  # 15 training particles, batch 4: 3 steps/epoch
+    final = torch.load(pretrained / "pretrain.pt", weights_only=True)
+    assert all(torch.equal(final["model"][k], v) for k, v in ckpt["model"].items())
+    events = EventAccumulator(str(Path(env["overrides"]["output_dir"]) / "pretrain"))
+    events.Reload()
+    assert {"loss", "pos_sim", "train_loss", "lr"} <= set(events.Tags()["scalars"])
+    assert "views" in events.Tags()["images"]
+    assert len(events.Scalars("train_loss")) == 2
+
+
+def test_finetune_loads_exactly_the_pretrained_encoder(finetuned: dict) -> None:
+    ckpt = torch.load(finetuned["ckpt_dir"] / "pretrain.pt", weights_only=True)["model"]
+    expected = {k[len("encoder."):]: v for k, v in ckpt.items() if k.startswith("encoder.")}
+    assert finetuned["loaded"].keys() == expected.keys()
+    assert all(torch.equal(finetuned["loaded"][k], v) for k, v in expected.items())
+
+
+def test_finetune_writes_the_best_checkpoint(finetuned: dict) -> None:
+    best = torch.load(finetuned["ckpt_dir"] / "finetune_best.pt", weights_only=True)
+    assert set(best) == {"model", "run_info"}
+    assert best["run_info"]["classes"] == list(CLASSES) and best["run_info"]["task"] == "finetune"
+    assert best["model"]["head.fc.weight"].shape == (3, 256)
+    last = torch.load(finetuned["ckpt_dir"] / "finetune_checkpoint_epoch=2.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 2 * last["trainer"]["epoch_length"]
+
+
+def test_resume_continues_from_the_saved_epoch_with_the_same_queue(env: dict, pretrained: Path) -> None:
+    ckpt_dir = env["root"] / "resume"
+    ckpt_dir.mkdir()
+    shutil.copy(pretrained / "pretrain_checkpoint_epoch=2.pt", ckpt_dir)
+    saved = torch.load(ckpt_dir / "pretrain_checkpoint_epoch=2.pt", weights_only=True)
+    overrides = {**env["overrides"], "ckpt_dir": str(ckpt_dir), "output_dir": str(env["root"] / "eval_resume")}
+    workflow = create_workflow(config_file=PRETRAIN, **overrides, epochs=3, resume=True, run_id="pretrain",
+                               **{"ssl_method#queue_size": 16})
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    method = workflow.parser.get_parsed_content("ssl_method")
+    seen = {}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _probe(engine) -> None:  # the first epoch after the checkpoint was loaded (at STARTED)
+        if not seen:
+            seen.update(epoch=engine.state.epoch, iteration=engine.state.iteration,
+                        queue=method.queue.clone(), ptr=int(method.queue_ptr))
+
+    workflow.run()
+    workflow.finalize()
+    assert seen["epoch"] == 3 and seen["iteration"] == saved["trainer"]["iteration"]
+    assert torch.equal(seen["queue"], saved["model"]["queue"]) and seen["ptr"] == int(saved["model"]["queue_ptr"])
+    assert trainer.state.epoch == 3
+    assert (ckpt_dir / "pretrain_checkpoint_epoch=3.pt").is_file()
+
+
+def test_evaluate_writes_accuracy_and_predictions(env: dict, finetuned: dict) -> None:
+    run("evaluate", config_file=_files("common.json", "finetune.json", "evaluate.json"), **env["overrides"])
+    out = Path(env["overrides"]["output_dir"])
+    metrics = pd.read_csv(out / "metrics.csv", header=None, index_col=0).iloc[:, 0]
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    predictions = pd.read_csv(out / "predictions_test.csv", keep_default_na=False)
+    table = pd.read_csv(Path(env["overrides"]["dataset_dir"]) / "particles.csv", keep_default_na=False)
+    assert len(predictions) == (table["split"] == "test").sum() > 0
+    assert abs((predictions["label"] == predictions["prediction"]).mean() - metrics["accuracy"]) < 1e-6
+
+
+def test_inference_writes_predictions_for_the_table(env: dict, finetuned: dict) -> None:
+    run("inference", config_file=_files("common.json", "inference.json"), **env["overrides"])
+    predictions = pd.read_csv(Path(env["overrides"]["output_dir"]) / "predictions.csv", keep_default_na=False)
+    assert len(predictions) == 24 and sorted(predictions["index"]) == list(range(24))
+    assert set(predictions["prediction"]) <= set(CLASSES)
+
+
+def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained: Path) -> None:
+    workflow = create_workflow(config_file=FINETUNE, **env["overrides"], encoder="resnet10", run_id="finetune")
+    with pytest.raises(RuntimeError) as info:
+        workflow.parser.get_parsed_content("network")
+    assert "encoder 'rb3d' but this run builds 'resnet10'" in str(info.value.__cause__)
+
+
+def _cli_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_cli_command_from_the_readme(env: dict, pretrained: Path) -> None:
+    """The documented command, with the tmp dataset and one epoch."""
+    o = env["overrides"]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "pretrain", "--config_file",
+           "['bundles/cryo_ssl/configs/common.json','bundles/cryo_ssl/configs/pretrain.json']",
+           "--bundle_root", "bundles/cryo_ssl", "--dataset_dir", o["dataset_dir"], "--ckpt_dir",
+           str(env["root"] / "cli"), "--output_dir", str(env["root"] / "cli_eval"), "--epochs", "1",
+           "--batch_size", "4", "--progress", "False", "--simulate", "False"]
+    done = subprocess.run(cmd, cwd=REPO, env=_cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (env["root"] / "cli" / "pretrain.pt").is_file()
+
+
+@pytest.mark.slow
+def test_multi_gpu_pretrain_with_two_gloo_processes_on_cpu(env: dict, pretrained: Path) -> None:
+    o = env["overrides"]
+    files = "['bundles/cryo_ssl/configs/common.json','bundles/cryo_ssl/configs/pretrain.json'," \
+            "'bundles/cryo_ssl/configs/multi_gpu_pretrain.json']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "monai.bundle", "run", "pretrain", "--config_file", files, "--bundle_root", "bundles/cryo_ssl",
+           "--dataset_dir", o["dataset_dir"], "--ckpt_dir", str(env["root"] / "ddp"), "--output_dir",
+           str(env["root"] / "ddp_eval"), "--epochs", "2", "--batch_size", "2", "--progress", "False",
+           "--simulate", "False", "--ssl_method#queue_size", "12"]
+    done = subprocess.run(cmd, cwd=REPO, env=_cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(env["root"] / "ddp" / "pretrain_checkpoint_epoch=2.pt", weights_only=True)
+    # 15 training particles padded to 16 over 2 ranks, batch 2, drop_last: 4 steps per epoch on each rank
+    assert ckpt["trainer"]["epoch_length"] == 4 and ckpt["trainer"]["iteration"] == 8
+    # the keys of both ranks are enqueued: 8 steps × 2 ranks × 2 keys, queue of 12
+    assert int(ckpt["model"]["queue_ptr"]) == (8 * 2 * 2) % 12
