@@ -155,6 +155,17 @@ def test_pretrain_writes_checkpoints_and_tensorboard(env: dict, pretrained: Path
     assert len(events.Scalars("train_loss")) == 2
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_pretrains_through_the_bundle(env: dict, method: str) -> None:
+    out = env["root"] / f"method_{method}"
+    overrides = {**env["overrides"], "ckpt_dir": str(out / "models"), "output_dir": str(out / "eval")}
+    run("pretrain", config_file=[*PRETRAIN, str(CONFIGS / "methods" / f"{method}.json")], **overrides, epochs=1,
+        **{"network_def#channels": 8})
+    ckpt = torch.load(out / "models" / "pretrain.pt", weights_only=True)
+    assert ckpt["run_info"]["method"] == method and ckpt["trainer"]["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
 def test_finetune_loads_exactly_the_pretrained_encoder(finetuned: dict) -> None:
     ckpt = torch.load(finetuned["ckpt_dir"] / "pretrain.pt", weights_only=True)["model"]
     expected = {k[len("encoder."):]: v for k, v in ckpt.items() if k.startswith("encoder.")}

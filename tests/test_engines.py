@@ -200,6 +200,10 @@ def test_ensure_dataset_simulates_once(tmp_path: Path) -> None:
     assert ensure_dataset(table, simulate=False) == table and table.stat().st_mtime_ns == stamp
     with pytest.raises(CryoDataError, match="only particles.star"):
         ensure_dataset(tmp_path / "other" / "mine.csv")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "picked.csv").write_text("path,label\n")
+    with pytest.raises(CryoDataError, match=r"its folder exists \(tables there: \['picked.csv'\]\)"):
+        ensure_dataset(tmp_path / "mine" / "particles.star")  # not simulated into a user's folder
 
 
 def test_label_fraction_subset_is_nested_and_stratified(tiny_table: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from cryomonai.networks import RB3D
 from cryomonai.ssl import METHODS, build_method
@@ -62,6 +63,10 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
             result[f"{name}_loss"] = method.training_step([v[local] for v in views])["loss"].detach()
             if name == "moco":
                 result["moco_queue"], result["moco_ptr"] = method.queue.clone(), method.queue_ptr.clone()
+        for name in sorted(METHODS):  # the real entry point: DDP(method)(views) → training_step
+            ddp = DistributedDataParallel(_method(name), broadcast_buffers=False)
+            ddp([v[local] for v in views])["loss"].backward()
+            result[f"{name}_grad"] = ddp.module.encoder.features.conv0.weight.grad.clone()
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -108,3 +113,10 @@ def test_mean_rank_loss_equals_one_process_loss(ranks: list[dict], name: str) ->
     single = _method(name).training_step(views)["loss"].detach()
     mean = torch.stack([r[f"{name}_loss"] for r in ranks]).mean()
     torch.testing.assert_close(mean, single, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_ddp_wrapped_method_averages_gradients(ranks: list[dict], name: str) -> None:
+    grads = [r[f"{name}_grad"] for r in ranks]
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)

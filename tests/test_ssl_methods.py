@@ -87,6 +87,8 @@ def test_forward_gives_encoder_features(name: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(method(x), method.encoder(x))
     assert method(x).shape == (BATCH, method.encoder.num_features)
+    views = _views()
+    assert set(method(views)) == set(method.training_step(views))  # a list of views: training_step
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

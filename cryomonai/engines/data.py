@@ -36,6 +36,10 @@ def _prepare(table: Path, cache_path: str | os.PathLike | None, simulate: bool, 
         if table.name != "particles.star":
             raise CryoDataError(table, "is missing, and the simulator writes only particles.star",
                                 "point at an existing table, or at <folder>/particles.star to simulate one")
+        if table.parent.exists():
+            found = sorted(p.name for p in table.parent.glob("*") if p.suffix in (".star", ".csv"))
+            raise CryoDataError(table, f"not found, and its folder exists (tables there: {found or 'none'})",
+                                "point --dataset_table at your table, or give a new --dataset_dir to simulate into")
         simulate_dataset(table.parent, progress=progress, **sim_kw)
     if cache_path is not None:
         build_volume_cache(table, cache_path, progress=progress)
@@ -52,8 +56,8 @@ def ensure_dataset(
 
     Args:
         table: a particle table (STAR or CSV). If missing and ``simulate``, it must be named
-            ``particles.star``: :func:`~cryomonai.simulate.dataset.simulate_dataset` writes its
-            folder (which must not exist yet).
+            ``particles.star`` in a folder that does not exist yet:
+            :func:`~cryomonai.simulate.dataset.simulate_dataset` writes that folder.
         cache_path: also build (or check) the float16 volume cache of
             :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
         simulate: simulate a missing table (else raise).
@@ -66,7 +70,7 @@ def ensure_dataset(
 
     Raises:
         CryoDataError: the table is missing and ``simulate`` is false (or it is not
-            ``particles.star``), or a volume is unreadable (from the cache build).
+            ``particles.star``, or its folder exists), or a volume is unreadable (cache build).
     """
     table = Path(table)
     distributed = dist.is_available() and dist.is_initialized()

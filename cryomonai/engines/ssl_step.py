@@ -9,8 +9,8 @@ engine: MONAI's :class:`~monai.engines.SupervisedTrainer` takes a custom step, a
                 "decollate": false, ...}
 
 ``network`` is :class:`SSLStep` (the method's ``training_step`` as a module's ``forward``, so
-``DistributedDataParallel`` can wrap it and all-reduce its gradients) or, in one process, the bare
-SSL method. The batch holds the views ``"view_0"``, ``"view_1"`` … (``(B, 1, D, H, W)``, axes
+``DistributedDataParallel`` can wrap it and all-reduce its gradients) or the bare SSL method (in
+one process; under DDP only if its ``forward`` accepts the list of views). The batch holds the views ``"view_0"``, ``"view_1"`` … (``(B, 1, D, H, W)``, axes
 z, y, x) made by :class:`~cryomonai.transforms.MultiViewd`.
 
 Example:
@@ -65,22 +65,20 @@ class SSLStep(nn.Module):
 
 
 def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
-    """The SSL method inside ``network`` (the method, :class:`SSLStep`, or (D)DP of either).
+    """The SSL method inside ``network``: the method, :class:`SSLStep`, or either inside (D)DP.
 
     Raises:
-        CryoDataError: ``network`` holds no SSL method, or DDP wraps the bare method (its
-            ``forward`` gives features, not the loss, so gradients would not be synchronised).
+        CryoDataError: ``network`` holds no SSL method.
     """
-    parallel = isinstance(network, (DistributedDataParallel, DataParallel))
-    module = network.module if parallel else network
+    module = network.module if isinstance(network, (DistributedDataParallel, DataParallel)) else network
     if isinstance(module, SSLStep):
         return module.method
-    if isinstance(module, SSLMethod) and not parallel:
+    if isinstance(module, SSLMethod):  # DDP(method)(views) runs training_step in the method's forward
         return module
     raise CryoDataError(
         "ssl_iteration",
-        f"the trainer's network is a {type(module).__name__}{' inside ' + type(network).__name__ if parallel else ''}",
-        "give the trainer cryomonai.engines.SSLStep(method) (wrap that, not the method, in DistributedDataParallel)",
+        f"the trainer's network is a {type(module).__name__}, not an SSL method",
+        "give the trainer cryomonai.engines.SSLStep(method) (wrapped in DistributedDataParallel for DDP)",
     )
 
 

@@ -1,0 +1,12 @@
+"""A crowded-subtomogram simulator for cryo-ET (in the spirit of AITom's few-molecule simulator).
+
+Modules (one responsibility each; import them directly, nothing heavy is imported here):
+
+* :mod:`~cryomonai.simulate.templates` — atoms → density templates; the 13 shipped templates.
+* :mod:`~cryomonai.simulate.geometry` — uniform rotations, ZYZ Euler angles, rotate/shift, packing.
+* :mod:`~cryomonai.simulate.imaging` — band-pass, 3D CTF, missing wedge, noise at an SNR.
+* :mod:`~cryomonai.simulate.subtomogram` — one crowded, imaged, labelled subtomogram.
+* :mod:`~cryomonai.simulate.dataset` — a whole dataset as MRC files + STAR/CSV particle table.
+* :mod:`~cryomonai.simulate.tomogram` — a whole synthetic tomogram with picks at known coordinates.
+* :mod:`~cryomonai.simulate.preview` — the per-class slice montage.
+"""

@@ -7,7 +7,11 @@ plus its own heads and state. The engine calls, per iteration::
     out["loss"].backward(); optimizer.step()
     method.on_train_step_end(step, total)    # step: optimizer steps done (1-based), total: planned
 
-and ``method(x)`` gives encoder features ``(B, F)``. Constructor keyword arguments, with the papers'
+and ``method(x)`` gives encoder features ``(B, F)``. Under ``torch.distributed`` wrap the method in
+``DistributedDataParallel(method, broadcast_buffers=False)`` and call ``ddp(views)``, which runs
+``training_step`` inside ``forward`` (``broadcast_buffers=False``: SwAV's queue is per process; MoCo's
+is kept identical on all ranks by gathering; add ``find_unused_parameters=True`` while SwAV's
+prototypes are frozen). Constructor keyword arguments, with the papers'
 defaults, are the config schema. All state (queues, pointers, the step counter) lives in buffers, so
 ``state_dict`` and MONAI's checkpoint handlers save and resume it exactly.
 """
@@ -46,8 +50,14 @@ class SSLMethod(nn.Module):
         self.encoder = encoder
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder features: ``(B, C, D, H, W) → (B, F)``."""
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Encoder features ``(B, C, D, H, W) → (B, F)``; a list of views runs :meth:`training_step`.
+
+        The second form is the entry point under ``DistributedDataParallel``, which synchronises
+        gradients only for work done inside ``forward``: ``DDP(method, broadcast_buffers=False)(views)``.
+        """
+        if isinstance(x, (list, tuple)):
+            return self.training_step(x)
         return self.encoder(x)
 
     def training_step(self, views: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
