@@ -1,0 +1,55 @@
+"""Training curves from TensorBoard event files, as one PNG (figures only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["read_scalars", "plot_training_curves"]
+
+#: (panel title, scalar tag, which runs: "pretrain" or "finetune")
+PANELS = (
+    ("pretraining loss (per iteration)", "loss", "pretrain"),
+    ("fine-tuning loss (per iteration)", "train_loss", "finetune"),
+    ("validation accuracy (per epoch)", "val_accuracy", "finetune"),
+)
+
+
+def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """All scalar series of a TensorBoard log folder: tag → [(step, value), …]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def plot_training_curves(runs: dict[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+    """PNG with the pretraining loss, fine-tuning loss and validation accuracy of ``runs``
+    (label → TensorBoard log folder; labels starting with "pretrain" feed the first panel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cryomonai.io.atomic import atomic_write
+
+    series = {label: read_scalars(d) for label, d in runs.items() if Path(d).is_dir()}
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2))
+    for ax, (title, tag, kind) in zip(axes, PANELS):
+        for label, scalars in series.items():
+            if label.startswith("pretrain") == (kind == "pretrain") and tag in scalars:
+                steps, values = zip(*scalars[tag])
+                ax.plot(steps, values, label=label, lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration" if "iteration" in title else "epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
