@@ -98,7 +98,70 @@ def demo(
     print(f"curves: {out}/curves.png   TensorBoard: tensorboard --logdir {out}   ({time.time() - t0:.0f} s)")
 
 
-COMMANDS = {"demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage}
+def extract(
+    picks: str, out: str, box: int = 32, voxel_size: float | None = None, edge: str = "report",
+    tomogram: str | None = None, pick_voxel_size: float | None = None, normalise: bool = True, overwrite: bool = False,
+) -> str:
+    """Extract subtomograms at particle picks → ``<out>/particles.star`` (+ MRC files, ``rejected_picks.csv``).
+
+    Args:
+        picks: STAR/CSV picks table (tomogram + x, y, z per row) or an ``x y z`` text file.
+        out: output folder.
+        box: subtomogram edge in voxels.
+        voxel_size: target voxel size in Å (Fourier cropping/padding); default: the tomogram's.
+        edge: boxes crossing the tomogram edge: ``report`` (left out, listed), ``pad`` (tomogram mean), ``error``.
+        tomogram: the tomogram of all picks (needed for a text file; overrides the table's).
+        pick_voxel_size: voxel size (Å) the coordinates are in; default: the tomogram's.
+        normalise: zero mean, unit std per subtomogram.
+        overwrite: replace an existing ``particles.star`` in ``out``.
+    """
+    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms
+
+    res = extract_subtomograms(picks, out, box, voxel_size, edge, normalise, pick_voxel_size, tomogram, overwrite)
+    rejected = f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})" if len(res.rejected) else "no pick rejected"
+    print(f"{res.table}: {res.n_extracted} subtomograms of {box}^3 voxels at {res.voxel_size:g} A; {rejected}", file=sys.stderr)
+    return str(res.table)
+
+
+def embed(
+    table: str, checkpoint: str, out: str = "runs/embed", n_clusters: int = 10, method: str = "kmeans",
+    embedding_map: str = "tsne", box: int = 32, voxel_size: float | None = None, edge: str = "report",
+    encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, **overrides,
+) -> str:
+    """Cluster particles without labels: encoder features → clusters → ``<out>/clusters.star`` + PNGs.
+
+    Runs the ``cryo_ssl`` bundle's ``embed`` run id (``configs/{common,inference,embed}.json``).
+
+    Args:
+        table: subtomogram table, or a picks table (tomogram + x, y, z; extracted on the fly).
+        checkpoint: a pretraining (``pretrain.pt``) or fine-tuning checkpoint of the bundle.
+        out: output folder: ``clusters.star``/``.csv``, ``embeddings.npy``, ``embedding.png``, ``gallery.png``.
+        n_clusters: number of clusters.
+        method: ``kmeans`` or ``agglomerative``.
+        embedding_map: ``tsne`` or ``pca`` (``embedding.png``).
+        box, voxel_size, edge: for a picks table, as in ``cryomonai extract``.
+        encoder: the checkpoint's encoder (registry name).
+        batch_size: particles per batch.
+        progress: show a progress bar.
+        overrides: any other bundle key (e.g. ``device``).
+    """
+    from pathlib import Path
+
+    from monai.bundle import run
+
+    from cryomonai.pipeline import bundle_dir
+
+    cfg = bundle_dir() / "configs"
+    files = [str(cfg / f) for f in ("common.json", "inference.json", "embed.json", f"encoders/{encoder}.json")]
+    run("embed", config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=str(cfg / "logging.conf"),
+        bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
+        cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
+        batch_size=batch_size, progress=progress, **overrides)
+    return str(Path(out) / "clusters.star")
+
+
+COMMANDS = {"demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage,
+            "extract": extract, "embed": embed}
 
 
 def main() -> None:

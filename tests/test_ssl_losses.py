@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from monai.losses import ContrastiveLoss
 from torch import nn
 
-from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather, ema_update, info_nce, nt_xent, sinkhorn
+from cryomonai.ssl.functional import (
+    batch_shuffle,
+    batch_unshuffle,
+    concat_all_gather,
+    ema_update,
+    info_nce,
+    nt_xent,
+    sinkhorn,
+)
 from cryomonai.ssl.vicreg import vicreg_terms
 
 

@@ -1,24 +1,31 @@
-"""Write a classifier's predictions for a particle table as a CSV (an evaluator handler).
+"""Write a classifier's predictions for a particle table (evaluator handlers).
 
 MONAI's ``ClassificationSaver`` writes a file name and raw numbers; a cryo-ET user wants the table
-row, the class *names* and the probabilities. :class:`PredictionsWriter` collects the evaluator's
-logits (``output["pred"]``, ``(B, L)``) with the batch's ``"index"`` (row in the particle table),
-``"label"`` and the image file, and writes at the end of the run (atomically)::
+row, the class *names* and the probabilities. Two handlers collect the evaluator's logits
+(``output["pred"]``, ``(B, L)``) with the batch's ``"index"`` (row in the particle table):
 
-    index,path,label,prediction,pred_index,confidence,p_<class 0>,...,p_<class L-1>
+* :class:`PredictionsWriter` (``evaluate``) writes one CSV, atomically::
 
-``label`` is the true class name (the batch's ``"name"``, "" when unlabelled), ``confidence`` the
-softmax probability of the prediction. Single process (in DDP, each rank would write its own share: give it
-``filename`` per rank).
+      index,path,label,prediction,pred_index,confidence,p_<class 0>,...,p_<class L-1>
+
+  ``label`` is the true class name (the batch's ``"name"``, "" when unlabelled), ``confidence`` the
+  softmax probability of the prediction.
+* :class:`ParticlePredictionsWriter` (``inference``, ``embed``) joins the predictions to the input
+  table and writes ``predictions.star`` + ``predictions.csv`` (every input column kept) and the
+  encoder features ``embeddings.npy``; see its docstring for the columns.
+
+Single process (in DDP, each rank would write its own share: give it ``filename`` per rank).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
@@ -27,8 +34,9 @@ from monai.utils import convert_to_tensor
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 
-__all__ = ["PredictionsWriter"]
+__all__ = ["ParticlePredictionsWriter", "PredictionsWriter", "prediction_columns", "write_star_and_csv"]
 
 
 def _collated(batch: Any, output: Any, pred_key: str) -> tuple[Mapping[str, Any], torch.Tensor]:
@@ -102,3 +110,180 @@ class PredictionsWriter:
         with atomic_write(self.filename, "w", encoding="utf-8", newline="") as f:
             pd.DataFrame(self.rows).to_csv(f, index=False, float_format="%.6g")
         return self.filename
+
+
+#: columns :class:`ParticlePredictionsWriter` adds (besides ``cryoProbability_<class>``)
+PREDICTED_NUMBER, PREDICTED_NAME, MAX_PROBABILITY = "cryoPredictedClassNumber", "cryoPredictedClassName", "rlnMaxValueProbDistribution"
+INPUT_CLASS = "cryoInputClassName"
+
+
+def prediction_columns(class_names: Sequence[str]) -> list[str]:
+    """``cryoProbability_<name>`` per class (non-word characters → ``_``; numbered if names clash)."""
+    safe = [re.sub(r"\W", "_", str(n)) for n in class_names]
+    if len(set(safe)) < len(safe):
+        safe = [f"{k}_{s}" for k, s in enumerate(safe, start=1)]
+    return [f"cryoProbability_{s}" for s in safe]
+
+
+class ParticlePredictionsWriter:
+    """Join a network's outputs to the particle table; write STAR + CSV + ``embeddings.npy``.
+
+    For a classifier (``class_names`` given, ``output["pred"]`` logits ``(B, L)``) it writes
+    ``<output_dir>/<prefix>.star`` and ``.csv``: the rows of ``table`` that were predicted, in
+    table order, with **every input column** and
+
+    * ``rlnClassNumber`` (STAR) / ``label``, ``label_index`` (CSV) = the **predicted** class, so
+      RELION, Dynamo or ChimeraX select subsets by class as usual; the ``data_classes`` block names
+      the model's classes (1-based numbers);
+    * ``cryoPredictedClassNumber`` (1-based) and ``cryoPredictedClassName`` (the same, explicit);
+    * ``rlnMaxValueProbDistribution``: the softmax probability of the predicted class;
+    * ``cryoProbability_<class>``: every class probability (:func:`prediction_columns`);
+    * ``cryoInputClassName``: the input's own class, when the input table had labels.
+
+    Paths (``rlnImageName``, tomogram) are rewritten relative to ``output_dir``. The encoder
+    features are captured by a forward hook on ``network.<feature_layer>`` (``(B, F)``) and saved
+    as ``embeddings.npy`` (N, F) float32, row ``i`` = row ``i`` of the CSV/STAR.
+
+    Without ``class_names`` the network's output *is* the features (an encoder: the ``embed``
+    run id): only ``embeddings.npy`` is written (with ``write=True``) and the features are kept in
+    :attr:`features` / :attr:`rows` for a clustering step.
+
+    Args:
+        output_dir: folder for the files (created).
+        table: the particle table the dataset was made from (its rows are the batches' ``"index"``).
+        class_names: the model's classes in logit order, or None for an encoder.
+        prefix: base name of the STAR/CSV files.
+        feature_layer: submodule whose output are the features; None: do not capture.
+        pred_key: key of the network output in the engine output.
+        write: write the files at ``COMPLETED``.
+
+    Attributes:
+        rows: (N,) table rows, in the order seen; features: (N, F); probabilities: (N, L) or None.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        table: ParticleTable | str | os.PathLike,
+        class_names: Sequence[str] | None = None,
+        prefix: str = "predictions",
+        feature_layer: str | None = "encoder",
+        pred_key: str = "pred",
+        write: bool = True,
+    ) -> None:
+        self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
+        self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.feature_layer = feature_layer if class_names is not None else None
+        self._rows: list[torch.Tensor] = []
+        self._features: list[torch.Tensor] = []
+        self._probs: list[torch.Tensor] = []
+        self._hooked: torch.Tensor | None = None
+        self._handle: Any = None
+        self.rows, self.features, self.probabilities = np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None
+
+    def attach(self, engine: Engine) -> None:
+        """Hook the feature layer and reset at ``STARTED``, collect per iteration, write at ``COMPLETED``."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._complete)
+
+    def _start(self, engine: Engine) -> None:
+        self._rows.clear(), self._features.clear(), self._probs.clear()
+        if self.feature_layer is not None and self._handle is None:
+            network = getattr(engine, "network", None)
+            module = getattr(network, "module", network)  # DataParallel / DDP wrap the model
+            try:
+                layer = module.get_submodule(self.feature_layer)
+            except AttributeError:
+                raise CryoDataError("predictions", f"the network has no submodule {self.feature_layer!r}",
+                                    "set feature_layer to the encoder's name, or None") from None
+            self._handle = layer.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._hooked = output
+
+    def __call__(self, engine: Engine) -> None:
+        batch, pred = _collated(engine.state.batch, engine.state.output, self.pred_key)
+        pred = pred.detach().float().cpu()
+        n = pred.shape[0]
+        if self.class_names is None:
+            features = pred
+        else:
+            if pred.ndim != 2 or pred.shape[1] != len(self.class_names):
+                raise CryoDataError("predictions", f"logits of shape {tuple(pred.shape)} for {len(self.class_names)} "
+                                    "classes", "use the class names of the table the model was trained on")
+            self._probs.append(torch.softmax(pred, dim=1))
+            features = self._hooked.detach().float().cpu() if self._hooked is not None else torch.zeros(n, 0)
+        self._features.append(features.reshape(n, -1))
+        self._rows.append(convert_to_tensor(batch["index"], track_meta=False).reshape(-1).long().cpu())
+
+    def _complete(self, engine: Engine | None = None) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self.rows = torch.cat(self._rows).numpy() if self._rows else np.zeros(0, np.int64)
+        self.features = torch.cat(self._features).numpy() if self._features else np.zeros((0, 0), np.float32)
+        self.probabilities = torch.cat(self._probs).numpy() if self._probs else None
+        order = np.argsort(self.rows, kind="stable")  # table order
+        self.rows, self.features = self.rows[order], self.features[order]
+        if self.probabilities is not None:
+            self.probabilities = self.probabilities[order]
+        if self.write_files:
+            self.write()
+
+    def predictions_table(self) -> ParticleTable:
+        """The predicted rows of the input table with the prediction columns (see the class docstring)."""
+        if self.class_names is None or self.probabilities is None:
+            raise CryoDataError("predictions", "no class predictions (an encoder run)", "give class_names")
+        from cryomonai.data.extract import tomogram_paths
+
+        df = self.table.df.loc[self.rows].copy()
+        df["tomogram"] = tomogram_paths(self.table).loc[self.rows]  # absolute; written relative to the output
+        if df["label"].notna().any():
+            df[INPUT_CLASS] = df["label"].fillna("")
+        k = self.probabilities.argmax(axis=1)
+        df["label"] = [self.class_names[i] for i in k]
+        df[PREDICTED_NUMBER] = k + 1
+        df[PREDICTED_NAME] = df["label"].to_numpy()
+        df[MAX_PROBABILITY] = self.probabilities.max(axis=1)
+        for column, p in zip(prediction_columns(self.class_names), self.probabilities.T):
+            df[column] = p
+        return ParticleTable(df.reset_index(drop=True), list(self.class_names), self.table.source)
+
+    def write(self) -> dict[str, Path]:
+        """Write the files; returns them by kind (``star``, ``csv``, ``embeddings``)."""
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        written = {"embeddings": out / "embeddings.npy"}
+        with atomic_write(written["embeddings"]) as f:
+            np.save(f, self.features.astype(np.float32))
+        if self.class_names is not None:
+            written.update(write_star_and_csv(self.predictions_table(), out, self.prefix))
+        return written
+
+
+def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
+    """Write ``<prefix>.star`` and ``<prefix>.csv`` in ``output_dir``, tomogram paths relative to it.
+
+    ``table.df["tomogram"]`` must hold absolute paths (or None); a table without subtomogram
+    files (picks) is written without ``rlnImageName``.
+    """
+    out = Path(output_dir)
+    df = table.df.copy()
+    df["tomogram"] = [_relative_to(p, out) for p in df["tomogram"]]
+    if df["path"].isna().all():
+        df = df.drop(columns="path")  # a picks table: coordinates, no subtomogram files
+    table = ParticleTable(df, table.class_names, table.source)
+    return {"star": write_particle_table(table, out / f"{prefix}.star"),
+            "csv": write_particle_table(table, out / f"{prefix}.csv")}
+
+
+def _relative_to(path: object, folder: Path) -> object:
+    """``path`` relative to ``folder`` (None stays None; another drive stays absolute)."""
+    if path is None or (isinstance(path, float) and np.isnan(path)):
+        return None
+    try:
+        return os.path.relpath(str(path), folder.resolve())
+    except ValueError:
+        return path

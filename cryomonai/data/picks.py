@@ -1,0 +1,130 @@
+"""MONAI datasets that classify straight from tomograms + picks (no subtomogram files written).
+
+* :class:`PickDataset` — extracts each pick's box on the fly from memory-mapped tomograms
+  (:mod:`cryomonai.data.extract`: rescaling, normalisation, edge policy);
+* :func:`particle_dataset` — one entry point for any particle table: subtomogram files
+  (``LoadImaged`` with :class:`~cryomonai.io.MrcReader`) or a picks table (:class:`PickDataset`).
+  The bundle's ``inference`` and ``embed`` run ids use it, so ``--infer_table`` may be either.
+
+Items are MONAI dicts, ``"image"`` a (1, D, H, W) float32 ``MetaTensor``, axes (z, y, x), beam
+along z, ``"index"`` the row of the table (what prediction writers join on).
+
+Example:
+    >>> import math, tempfile, pathlib
+    >>> from cryomonai.simulate.tomogram import simulate_tomogram
+    >>> star = simulate_tomogram(pathlib.Path(tempfile.mkdtemp()), (32, 48, 48), 4, math.inf, ("1bxn",), box=16)
+    >>> ds = PickDataset(star, box=16, edge="pad")
+    >>> tuple(ds[0]["image"].shape), ds[0]["name"]
+    ((1, 16, 16, 16), '1bxn')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import Dataset, MetaTensor
+from monai.transforms import Compose, LoadImaged
+
+from cryomonai.data.dataset import table_to_data_dicts
+from cryomonai.data.extract import PickExtractor, apply_edge_policy, locate_picks, read_picks
+from cryomonai.errors import CryoDataError
+from cryomonai.io.table import SPLITS, ParticleTable
+
+__all__ = ["PickDataset", "particle_dataset"]
+
+
+class PickDataset(Dataset):
+    """A MONAI dataset that extracts subtomograms at the picks of a tomogram, on the fly.
+
+    Only the picks' boxes are read (tomograms are memory-mapped, and reopened in each DataLoader
+    worker). Items, before ``transform``::
+
+        {"image": MetaTensor (1, box, box, box) float32, axes (z, y, x), affine diag(voxel size, 1),
+         "label": int (-1 unlabelled), "name": str, "index": int (row in the picks table)}
+
+    Args:
+        table: a picks table or its file (:func:`~cryomonai.data.extract.read_picks`).
+        box: subtomogram edge in voxels (the model's input size).
+        voxel_size: target voxel size in Å (None: the tomogram's, no resampling).
+        edge: ``"report"``, ``"pad"`` or ``"error"``; the picks rejected when the dataset is
+            made are in :attr:`rejected` and written to ``rejected_file`` if given.
+        split: only the rows of this split (None: all).
+        transform: MONAI transform(s) applied to each item.
+        normalise: zero mean, unit std per subtomogram (the bundle's ``eval_transform`` also does it).
+        pick_voxel_size: voxel size (Å) of the coordinates (None: the tomogram's).
+        rejected_file: CSV listing the rejected picks.
+    """
+
+    def __init__(
+        self,
+        table: ParticleTable | str | os.PathLike,
+        box: int,
+        voxel_size: float | None = None,
+        edge: str = "report",
+        split: str | None = None,
+        transform: Sequence[Callable] | Callable | None = None,
+        normalise: bool = False,
+        pick_voxel_size: float | None = None,
+        rejected_file: str | os.PathLike | None = None,
+    ) -> None:
+        table = table if isinstance(table, ParticleTable) else read_picks(table)
+        if split is not None:
+            if split not in SPLITS:
+                raise CryoDataError(table.source or "picks table", f"unknown split {split!r}", f"use one of {list(SPLITS)}")
+            table = ParticleTable(table.df[(table.df["split"] == split).to_numpy()], table.class_names, table.source)
+        located = locate_picks(table, box, voxel_size, pick_voxel_size)
+        kept, self.rejected = apply_edge_policy(table, located, edge, rejected_file)
+        self.extractor = PickExtractor(box, normalise)
+        data = [
+            {**{k: pick[k] for k in kept.columns}, "label": int(table.df.at[row, "label_index"]),
+             "name": table.df.at[row, "label"] or "", "index": int(row)}
+            for row, pick in kept.iterrows()
+        ]
+        super().__init__(data, transform)
+
+    def _transform(self, index: int) -> Any:
+        item = self.data[index]
+        volume = self.extractor(pd.Series(item))  # (box, box, box) float32
+        voxel = float(item["tomogram_voxel"]) * int(item["source_box"]) / self.extractor.box
+        affine = torch.diag(torch.tensor([voxel] * 3 + [1.0], dtype=torch.float64))
+        centre = np.array([item["cz"], item["cy"], item["cx"]], dtype=np.int64)
+        meta = {"filename_or_obj": item["tomogram_path"], "pick_zyx": centre}
+        out = {"image": MetaTensor(torch.from_numpy(volume)[None], affine=affine, meta=meta),  # (1, D, H, W)
+               "label": item["label"], "name": item["name"], "index": item["index"]}
+        return self.transform(out) if self.transform is not None else out
+
+
+def particle_dataset(
+    table: ParticleTable | str | os.PathLike,
+    transform: Sequence[Callable] | Callable | None = None,
+    box: int | None = None,
+    split: str | None = None,
+    voxel_size: float | None = None,
+    edge: str = "report",
+    rejected_file: str | os.PathLike | None = None,
+    pick_voxel_size: float | None = None,
+) -> Dataset:
+    """A MONAI dataset of any particle table: subtomogram files, or tomogram + picks.
+
+    A table listing subtomogram files gives ``monai.data.Dataset`` over
+    :func:`~cryomonai.data.table_to_data_dicts` with
+    ``LoadImaged(reader="cryomonai.io.MrcReader", ensure_channel_first=True)`` before
+    ``transform`` (``box``, ``voxel_size``, ``edge`` are not used); a picks table (no paths)
+    gives a :class:`PickDataset`.
+
+    Raises:
+        CryoDataError: a picks table and no ``box``, or any error of the table or tomograms.
+    """
+    table = table if isinstance(table, ParticleTable) else read_picks(table)
+    if table.df["path"].notna().all():
+        load = LoadImaged(keys="image", reader="cryomonai.io.MrcReader", ensure_channel_first=True)
+        return Dataset(table_to_data_dicts(table, split), Compose([load] + ([transform] if transform else [])))
+    if box is None:
+        raise CryoDataError(table.source or "picks table", "lists picks, not subtomograms, and no box is given",
+                            "set the box to the model's input size (e.g. --box 32)")
+    return PickDataset(table, box, voxel_size, edge, split, transform, False, pick_voxel_size, rejected_file)

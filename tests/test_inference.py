@@ -1,0 +1,107 @@
+"""The bundle's ``inference`` run id on tomogram + picks: a model fine-tuned (from random init, through
+the bundle) on simulated subtomograms classifies the particles of a simulated tomogram; the outputs
+(STAR, CSV, embeddings, PNG) keep every input column and open with ``starfile``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+from monai.bundle import run
+
+from cryomonai.data.extract import extract_subtomograms
+from cryomonai.engines.predictions import prediction_columns
+from cryomonai.io import read_particle_table
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "cryo_ssl" / "configs"
+INFERENCE = [str(CONFIGS / "common.json"), str(CONFIGS / "inference.json")]
+CLASSES = ("1bxn", "3j9i", "1s3x")
+BOX = 24
+SMALL_NET = {"network_def#channels": 8, "network_def#norm": "batch"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Simulated subtomograms (3 classes × 24, SNR ∞, 24³, 2 neighbours) and a tomogram (48, 96, 96)
+    with 15 particles of the same classes and imaging; 10 epochs of the bundle's ``finetune``."""
+    from cryomonai.simulate.dataset import simulate_dataset
+    from cryomonai.simulate.tomogram import simulate_tomogram
+
+    root = tmp_path_factory.mktemp("inference")
+    simulate_dataset(root / "data", n_per_class=24, snr=math.inf, box=BOX, classes=CLASSES, n_neighbours=2,
+                     max_shift=2.0, seed=0, workers=0, progress=False)
+    picks = simulate_tomogram(root / "tomo", (48, 96, 96), n_particles=15, snr=math.inf, classes=CLASSES, box=BOX, seed=1)
+    overrides = {"bundle_root": str(REPO / "bundles" / "cryo_ssl"), "dataset_dir": str(root / "data"),
+                 "ckpt_dir": str(root / "models"), "simulate": False, "progress": False, "batch_size": 8, "box": BOX,
+                 **SMALL_NET}
+    run("finetune", config_file=[str(CONFIGS / "common.json"), str(CONFIGS / "finetune.json")], pretrained="",
+        epochs=10, lr=0.05, output_dir=str(root / "eval"), **overrides)
+    return {"root": root, "picks": picks, "overrides": overrides}
+
+
+def _infer(trained: dict, out: str, **kw) -> Path:
+    output_dir = trained["root"] / out
+    run("inference", config_file=INFERENCE, output_dir=str(output_dir), **{**trained["overrides"], **kw})
+    return output_dir
+
+
+def test_inference_from_tomogram_and_picks_recovers_the_classes(trained: dict) -> None:
+    out = _infer(trained, "pred", infer_table=str(trained["picks"]), infer_edge="pad")
+    star = starfile.read(out / "predictions.star", always_dict=True)
+    p, picks = star["particles"], starfile.read(trained["picks"], always_dict=True)["particles"]
+    assert len(p) == len(picks) == 15
+    # every input column is kept (the input class moves to cryoInputClassName), then the predictions
+    probs = prediction_columns(CLASSES)
+    assert set(picks.columns) - {"rlnClassNumber"} <= set(p.columns)
+    assert {"cryoInputClassName", "cryoPredictedClassNumber", "cryoPredictedClassName", "rlnMaxValueProbDistribution",
+            *probs} <= set(p.columns)
+    np.testing.assert_array_equal(p["rlnCoordinateX"], picks["rlnCoordinateX"])
+    np.testing.assert_allclose(p["rlnAngleRot"], picks["rlnAngleRot"], atol=1e-5)
+    assert list(star["classes"]["cryoClassName"]) == list(CLASSES)
+    assert (p["rlnClassNumber"] == p["cryoPredictedClassNumber"]).all()
+    assert (p["cryoPredictedClassName"] == [CLASSES[k - 1] for k in p["cryoPredictedClassNumber"]]).all()
+    np.testing.assert_allclose(p[probs].sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(p[probs].max(axis=1), p["rlnMaxValueProbDistribution"], atol=1e-6)
+    accuracy = (p["cryoPredictedClassName"] == p["cryoInputClassName"]).mean()
+    assert accuracy >= 2 / len(CLASSES), f"accuracy {accuracy:.2f} is not ≥ 2× chance"
+    # the same rows in the CSV, the features of each row, and the embedding map
+    csv = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(csv["label"]) == list(p["cryoPredictedClassName"]) and list(csv["x"]) == list(picks["rlnCoordinateX"])
+    assert (csv["label_index"] + 1 == csv["cryoPredictedClassNumber"]).all()
+    embeddings = np.load(out / "embeddings.npy")
+    assert embeddings.shape == (15, 64) and embeddings.dtype == np.float32 and np.isfinite(embeddings).all()
+    assert (out / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the tomogram path is rewritten relative to the output folder
+    assert (out / p["rlnMicrographName"].iloc[0]).resolve() == (trained["picks"].parent / "tomogram.mrc").resolve()
+    # readable as a particle table: a classified picks table
+    table = read_particle_table(out / "predictions.star", check_files=False)
+    assert table.class_names == list(CLASSES) and list(table.df["label"]) == list(p["cryoPredictedClassName"])
+
+
+def test_inference_on_extracted_files_matches_the_on_the_fly_extraction(trained: dict) -> None:
+    on_the_fly = _infer(trained, "fly", infer_table=str(trained["picks"]), infer_edge="pad")
+    extracted = extract_subtomograms(trained["picks"], trained["root"] / "extracted", box=BOX, edge="pad", progress=False)
+    from_files = _infer(trained, "files", infer_table=str(extracted.table))
+    a = starfile.read(on_the_fly / "predictions.star")["particles"]
+    b = starfile.read(from_files / "predictions.star")["particles"]
+    assert "rlnImageName" in b and "rlnImageName" not in a
+    assert (b["rlnImageName"].map(lambda s: (from_files / s).is_file())).all()  # relative to the output folder
+    probs = prediction_columns(CLASSES)
+    np.testing.assert_allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.load(on_the_fly / "embeddings.npy"), np.load(from_files / "embeddings.npy"), atol=1e-3)
+
+
+def test_inference_reports_the_picks_it_cannot_extract(trained: dict) -> None:
+    out = _infer(trained, "report", infer_table=str(trained["picks"]))  # default edge policy: report
+    rejected = pd.read_csv(out / "rejected_picks.csv")
+    p = starfile.read(out / "predictions.star")["particles"]
+    z = starfile.read(trained["picks"])["particles"]["rlnCoordinateZ"].to_numpy()
+    crossing = np.flatnonzero((z < BOX // 2) | (z + BOX // 2 > 48)) + 1  # boxes crossing the top or bottom
+    assert 0 < len(rejected) and set(crossing) <= set(rejected["row"])
+    assert len(p) + len(rejected) == 15
+    assert (rejected["reason"] == "box crosses the tomogram edge").all()
