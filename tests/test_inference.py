@@ -35,7 +35,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("inference")
     simulate_dataset(root / "data", n_per_class=24, snr=math.inf, box=BOX, classes=CLASSES, n_neighbours=2,
                      max_shift=2.0, seed=0, workers=0, progress=False)
-    picks = simulate_tomogram(root / "tomo", (48, 96, 96), n_particles=15, snr=math.inf, classes=CLASSES, box=BOX, seed=1)
+    picks = simulate_tomogram(root / "tomo", (48, 96, 96), n_particles=15, snr=math.inf, classes=CLASSES, box=BOX,
+                              seed=1)
     overrides = {"bundle_root": str(REPO / "bundles" / "cryo_ssl"), "dataset_dir": str(root / "data"),
                  "ckpt_dir": str(root / "models"), "simulate": False, "progress": False, "batch_size": 8, "box": BOX,
                  **SMALL_NET}
@@ -85,7 +86,8 @@ def test_inference_from_tomogram_and_picks_recovers_the_classes(trained: dict) -
 
 def test_inference_on_extracted_files_matches_the_on_the_fly_extraction(trained: dict) -> None:
     on_the_fly = _infer(trained, "fly", infer_table=str(trained["picks"]), infer_edge="pad")
-    extracted = extract_subtomograms(trained["picks"], trained["root"] / "extracted", box=BOX, edge="pad", progress=False)
+    extracted = extract_subtomograms(trained["picks"], trained["root"] / "extracted", box=BOX, edge="pad",
+                                     progress=False)
     from_files = _infer(trained, "files", infer_table=str(extracted.table))
     a = starfile.read(on_the_fly / "predictions.star")["particles"]
     b = starfile.read(from_files / "predictions.star")["particles"]
@@ -93,7 +95,8 @@ def test_inference_on_extracted_files_matches_the_on_the_fly_extraction(trained:
     assert (b["rlnImageName"].map(lambda s: (from_files / s).is_file())).all()  # relative to the output folder
     probs = prediction_columns(CLASSES)
     np.testing.assert_allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-4)
-    np.testing.assert_allclose(np.load(on_the_fly / "embeddings.npy"), np.load(from_files / "embeddings.npy"), atol=1e-3)
+    features = [np.load(folder / "embeddings.npy") for folder in (on_the_fly, from_files)]
+    np.testing.assert_allclose(features[0], features[1], atol=1e-3)
 
 
 def test_inference_reports_the_picks_it_cannot_extract(trained: dict) -> None:

@@ -228,23 +228,18 @@ def locate_picks(
     missing = df[["tomogram", "x", "y", "z"]].isna().any(axis=1).to_numpy()
     if missing.any():
         row = int(df.index[np.argmax(missing)]) + 1
-        raise CryoDataError(f"{where}, row {row}", "has no tomogram or no x, y, z", "give every pick its tomogram and x, y, z")
+        raise CryoDataError(f"{where}, row {row}", "has no tomogram or no x, y, z",
+                            "give every pick its tomogram and x, y, z")
     paths = tomogram_paths(table)
-    headers: dict[str, Any] = {}
-    for row, p in zip(df.index + 1, paths):
-        if p not in headers:
-            try:
-                headers[p] = read_mrc_header(p)
-            except CryoDataError as err:
-                raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}",
-                                    "tomogram paths are relative to the picks table's folder; fix the path or pass --tomogram")
-            if len(headers[p].shape) != 3:
-                raise CryoDataError(p, f"is not a 3D tomogram (shape {headers[p].shape})", "give the reconstructed tomogram")
+    headers = _tomogram_headers(where, df.index, paths)
     tomo_voxel = np.array([headers[p].voxel_size[2] for p in paths])
     scale = (np.full(len(df), float(pick_voxel_size)) if pick_voxel_size else tomo_voxel) / tomo_voxel
     xyz = df[["x", "y", "z"]].to_numpy(dtype=float) * scale[:, None]
     centre = np.rint(xyz[:, ::-1]).astype(np.int64)  # (n, 3) zyx
-    source = np.full(len(df), int(box)) if voxel_size is None else np.maximum(2, np.rint(box * float(voxel_size) / tomo_voxel))
+    if voxel_size is None:
+        source = np.full(len(df), int(box))
+    else:
+        source = np.maximum(2, np.rint(box * float(voxel_size) / tomo_voxel))
     shape = np.array([headers[p].shape for p in paths], dtype=np.int64)  # (n, 3) zyx
     start = centre - (source[:, None] // 2).astype(np.int64)
     inside = ((centre >= 0) & (centre < shape)).all(axis=1)
@@ -253,6 +248,23 @@ def locate_picks(
     return pd.DataFrame({"tomogram_path": paths.to_numpy(), "tomogram_voxel": tomo_voxel, "cz": centre[:, 0],
                          "cy": centre[:, 1], "cx": centre[:, 2], "source_box": source.astype(np.int64),
                          "status": status}, index=df.index)
+
+
+def _tomogram_headers(where: object, rows: pd.Index, paths: pd.Series) -> dict[str, Any]:
+    """The MRC header of every distinct tomogram; errors name the first row that uses it."""
+    headers: dict[str, Any] = {}
+    for row, p in zip(rows + 1, paths):
+        if p in headers:
+            continue
+        try:
+            headers[p] = read_mrc_header(p)
+        except CryoDataError as err:
+            raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}",
+                                "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
+        if len(headers[p].shape) != 3:
+            raise CryoDataError(p, f"is not a 3D tomogram (shape {headers[p].shape})",
+                                "give the reconstructed tomogram")
+    return headers
 
 
 _REASONS = {"edge": "box crosses the tomogram edge", "outside": "centre outside the tomogram"}
@@ -276,9 +288,10 @@ def apply_edge_policy(
     bad = located["status"].isin(["outside"] if edge == "pad" else ["edge", "outside"]).to_numpy()
     if edge == "error" and bad.any():
         first = int(np.argmax(bad))
+        xyz = tuple(table.df[["x", "y", "z"]].iloc[first])
         raise CryoDataError(
-            f"{where}, row {table.df.index[first] + 1}", f"pick at x,y,z = {tuple(table.df[['x', 'y', 'z']].iloc[first])}: "
-            f"{_REASONS[located['status'].iloc[first]]} ({int(bad.sum())} of {len(bad)} picks)",
+            f"{where}, row {table.df.index[first] + 1}",
+            f"pick at x,y,z = {xyz}: {_REASONS[located['status'].iloc[first]]} ({int(bad.sum())} of {len(bad)} picks)",
             "use edge='pad' (fill with the tomogram mean) or edge='report' (leave them out, listed), or a smaller box",
         )
     rejected = table.df[bad].copy()
@@ -380,9 +393,9 @@ def extract_subtomograms(
     """Extract a subtomogram at every pick and write the particle-table dataset.
 
     Writes ``out_dir/subtomograms/<row>.mrc`` (float32; ``<row>`` is the 1-based row of the
-    picks table, as in ``rejected_picks.csv`` and error messages, so files map back to picks), ``out_dir/particles.star`` and ``particles.csv``
-    (every column of the picks, ``rlnImageName``, the tomogram path relative to ``out_dir``,
-    ``rlnPixelSize`` = the subtomograms' voxel size) and ``out_dir/rejected_picks.csv``.
+    picks table, as in ``rejected_picks.csv`` and error messages), ``out_dir/particles.star`` and
+    ``particles.csv`` (every column of the picks, ``rlnImageName``, the tomogram path relative to
+    ``out_dir``, ``rlnPixelSize`` = the subtomograms' voxel size) and ``out_dir/rejected_picks.csv``.
 
     Args:
         picks: a picks table or its file (see :func:`read_picks`).
@@ -409,20 +422,18 @@ def extract_subtomograms(
     (out / "subtomograms").mkdir(parents=True, exist_ok=True)
     located = locate_picks(table, box, voxel_size, pick_voxel_size)
     kept, rejected = apply_edge_policy(table, located, edge, out / REJECTED_FILE)
-    extractor = PickExtractor(box, normalise)
-    rows, files = [], []
-    for row, pick in tqdm(kept.iterrows(), total=len(kept), desc="extracting", disable=not progress):
-        voxel = float(pick["tomogram_voxel"]) * int(pick["source_box"]) / int(box)
-        files.append(write_mrc(out / "subtomograms" / f"{int(row) + 1:06d}.mrc", extractor(pick), voxel_size=voxel))
-        rows.append(row)
-    df = table.df.loc[rows].copy()
-    df["path"] = [str(f.resolve()) for f in files]
-    df["tomogram"] = [_relative(p, out) for p in kept["tomogram_path"]]
-    voxels = kept["tomogram_voxel"] * kept["source_box"] / int(box)
-    df["rlnPixelSize"] = voxels.to_numpy()
-    if len(df) == 0:
+    if len(kept) == 0:
         raise CryoDataError(table.source or "picks", f"no pick could be extracted ({len(rejected)} rejected)",
                             f"see {out / REJECTED_FILE}; use edge='pad' or a smaller box")
+    extractor = PickExtractor(box, normalise)
+    voxels = kept["tomogram_voxel"] * kept["source_box"] / int(box)  # exact output voxel size (Å)
+    files = [out.resolve() / "subtomograms" / f"{int(row) + 1:06d}.mrc" for row in kept.index]
+    for (_, pick), file, voxel in tqdm(zip(kept.iterrows(), files, voxels), total=len(kept), desc="extracting",
+                                       disable=not progress):
+        write_mrc(file, extractor(pick), voxel_size=float(voxel))
+    df = table.df.loc[kept.index].copy()
+    df["path"], df["rlnPixelSize"] = [str(f) for f in files], voxels.to_numpy()
+    df["tomogram"] = [_relative(p, out) for p in kept["tomogram_path"]]
     star = write_particle_table(ParticleTable(df, table.class_names), out / "particles.star")
     write_particle_table(ParticleTable(df, table.class_names), out / "particles.csv")
     return ExtractionResult(star, len(df), rejected, float(voxels.iloc[0]))

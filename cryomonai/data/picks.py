@@ -75,7 +75,8 @@ class PickDataset(Dataset):
         table = table if isinstance(table, ParticleTable) else read_picks(table)
         if split is not None:
             if split not in SPLITS:
-                raise CryoDataError(table.source or "picks table", f"unknown split {split!r}", f"use one of {list(SPLITS)}")
+                raise CryoDataError(table.source or "picks table", f"unknown split {split!r}",
+                                    f"use one of {list(SPLITS)}")
             table = ParticleTable(table.df[(table.df["split"] == split).to_numpy()], table.class_names, table.source)
         located = locate_picks(table, box, voxel_size, pick_voxel_size)
         kept, self.rejected = apply_edge_policy(table, located, edge, rejected_file)

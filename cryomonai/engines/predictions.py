@@ -113,7 +113,9 @@ class PredictionsWriter:
 
 
 #: columns :class:`ParticlePredictionsWriter` adds (besides ``cryoProbability_<class>``)
-PREDICTED_NUMBER, PREDICTED_NAME, MAX_PROBABILITY = "cryoPredictedClassNumber", "cryoPredictedClassName", "rlnMaxValueProbDistribution"
+PREDICTED_NUMBER = "cryoPredictedClassNumber"
+PREDICTED_NAME = "cryoPredictedClassName"
+MAX_PROBABILITY = "rlnMaxValueProbDistribution"  # RELION's name for the probability of the assigned class
 INPUT_CLASS = "cryoInputClassName"
 
 
@@ -132,9 +134,9 @@ class ParticlePredictionsWriter:
     ``<output_dir>/<prefix>.star`` and ``.csv``: the rows of ``table`` that were predicted, in
     table order, with **every input column** and
 
-    * ``rlnClassNumber`` (STAR) / ``label``, ``label_index`` (CSV) = the **predicted** class, so
-      RELION, Dynamo or ChimeraX select subsets by class as usual; the ``data_classes`` block names
-      the model's classes (1-based numbers);
+    * ``rlnClassNumber`` (STAR) / ``label``, ``label_index`` (CSV) = the **predicted** class, so a
+      tool reading RELION particle lists sees the class assignment; the ``data_classes`` block
+      names the model's classes (1-based numbers);
     * ``cryoPredictedClassNumber`` (1-based) and ``cryoPredictedClassName`` (the same, explicit);
     * ``rlnMaxValueProbDistribution``: the softmax probability of the predicted class;
     * ``cryoProbability_<class>``: every class probability (:func:`prediction_columns`);
@@ -158,7 +160,7 @@ class ParticlePredictionsWriter:
         write: write the files at ``COMPLETED``.
 
     Attributes:
-        rows: (N,) table rows, in the order seen; features: (N, F); probabilities: (N, L) or None.
+        rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None.
     """
 
     def __init__(
@@ -189,7 +191,8 @@ class ParticlePredictionsWriter:
         engine.add_event_handler(Events.COMPLETED, self._complete)
 
     def _start(self, engine: Engine) -> None:
-        self._rows.clear(), self._features.clear(), self._probs.clear()
+        for collected in (self._rows, self._features, self._probs):
+            collected.clear()
         if self.feature_layer is not None and self._handle is None:
             network = getattr(engine, "network", None)
             module = getattr(network, "module", network)  # DataParallel / DDP wrap the model

@@ -31,7 +31,14 @@ import numpy as np
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["CLUSTER_METHODS", "MAP_METHODS", "cluster_features", "embedding_2d", "write_clusters", "write_embedding_map"]
+__all__ = [
+    "CLUSTER_METHODS",
+    "MAP_METHODS",
+    "cluster_features",
+    "embedding_2d",
+    "write_clusters",
+    "write_embedding_map",
+]
 
 CLUSTER_METHODS: tuple[str, ...] = ("kmeans", "agglomerative")
 MAP_METHODS: tuple[str, ...] = ("tsne", "pca")
@@ -40,7 +47,8 @@ MAP_METHODS: tuple[str, ...] = ("tsne", "pca")
 def _prepare(features: np.ndarray, normalise: bool) -> np.ndarray:
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
-        raise CryoDataError("features", f"expected a non-empty (N, F) array, got shape {x.shape}", "embed some particles")
+        raise CryoDataError("features", f"expected a non-empty (N, F) array, got shape {x.shape}",
+                            "embed some particles")
     if not np.isfinite(x).all():
         raise CryoDataError("features", "contain NaN/Inf", "check the checkpoint and the input volumes")
     if normalise:

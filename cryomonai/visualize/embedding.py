@@ -33,7 +33,8 @@ def plot_embedding(
         names: legend name of each colour.
         path: output PNG (written atomically; folder created).
         title: figure title (e.g. ``"t-SNE of encoder features"``).
-        markers: optional second label per particle (e.g. the input's true class), shown by marker shape.
+        markers: optional second label per particle (e.g. the input's true class), shown by marker
+            shape with its own legend (ignored when there are more than 10 kinds).
         dpi: resolution.
     """
     import matplotlib
@@ -43,22 +44,29 @@ def plot_embedding(
 
     from cryomonai.io.atomic import atomic_write
 
+    from matplotlib.lines import Line2D
+
     coords, groups = np.asarray(coords, dtype=float).reshape(-1, 2), np.asarray(groups, dtype=int)
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    kinds = sorted(set(markers)) if markers is not None else [None]
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    for g, name in enumerate(names):
-        for m, kind in enumerate(kinds):
-            sel = groups == g
-            if markers is not None:
-                sel &= np.asarray(markers, dtype=object) == kind
+    kinds = sorted(set(markers)) if markers is not None else []
+    if len(kinds) > len(_MARKERS):  # too many to tell apart: colour only
+        kinds, markers = [], None
+    shape = np.array([kinds.index(m) for m in markers]) if markers is not None else np.zeros(len(coords), int)
+    fig, ax = plt.subplots(figsize=(6.8, 5.2))
+    for g in range(len(names)):
+        for m in range(max(len(kinds), 1)):
+            sel = (groups == g) & (shape == m)
             if sel.any():
-                label = name if markers is None else f"{name} / {kind}"
-                ax.scatter(coords[sel, 0], coords[sel, 1], s=18, color=cmap(g % cmap.N), marker=_MARKERS[m % len(_MARKERS)],
-                           label=label, edgecolors="none", alpha=0.85)
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=20, color=cmap(g % cmap.N), marker=_MARKERS[m],
+                           edgecolors="none", alpha=0.85)
     ax.set_xticks([]), ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=1.2, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
-              title="colour / marker" if markers is not None else None, title_fontsize=7)
+    colours = [Line2D([], [], ls="", marker="o", color=cmap(g % cmap.N), label=n) for g, n in enumerate(names)]
+    first = ax.legend(handles=colours, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if kinds:
+        ax.add_artist(first)
+        shapes = [Line2D([], [], ls="", marker=_MARKERS[m], color="0.3", label=k) for m, k in enumerate(kinds)]
+        ax.legend(handles=shapes, fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False,
+                  title="marker", title_fontsize=7)
     ax.set_title(title or f"{len(coords)} particles", fontsize=9)
     fig.tight_layout()
     path = Path(path)

@@ -69,7 +69,7 @@ def cluster_gallery(
         axes[r, 0].axis("on")
         axes[r, 0].set_ylabel(name, fontsize=7)
     fig.suptitle(title or "central slices per cluster (xy above xz)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
