@@ -20,6 +20,7 @@ RUN_CONFIGS: dict[str, tuple[str, ...]] = {
     "finetune": ("common.json", "finetune.json"),
     "evaluate": ("common.json", "finetune.json", "evaluate.json"),
     "inference": ("common.json", "inference.json"),
+    "embed": ("common.json", "inference.json", "embed.json"),
 }
 
 

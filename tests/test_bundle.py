@@ -221,9 +221,10 @@ def test_evaluate_writes_accuracy_and_predictions(env: dict, finetuned: dict) ->
 
 def test_inference_writes_predictions_for_the_table(env: dict, finetuned: dict) -> None:
     run("inference", config_file=_files("common.json", "inference.json"), **env["overrides"])
-    predictions = pd.read_csv(Path(env["overrides"]["output_dir"]) / "predictions.csv", keep_default_na=False)
-    assert len(predictions) == 24 and sorted(predictions["index"]) == list(range(24))
-    assert set(predictions["prediction"]) <= set(CLASSES)
+    out = Path(env["overrides"]["output_dir"])
+    predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len(predictions) == 24 and set(predictions["cryoPredictedClassName"]) <= set(CLASSES)
+    assert (out / "predictions.star").is_file() and (out / "embeddings.npy").is_file()
 
 
 def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained: Path) -> None:

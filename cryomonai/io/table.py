@@ -352,7 +352,7 @@ def _splits_of(df: pd.DataFrame, path: Path) -> pd.Series:
 
 def _paths_of(df: pd.DataFrame, table: Path) -> pd.Series:
     """Absolute subtomogram paths; all None for a coordinate table (which needs x, y, z, tomogram)."""
-    if "path" in df:
+    if "path" in df and df["path"].notna().any():
         return pd.Series([_absolute(p, table, row) for row, p in enumerate(df["path"], start=1)], dtype=object)
     incomplete = df[list(_COORDINATES)].isna().any(axis=1).to_numpy()
     if incomplete.any():

@@ -148,7 +148,7 @@ def simulate_dataset(
     from cryomonai.io.table import write_particle_table
     from cryomonai.simulate.templates import SHREC_10
 
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     if out.exists() and not overwrite:
         raise CryoDataError(out, "output folder already exists", "choose another folder or pass overwrite=True")
     classes = tuple(classes or SHREC_10)
