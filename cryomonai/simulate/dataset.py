@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 import os
 import shutil
 from pathlib import Path
@@ -101,8 +102,9 @@ def _run(indices: list[int], cfg: dict, workers: int, progress: bool) -> list[tu
             results += _simulate_chunk(c)
             bar.update(len(c))
     else:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-            for r in pool.imap(_simulate_chunk, chunks):
+        # a process pool that fails loudly (BrokenProcessPool) if a worker dies, instead of hanging
+        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (cfg,)) as pool:
+            for r in pool.map(_simulate_chunk, chunks):
                 results += r
                 bar.update(len(r))
     bar.close()
