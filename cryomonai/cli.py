@@ -82,7 +82,7 @@ def montage(out: str = "docs/simulated_montage.png", snr="inf,0.05,0.03", box: i
 
 def demo(
     out: str = "runs/demo", n_per_class: int = 60, snr: float = 0.5, pretrain_epochs: int = 10,
-    finetune_epochs: int = 30, label_fraction: float = 0.25, method: str = "moco", seed: int = 0,
+    finetune_epochs: int = 20, label_fraction: float = 0.25, method: str = "moco", seed: int = 0,
 ) -> None:
     """The main job on built-in simulated data: simulate → pretrain (MoCo) → fine-tune on 25 % of
     the labels from the pretrained encoder and from random init → test accuracy of both."""

@@ -85,7 +85,7 @@ def demo(
     n_per_class: int = 60,
     snr: float = 0.5,
     pretrain_epochs: int = 10,
-    finetune_epochs: int = 30,
+    finetune_epochs: int = 20,
     label_fraction: float = 0.25,
     method: str = "moco",
     batch_size: int = 16,
