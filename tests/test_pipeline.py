@@ -1,0 +1,37 @@
+"""The main job end to end (tiny): simulate → pretrain → fine-tune ×2 → evaluate, through the bundle."""
+
+import numpy as np
+import pytest
+
+from cryomonai.errors import CryoDataError
+from cryomonai.pipeline import bundle_configs, demo
+
+
+def test_bundle_configs_compose_overlays():
+    files = bundle_configs("pretrain", method="swav", encoder="resnet10")
+    assert [f.rsplit("/", 2)[-2:] for f in files][-2:] == [["methods", "swav.json"], ["encoders", "resnet10.json"]]
+    with pytest.raises(CryoDataError, match="config file not found"):
+        bundle_configs("pretrain", method="nosuchmethod")
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    acc = demo(tmp_path / "demo", n_per_class=3, snr=1.0, pretrain_epochs=1, finetune_epochs=1, batch_size=4, progress=False)
+    assert set(acc) == {"pretrained", "random"} and all(0.0 <= a <= 1.0 for a in acc.values())
+    out = tmp_path / "demo"
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert (out / "pretrain" / "models" / "pretrain.pt").is_file()
+    for run in ("finetune_pretrained", "finetune_random"):
+        assert (out / run / "models" / "finetune_best.pt").is_file()
+        assert (out / run / "eval" / "predictions_test.csv").is_file()
+
+
+def test_slice_montage_and_central_slices(tmp_path):
+    from cryomonai.visualize.slices import central_slices, slice_montage
+
+    v = np.zeros((8, 10, 12), np.float32)
+    v[4, 5, 6] = 1
+    xy, xz, yz = central_slices(v)
+    assert xy.shape == (10, 12) and xz.shape == (8, 12) and yz.shape == (8, 10) and xy[5, 6] == xz[4, 6] == yz[4, 5] == 1
+    assert central_slices(v, (1, 2, 3))[0].shape == (10, 12)
+    png = slice_montage({"a": [v, v], "b": [v, v]}, ["one", "two"], tmp_path / "m.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
