@@ -77,7 +77,10 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
 
 
 def _accuracy(wf: Any) -> float:
-    return float(wf.parser.get_parsed_content("validate#evaluator").state.metrics["accuracy"])
+    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
+    if "accuracy" not in metrics:
+        raise CryoDataError(wf.parser["dataset_dir"], "the test split is empty", "simulate more subtomograms per class")
+    return float(metrics["accuracy"])
 
 
 def demo(

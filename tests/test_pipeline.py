@@ -15,7 +15,7 @@ def test_bundle_configs_compose_overlays():
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path):
-    acc = demo(tmp_path / "demo", n_per_class=3, snr=1.0, pretrain_epochs=1, finetune_epochs=1, batch_size=4, progress=False)
+    acc = demo(tmp_path / "demo", n_per_class=5, snr=1.0, pretrain_epochs=1, finetune_epochs=1, batch_size=4, progress=False)
     assert set(acc) == {"pretrained", "random"} and all(0.0 <= a <= 1.0 for a in acc.values())
     out = tmp_path / "demo"
     assert (out / "curves.png").stat().st_size > 10_000
