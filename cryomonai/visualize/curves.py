@@ -32,7 +32,7 @@ def plot_training_curves(runs: dict[str, str | os.PathLike], path: str | os.Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cryomonai.io.atomic import atomic_write
+    from cryomonai.visualize.figure import save_png
 
     series = {label: read_scalars(d) for label, d in runs.items() if Path(d).is_dir()}
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2))
@@ -47,9 +47,4 @@ def plot_training_curves(runs: dict[str, str | os.PathLike], path: str | os.Path
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)

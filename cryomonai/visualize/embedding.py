@@ -42,7 +42,7 @@ def plot_embedding(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cryomonai.io.atomic import atomic_write
+    from cryomonai.visualize.figure import save_png
 
     from matplotlib.lines import Line2D
 
@@ -69,9 +69,4 @@ def plot_embedding(
                   title="marker", title_fontsize=7)
     ax.set_title(title or f"{len(coords)} particles", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)

@@ -53,7 +53,7 @@ def cluster_gallery(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cryomonai.io.atomic import atomic_write
+    from cryomonai.visualize.figure import save_png
 
     rows = list(volumes)
     n_cols = max([len(v) for v in volumes.values()] + [1])
@@ -70,9 +70,4 @@ def cluster_gallery(
         axes[r, 0].set_ylabel(name, fontsize=7)
     fig.suptitle(title or "central slices per cluster (xy above xz)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)

@@ -45,7 +45,7 @@ def slice_montage(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cryomonai.io.atomic import atomic_write
+    from cryomonai.visualize.figure import save_png
 
     rows = list(grid)
     n_cols = len(column_titles) * 3
@@ -64,9 +64,4 @@ def slice_montage(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)
