@@ -419,7 +419,11 @@ def extract_subtomograms(
     out = Path(out_dir)
     if (out / "particles.star").exists() and not overwrite:
         raise CryoDataError(out, "already holds particles.star", "choose another --out, or pass --overwrite")
-    (out / "subtomograms").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "subtomograms").mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where a folder should be, no permission
+        raise CryoDataError(out, f"cannot create the output folder ({err.strerror or err})",
+                            "choose an --out folder you may write to") from err
     located = locate_picks(table, box, voxel_size, pick_voxel_size)
     kept, rejected = apply_edge_policy(table, located, edge, out / REJECTED_FILE)
     if len(kept) == 0:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from cryomonai.errors import CryoDataError
+
 __all__ = ["atomic_path", "atomic_write"]
 
 
@@ -52,6 +54,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Yields:
         the temporary path to write to.
+
+    Raises:
+        CryoDataError: naming ``path``, when the file system refuses the write (no such folder,
+            a file where a folder should be, no permission, a full disk).
     """
     path = Path(path)
     tmp = _temp_name(path)
@@ -61,8 +67,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file")
         _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours to explain
+            raise
+        raise CryoDataError(path, f"cannot write the file ({err.strerror or err})",
+                            "write to an existing folder you may write to, with free disk space") from err
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # never created
             tmp.unlink()
 
 

@@ -100,6 +100,9 @@ def read_mrc_header(path: str | os.PathLike) -> MrcInfo:
     if mode not in SUPPORTED_MODES:
         problem = f"unsupported MRC mode {mode} (we read modes {sorted(SUPPORTED_MODES)})"
         raise CryoDataError(path, problem, _FIX_CONVERT)
+    if 0 in shape:
+        problem = f"header says the data is {'x'.join(map(str, shape))} voxels, i.e. empty"
+        raise CryoDataError(path, problem, "its header is damaged: copy or re-extract the file again")
     if path.suffix.lower() not in (".gz", ".bz2"):  # compressed files: mrcfile checks the length itself
         expected = data_offset + int(np.prod(shape)) * np.dtype(SUPPORTED_MODES[mode]).itemsize
         actual = path.stat().st_size
@@ -110,7 +113,8 @@ def read_mrc_header(path: str | os.PathLike) -> MrcInfo:
                 f"mode {mode}) but the file has {actual}",
                 "copy or re-extract the file again (an interrupted transfer or a full disk leaves files like this)",
             )
-    voxel_zyx = tuple(float(v) if v > 0 else 1.0 for v in (voxel.z, voxel.y, voxel.x))
+    # 0, NaN (0/0) or Inf (cella / 0) in the header: unset, as documented above
+    voxel_zyx = tuple(float(v) if 0 < v < np.inf else 1.0 for v in (voxel.z, voxel.y, voxel.x))
     return MrcInfo(shape=shape, voxel_size=voxel_zyx, mode=mode)  # type: ignore[arg-type]
 
 
@@ -147,7 +151,7 @@ def _read_volume(path: str | os.PathLike, mmap: bool, check_finite: bool) -> tup
             with mrcfile.open(path, permissive=False) as mrc:
                 data = np.empty(mrc.data.shape, dtype=np.float32)  # native byte order (a file may be big-endian)
                 data[...] = mrc.data
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, OverflowError) as err:  # OverflowError: np.memmap of a bad size
         raise CryoDataError(path, f"cannot read the MRC data ({err})", _FIX_CONVERT)
     if check_finite:
         _check_finite(path, data)

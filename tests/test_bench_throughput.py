@@ -1,0 +1,78 @@
+"""The throughput tool (``tools/bench_throughput.py``) runs end to end with ``--quick``.
+
+Checks the JSON it writes: every stage with a positive, finite rate, the ratios consistent with
+the rates, the FLOP count and the machine. No timing assertions (the numbers depend on the host).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """Run ``main(["--quick", "--out", …])`` once; return (its return value, the JSON read back)."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_throughput", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        returned = module.main(["--quick", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    return returned, json.loads(out.read_text())
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
+    _, res = result
+    stages = res["stages"]
+    assert set(stages) == {"bare_loop", "bundle", "pipeline", "simulator", "inference"}
+    for name in ("bundle", "pipeline", "simulator", "inference"):
+        assert _positive(stages[name]["samples_per_s"]), name
+        assert stages[name]["n_timed"] >= 1
+    bare = stages["bare_loop"]
+    assert _positive(bare["contiguous"]["samples_per_s"]) and _positive(bare["channels_last_3d"]["samples_per_s"])
+    assert bare["best_format"] in ("contiguous", "channels_last_3d")
+    assert bare["samples_per_s"] == max(bare["contiguous"]["samples_per_s"], bare["channels_last_3d"]["samples_per_s"])
+    assert _positive(stages["bundle"]["step_only"]["samples_per_s"])
+    assert stages["bundle"]["iterations"] > stages["bundle"]["warmup_iterations"]
+    assert 0.0 < stages["bundle"]["data_fraction"] < 1.0
+    # the pipeline's views are float32 tensors of the quick box
+    assert stages["pipeline"]["view_dtype"] == "torch.float32"
+
+
+def test_ratios_follow_from_the_rates(result: tuple[dict, dict]) -> None:
+    _, res = result
+    s, r = res["stages"], res["ratios"]
+    assert r["bundle_over_bare"] == pytest.approx(s["bundle"]["samples_per_s"] / s["bare_loop"]["samples_per_s"])
+    assert r["pipeline_over_bundle"] == pytest.approx(s["pipeline"]["samples_per_s"] / s["bundle"]["samples_per_s"])
+    assert all(_positive(v) for v in r.values())
+
+
+def test_flops_machine_and_memory(result: tuple[dict, dict]) -> None:
+    returned, res = result
+    f = res["flops"]
+    # one step = query fwd + bwd (~2x fwd, minus the first conv's unneeded input gradient) + key fwd:
+    # just under 4 encoder forwards of the batch (2x would mean the backward was not counted)
+    assert 3 * f["encoder_forward_flops"] < f["step_flops"] <= 4 * f["encoder_forward_flops"]
+    assert _positive(f["achieved_flops"])
+    if f["peak"]["peak_flops"] is not None:
+        assert 0 < f["fraction_of_peak"] < 1
+        assert f["peak"]["assumption"]
+    assert res["peak_rss_mib"] > 0 and res["machine"]["torch"] and res["machine"]["cpu_model"]
+    assert res["quick"] is True and res["sizes"]["box"] == 16
+    assert returned["ratios"] == res["ratios"]  # main's return value is what it wrote
