@@ -53,8 +53,8 @@ import numpy as np
 import torch
 
 #: sizes of a full run and of ``--quick``
-FULL = dict(box=32, batch=16, warmup=1, bare_rounds=3, bare_steps=2, n_per_class=8, epochs=2,
-            bundle_warmup=1, pipe_batches=6, sim_n=16, infer_batch=64, infer_batches=4)
+FULL = dict(box=32, batch=16, warmup=1, bare_rounds=4, bare_steps=2, n_per_class=8, epochs=3,
+            bundle_warmup=1, pipe_batches=10, sim_n=16, infer_batch=64, infer_batches=6)
 QUICK = dict(box=16, batch=4, warmup=1, bare_rounds=1, bare_steps=2, n_per_class=2, epochs=2,
              bundle_warmup=1, pipe_batches=2, sim_n=2, infer_batch=8, infer_batches=2)
 QUICK_CLASSES = ("1bxn", "1qvr", "1s3x", "1u6g")
@@ -364,7 +364,8 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path) -> dict[str, Any]:
 
     stages["bare_loop"] = timed("bare_loop", lambda: bench_bare_loop(
         box, batch, cfg["warmup"], cfg["bare_rounds"], cfg["bare_steps"]))
-    fmt = torch.channels_last_3d if stages["bare_loop"]["best_format"] == "channels_last_3d" else torch.contiguous_format
+    best = stages["bare_loop"]["best_format"]
+    fmt = torch.channels_last_3d if best == "channels_last_3d" else torch.contiguous_format
     counts = timed("flop_count", lambda: step_flops(box, batch, fmt))
     threads = torch.get_num_threads()
     data_dir = timed("simulate_dataset", lambda: _simulate(work / "data", cfg["n_per_class"], box, quick))

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Iterator
@@ -68,7 +69,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as err:
-        if str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours to explain
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk names no file
+        if not full and str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours
             raise
         raise CryoDataError(path, f"cannot write the file ({err.strerror or err})",
                             "write to an existing folder you may write to, with free disk space") from err

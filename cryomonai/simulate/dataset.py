@@ -158,7 +158,10 @@ def simulate_dataset(
     snr = float(snr)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "subtomograms").mkdir(parents=True)
+    try:
+        (tmp / "subtomograms").mkdir(parents=True)
+    except OSError as err:
+        raise CryoDataError(tmp, f"cannot create the output folder ({err.strerror or err})", "choose a writable folder")
     sim_cfg = dict(classes=classes, box=box, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging)
     cfg = dict(sim=sim_cfg, seed=seed, snr=snr, n_classes=len(classes), root=str(tmp), voxel_size=imaging.pixel_size_nm * 10)
     n = n_per_class * len(classes)
