@@ -51,7 +51,9 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     assert _positive(stages["bundle"]["step_only"]["samples_per_s"])
     assert stages["bundle"]["iterations"] > stages["bundle"]["warmup_iterations"]
     assert 0.0 < stages["bundle"]["data_fraction"] < 1.0
-    # the pipeline's views are float32 tensors of the quick box
+    assert _positive(stages["inference"]["channels_last_3d"]["samples_per_s"])
+    assert _positive(stages["pipeline"]["without_metatensor"]["samples_per_s"])
+    # the pipeline's views are float32 tensors
     assert stages["pipeline"]["view_dtype"] == "torch.float32"
 
 

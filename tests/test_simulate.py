@@ -178,3 +178,9 @@ def test_synthetic_tomogram_has_particles_at_the_recorded_coordinates(tmp_path):
     noisy = simulate_tomogram(tmp_path / "n", (40, 96, 96), n_particles=12, snr=0.05, classes=SMALL)
     assert read_particle_table(noisy).df[["x", "y", "z"]].to_numpy().astype(int).tolist() == xyz.tolist()
     assert np.isfinite(read_mrc(noisy.parent / "tomogram.mrc")[0]).all()
+
+
+def test_in_process_simulation_keeps_the_callers_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    _dataset(tmp_path, "t", n_per_class=1)
+    assert torch.get_num_threads() == before

@@ -11,16 +11,20 @@ a. **bare loop** — the best plain PyTorch MoCo loop: tensors already in memory
 b. **bundle** — the ``pretrain`` run id of the ``cryo_ssl`` bundle (``ConfigWorkflow`` over
    :func:`cryomonai.pipeline.bundle_configs`) on a small simulated dataset, with its real data
    pipeline (``VolumeStackDataset`` + ``paper_views`` + ``DataLoader``, ``num_workers`` 0), its
-   handlers and checkpoints. Ignite events time each iteration: the batch fetch
+   handlers and checkpoints; ``pretrain_split`` is set to all rows so a small dataset gives more
+   iterations per epoch. Ignite events time each iteration: the batch fetch
    (``GET_BATCH_STARTED → GET_BATCH_COMPLETED``) and the step (``ITERATION_STARTED →
    ITERATION_COMPLETED``, incl. the iteration handlers); the first iterations are warm-up.
 c. **pipeline** — the bundle's data pipeline alone: two ``paper_views`` per sample over
-   ``VolumeStackDataset`` and a ``DataLoader`` as the bundle builds it.
+   ``VolumeStackDataset`` and a ``DataLoader`` as the bundle builds it; again with MONAI's
+   metadata tracking off, to show what ``MetaTensor`` costs.
 d. **simulator** — ``SubtomogramSimulator`` in this process (SNR 0.05, 4 neighbours).
-e. **inference** — encoder forward under ``torch.inference_mode``, batch 64.
+e. **inference** — encoder forward under ``torch.inference_mode``, batch 64, contiguous (as the
+   bundle's inference) and ``channels_last_3d``.
 
 Rates are samples (subtomograms) per second from the **median** time per step/batch (robust on a
-shared machine). The JSON (written atomically) also holds the FLOPs of one bare step counted by
+shared machine) and, as ``best_*``, from the fastest one (a quiet-machine estimate); the ratios
+(b)/(a), (c)/(b) … are given for both. The JSON (written atomically) also holds the FLOPs of one bare step counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (the real forward + backward count, not 3× forward),
 the achieved FLOP/s, the fraction of an assumed fp32 peak (see :func:`cpu_peak`), peak RSS and
 the machine. ``--quick`` shrinks everything (box 16, batch 4, a few steps) to test the tool, not
@@ -54,7 +58,7 @@ import torch
 
 #: sizes of a full run and of ``--quick``
 FULL = dict(box=32, batch=16, warmup=1, bare_rounds=4, bare_steps=2, n_per_class=8, epochs=3,
-            bundle_warmup=1, pipe_batches=10, sim_n=16, infer_batch=64, infer_batches=6)
+            bundle_warmup=1, pipe_batches=10, sim_n=16, infer_batch=64, infer_batches=4)
 QUICK = dict(box=16, batch=4, warmup=1, bare_rounds=1, bare_steps=2, n_per_class=2, epochs=2,
              bundle_warmup=1, pipe_batches=2, sim_n=2, infer_batch=8, infer_batches=2)
 QUICK_CLASSES = ("1bxn", "1qvr", "1s3x", "1u6g")
@@ -66,10 +70,10 @@ def _rss_mib() -> float:
 
 
 def _rate(batch: int, seconds: Sequence[float]) -> dict[str, Any]:
-    """Samples/s from the median seconds per batch, plus the raw times."""
+    """Samples/s from the median seconds per batch (and from the fastest: a quiet-machine estimate)."""
     med = statistics.median(seconds)
-    return {"samples_per_s": batch / med, "median_s": med, "n_timed": len(seconds),
-            "times_s": [round(t, 5) for t in seconds]}
+    return {"samples_per_s": batch / med, "best_samples_per_s": batch / min(seconds), "median_s": med,
+            "min_s": min(seconds), "n_timed": len(seconds), "times_s": [round(t, 5) for t in seconds]}
 
 
 def _moco(box: int, memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -146,7 +150,7 @@ def _iteration_clock(trainer: Any) -> dict[str, list[float]]:
     """Attach Ignite handlers recording per-iteration batch-fetch and step seconds."""
     from ignite.engine import Events
 
-    clock: dict[str, list[float]] = {"data": [], "step": [], "epoch": [], "_t": [0.0]}
+    clock: dict[str, list[float]] = {"data": [], "step": [], "epoch": [], "epoch_of": [], "_t": [0.0]}
 
     def mark(key: str | None) -> Callable[[Any], None]:
         def handler(_: Any) -> None:
@@ -160,6 +164,7 @@ def _iteration_clock(trainer: Any) -> dict[str, list[float]]:
     trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("data"))
     trainer.add_event_handler(Events.ITERATION_STARTED, mark(None))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("step"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: clock["epoch_of"].append(e.state.epoch))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: clock["epoch"].append(e.state.times["EPOCH_COMPLETED"]))
     return clock
 
@@ -194,14 +199,34 @@ def bench_bundle(data_dir: Path, work: Path, batch: int, epochs: int, warmup: in
         "data_fraction": sum(data) / sum(full),
         "iterations": n_iter, "epochs": epochs, "warmup_iterations": warmup,
         "overall_samples_per_s": n_iter * batch / wall,
-        "run_wall_s": wall, "epoch_s": clock["epoch"],
+        "run_wall_s": wall, "epoch_s": clock["epoch"], "epoch_of_timed": clock["epoch_of"][warmup:],
         "note": "samples_per_s = median(batch fetch + step); overall includes epoch handlers (checkpoints)",
     }
 
 
+def _fetch_times(loader: Any, n_batches: int) -> tuple[list[float], dict]:
+    """Seconds per batch of ``n_batches`` batches (after one warm-up batch), and the last batch."""
+    times: list[float] = []
+    batch = None
+    while len(times) <= n_batches:
+        it = iter(loader)
+        while len(times) <= n_batches:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            times.append(time.perf_counter() - t0)
+    return times[1:], batch  # type: ignore[return-value]
+
+
 def bench_pipeline(data_dir: Path, batch: int, n_batches: int) -> dict[str, Any]:
-    """Stage (c): two ``paper_views`` per sample over ``VolumeStackDataset``, batched as the bundle does."""
-    from monai.data import DataLoader
+    """Stage (c): two ``paper_views`` per sample over ``VolumeStackDataset``, batched as the bundle does.
+
+    Also times the same pipeline with MONAI's metadata tracking off (``set_track_meta(False)``:
+    plain tensors instead of ``MetaTensor``) to show the MetaTensor overhead.
+    """
+    from monai.data import DataLoader, set_track_meta
 
     from cryomonai.data import VolumeStackDataset
     from cryomonai.transforms import paper_views
@@ -209,20 +234,14 @@ def bench_pipeline(data_dir: Path, batch: int, n_batches: int) -> dict[str, Any]
     ds = VolumeStackDataset(data_dir / "particles.star", data_dir / "cache" / "volumes.npy",
                             transform=paper_views(n_views=2), progress=False)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=0)
-    times: list[float] = []
-    first = None
-    while len(times) < n_batches:
-        it = iter(loader)
-        while len(times) < n_batches:
-            t0 = time.perf_counter()
-            try:
-                b = next(it)
-            except StopIteration:
-                break
-            times.append(time.perf_counter() - t0)
-            first = first or b
-    v = first["view_0"]
-    return {**_rate(batch, times), "n_views": 2, "num_workers": 0,
+    times, last = _fetch_times(loader, n_batches)
+    set_track_meta(False)
+    try:
+        plain, _ = _fetch_times(loader, n_batches)
+    finally:
+        set_track_meta(True)
+    v = last["view_0"]
+    return {**_rate(batch, times), "without_metatensor": _rate(batch, plain), "n_views": 2, "num_workers": 0,
             "view_type": type(v).__name__, "view_dtype": str(v.dtype), "view_contiguous": bool(v.is_contiguous())}
 
 
@@ -244,20 +263,30 @@ def bench_simulator(box: int, n: int, quick: bool) -> dict[str, Any]:
 
 
 def bench_inference(box: int, batch: int, n: int, warmup: int) -> dict[str, Any]:
-    """Stage (e): encoder forward under ``torch.inference_mode``, ``batch`` subtomograms per call."""
+    """Stage (e): encoder forward under ``torch.inference_mode``, ``batch`` subtomograms per call.
+
+    Top level: contiguous tensors (what the bundle's inference feeds); ``channels_last_3d`` is
+    timed interleaved with it, for comparison.
+    """
     from cryomonai.networks import build_encoder
 
+    formats = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
     torch.manual_seed(0)
-    enc = build_encoder("rb3d").eval()
     x = torch.randn(batch, 1, box, box, box)
-    times = []
+    nets = {k: (build_encoder("rb3d").eval().to(memory_format=f), x.contiguous(memory_format=f))
+            for k, f in formats.items()}
+    times: dict[str, list[float]] = {k: [] for k in formats}
     with torch.inference_mode():
         for i in range(warmup + n):
-            t0 = time.perf_counter()
-            enc(x)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return {**_rate(batch, times), "batch": batch}
+            for k, (enc, xk) in nets.items():
+                t0 = time.perf_counter()
+                enc(xk)
+                if i >= warmup:
+                    times[k].append(time.perf_counter() - t0)
+    cl = _rate(batch, times["channels_last_3d"])
+    out = _rate(batch, times["contiguous"])
+    return {**out, "channels_last_3d": cl, "channels_last_speedup": cl["samples_per_s"] / out["samples_per_s"],
+            "batch": batch, "format": "contiguous"}
 
 
 def _lscpu() -> dict[str, str]:
@@ -321,20 +350,24 @@ def _table(res: dict[str, Any]) -> str:
     """The stages and ratios as a plain-text table."""
     s = res["stages"]
     rows = [
-        ("a bare loop (contiguous)", s["bare_loop"]["contiguous"]["samples_per_s"]),
-        ("a bare loop (channels_last_3d)", s["bare_loop"]["channels_last_3d"]["samples_per_s"]),
-        ("b bundle pretrain (fetch+step)", s["bundle"]["samples_per_s"]),
-        ("b   step only", s["bundle"]["step_only"]["samples_per_s"]),
-        ("b   overall incl. epoch handlers", s["bundle"]["overall_samples_per_s"]),
-        ("c pipeline (2 views/sample)", s["pipeline"]["samples_per_s"]),
-        ("d simulator (1 process)", s["simulator"]["samples_per_s"]),
-        (f"e inference (batch {s['inference']['batch']})", s["inference"]["samples_per_s"]),
+        ("a bare loop (contiguous)", s["bare_loop"]["contiguous"]),
+        ("a bare loop (channels_last_3d)", s["bare_loop"]["channels_last_3d"]),
+        ("b bundle pretrain (fetch+step)", s["bundle"]),
+        ("b   step only", s["bundle"]["step_only"]),
+        ("b   batch fetch only", s["bundle"]["data_fetch"]),
+        ("c pipeline (2 views/sample)", s["pipeline"]),
+        ("c   without MetaTensor", s["pipeline"]["without_metatensor"]),
+        ("d simulator (1 process)", s["simulator"]),
+        (f"e inference (batch {s['inference']['batch']}, contiguous)", s["inference"]),
+        ("e   channels_last_3d", s["inference"]["channels_last_3d"]),
     ]
-    lines = [f"{'stage':36s} {'samples/s':>10s}"] + [f"{n:36s} {v:10.2f}" for n, v in rows]
+    lines = [f"{'stage (samples/s)':36s} {'median':>9s} {'best':>9s}"]
+    lines += [f"{n:36s} {v['samples_per_s']:9.2f} {v['best_samples_per_s']:9.2f}" for n, v in rows]
+    lines.append(f"{'b   overall (run wall, all iterations)':36s} {s['bundle']['overall_samples_per_s']:9.2f}")
     r, f = res["ratios"], res["flops"]
-    lines += ["", f"(b)/(a)  bundle / best bare loop       {r['bundle_over_bare']:.3f}",
-              f"(c)/(b)  pipeline / bundle rate        {r['pipeline_over_bundle']:.3f}",
-              f"(c)/(b step) pipeline / model's consumption {r['pipeline_over_bundle_step']:.3f}",
+    lines += ["", f"{'ratio':44s} {'median':>7s} {'best':>7s}"]
+    lines += [f"{k:44s} {r[k]:7.3f} {res['ratios_best'][k]:7.3f}" for k in r]
+    lines += [
               f"bare step: {f['step_flops'] / 1e9:.1f} GFLOP, {f['achieved_flops'] / 1e9:.1f} GFLOP/s"
               + (f" = {100 * f['fraction_of_peak']:.1f} % of assumed peak {f['peak']['peak_flops'] / 1e9:.0f} GFLOP/s"
                  if f["fraction_of_peak"] is not None else ""),
@@ -349,6 +382,16 @@ def _flops_summary(counts: dict[str, float], bare: dict[str, Any], batch: int, p
     return {**counts, "per_sample_step_flops": counts["step_flops"] / batch, "achieved_flops": achieved,
             "fraction_of_peak": achieved / peak["peak_flops"] if peak["peak_flops"] else None, "peak": peak,
             "counted": "FlopCounterMode over one whole step (query fwd+bwd, key fwd); FLOPs = 2 x MACs"}
+
+
+def _ratios(s: dict[str, Any], key: str) -> dict[str, float]:
+    """(b)/(a), (c)/(b) and companions from the stages' ``key`` rates (median or best)."""
+    bare = s["bare_loop"][s["bare_loop"]["best_format"]][key]
+    bundle, step, pipe = s["bundle"][key], s["bundle"]["step_only"][key], s["pipeline"][key]
+    return {"bundle_over_bare": bundle / bare, "bundle_step_over_bare": step / bare,
+            "bundle_step_over_bare_contiguous": step / s["bare_loop"]["contiguous"][key],
+            "pipeline_over_bundle": pipe / bundle, "pipeline_over_bundle_step": pipe / step,
+            "pipeline_over_bare": pipe / bare}
 
 
 def run_stages(cfg: dict[str, Any], quick: bool, work: Path) -> dict[str, Any]:
@@ -391,13 +434,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cryomonai_bench_") as tmp:
         res = run_stages(cfg, args.quick, Path(tmp))
     s = res["stages"]
-    res["ratios"] = {
-        "bundle_over_bare": s["bundle"]["samples_per_s"] / s["bare_loop"]["samples_per_s"],
-        "bundle_step_over_bare": s["bundle"]["step_only"]["samples_per_s"] / s["bare_loop"]["samples_per_s"],
-        "pipeline_over_bundle": s["pipeline"]["samples_per_s"] / s["bundle"]["samples_per_s"],
-        "pipeline_over_bundle_step": s["pipeline"]["samples_per_s"] / s["bundle"]["step_only"]["samples_per_s"],
-        "pipeline_over_bare": s["pipeline"]["samples_per_s"] / s["bare_loop"]["samples_per_s"],
-    }
+    res["ratios"], res["ratios_best"] = _ratios(s, "samples_per_s"), _ratios(s, "best_samples_per_s")
     res.update(quick=args.quick, sizes=dict(cfg), encoder="rb3d", method="moco", peak_rss_mib=_rss_mib(),
                machine=machine(), total_wall_s=time.perf_counter() - t0,
                date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -55,10 +55,12 @@ def build_simulator(classes, box: int, n_neighbours: int, max_shift: float, imag
     return SubtomogramSimulator(stack, radii, box=box, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging)
 
 
-def _init_worker(cfg: dict) -> None:
+def _init_worker(cfg: dict, own_process: bool = True) -> None:
+    """Build the simulator; a pool worker (``own_process``) uses one thread, the caller keeps its own."""
     import torch
 
-    torch.set_num_threads(1)
+    if own_process:
+        torch.set_num_threads(1)
     _WORKER["sim"] = build_simulator(**cfg["sim"])
     _WORKER.update({k: v for k, v in cfg.items() if k != "sim"})
 
@@ -97,7 +99,7 @@ def _run(indices: list[int], cfg: dict, workers: int, progress: bool) -> list[tu
     bar = tqdm(total=len(indices), desc=f"simulate SNR={cfg['snr']}", unit="subtomo", disable=not progress)
     results = []
     if workers <= 0:
-        _init_worker(cfg)
+        _init_worker(cfg, own_process=False)
         for c in chunks:
             results += _simulate_chunk(c)
             bar.update(len(c))
