@@ -94,28 +94,24 @@ class RandSNRJitter(RandomizableTransform):
         return convert_to_dst_type(t + noise * noise_var.sqrt(), img)[0]
 
 
-class RandLowPass(RandomizableTransform):
-    """Low-pass a volume at a random cut-off (a smooth raised-cosine edge).
-
-    Args:
-        prob: probability of filtering.
-        cutoff_range: range of the cut-off as a fraction of Nyquist (1 = Nyquist sphere).
-        width: width of the raised-cosine edge, fraction of Nyquist.
-    """
+class _RandFourierFilter(RandomizableTransform):
+    """Shared mechanics of the random Fourier filters: draw a parameter, filter a (C, D, H, W) volume."""
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, prob: float = 0.3, cutoff_range: Sequence[float] = (0.5, 1.0), width: float = 0.05) -> None:
-        super().__init__(prob)
-        self.cutoff_range = (float(cutoff_range[0]), float(cutoff_range[1]))
-        self.width = float(width)
-        self.cutoff = 1.0
+    def _draw(self) -> None:
+        """Draw this transform's random parameter from ``self.R``."""
+        raise NotImplementedError
+
+    def _filter(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """The real Fourier filter (fftn layout) for a volume of ``shape``."""
+        raise NotImplementedError
 
     def randomize(self, data: Any = None) -> None:
-        """Draw the cut-off (``data`` is not used)."""
+        """Draw whether to filter and the parameter (``data`` is not used)."""
         super().randomize(None)
         if self._do_transform:
-            self.cutoff = float(self.R.uniform(*self.cutoff_range))
+            self._draw()
 
     def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
         """Filter a (C, D, H, W) volume; returns the same shape and type."""
@@ -125,11 +121,32 @@ class RandLowPass(RandomizableTransform):
         if not self._do_transform:
             return img
         t = convert_to_tensor(img, track_meta=False)
-        filt = bandpass_filter(tuple(t.shape[1:]), 0.0, self.cutoff, self.width, device=t.device)
-        return convert_to_dst_type(apply_fourier_filter(t, filt), img)[0]
+        return convert_to_dst_type(apply_fourier_filter(t, self._filter(tuple(t.shape[1:]), t.device)), img)[0]
 
 
-class RandCTF(RandomizableTransform):
+class RandLowPass(_RandFourierFilter):
+    """Low-pass a volume at a random cut-off (a smooth raised-cosine edge).
+
+    Args:
+        prob: probability of filtering.
+        cutoff_range: range of the cut-off as a fraction of Nyquist (1 = Nyquist sphere).
+        width: width of the raised-cosine edge, fraction of Nyquist.
+    """
+
+    def __init__(self, prob: float = 0.3, cutoff_range: Sequence[float] = (0.5, 1.0), width: float = 0.05) -> None:
+        super().__init__(prob)
+        self.cutoff_range = (float(cutoff_range[0]), float(cutoff_range[1]))
+        self.width = float(width)
+        self.cutoff = 1.0
+
+    def _draw(self) -> None:
+        self.cutoff = float(self.R.uniform(*self.cutoff_range))
+
+    def _filter(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        return bandpass_filter(shape, 0.0, self.cutoff, self.width, device=device)
+
+
+class RandCTF(_RandFourierFilter):
     """Multiply a volume's spectrum by the CTF of a random defocus (``ctf_3d``'s model).
 
     The data were already imaged through a CTF; ``abs_ctf=True`` multiplies by ``|CTF|`` (its
@@ -145,8 +162,6 @@ class RandCTF(RandomizableTransform):
         voltage_kv, cs_mm, amplitude_contrast, envelope_sigma: the microscope (see ``ctf_3d``).
         abs_ctf: multiply by ``|CTF|`` instead of the signed CTF.
     """
-
-    backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
@@ -171,22 +186,12 @@ class RandCTF(RandomizableTransform):
         self.abs_ctf = bool(abs_ctf)
         self.defocus_um = self.defocus_range_um[0]
 
-    def randomize(self, data: Any = None) -> None:
-        """Draw the defocus (``data`` is not used)."""
-        super().randomize(None)
-        if self._do_transform:
-            self.defocus_um = float(self.R.uniform(*self.defocus_range_um))
+    def _draw(self) -> None:
+        self.defocus_um = float(self.R.uniform(*self.defocus_range_um))
 
-    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
-        """Filter a (C, D, H, W) volume; returns the same shape and type."""
-        img = check_volume(img, type(self).__name__)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        t = convert_to_tensor(img, track_meta=False)
-        ctf = ctf_3d(tuple(t.shape[1:]), defocus_um=self.defocus_um, device=t.device, **self.microscope)
-        return convert_to_dst_type(apply_fourier_filter(t, ctf.abs() if self.abs_ctf else ctf), img)[0]
+    def _filter(self, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        ctf = ctf_3d(shape, defocus_um=self.defocus_um, device=device, **self.microscope)
+        return ctf.abs() if self.abs_ctf else ctf
 
 
 class RandSNRJitterd(RandArrayd):
