@@ -30,6 +30,8 @@ def simulate(
     n_neighbours: int = 4,
     classes: str | None = None,
     overwrite: bool = False,
+    binning: int = 1,
+    max_shift: float = 8.0,
 ) -> list[str]:
     """Simulate labelled subtomogram datasets, one folder per SNR: ``<out>/snr_<snr>/particles.star``.
 
@@ -43,6 +45,8 @@ def simulate(
         n_neighbours: crowding neighbours per subtomogram.
         classes: comma list of template ids (default: the 10 SHREC classes).
         overwrite: replace existing folders.
+        binning: simulate at ``box × binning`` (10 Å voxels), then Fourier-bin to ``box``.
+        max_shift: target displacement from the box centre, ± voxels per axis (unbinned).
     """
     import time
     from pathlib import Path
@@ -54,7 +58,8 @@ def simulate(
     for s in _snrs(snr):
         t0 = time.time()
         folder = Path(out) / f"snr_{'inf' if math.isinf(s) else f'{s:g}'}"
-        table = simulate_dataset(folder, n_per_class, s, box, cls, seed, n_neighbours, workers=workers, overwrite=overwrite)
+        table = simulate_dataset(folder, n_per_class, s, box, cls, seed, n_neighbours, max_shift=max_shift,
+                                 workers=workers, overwrite=overwrite, binning=binning)
         n = n_per_class * len(cls or range(10))
         dt = time.time() - t0
         print(f"{table}: {n} subtomograms in {dt:.1f} s ({n / dt:.1f} subtomograms/s)", file=sys.stderr)
@@ -160,7 +165,30 @@ def embed(
     return str(Path(out) / "clusters.star")
 
 
-COMMANDS = {"demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage,
+def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
+         max_cells: int | None = None, **overrides) -> str:
+    """Run (or resume) the paper's experiment grid and write its report (``results.csv``,
+    ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
+
+    Args:
+        preset: ``cpu`` (about 30 min on 2 CPU cores), ``paper`` (Gupta et al. 2022 sizes, a GPU)
+            or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
+        out: the grid folder; rerunning the same command skips the finished cells.
+        report: write the report once every cell is done.
+        progress: per-run progress bars (the grid prints one line per cell either way).
+        max_cells: stop after this many new cells.
+        overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``.
+    """
+    from pathlib import Path
+
+    from cryomonai.experiment.grid import run_grid
+
+    out = out or f"runs/grid_{Path(preset).stem}"
+    run_grid(preset, out, report=report, progress=progress, max_cells=max_cells, **overrides)
+    return str(Path(out).resolve())
+
+
+COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage,
             "extract": extract, "embed": embed}
 
 

@@ -1,7 +1,8 @@
 """The throughput tool (``tools/bench_throughput.py``) runs end to end with ``--quick``.
 
 Checks the JSON it writes: every stage with a positive, finite rate, the ratios consistent with
-the rates, the FLOP count and the machine. No timing assertions (the numbers depend on the host).
+the rates, the FLOP count, MFU, the batch sweep's memory, the bundle's switches and the machine; and
+the GPU peak table. No timing assertions (the numbers depend on the host).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _positive(x: float) -> bool:
 def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     _, res = result
     stages = res["stages"]
-    assert set(stages) == {"bare_loop", "bundle", "pipeline", "simulator", "inference"}
+    assert set(stages) == {"bare_loop", "bundle", "pipeline", "simulator", "inference", "batch_sweep"}
     for name in ("bundle", "pipeline", "simulator", "inference"):
         assert _positive(stages[name]["samples_per_s"]), name
         assert stages[name]["n_timed"] >= 1
@@ -48,10 +49,16 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     assert _positive(bare["contiguous"]["samples_per_s"]) and _positive(bare["channels_last_3d"]["samples_per_s"])
     assert bare["best_format"] in ("contiguous", "channels_last_3d")
     assert bare["samples_per_s"] == max(bare["contiguous"]["samples_per_s"], bare["channels_last_3d"]["samples_per_s"])
+    # on CPU the bundle runs fp32 and bf16 autocast is the extra line
+    assert bare["precision"] == "float32" and bare["extra_variant"] == "channels_last_3d_bf16"
+    assert _positive(bare["channels_last_3d_bf16"]["samples_per_s"])
     assert _positive(stages["bundle"]["step_only"]["samples_per_s"])
     assert stages["bundle"]["iterations"] > stages["bundle"]["warmup_iterations"]
     assert 0.0 < stages["bundle"]["data_fraction"] < 1.0
     assert _positive(stages["inference"]["channels_last_3d"]["samples_per_s"])
+    # the inference line is in the bundle's format (channels_last by default)
+    assert stages["inference"]["format"] == "channels_last_3d"
+    assert stages["inference"]["samples_per_s"] == stages["inference"]["channels_last_3d"]["samples_per_s"]
     assert _positive(stages["pipeline"]["without_metatensor"]["samples_per_s"])
     # the pipeline's views are float32 tensors
     assert stages["pipeline"]["view_dtype"] == "torch.float32"
@@ -78,3 +85,48 @@ def test_flops_machine_and_memory(result: tuple[dict, dict]) -> None:
     assert res["peak_rss_mib"] > 0 and res["machine"]["torch"] and res["machine"]["cpu_model"]
     assert res["quick"] is True and res["sizes"]["box"] == 16
     assert returned["ratios"] == res["ratios"]  # main's return value is what it wrote
+
+
+def test_bundle_switches_batch_sweep_and_mfu(result: tuple[dict, dict]) -> None:
+    _, res = result
+    sw = res["bundle_switches"]
+    assert sw["channels_last"] is True and sw["amp"] is False and sw["amp_dtype"] is None and sw["num_workers"] >= 0
+    sweep = res["stages"]["batch_sweep"]
+    assert [row["batch"] for row in sweep] == res["sizes"]["sweep_batches"] == [2, 4]
+    for row in sweep:
+        assert "error" not in row, row
+        assert _positive(row["samples_per_s"]) and _positive(row["peak_rss_mib"]) and _positive(row["mfu"])
+    f = res["flops"]
+    # MoCo v2 (asymmetric): one query pass with backward (3F) + one key pass (F) per sample
+    assert f["model_flops_per_sample"] == pytest.approx(4 * f["branch_forward_flops_per_sample"])
+    assert f["branch_forward_flops_per_sample"] >= f["encoder_forward_flops"] / res["sizes"]["batch"]
+    peak = f["peak"]["peak_flops"]
+    for key, rate in (("bare", res["stages"]["bare_loop"]["samples_per_s"]), ("bundle", res["stages"]["bundle"]["samples_per_s"])):
+        assert f["model_flops_per_s"][key] == pytest.approx(f["model_flops_per_sample"] * rate)
+        if peak is not None:
+            assert f["mfu"][key] == pytest.approx(f["model_flops_per_s"][key] / peak) and 0 < f["mfu"][key] < 1
+
+
+@pytest.mark.parametrize(
+    ("name", "amp_dtype", "tf32", "model", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", "bfloat16", True, "H100 SXM", 989e12),
+        ("NVIDIA H200", "bfloat16", True, "H200 SXM (= H100 SXM)", 989e12),
+        ("NVIDIA H200", None, False, "H200 SXM (= H100 SXM)", 67e12),
+        ("NVIDIA A100-SXM4-80GB", None, True, "A100", 156e12),
+        ("NVIDIA A100-SXM4-40GB", None, False, "A100", 19.5e12),
+        ("NVIDIA H100 PCIe", "bfloat16", True, "unknown", None),
+        ("NVIDIA GeForce RTX 4090", "bfloat16", True, "unknown", None),
+    ],
+)
+def test_gpu_peak_table(name: str, amp_dtype: str | None, tf32: bool, model: str, peak: float | None,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.syspath_prepend(str(TOOL.parent))
+    from bench_machine import gpu_peak
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    out = gpu_peak(name, amp_dtype)
+    assert out["model"] == model and out["peak_flops"] == peak
+    assert out["precision"] == ("bf16" if amp_dtype else "tf32" if tf32 else "fp32")

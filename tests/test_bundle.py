@@ -141,7 +141,7 @@ def test_pretrain_writes_checkpoints_and_tensorboard(env: dict, pretrained: Path
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ckpt = torch.load(pretrained / "pretrain_checkpoint_epoch=2.pt", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "run_info"}
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "run_info", "rng"}
     assert dict(ckpt["trainer"]) == {"epoch_length": 3, "iteration": 6, "max_epochs": 2}  # 2 epochs done
     assert ckpt["run_info"] == {"task": "pretrain", "encoder": "rb3d", "method": "moco"}
     assert ckpt["model"]["queue"].shape == (16, 128) and any(k.startswith("key_encoder.") for k in ckpt["model"])

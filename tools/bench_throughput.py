@@ -1,40 +1,51 @@
 #!/usr/bin/env python
 """Throughput of cryomonai's pretraining, side by side in one run (the performance issue's tool).
 
-Five stages on the same model (``rb3d``, :func:`cryomonai.networks.build_encoder`), batch and box:
+Stages on the same model (``rb3d``), batch and box, with the bundle's speed switches as
+``bundles/cryo_ssl/configs/common.json`` resolves them for the device (see its ``docs/README.md``):
 
-a. **bare loop** — the best plain PyTorch MoCo loop: tensors already in memory, no MONAI or
+a. **bare loop** — the best plain PyTorch MoCo loop: tensors already on the device, no MONAI or
    Ignite; one step = query encoder forward + backward on view 1, key encoder forward on view 2
-   (the maths of ``cryomonai.ssl.build_method("moco", encoder)``), Adam step, momentum update.
-   Timed in both memory formats (contiguous and ``torch.channels_last_3d``), interleaved in
-   rounds; the faster is the baseline.
+   (the maths of ``cryomonai.ssl.build_method("moco", encoder)``), Adam step, momentum update, in
+   the bundle's precision (fp32 on CPU, bf16 autocast on CUDA by default). Timed contiguous and
+   ``torch.channels_last_3d``, plus the other precision in ``channels_last_3d`` as an extra line
+   (``channels_last_3d_bf16`` on CPU), interleaved in rounds; the faster of the first two is the
+   baseline.
 b. **bundle** — the ``pretrain`` run id of the ``cryo_ssl`` bundle (``ConfigWorkflow`` over
    :func:`cryomonai.pipeline.bundle_configs`) on a small simulated dataset, with its real data
-   pipeline (``VolumeStackDataset`` + ``paper_views`` + ``DataLoader``, ``num_workers`` 0), its
-   handlers and checkpoints; ``pretrain_split`` is set to all rows so a small dataset gives more
-   iterations per epoch. Ignite events time each iteration: the batch fetch
+   pipeline, switches, handlers and checkpoints; ``pretrain_split`` is set to all rows so a small
+   dataset gives more iterations per epoch. Ignite events time each iteration: the batch fetch
    (``GET_BATCH_STARTED → GET_BATCH_COMPLETED``) and the step (``ITERATION_STARTED →
    ITERATION_COMPLETED``, incl. the iteration handlers); the first iterations are warm-up.
-c. **pipeline** — the bundle's data pipeline alone: two ``paper_views`` per sample over
-   ``VolumeStackDataset`` and a ``DataLoader`` as the bundle builds it; again with MONAI's
-   metadata tracking off, to show what ``MetaTensor`` costs.
+c. **pipeline** — the bundle's data pipeline alone (``num_workers`` 0: one process): two
+   ``paper_views`` per sample over ``VolumeStackDataset``; again with MONAI's metadata tracking off.
 d. **simulator** — ``SubtomogramSimulator`` in this process (SNR 0.05, 4 neighbours).
-e. **inference** — encoder forward under ``torch.inference_mode``, batch 64, contiguous (as the
-   bundle's inference) and ``channels_last_3d``.
+e. **inference** — encoder forward under ``torch.inference_mode``, contiguous and
+   ``channels_last_3d``, in the bundle's precision; the top level is the bundle's format.
+f. **batch sweep** — the bare loop with the bundle's switches at a few batch sizes, in ascending
+   order in one fresh process: samples/s, MFU, peak RSS so far (``resource.getrusage``; with
+   ascending sizes, the largest batch's peak) and on CUDA ``torch.cuda.max_memory_allocated``
+   (reset per batch size).
 
-Rates are samples (subtomograms) per second from the **median** time per step/batch (robust on a
-shared machine) and, as ``best_*``, from the fastest one (a quiet-machine estimate); the ratios
-(b)/(a), (c)/(b) … are given for both. The JSON (written atomically) also holds the FLOPs of one bare step counted by
-``torch.utils.flop_counter.FlopCounterMode`` (the real forward + backward count, not 3× forward),
-the achieved FLOP/s, the fraction of an assumed fp32 peak (see :func:`cpu_peak`), peak RSS and
-the machine. ``--quick`` shrinks everything (box 16, batch 4, a few steps) to test the tool, not
-to measure.
+Rates are samples (subtomograms) per second from the **median** time per step/batch and, as
+``best_*``, from the fastest one; ratios (b)/(a), (c)/(b) … are given for both.
 
-Usage::
+FLOPs. ``step_flops`` is ``torch.utils.flop_counter.FlopCounterMode`` over one bare step (what
+runs, 2 FLOPs per MAC). **MFU** counts model FLOPs the usual way: with ``F`` the forward FLOPs of
+one sample through one branch (encoder + projection head, counted), a pass with backward costs
+``3F`` (forward + gradients w.r.t. activations and weights, each ≈ ``F``) and a key-encoder pass
+(no gradient) ``F``. MoCo v2 as the bundle runs it (``symmetric=False``) puts one view of each
+sample through the query branch (fwd + bwd) and the other through the key branch (fwd only):
+``4F`` per sample per step; symmetric MoCo would be ``2 × 3F + 2F = 8F``. InfoNCE logits,
+optimizer and momentum update are left out (< 0.1 %). MFU = ``model FLOPs per sample × samples/s
+÷ peak``. Peak: CPU — cores × clock × FLOPs/cycle, fp32 (:func:`cpu_peak`; the bf16 line is
+compared with the same fp32 figure); CUDA — :data:`GPU_PEAKS` by device name (dense tensor-core
+bf16, TF32 — what cuDNN uses for fp32 convolutions by default — and fp32 without tensor cores),
+``"unknown"`` for other devices; both in ``tools/bench_machine.py``.
 
-    .venv/bin/python tools/bench_throughput.py [--quick] [--out bench.json]
-
-Volumes are ``(B, 1, D, H, W)`` with axes (z, y, x).
+Usage: ``.venv/bin/python tools/bench_throughput.py [--quick] [--device cpu|cuda] [--out bench.json]``.
+``--quick`` shrinks everything (box 16, batch 4, a few steps) to test the tool, not to measure. On
+CUDA the sizes are larger (batch 64, sweep 16–128). Volumes are ``(B, 1, D, H, W)``, axes (z, y, x).
 """
 
 from __future__ import annotations
@@ -42,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -56,17 +66,28 @@ from typing import Any
 import numpy as np
 import torch
 
-#: sizes of a full run and of ``--quick``
-FULL = dict(box=32, batch=16, warmup=1, bare_rounds=4, bare_steps=2, n_per_class=8, epochs=3,
-            bundle_warmup=1, pipe_batches=10, sim_n=16, infer_batch=64, infer_batches=4)
-QUICK = dict(box=16, batch=4, warmup=1, bare_rounds=1, bare_steps=2, n_per_class=2, epochs=2,
-             bundle_warmup=1, pipe_batches=2, sim_n=2, infer_batch=8, infer_batches=2)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+from bench_machine import cpu_peak, gpu_peak, machine  # noqa: E402
+
+#: sizes of a full CPU run, a CUDA run and ``--quick``
+FULL = dict(box=32, batch=16, warmup=1, bare_rounds=4, bare_steps=2, n_per_class=8, epochs=3, bundle_warmup=1,
+            pipe_batches=10, sim_n=16, infer_batch=64, infer_batches=4, sweep_batches=(8, 16), sweep_steps=3)
+CUDA = dict(box=32, batch=64, warmup=3, bare_rounds=4, bare_steps=5, n_per_class=64, epochs=3, bundle_warmup=3,
+            pipe_batches=10, sim_n=16, infer_batch=256, infer_batches=8, sweep_batches=(16, 32, 64, 128),
+            sweep_steps=10)
+QUICK = dict(box=16, batch=4, warmup=1, bare_rounds=1, bare_steps=2, n_per_class=2, epochs=2, bundle_warmup=1,
+             pipe_batches=2, sim_n=2, infer_batch=8, infer_batches=2, sweep_batches=(2, 4), sweep_steps=1)
 QUICK_CLASSES = ("1bxn", "1qvr", "1s3x", "1u6g")
 
 
 def _rss_mib() -> float:
     """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _rate(batch: int, seconds: Sequence[float]) -> dict[str, Any]:
@@ -76,64 +97,94 @@ def _rate(batch: int, seconds: Sequence[float]) -> dict[str, Any]:
             "min_s": min(seconds), "n_timed": len(seconds), "times_s": [round(t, 5) for t in seconds]}
 
 
-def _moco(box: int, memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def bundle_switches(device: torch.device) -> dict[str, Any]:
+    """The bundle's speed switches as ``common.json`` resolves them for ``device``."""
+    from monai.bundle import ConfigParser
+
+    from cryomonai.pipeline import bundle_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir() / "configs" / "common.json"))
+    parser["device"] = f"$torch.device('{device}')"
+    sw = {k: parser.get_parsed_content(k) for k in ("channels_last", "amp", "compile", "num_workers", "pin_memory")}
+    sw["amp_dtype"] = str(parser.get_parsed_content("amp_kwargs")["dtype"]).replace("torch.", "") if sw["amp"] else None
+    return sw
+
+
+def _moco(device: torch.device, memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """MoCo v2 over rb3d with the bundle's optimizer (Adam 1e-4, weight decay 1e-4)."""
     from cryomonai.networks import build_encoder
     from cryomonai.ssl import build_method
 
     torch.manual_seed(0)
-    method = build_method("moco", build_encoder("rb3d")).to(memory_format=memory_format)
+    method = build_method("moco", build_encoder("rb3d")).to(device, memory_format=memory_format)
     return method, torch.optim.Adam(method.parameters(), lr=1e-4, weight_decay=1e-4)
 
 
-def _views(batch: int, box: int, n: int, memory_format: torch.memory_format) -> list[list[torch.Tensor]]:
-    """``n`` pairs of random views ``(B, 1, D, H, W)``, already in memory and in ``memory_format``."""
+def _views(batch: int, box: int, n: int, fmt: torch.memory_format, device: torch.device) -> list[list[torch.Tensor]]:
+    """``n`` pairs of random views ``(B, 1, D, H, W)``, already on ``device`` and in ``fmt``."""
     g = torch.Generator().manual_seed(0)
-    return [[torch.randn(batch, 1, box, box, box, generator=g).contiguous(memory_format=memory_format)
+    return [[torch.randn(batch, 1, box, box, box, generator=g).to(device, memory_format=fmt)
              for _ in range(2)] for _ in range(n)]
 
 
-def _bare_step(method: torch.nn.Module, opt: torch.optim.Optimizer, views: list[torch.Tensor], step: int) -> None:
+def _bare_step(method: torch.nn.Module, opt: torch.optim.Optimizer, views: list[torch.Tensor], step: int,
+               amp_dtype: str | None = None) -> None:
     """One plain MoCo step: query fwd+bwd (view 1), key fwd (view 2), Adam, momentum update."""
     opt.zero_grad(set_to_none=True)
-    method.training_step(views)["loss"].backward()
+    dtype = getattr(torch, amp_dtype) if amp_dtype else None
+    with torch.autocast(views[0].device.type, dtype=dtype, enabled=dtype is not None):
+        loss = method.training_step(views)["loss"]
+    loss.backward()
     opt.step()
     method.on_train_step_end(step, step + 1)
 
 
-def bench_bare_loop(box: int, batch: int, warmup: int, rounds: int, steps: int) -> dict[str, Any]:
-    """Stage (a): both memory formats, interleaved in ``rounds`` of ``steps`` timed steps each."""
-    formats = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+def bench_bare_loop(device: torch.device, box: int, batch: int, warmup: int, rounds: int, steps: int,
+                    amp_dtype: str | None) -> dict[str, Any]:
+    """Stage (a): both memory formats in the bundle's precision (+ the other precision), interleaved."""
+    cl, extra = torch.channels_last_3d, ("channels_last_3d_fp32", None) if amp_dtype else ("channels_last_3d_bf16", "bfloat16")
+    variants = {"contiguous": (torch.contiguous_format, amp_dtype), "channels_last_3d": (cl, amp_dtype), extra[0]: (cl, extra[1])}
     state = {}
-    for name, fmt in formats.items():
-        method, opt = _moco(box, fmt)
-        data = _views(batch, box, 4, fmt)
+    for name, (fmt, dt) in variants.items():
+        method, opt = _moco(device, fmt)
+        data = _views(batch, box, 4, fmt, device)
         for i in range(warmup):
-            _bare_step(method, opt, data[i % 4], i + 1)
-        state[name] = (method, opt, data, [])
+            _bare_step(method, opt, data[i % 4], i + 1, dt)
+        state[name] = (method, opt, data, dt, [])
     for _ in range(rounds):
-        for name, (method, opt, data, times) in state.items():
+        for method, opt, data, dt, times in state.values():
             for _ in range(steps):
+                _sync(device)
                 t0 = time.perf_counter()
-                _bare_step(method, opt, data[len(times) % 4], len(times) + 1)
+                _bare_step(method, opt, data[len(times) % 4], len(times) + 1, dt)
+                _sync(device)
                 times.append(time.perf_counter() - t0)
-    out = {name: _rate(batch, times) for name, (_, _, _, times) in state.items()}
-    best = max(out, key=lambda k: out[k]["samples_per_s"])
-    return {**out, "best_format": best, "samples_per_s": out[best]["samples_per_s"],
+    out = {name: _rate(batch, s[-1]) for name, s in state.items()}
+    best = max(("contiguous", "channels_last_3d"), key=lambda k: out[k]["samples_per_s"])
+    return {**out, "best_format": best, "samples_per_s": out[best]["samples_per_s"], "precision": amp_dtype or "float32",
+            "extra_variant": extra[0], "extra_over_channels_last": out[extra[0]]["samples_per_s"] / out["channels_last_3d"]["samples_per_s"],
             "channels_last_speedup": out["channels_last_3d"]["samples_per_s"] / out["contiguous"]["samples_per_s"]}
 
 
-def step_flops(box: int, batch: int, memory_format: torch.memory_format) -> dict[str, float]:
-    """FLOPs of one bare MoCo step (forward + backward as counted) and of one encoder forward."""
+def step_flops(device: torch.device, box: int, batch: int, memory_format: torch.memory_format) -> dict[str, Any]:
+    """Counted FLOPs of one bare MoCo step, of an encoder forward and of one branch; model FLOPs for MFU."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    method, opt = _moco(box, memory_format)
-    views = _views(batch, box, 1, memory_format)[0]
+    method, opt = _moco(device, memory_format)
+    views = _views(batch, box, 1, memory_format, device)[0]
     with FlopCounterMode(display=False) as step:
         _bare_step(method, opt, views, 1)
-    with FlopCounterMode(display=False) as fwd, torch.no_grad():
+    with FlopCounterMode(display=False) as enc, torch.no_grad():
         method.encoder(views[0])
-    return {"step_flops": float(step.get_total_flops()), "encoder_forward_flops": float(fwd.get_total_flops())}
+    with FlopCounterMode(display=False) as branch, torch.no_grad():
+        method.head(method.encoder(views[0]))
+    f = branch.get_total_flops() / batch
+    passes = 2 if method.symmetric else 1  # query passes (fwd + bwd) = key passes (fwd) per sample
+    return {"step_flops": float(step.get_total_flops()), "encoder_forward_flops": float(enc.get_total_flops()),
+            "branch_forward_flops_per_sample": float(f), "model_flops_per_sample": float((3 * passes + passes) * f),
+            "mfu_formula": f"model FLOPs/sample = 3F x {passes} query pass(es) (fwd+bwd) + F x {passes} key pass(es) "
+                           "(fwd), F = encoder + head forward FLOPs of one sample (FlopCounterMode, 2 x MACs)"}
 
 
 def _simulate(root: Path, n_per_class: int, box: int, quick: bool) -> Path:
@@ -146,7 +197,7 @@ def _simulate(root: Path, n_per_class: int, box: int, quick: bool) -> Path:
     return root
 
 
-def _iteration_clock(trainer: Any) -> dict[str, list[float]]:
+def _iteration_clock(trainer: Any) -> dict[str, list]:
     """Attach Ignite handlers recording per-iteration batch-fetch and step seconds."""
     from ignite.engine import Events
 
@@ -163,14 +214,14 @@ def _iteration_clock(trainer: Any) -> dict[str, list[float]]:
     trainer.add_event_handler(Events.GET_BATCH_STARTED, mark(None))
     trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("data"))
     trainer.add_event_handler(Events.ITERATION_STARTED, mark(None))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("step"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("step"))  # ssl_iteration's float(loss) syncs CUDA
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: clock["epoch_of"].append(e.state.epoch))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: clock["epoch"].append(e.state.times["EPOCH_COMPLETED"]))
     return clock
 
 
-def bench_bundle(data_dir: Path, work: Path, batch: int, epochs: int, warmup: int) -> dict[str, Any]:
-    """Stage (b): the bundle's ``pretrain`` run id, iterations timed by Ignite events."""
+def bench_bundle(data_dir: Path, work: Path, batch: int, epochs: int, warmup: int, **overrides: Any) -> dict[str, Any]:
+    """Stage (b): the bundle's ``pretrain`` run (its JSON switches); its ``set_determinism``'s cuDNN flags are undone."""
     from monai.bundle import ConfigWorkflow
 
     from cryomonai.pipeline import bundle_configs, bundle_dir
@@ -180,26 +231,25 @@ def bench_bundle(data_dir: Path, work: Path, batch: int, epochs: int, warmup: in
         config_file=bundle_configs("pretrain"), meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=False, workflow_type=None, run_id="pretrain", bundle_root=str(bundle),
         dataset_dir=str(data_dir), ckpt_dir=str(work / "models"), output_dir=str(work / "eval"),
-        simulate=False, progress=False, epochs=epochs, batch_size=batch, pretrain_split=None,
+        simulate=False, progress=False, epochs=epochs, batch_size=batch, pretrain_split=None, **overrides,
     )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
-    clock = _iteration_clock(trainer)
-    t0 = time.perf_counter()
+    clock, cudnn = _iteration_clock(trainer), torch.backends.cudnn
+    flags, t0 = (cudnn.deterministic, cudnn.benchmark), time.perf_counter()
     wf.run()
     wall = time.perf_counter() - t0
     wf.finalize()
+    ran, (cudnn.deterministic, cudnn.benchmark) = (cudnn.deterministic, cudnn.benchmark), flags  # set_determinism's
     n_iter = len(clock["step"])
     data, step = clock["data"][warmup:], clock["step"][warmup:]
     full = [d + s for d, s in zip(data, step)]
     return {
-        **_rate(batch, full),
-        "step_only": _rate(batch, step),
-        "data_fetch": _rate(batch, data),
-        "data_fraction": sum(data) / sum(full),
-        "iterations": n_iter, "epochs": epochs, "warmup_iterations": warmup,
-        "overall_samples_per_s": n_iter * batch / wall,
-        "run_wall_s": wall, "epoch_s": clock["epoch"], "epoch_of_timed": clock["epoch_of"][warmup:],
+        **_rate(batch, full), "step_only": _rate(batch, step), "data_fetch": _rate(batch, data),
+        "data_fraction": sum(data) / sum(full), "iterations": n_iter, "epochs": epochs, "warmup_iterations": warmup,
+        "overall_samples_per_s": n_iter * batch / wall, "run_wall_s": wall, "epoch_s": clock["epoch"],
+        "epoch_of_timed": clock["epoch_of"][warmup:], "overrides": {k: str(v) for k, v in overrides.items()},
+        "cudnn_deterministic_benchmark": ran,
         "note": "samples_per_s = median(batch fetch + step); overall includes epoch handlers (checkpoints)",
     }
 
@@ -207,7 +257,7 @@ def bench_bundle(data_dir: Path, work: Path, batch: int, epochs: int, warmup: in
 def _fetch_times(loader: Any, n_batches: int) -> tuple[list[float], dict]:
     """Seconds per batch of ``n_batches`` batches (after one warm-up batch), and the last batch."""
     times: list[float] = []
-    batch = None
+    batch: dict = {}
     while len(times) <= n_batches:
         it = iter(loader)
         while len(times) <= n_batches:
@@ -217,11 +267,11 @@ def _fetch_times(loader: Any, n_batches: int) -> tuple[list[float], dict]:
             except StopIteration:
                 break
             times.append(time.perf_counter() - t0)
-    return times[1:], batch  # type: ignore[return-value]
+    return times[1:], batch
 
 
 def bench_pipeline(data_dir: Path, batch: int, n_batches: int) -> dict[str, Any]:
-    """Stage (c): two ``paper_views`` per sample over ``VolumeStackDataset``, batched as the bundle does.
+    """Stage (c): two ``paper_views`` per sample over ``VolumeStackDataset``, in this process.
 
     Also times the same pipeline with MONAI's metadata tracking off (``set_track_meta(False)``:
     plain tensors instead of ``MetaTensor``) to show the MetaTensor overhead.
@@ -262,126 +312,84 @@ def bench_simulator(box: int, n: int, quick: bool) -> dict[str, Any]:
     return {**_rate(1, times), "snr": 0.05, "n_neighbours": 4, "threads": torch.get_num_threads()}
 
 
-def bench_inference(box: int, batch: int, n: int, warmup: int) -> dict[str, Any]:
-    """Stage (e): encoder forward under ``torch.inference_mode``, ``batch`` subtomograms per call.
-
-    Top level: contiguous tensors (what the bundle's inference feeds); ``channels_last_3d`` is
-    timed interleaved with it, for comparison.
-    """
+def bench_inference(device: torch.device, box: int, batch: int, n: int, sw: dict[str, Any]) -> dict[str, Any]:
+    """Stage (e): encoder forward under ``torch.inference_mode``, both formats interleaved (1 warm-up)."""
     from cryomonai.networks import build_encoder
 
     formats = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+    dtype = getattr(torch, sw["amp_dtype"]) if sw["amp_dtype"] else None
     torch.manual_seed(0)
     x = torch.randn(batch, 1, box, box, box)
-    nets = {k: (build_encoder("rb3d").eval().to(memory_format=f), x.contiguous(memory_format=f))
+    nets = {k: (build_encoder("rb3d").eval().to(device, memory_format=f), x.to(device, memory_format=f))
             for k, f in formats.items()}
     times: dict[str, list[float]] = {k: [] for k in formats}
-    with torch.inference_mode():
-        for i in range(warmup + n):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for i in range(1 + n):
             for k, (enc, xk) in nets.items():
+                _sync(device)
                 t0 = time.perf_counter()
                 enc(xk)
-                if i >= warmup:
+                _sync(device)
+                if i >= 1:
                     times[k].append(time.perf_counter() - t0)
-    cl = _rate(batch, times["channels_last_3d"])
-    out = _rate(batch, times["contiguous"])
-    return {**out, "channels_last_3d": cl, "channels_last_speedup": cl["samples_per_s"] / out["samples_per_s"],
-            "batch": batch, "format": "contiguous"}
+    rates = {k: _rate(batch, t) for k, t in times.items()}
+    fmt = "channels_last_3d" if sw["channels_last"] else "contiguous"
+    return {**rates[fmt], **rates, "format": fmt, "precision": sw["amp_dtype"] or "float32", "batch": batch,
+            "channels_last_speedup": rates["channels_last_3d"]["samples_per_s"] / rates["contiguous"]["samples_per_s"]}
 
 
-def _lscpu() -> dict[str, str]:
-    """``lscpu`` as a dict (empty if unavailable)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+def sweep(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage (f) in this (fresh) process: the bare loop per batch size, ascending; rate and peak memory."""
+    device, rows = torch.device(spec["device"]), []
+    fmt = torch.channels_last_3d if spec["channels_last"] else torch.contiguous_format
+    for batch in sorted(spec["batches"]):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        method, opt = _moco(device, fmt)
+        data, times = _views(batch, spec["box"], 2, fmt, device), []
+        for i in range(spec["warmup"] + spec["steps"]):
+            _sync(device)
+            t0 = time.perf_counter()
+            _bare_step(method, opt, data[i % 2], i + 1, spec["amp_dtype"])
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        rows.append({**_rate(batch, times[spec["warmup"]:]), "batch": batch, "peak_rss_mib": _rss_mib()})
+        if device.type == "cuda":
+            rows[-1]["cuda_max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+            rows[-1]["cuda_max_memory_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+        del method, opt, data
+    return rows
 
 
-def _clock_ghz(info: dict[str, str]) -> tuple[float | None, str]:
-    """Core clock (GHz) and where it came from: lscpu's max MHz, else /proc/cpuinfo's cpu MHz."""
-    if info.get("CPU max MHz"):
-        return float(info["CPU max MHz"]) / 1000.0, "lscpu 'CPU max MHz'"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":")[1]) / 1000.0, "/proc/cpuinfo 'cpu MHz' (nominal; turbo not known)"
-    except OSError:
-        pass
-    return None, "unknown"
+def bench_sweep(device: torch.device, box: int, batches: Sequence[int], steps: int, warmup: int,
+                sw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage (f): :func:`sweep` in a fresh process (so its peak memory is the sweep's own)."""
+    spec = {"device": str(device), "box": box, "batches": list(batches), "steps": steps, "warmup": warmup,
+            "channels_last": bool(sw["channels_last"]), "amp_dtype": sw["amp_dtype"]}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sweep", json.dumps(spec)],
+                          capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return [{"batch": b, "error": proc.stderr.strip().splitlines()[-1:]} for b in batches]  # e.g. CUDA out of memory
 
 
-def cpu_peak(cores: int) -> dict[str, Any]:
-    """Assumed fp32 peak = cores × clock × FLOPs/cycle, with the assumption stated.
-
-    FLOPs/cycle per core (fp32, FMA = 2 FLOPs): AVX-512 with two 512-bit FMA units (Xeon) 64;
-    AMD family 25 (Zen 3/4: Zen 4 runs AVX-512 on two 256-bit FMA pipes) 32; AVX2 + FMA 32;
-    otherwise 16 (SSE). ``generic_avx512_peak`` is the 64-FLOPs/cycle figure for comparison.
-    """
-    info = _lscpu()
-    flags = set(info.get("Flags", "").split())
-    ghz, clock_src = _clock_ghz(info)
-    amd = "AMD" in info.get("Vendor ID", "") and info.get("CPU family") in {"25", "26"}
-    if "avx512f" in flags and not amd:
-        fpc, why = 64, "AVX-512, two 512-bit FMA units: 2 x 16 lanes x 2 FLOPs"
-    elif "avx512f" in flags or {"avx2", "fma"} <= flags:
-        fpc, why = 32, ("AMD Zen (family 25): AVX-512 executed on two 256-bit FMA pipes" if amd
-                        else "AVX2, two 256-bit FMA units") + ": 2 x 8 lanes x 2 FLOPs"
-    else:
-        fpc, why = 16, "SSE, no FMA assumed"
-    peak = cores * ghz * 1e9 * fpc if ghz else None
-    return {"cores": cores, "clock_ghz": ghz, "clock_source": clock_src, "flops_per_cycle": fpc,
-            "assumption": why, "peak_flops": peak,
-            "generic_avx512_peak_flops": cores * ghz * 1e9 * 64 if ghz else None}
-
-
-def machine() -> dict[str, Any]:
-    """Where the numbers come from."""
-    info = _lscpu()
-    return {"platform": platform.platform(), "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_model": info.get("Model name", platform.processor()), "cpu_family": info.get("CPU family"),
-            "cpu_model_id": info.get("Model"), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(),
-            "mkldnn": torch.backends.mkldnn.is_available(), "shared_machine_note": "timings are medians"}
-
-
-def _table(res: dict[str, Any]) -> str:
-    """The stages and ratios as a plain-text table."""
-    s = res["stages"]
-    rows = [
-        ("a bare loop (contiguous)", s["bare_loop"]["contiguous"]),
-        ("a bare loop (channels_last_3d)", s["bare_loop"]["channels_last_3d"]),
-        ("b bundle pretrain (fetch+step)", s["bundle"]),
-        ("b   step only", s["bundle"]["step_only"]),
-        ("b   batch fetch only", s["bundle"]["data_fetch"]),
-        ("c pipeline (2 views/sample)", s["pipeline"]),
-        ("c   without MetaTensor", s["pipeline"]["without_metatensor"]),
-        ("d simulator (1 process)", s["simulator"]),
-        (f"e inference (batch {s['inference']['batch']}, contiguous)", s["inference"]),
-        ("e   channels_last_3d", s["inference"]["channels_last_3d"]),
-    ]
-    lines = [f"{'stage (samples/s)':36s} {'median':>9s} {'best':>9s}"]
-    lines += [f"{n:36s} {v['samples_per_s']:9.2f} {v['best_samples_per_s']:9.2f}" for n, v in rows]
-    lines.append(f"{'b   overall (run wall, all iterations)':36s} {s['bundle']['overall_samples_per_s']:9.2f}")
-    r, f = res["ratios"], res["flops"]
-    lines += ["", f"{'ratio':44s} {'median':>7s} {'best':>7s}"]
-    lines += [f"{k:44s} {r[k]:7.3f} {res['ratios_best'][k]:7.3f}" for k in r]
-    lines += [
-              f"bare step: {f['step_flops'] / 1e9:.1f} GFLOP, {f['achieved_flops'] / 1e9:.1f} GFLOP/s"
-              + (f" = {100 * f['fraction_of_peak']:.1f} % of assumed peak {f['peak']['peak_flops'] / 1e9:.0f} GFLOP/s"
-                 if f["fraction_of_peak"] is not None else ""),
-              f"peak RSS {res['peak_rss_mib']:.0f} MiB; {res['machine']['cpu_model']}, torch {res['machine']['torch']},"
-              f" {res['machine']['torch_threads']} threads"]
-    return "\n".join(lines)
-
-
-def _flops_summary(counts: dict[str, float], bare: dict[str, Any], batch: int, peak: dict[str, Any]) -> dict[str, Any]:
-    """Achieved FLOP/s of the best bare loop and its fraction of the assumed peak."""
+def _flops_summary(counts: dict[str, Any], s: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
+    """Counted FLOP/s of the best bare loop vs peak, and MFU of the bare loop, the bundle and the sweep."""
+    bare = s["bare_loop"]
     achieved = counts["step_flops"] / bare[bare["best_format"]]["median_s"]
-    return {**counts, "per_sample_step_flops": counts["step_flops"] / batch, "achieved_flops": achieved,
-            "fraction_of_peak": achieved / peak["peak_flops"] if peak["peak_flops"] else None, "peak": peak,
-            "counted": "FlopCounterMode over one whole step (query fwd+bwd, key fwd); FLOPs = 2 x MACs"}
+    p, m = peak["peak_flops"], counts["model_flops_per_sample"]
+    rates = {"bare": bare["samples_per_s"], "bundle": s["bundle"]["samples_per_s"],
+             "bundle_step": s["bundle"]["step_only"]["samples_per_s"],
+             **{f"bare_{bare['extra_variant']}": bare[bare["extra_variant"]]["samples_per_s"]}}
+    for row in s["batch_sweep"]:
+        if "samples_per_s" in row:
+            row["mfu"] = m * row["samples_per_s"] / p if p else None
+    return {**counts, "achieved_flops": achieved, "fraction_of_peak": achieved / p if p else None, "peak": peak,
+            "mfu": {k: m * r / p if p else None for k, r in rates.items()},
+            "model_flops_per_s": {k: m * r for k, r in rates.items()},
+            "counted": "step_flops: FlopCounterMode over one whole step (query fwd+bwd, key fwd); FLOPs = 2 x MACs"}
 
 
 def _ratios(s: dict[str, Any], key: str) -> dict[str, float]:
@@ -389,14 +397,14 @@ def _ratios(s: dict[str, Any], key: str) -> dict[str, float]:
     bare = s["bare_loop"][s["bare_loop"]["best_format"]][key]
     bundle, step, pipe = s["bundle"][key], s["bundle"]["step_only"][key], s["pipeline"][key]
     return {"bundle_over_bare": bundle / bare, "bundle_step_over_bare": step / bare,
-            "bundle_step_over_bare_contiguous": step / s["bare_loop"]["contiguous"][key],
-            "pipeline_over_bundle": pipe / bundle, "pipeline_over_bundle_step": pipe / step,
-            "pipeline_over_bare": pipe / bare}
+            "bundle_step_over_bare_contiguous": step / s["bare_loop"]["contiguous"][key], "pipeline_over_bundle":
+            pipe / bundle, "pipeline_over_bundle_step": pipe / step, "pipeline_over_bare": pipe / bare}
 
 
-def run_stages(cfg: dict[str, Any], quick: bool, work: Path) -> dict[str, Any]:
-    """Run stages (a)–(e) with the sizes ``cfg``; returns the stages, FLOPs and per-stage seconds."""
+def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.device) -> dict[str, Any]:
+    """Run stages (a)–(f) with the sizes ``cfg``; returns the stages, FLOPs, switches and per-stage seconds."""
     box, batch, stages, wall, rss = cfg["box"], cfg["batch"], {}, {}, {}
+    sw = bundle_switches(device)
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
@@ -406,19 +414,51 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path) -> dict[str, Any]:
         return out
 
     stages["bare_loop"] = timed("bare_loop", lambda: bench_bare_loop(
-        box, batch, cfg["warmup"], cfg["bare_rounds"], cfg["bare_steps"]))
-    best = stages["bare_loop"]["best_format"]
-    fmt = torch.channels_last_3d if best == "channels_last_3d" else torch.contiguous_format
-    counts = timed("flop_count", lambda: step_flops(box, batch, fmt))
+        device, box, batch, cfg["warmup"], cfg["bare_rounds"], cfg["bare_steps"], sw["amp_dtype"]))
+    fmt = torch.channels_last_3d if stages["bare_loop"]["best_format"] == "channels_last_3d" else torch.contiguous_format
+    counts = timed("flop_count", lambda: step_flops(device, box, batch, fmt))
     threads = torch.get_num_threads()
     data_dir = timed("simulate_dataset", lambda: _simulate(work / "data", cfg["n_per_class"], box, quick))
     torch.set_num_threads(threads)  # simulate_dataset(workers=0) sets this process to 1 thread
-    stages["bundle"] = timed("bundle", lambda: bench_bundle(data_dir, work, batch, cfg["epochs"], cfg["bundle_warmup"]))
+    stages["bundle"] = timed("bundle", lambda: bench_bundle(
+        data_dir, work, batch, cfg["epochs"], cfg["bundle_warmup"], device=f"$torch.device('{device}')"))
     stages["pipeline"] = timed("pipeline", lambda: bench_pipeline(data_dir, batch, cfg["pipe_batches"]))
     stages["simulator"] = timed("simulator", lambda: bench_simulator(box, cfg["sim_n"], quick))
-    stages["inference"] = timed("inference", lambda: bench_inference(box, cfg["infer_batch"], cfg["infer_batches"], 1))
-    flops = _flops_summary(counts, stages["bare_loop"], batch, cpu_peak(os.cpu_count() or 1))
-    return {"stages": stages, "flops": flops, "stage_wall_s": wall, "rss_after_stage_mib": rss}
+    stages["inference"] = timed("inference", lambda: bench_inference(device, box, cfg["infer_batch"], cfg["infer_batches"], sw))
+    stages["batch_sweep"] = timed("batch_sweep", lambda: bench_sweep(
+        device, box, cfg["sweep_batches"], cfg["sweep_steps"], cfg["warmup"], sw))
+    peak = gpu_peak(torch.cuda.get_device_name(device), sw["amp_dtype"]) if device.type == "cuda" else cpu_peak(os.cpu_count() or 1)
+    flops = _flops_summary(counts, stages, peak)
+    return {"stages": stages, "flops": flops, "bundle_switches": sw, "stage_wall_s": wall, "rss_after_stage_mib": rss}
+
+
+def _table(res: dict[str, Any]) -> str:
+    """The stages, ratios, sweep and MFU as a plain-text table."""
+    s = res["stages"]
+    b = s["bare_loop"]
+    rows = [(f"a bare loop ({k})", b[k]) for k in ("contiguous", "channels_last_3d", b["extra_variant"])]
+    rows += [("b bundle pretrain (fetch+step)", s["bundle"]), ("b   step only", s["bundle"]["step_only"]),
+             ("b   batch fetch only", s["bundle"]["data_fetch"]), ("c pipeline (2 views/sample)", s["pipeline"]),
+             ("c   without MetaTensor", s["pipeline"]["without_metatensor"]), ("d simulator (1 process)", s["simulator"]),
+             (f"e inference (batch {s['inference']['batch']}, contiguous)", s["inference"]["contiguous"]),
+             ("e   channels_last_3d", s["inference"]["channels_last_3d"])]
+    rows += [(f"f sweep batch {r['batch']}", r) for r in s["batch_sweep"] if "samples_per_s" in r]
+    lines = [f"{'stage (samples/s)':36s} {'median':>9s} {'best':>9s}"]
+    lines += [f"{n:36s} {v['samples_per_s']:9.2f} {v['best_samples_per_s']:9.2f}" for n, v in rows]
+    r, f = res["ratios"], res["flops"]
+    lines += ["", f"{'ratio':44s} {'median':>7s} {'best':>7s}"]
+    lines += [f"{k:44s} {r[k]:7.3f} {res['ratios_best'][k]:7.3f}" for k in r]
+    peak = f["peak"]["peak_flops"]
+    lines.append(f"bare step: {f['step_flops'] / 1e9:.1f} GFLOP counted; model {f['model_flops_per_sample'] / 1e9:.2f} "
+                 f"GFLOP/sample; peak {peak / 1e9 if peak else float('nan'):.0f} GFLOP/s ({f['peak']['precision']})")
+    lines.append("MFU: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in f["mfu"].items() if v is not None))
+    for row in s["batch_sweep"]:
+        mem = row.get("cuda_max_memory_allocated_mib")
+        lines.append(f"sweep batch {row['batch']}: " + (row["error"][0] if "error" in row else
+                     f"peak RSS {row['peak_rss_mib']:.0f} MiB" + (f", CUDA max allocated {mem:.0f} MiB" if mem else "")))
+    lines.append(f"switches {res['bundle_switches']}; peak RSS {res['peak_rss_mib']:.0f} MiB; "
+                 f"{res['machine'].get('gpu') or res['machine']['cpu_model']}, torch {res['machine']['torch']}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -427,17 +467,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few tiny iterations per stage (tests the tool)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:i]")
     ap.add_argument("--out", default="bench.json", help="JSON output (written atomically)")
+    ap.add_argument("--sweep", help=argparse.SUPPRESS)  # internal: stage (f) in a child process
     args = ap.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    if args.sweep:
+        print(json.dumps(sweep(json.loads(args.sweep))))
+        return {}
+    device = torch.device(args.device)
+    cfg = QUICK if args.quick else CUDA if device.type == "cuda" else FULL
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cryomonai_bench_") as tmp:
-        res = run_stages(cfg, args.quick, Path(tmp))
+        res = run_stages(cfg, args.quick, Path(tmp), device)
     s = res["stages"]
     res["ratios"], res["ratios_best"] = _ratios(s, "samples_per_s"), _ratios(s, "best_samples_per_s")
     res.update(quick=args.quick, sizes=dict(cfg), encoder="rb3d", method="moco", peak_rss_mib=_rss_mib(),
-               machine=machine(), total_wall_s=time.perf_counter() - t0,
+               machine=machine(device), total_wall_s=time.perf_counter() - t0,
                date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if device.type == "cuda":
+        res["cuda_max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w") as f:

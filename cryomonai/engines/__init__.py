@@ -6,14 +6,18 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 
 * :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`;
 * :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
-  :func:`read_run_info`, :func:`resume_handlers`;
+  :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
 * :mod:`~cryomonai.engines.data` — :func:`ensure_dataset` (simulate the default data on first use),
   :func:`label_fraction_subset` (the paper's 25–100 % label settings);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
-* :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV).
+* :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
+  :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`;
+* :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV);
+* :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact).
 """
 
 from cryomonai.engines.checkpoints import (
+    AtomicCheckpointSaver,
     RunInfo,
     latest_checkpoint,
     load_checkpoint,
@@ -23,13 +27,18 @@ from cryomonai.engines.checkpoints import (
 )
 from cryomonai.engines.data import ensure_dataset, label_fraction_subset
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
+from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, prepare_network
 from cryomonai.engines.predictions import PredictionsWriter
+from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLStep, ssl_iteration, unwrap_ssl_method
 
 __all__ = [
+    "AutocastInferer",
     "LearningRateWriter",
+    "PrepareBatchMemoryFormat",
     "PredictionsWriter",
     "ProgressBarHandler",
+    "RNGState",
     "RunInfo",
     "SSLStep",
     "ViewSlicesHandler",
@@ -39,6 +48,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",
+    "prepare_network",
     "read_run_info",
     "resume_handlers",
     "ssl_iteration",

@@ -4,7 +4,7 @@ MONAI's :class:`~monai.handlers.CheckpointSaver` writes ``{"model": …, "optimi
 "lr_scheduler": …, "trainer": …, "run_info": …}`` (each object's ``state_dict``; an SSL method's
 includes its buffers, e.g. the MoCo queue and pointer), and
 :class:`~monai.handlers.CheckpointLoader` restores all of them, the trainer's epoch included.
-This module adds the three things a cryo-ET workflow needs on top:
+This module adds what a cryo-ET workflow needs on top:
 
 * :class:`RunInfo` — the encoder, SSL method and class names saved with the weights, so a
   checkpoint says what it is and a resume with another encoder or method fails early;
@@ -13,7 +13,12 @@ This module adds the three things a cryo-ET workflow needs on top:
   :class:`~cryomonai.networks.Classifier`, with a one-line :class:`~cryomonai.errors.CryoDataError`
   if the file is not a checkpoint or comes from another encoder;
 * :func:`resume_handlers` — ``[CheckpointLoader(latest checkpoint)]`` or ``[]``, for a bundle's
-  ``--resume true``.
+  ``--resume true``;
+* :class:`AtomicCheckpointSaver` — MONAI's ``CheckpointSaver`` whose files are never torn: MONAI
+  builds Ignite's ``DiskSaver`` with ``atomic=False`` (a run killed while saving leaves half a
+  file), and Ignite deletes the previous checkpoint *before* writing the next one (with
+  ``n_saved=1`` a kill then leaves no complete checkpoint). This one writes through
+  :func:`cryomonai.io.atomic_write` and deletes the replaced file only after the new one is in place.
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-from monai.handlers import CheckpointLoader
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
 from cryomonai.errors import CryoDataError
+from cryomonai.io.atomic import atomic_write
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "RunInfo",
     "latest_checkpoint",
     "load_checkpoint",
@@ -172,7 +181,11 @@ def load_pretrained_encoder(
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str) -> Path | None:
-    """The epoch checkpoint ``<prefix>_checkpoint_epoch=<n>.pt`` with the largest ``n``, or None."""
+    """The epoch checkpoint ``<prefix>_checkpoint_epoch=<n>.pt`` with the largest ``n``, or None.
+
+    Temporary files of :func:`~cryomonai.io.atomic_write` (``.<name>.<hex>.tmp``, left by a run
+    killed while :class:`AtomicCheckpointSaver` wrote) never match the name.
+    """
     pattern = re.compile(rf"{re.escape(prefix)}_checkpoint_epoch=(\d+)\.pt")
     found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("*.pt") if (m := pattern.fullmatch(p.name))]
     return max(found)[1] if found else None
@@ -213,3 +226,53 @@ def resume_handlers(
             raise CryoDataError(path, "checkpoint to resume from not found",
                                 "give an existing checkpoint, or --resume true")
     return [CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=map_location)]
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` writing through :func:`~cryomonai.io.atomic_write`, removing late.
+
+    Ignite's ``Checkpoint`` calls ``remove(old)`` and then saves the new file; here the removal
+    waits until the new file is complete. ``filename`` fixes the name, as MONAI's saver does for
+    its final and best-metric checkpoints (the file is then simply replaced).
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=False)  # atomicity is ours
+        self.filename = filename
+        self._stale: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        name = self.filename or filename
+        if idist.get_rank() == self.save_on_rank:
+            with atomic_write(self.dirname / name) as f:
+                torch.save(checkpoint, f, **self.kwargs)
+            for old in self._stale:
+                if old != name:
+                    (self.dirname / old).unlink(missing_ok=True)
+        self._stale.clear()
+
+    def remove(self, filename: str) -> None:
+        self._stale.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's :class:`~monai.handlers.CheckpointSaver` (same arguments, files and names), never torn.
+
+    Every file (epoch/iteration checkpoints, ``final_filename``, ``key_metric_filename``) is
+    written to a hidden temporary file, ``fsync``-ed and renamed over the target, so a run killed
+    at any moment leaves the previous file or the new one; with ``n_saved=1`` the previous
+    checkpoint is deleted only once the next one is complete, so there always is one to resume
+    from. In a bundle: ``"checkpoint_saver": {"_target_": "cryomonai.engines.AtomicCheckpointSaver", …}``.
+
+    Args:
+        save_dir: the folder of the checkpoints.
+        save_dict: the objects to save (``state_dict`` of each).
+        kwargs: the other arguments of MONAI's ``CheckpointSaver``.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):  # MONAI's three
+            checkpoint = getattr(self, name)
+            if checkpoint is not None:
+                checkpoint.save_handler = _AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)

@@ -65,12 +65,14 @@ class SSLStep(nn.Module):
 
 
 def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
-    """The SSL method inside ``network``: the method, :class:`SSLStep`, or either inside (D)DP.
+    """The SSL method inside ``network``: the method, :class:`SSLStep`, or either inside (D)DP or ``torch.compile``.
 
     Raises:
         CryoDataError: ``network`` holds no SSL method.
     """
-    module = network.module if isinstance(network, (DistributedDataParallel, DataParallel)) else network
+    module = getattr(network, "_orig_mod", network)  # torch.compile(...) wrapper
+    module = module.module if isinstance(module, (DistributedDataParallel, DataParallel)) else module
+    module = getattr(module, "_orig_mod", module)  # DDP(torch.compile(...))
     if isinstance(module, SSLStep):
         return module.method
     if isinstance(module, SSLMethod):  # DDP(method)(views) runs training_step in the method's forward
@@ -83,7 +85,11 @@ def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
 
 
 def _views(batchdata: Mapping[str, Any], keys: Sequence[str], engine: Any) -> list[torch.Tensor]:
-    """The views of a collated batch as plain tensors on the engine's device."""
+    """The views of a collated batch as plain tensors on the engine's device.
+
+    ``engine.to_kwargs`` go to ``Tensor.to`` with the device: the bundle passes
+    ``{"memory_format": torch.channels_last_3d}`` there (its ``channels_last`` switch).
+    """
     missing = [k for k in keys if k not in batchdata]
     if missing:
         raise CryoDataError(
@@ -100,8 +106,11 @@ def ssl_iteration(
 ) -> dict[str, float]:
     """One SSL optimisation step for a MONAI ``SupervisedTrainer`` (its ``iteration_update``).
 
-    Moves the views to ``engine.state.device``, runs the method's ``training_step``, back-propagates
-    the loss, steps the optimizer (through ``engine.scaler`` with AMP), then calls
+    Moves the views to ``engine.state.device`` (with ``engine.to_kwargs``, e.g. a memory format),
+    runs the method's ``training_step`` — under ``torch.autocast`` on that device when
+    ``engine.amp`` (dtype from ``engine.amp_kwargs``, default the device's: float16 on CUDA,
+    bfloat16 on CPU) — back-propagates the loss, steps the optimizer (through ``engine.scaler``
+    for float16 only: bfloat16 needs no loss scaling), then calls
     ``method.on_train_step_end(step, total)`` (MoCo's momentum update ...) with ``step`` the
     optimizer steps done and ``total = epoch_length × max_epochs``. Fires MONAI's
     ``IterationEvents`` like the supervised step. Use ``decollate=False`` on the trainer: the
@@ -123,17 +132,21 @@ def ssl_iteration(
     views = _views(batchdata, view_keys or [f"view_{i}" for i in range(method.n_views)], engine)
     engine.network.train()
     engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-    use_amp = bool(engine.amp and engine.scaler is not None)
-    with torch.autocast(engine.state.device.type, enabled=use_amp, **engine.amp_kwargs):
+    device_type = engine.state.device.type
+    amp_kwargs = {"dtype": torch.get_autocast_dtype(device_type), **engine.amp_kwargs}
+    # loss scaling only for float16 (bf16 has float32's range); MONAI's scaler is disabled off CUDA
+    use_scaler = bool(engine.amp and amp_kwargs["dtype"] == torch.float16 and engine.scaler is not None
+                      and engine.scaler.is_enabled())
+    with torch.autocast(device_type, enabled=bool(engine.amp), **amp_kwargs):
         out = method.training_step(views) if engine.network is method else engine.network(views)
     engine.fire_event(IterationEvents.FORWARD_COMPLETED)
     engine.fire_event(IterationEvents.LOSS_COMPLETED)
     loss = out["loss"]
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(f"SSL loss is {float(loss)} at iteration {engine.state.iteration}; lower the lr")
-    (engine.scaler.scale(loss) if use_amp else loss).backward()
+    (engine.scaler.scale(loss) if use_scaler else loss).backward()
     engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-    if use_amp:
+    if use_scaler:
         engine.scaler.step(engine.optimizer)
         engine.scaler.update()
     else:

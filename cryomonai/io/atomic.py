@@ -3,8 +3,11 @@
 Everything in :mod:`cryomonai.io` and the training cache writes through these two helpers. The
 new content goes to a hidden temporary file *in the same directory* (so :func:`os.replace` is a
 rename within one file system, which POSIX and Windows make atomic), is flushed and ``fsync``-ed,
-and only then replaces the target. If the writer raises, the temporary file is removed and the
-old file is untouched.
+and only then replaces the target; the folder is ``fsync``-ed after the rename (where the system
+allows it), so the new name survives a power cut. If the writer raises, the temporary file is
+removed and the old file is untouched. A process killed mid-write (``SIGKILL``, out of memory)
+cannot clean up: it leaves the old target and a stray ``.<name>.<8 hex>.tmp``, which no reader
+of a ``*.mrc``/``*.star``/``*.pt`` name picks up, and which may be deleted.
 
 Example:
     >>> import tempfile, pathlib
@@ -41,6 +44,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to disk; a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it atomically becomes ``path``.
@@ -68,6 +81,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file")
         _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except OSError as err:
         full = err.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk names no file
         if not full and str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours

@@ -1,0 +1,215 @@
+"""3D Grad-CAM of fine-tuned classifiers: which voxels a class decision rests on (paper's Figure 8).
+
+Gupta et al. (2022, Figure 8) compare Grad-CAM maps (Selvaraju et al. 2017; made with M3d-CAM) of a
+MoCo-pretrained and a randomly initialised classifier on the same subtomogram: the pretrained one
+attends to wider regions. Here the maps come from MONAI's :class:`monai.visualize.GradCAM` on the
+classifier's ``cam_layer`` (``"encoder.features.block4"`` for RB3D: the last bottleneck block, at
+half the input resolution), trilinearly upsampled to the input box and scaled to [0, 1] per volume.
+
+Two details of MONAI's class that matter here, handled by :func:`gradcam_volumes`:
+
+* its default post-processing maps (min, max) to (1, 0), i.e. *inverts* the map; we scale to
+  (0, 1) instead (MONAI's ``rescale_instance_array``), so 1 = most important;
+* with ``class_idx=None`` and a batch whose samples have different argmax classes, MONAI's score
+  ``logits[:, class_idx]`` mixes the classes of all samples; we run one class at a time.
+
+It also registers hooks it never removes, so it runs on a copy of the classifier (the caller's
+model is left as it was), with the input requiring gradients so a frozen encoder
+(``requires_grad=False``, a linear probe) still has a gradient at the target layer.
+
+Volumes are ``(N, 1, D, H, W)`` = (N, 1, z, y, x); maps are ``(N, D, H, W)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cryomonai.errors import CryoDataError
+
+__all__ = ["gradcam_volumes", "load_finetuned_classifier", "plot_gradcam_overlays"]
+
+
+def _unit_range(maps: torch.Tensor) -> np.ndarray:
+    """(B, 1, *S) maps → numpy, each map min-max scaled to [0, 1] (a constant map → 0)."""
+    from monai.transforms.utils import rescale_instance_array
+
+    return rescale_instance_array(maps.detach().float().cpu().numpy(), 0.0, 1.0)
+
+
+def _as_volumes(volumes: torch.Tensor | np.ndarray, where: str) -> torch.Tensor:
+    """(N, 1, D, H, W) float tensor from a tensor or array of that shape (or (N, D, H, W)); finite values."""
+    x = torch.as_tensor(np.asarray(volumes) if isinstance(volumes, np.ndarray) else volumes).float()
+    if x.ndim == 4:
+        x = x[:, None]
+    if x.ndim != 5 or x.shape[1] != 1 or x.shape[0] == 0:
+        raise CryoDataError(where, f"expected volumes (N, 1, D, H, W), got shape {tuple(x.shape)}",
+                            "stack subtomograms as a (N, 1, z, y, x) tensor")
+    if not torch.isfinite(x).all():
+        raise CryoDataError(where, "volumes contain NaN/Inf", "check the subtomograms (normalisation, extraction)")
+    return x
+
+
+def _class_indices(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[int] | None, batch: int) -> np.ndarray:
+    """The class each volume's map explains: ``class_idx`` (one or per volume), else the predicted class."""
+    if class_idx is None:
+        with torch.no_grad():
+            logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+        return logits.argmax(dim=1).cpu().numpy()
+    idx = np.broadcast_to(np.asarray(class_idx, dtype=int), (len(x),)).copy()
+    n_classes = getattr(model, "num_classes", None)
+    if (idx < 0).any() or (n_classes is not None and (idx >= n_classes).any()):
+        raise CryoDataError("Grad-CAM", f"class_idx {sorted(set(idx.tolist()))} out of range 0..{n_classes}",
+                            "give class indices of the classifier's classes")
+    return idx
+
+
+def gradcam_volumes(
+    classifier: nn.Module,
+    volumes: torch.Tensor | np.ndarray,
+    class_idx: int | Sequence[int] | None = None,
+    target_layer: str | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """3D Grad-CAM maps of ``volumes`` (N, 1, D, H, W) for ``classifier``: ``(N, D, H, W)`` in [0, 1].
+
+    Args:
+        classifier: a :class:`~cryomonai.networks.Classifier` (or any ``(B, 1, D, H, W) → (B, L)``
+            module); it is copied, put in eval mode on the copy, and left untouched.
+        volumes: subtomograms (z, y, x); moved to the classifier's device.
+        class_idx: the class explained: one index for all, one per volume, or ``None`` for each
+            volume's predicted class.
+        target_layer: dotted module name of the layer whose activations and gradients make the
+            map; default ``classifier.cam_layer``.
+        batch_size: volumes per forward/backward pass.
+
+    Returns:
+        float32 maps, trilinearly upsampled to (D, H, W), each min-max scaled to [0, 1] (1 = most
+        important; an all-zero map, e.g. no positive evidence, stays 0).
+
+    Raises:
+        CryoDataError: bad volumes, unknown target layer, or class index out of range.
+    """
+    from monai.visualize import GradCAM
+
+    layer = target_layer or getattr(classifier, "cam_layer", None)
+    if layer is None or layer not in dict(classifier.named_modules()):
+        raise CryoDataError("Grad-CAM", f"target layer {layer!r} not found in the model",
+                            "pass target_layer, a name from model.named_modules() (e.g. the encoder's cam_layer)")
+    model = copy.deepcopy(classifier).eval()  # MONAI's hooks stay on the copy
+    param = next(model.parameters(), None)
+    x = _as_volumes(volumes, "Grad-CAM").to(param.device if param is not None else "cpu")
+    classes = _class_indices(model, x, class_idx, batch_size)
+    cam = GradCAM(nn_module=model, target_layers=layer, postprocessing=_unit_range)
+    out = np.zeros((len(x), *x.shape[2:]), dtype=np.float32)
+    with torch.enable_grad():
+        for c in np.unique(classes):  # one class per pass: MONAI sums the score of class_idx over the batch
+            members = np.flatnonzero(classes == c)
+            for start in range(0, len(members), batch_size):
+                rows = members[start : start + batch_size]
+                xb = x[torch.as_tensor(rows, device=x.device)].detach().requires_grad_(True)  # frozen encoder too
+                out[rows] = cam(xb, class_idx=int(c))[:, 0]
+    return out
+
+
+def load_finetuned_classifier(
+    checkpoint: str | os.PathLike, map_location: Any = "cpu", **encoder_kwargs: Any
+) -> tuple[nn.Module, list[str]]:
+    """A fine-tuned classifier (eval mode) and its class names from a ``models/finetune_best.pt``.
+
+    The checkpoint's ``"run_info"`` names the encoder and the classes; ``encoder_kwargs`` are the
+    encoder's non-default arguments of that run (e.g. ``norm="batch"``).
+
+    Raises:
+        CryoDataError: not a checkpoint, no run info, or weights that do not fit the encoder.
+    """
+    from cryomonai.engines.checkpoints import load_checkpoint
+    from cryomonai.networks import Classifier, build_encoder
+
+    ckpt = load_checkpoint(checkpoint, map_location)
+    info, state = ckpt.get("run_info"), ckpt.get("model")
+    if not isinstance(info, Mapping) or "encoder" not in info or "classes" not in info or not isinstance(state, Mapping):
+        raise CryoDataError(checkpoint, "lacks 'model' weights or 'run_info' with 'encoder' and 'classes'",
+                            "give the models/finetune_best.pt of a fine-tuning run")
+    classes = [str(c) for c in info["classes"]]
+    model = Classifier(build_encoder(str(info["encoder"]), **encoder_kwargs), len(classes))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CryoDataError(checkpoint, f"weights do not fit {info['encoder']!r} ({first})",
+                            "pass the encoder arguments used for fine-tuning as keyword arguments") from None
+    return model.eval(), classes
+
+
+def plot_gradcam_overlays(
+    volumes: torch.Tensor | np.ndarray,
+    cams_by_model: Mapping[str, np.ndarray],
+    labels: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    predictions_by_model: Mapping[str, Sequence[int]] | None = None,
+    alpha: float = 0.45,
+    dpi: int = 110,
+) -> Path:
+    """PNG grid like the paper's Figure 8: Grad-CAM of several models over the same subtomograms.
+
+    Rows = subtomograms (labelled by true class); for each model three columns, the central ``xy``
+    (z-plane), ``xz`` and ``yz`` slices (:func:`cryomonai.visualize.slices.central_slices`) of the
+    volume in grey (1–99 percentile) with the model's map as a semi-transparent ``jet`` overlay
+    (0–1).
+
+    Args:
+        volumes: (N, 1, D, H, W) or (N, D, H, W) subtomograms (z, y, x).
+        cams_by_model: model name (e.g. ``"MoCo"``, ``"Random init"``) → maps (N, D, H, W) in [0, 1]
+            from :func:`gradcam_volumes`.
+        labels: true class index per volume (N,).
+        class_names: class names by index.
+        path: output PNG (atomic; folder created).
+        predictions_by_model: optional model name → predicted class per volume, shown in its panel.
+        alpha: opacity of the map.
+        dpi: resolution.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cryomonai.visualize.figure import save_png
+    from cryomonai.visualize.slices import PLANES, central_slices
+
+    vols = _as_volumes(volumes, "Grad-CAM figure")[:, 0].cpu().numpy()  # (N, D, H, W)
+    labels = np.asarray(labels, dtype=int).reshape(-1)
+    for name, cams in cams_by_model.items():
+        if np.shape(cams) != vols.shape or len(labels) != len(vols):
+            raise CryoDataError("Grad-CAM figure", f"{name!r}: maps {np.shape(cams)}, labels {len(labels)} for "
+                                f"volumes {vols.shape}", "give one map (D, H, W) and one label per volume")
+    models = list(cams_by_model)
+    n_cols = 3 * len(models)
+    fig, axes = plt.subplots(len(vols), n_cols, figsize=(1.25 * n_cols + 0.6, 1.3 * len(vols) + 0.7), squeeze=False)
+    for r, vol in enumerate(vols):
+        for m, name in enumerate(models):
+            cam_slices = central_slices(np.asarray(cams_by_model[name][r], dtype=np.float32))
+            for k, (img, heat) in enumerate(zip(central_slices(vol), cam_slices)):
+                ax = axes[r, 3 * m + k]
+                lo, hi = np.percentile(img, [1, 99])
+                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+                ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
+                ax.set_xticks([]), ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{name}\n{PLANES[k]}" if k == 1 else PLANES[k], fontsize=7)
+            if predictions_by_model is not None and name in predictions_by_model:
+                pred = int(np.asarray(predictions_by_model[name])[r])
+                axes[r, 3 * m].text(0.02, 0.02, f"pred {class_names[pred]}", transform=axes[r, 3 * m].transAxes,
+                                    fontsize=5, color="white", va="bottom")
+        axes[r, 0].set_ylabel(class_names[labels[r]], fontsize=7)
+    fig.suptitle("Grad-CAM (jet, 0–1) over central slices", fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=dpi)

@@ -1,0 +1,84 @@
+"""Cheap readouts of an encoder: linear probe and k-nearest neighbours on frozen features.
+
+The grid's extra columns (:mod:`cryomonai.experiment.grid`): the encoder (pretrained, or
+randomly initialised with the cell's seed) embeds every subtomogram once (normalised like the
+bundle's ``eval_transform``); a logistic regression and a kNN classifier (scikit-learn) are fit on
+the *same labelled subset* the cell fine-tunes on (:func:`cryomonai.data.label_subset`, nested and
+stratified) and scored on the test split. They measure the features themselves, without the
+fine-tuning's optimisation noise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["encoder_features", "frozen_readouts"]
+
+
+def encoder_features(
+    table: Any, cache_path: str | os.PathLike, encoder: str, pretrained: str = "", seed: int = 0, batch_size: int = 64
+) -> np.ndarray:
+    """Features ``(N, F)`` of every row of ``table`` (a :class:`~cryomonai.io.ParticleTable`).
+
+    Args:
+        table: the particle table (rows in table order).
+        cache_path: the bundle's float16 volume cache of that table.
+        encoder: registered encoder name.
+        pretrained: an SSL checkpoint whose ``encoder.*`` weights are loaded ("" = random init).
+        seed: seeds the random initialisation (``torch.manual_seed``).
+        batch_size: volumes per forward pass.
+    """
+    from monai.data import DataLoader
+    from monai.utils import set_determinism
+
+    from cryomonai.data import VolumeStackDataset
+    from cryomonai.engines import load_pretrained_encoder
+    from cryomonai.networks import Classifier, build_encoder
+    from cryomonai.transforms import eval_transform
+
+    set_determinism(seed)
+    net = Classifier(build_encoder(encoder), len(table.class_names))
+    if pretrained:
+        net = load_pretrained_encoder(net, pretrained, encoder)
+    net.eval()
+    dataset = VolumeStackDataset(table, cache_path, transform=eval_transform(), progress=False)
+    feats = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            feats.append(net.encoder(batch["image"].as_tensor()).float().cpu())
+    set_determinism(None)
+    return torch.cat(feats).numpy()
+
+
+def frozen_readouts(
+    features: np.ndarray, table: Any, label_fraction: float, label_seed: int, k: int = 10
+) -> tuple[float, float]:
+    """Test accuracy of a linear probe and of a cosine kNN (``k`` neighbours) on ``features``.
+
+    Both are fit on ``label_subset(train labels, label_fraction, label_seed)`` — the subset the
+    fine-tuning of the same cell uses — after standardising the features on the training split.
+
+    Returns:
+        ``(linear_probe_accuracy, knn_accuracy)``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from cryomonai.data import label_subset
+
+    df = table.df
+    split = df["split"].to_numpy()
+    labels = df["label_index"].to_numpy()
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    chosen = train[label_subset(labels[train], label_fraction, label_seed)]
+    scaler = StandardScaler().fit(features[train])
+    x_fit, y_fit = scaler.transform(features[chosen]), labels[chosen]
+    x_test, y_test = scaler.transform(features[test]), labels[test]
+    probe = LogisticRegression(C=0.1, max_iter=2000).fit(x_fit, y_fit)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(chosen)), metric="cosine").fit(x_fit, y_fit)
+    return float(probe.score(x_test, y_test)), float(knn.score(x_test, y_test))

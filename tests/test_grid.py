@@ -1,0 +1,65 @@
+"""The experiment grid end to end (tiny): every cell through the bundle, results.csv, resume."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryomonai.errors import CryoDataError
+from cryomonai.experiment.grid import RESULT_COLUMNS, GridPreset, grid_cells, load_preset, run_grid
+
+
+def _tiny(**kw) -> GridPreset:
+    spec = dict(
+        name="tiny",
+        datasets=[{"name": "snr_1", "snr": 1.0, "n_per_class": 5, "box": 8, "binning": 2, "classes": ["1bxn", "1qvr", "3cf3"],
+                   "max_shift": 1.0, "n_neighbours": 1, "workers": 0}],
+        methods=["random", "moco"], label_fractions=[0.5, 1.0], repeats=1, seed=3,
+        common={"batch_size": 4}, pretrain={"epochs": 1}, finetune={"epochs": 1}, report={"gradcam_examples": 2},
+    )
+    spec.update(kw)
+    return GridPreset(**spec)
+
+
+def test_presets_load_and_enumerate():
+    for name in ("cpu", "paper"):
+        p = load_preset(name)
+        cells = list(grid_cells(p))
+        assert len(cells) == len(p.datasets) * len(p.methods) * len(p.label_fractions) * p.repeats
+        assert "random" in p.methods and p.label_fractions == [0.25, 0.5, 0.75, 1.0]
+    assert load_preset("paper").repeats == 5 and len(load_preset("paper").datasets) == 3
+    with pytest.raises(CryoDataError, match="grid preset not found"):
+        load_preset("nosuchpreset")
+    with pytest.raises(CryoDataError, match="outside"):
+        _tiny(label_fractions=[0.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    first = run_grid(_tiny(), out, report=False, progress=False, max_cells=3)
+    return out, first
+
+
+def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
+    out, first = tiny_grid
+    assert len(first) == 3 and list(first.columns) == RESULT_COLUMNS
+    rows_before = (out / "results.csv").read_text()
+    results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 4th cell runs
+    assert len(results) == 4
+    assert (out / "results.csv").read_text().startswith(rows_before)
+    assert set(results["method"]) == {"random", "moco"} and sorted(set(results["label_fraction"])) == [0.5, 1.0]
+    # the same labelled subset for every method of a repeat, nested across fractions
+    n = results.groupby("label_fraction")["n_labelled"].agg(["min", "max"])
+    assert (n["min"] == n["max"]).all() and n.loc[0.5, "max"] < n.loc[1.0, "max"]
+    for col in ("best_val_accuracy", "test_accuracy", "linear_probe_accuracy", "knn_accuracy"):
+        assert results[col].between(0, 1).all()
+    pre = results.loc[results.method == "moco", "pretrain_seconds"]
+    assert (pre > 0).all() and results.loc[results.method == "random", "pretrain_seconds"].isna().all()
+    for run_dir in results["run_dir"]:
+        assert (out / run_dir / "models" / "finetune_best.pt").is_file()
+        assert (out / run_dir / "eval" / "predictions_test.csv").is_file()
+    # a finished grid reruns nothing
+    again = run_grid(_tiny(), out, report=False, progress=False)
+    pd.testing.assert_frame_equal(again, results)

@@ -1,0 +1,275 @@
+"""The experiment report: t-tests vs random init, Table 1 as Markdown, figures, and 3D Grad-CAM."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import ttest_ind
+from torch import nn
+
+from cryomonai.errors import CryoDataError
+from cryomonai.experiment import (
+    gradcam_volumes,
+    plot_accuracy_vs_labels,
+    plot_confusion_matrices,
+    plot_embeddings_before_after,
+    plot_gradcam_overlays,
+    summarise,
+    ttest_vs_baseline,
+    write_report,
+    write_table,
+)
+from cryomonai.networks import Classifier, build_encoder
+
+CLASSES = ("1bxn", "3j9i", "1s3x")
+#: (fraction, method) → test accuracy of the 3 repeats on dataset snr_0.05. SimCLR is best at 25 %,
+#: MoCo at 100 %.
+ACC = {
+    (0.25, "random"): [0.15, 0.16, 0.18],
+    (0.25, "simclr"): [0.40, 0.42, 0.41],
+    (0.25, "moco"): [0.37, 0.36, 0.40],
+    (1.0, "random"): [0.59, 0.60, 0.58],
+    (1.0, "simclr"): [0.61, 0.63, 0.60],
+    (1.0, "moco"): [0.68, 0.70, 0.67],
+}
+
+
+def _results() -> pd.DataFrame:
+    """3 methods × 2 fractions × 3 repeats on snr_0.05, and the same shifted by +0.1 on snr_inf."""
+    rows = []
+    for dataset, snr, shift in (("snr_0.05", 0.05, 0.0), ("snr_inf", math.inf, 0.1)):
+        for (fraction, method), accs in ACC.items():
+            for r, acc in enumerate(accs):
+                rows.append({"dataset": dataset, "snr": snr, "method": method, "label_fraction": fraction,
+                             "repeat": r, "seed": r, "n_labelled": int(300 * fraction), "best_val_accuracy": acc,
+                             "test_accuracy": acc + shift, "linear_probe_accuracy": acc - 0.05,
+                             "knn_accuracy": math.nan, "finetune_seconds": 1.0, "pretrain_seconds": 2.0,
+                             "run_dir": f"{dataset}/{method}/f{fraction:g}/r{r}"})
+    return pd.DataFrame(rows)
+
+
+def _png(path: Path) -> np.ndarray:
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.shape[2] in (3, 4)
+    assert img[..., :3].std() > 0.01  # not a blank canvas
+    return img
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def test_ttest_is_scipys_two_tailed_student_test() -> None:
+    table = ttest_vs_baseline(_results())
+    assert len(table) == 2 * 2 * 2  # datasets × fractions × (methods ≠ random)
+    assert set(table["method"]) == {"simclr", "moco"} and (table["note"] == "").all()
+    mine = table[table["dataset"] == "snr_0.05"]
+    for _, row in mine.iterrows():
+        v, base = np.array(ACC[(row["label_fraction"], row["method"])]), np.array(ACC[(row["label_fraction"], "random")])
+        student = ttest_ind(v, base)  # scipy's default: equal variances, two-sided
+        assert row["p"] == pytest.approx(student.pvalue, rel=1e-12)
+        assert row["t"] == pytest.approx(student.statistic, rel=1e-12)
+        one_tailed = ttest_ind(v, base, alternative="greater").pvalue
+        welch = ttest_ind(v, base, equal_var=False).pvalue
+        assert row["p"] == pytest.approx(2 * one_tailed) and not np.isclose(row["p"], one_tailed, atol=0)
+        assert not np.isclose(row["p"], welch, rtol=1e-6, atol=0)  # pooled variance, not Welch's
+        assert row["mean"] == pytest.approx(v.mean()) and row["std"] == pytest.approx(np.std(v, ddof=1))
+        assert row["baseline_std"] == pytest.approx(np.std(base, ddof=1)) and row["n"] == row["baseline_n"] == 3
+    # rows: ∞ first, then fractions ascending, then methods in the paper's column order
+    assert table["dataset"].tolist()[:4] == ["snr_inf"] * 4
+    assert table["label_fraction"].tolist()[:4] == [0.25, 0.25, 1.0, 1.0]
+    assert table["method"].tolist()[:2] == ["simclr", "moco"]
+
+
+def test_ttest_is_nan_with_a_reason_when_undefined() -> None:
+    df = pd.DataFrame({
+        "dataset": "d", "label_fraction": [0.5] * 5 + [1.0] * 4 + [0.25] * 2,
+        "method": ["random", "random", "random", "moco", "vicreg", "random", "random", "moco", "moco", "moco", "moco"],
+        "test_accuracy": [0.2, 0.3, 0.25, 0.5, 0.4, 0.6, 0.6, 0.6, 0.6, 0.3, 0.4],
+    })
+    table = ttest_vs_baseline(df).set_index(["label_fraction", "method"])
+    for key, reason in {(0.5, "moco"): "needs ≥ 2", (1.0, "moco"): "zero variance", (0.25, "moco"): "no baseline"}.items():
+        assert math.isnan(table.loc[key, "p"]) and math.isnan(table.loc[key, "t"]) and reason in table.loc[key, "note"]
+    with pytest.raises(CryoDataError, match="missing column"):
+        ttest_vs_baseline(df, metric="knn_accuracy")
+
+
+def test_summarise_counts_only_finite_values() -> None:
+    df = _results()
+    df.loc[(df["method"] == "moco") & (df["repeat"] == 0), "linear_probe_accuracy"] = math.nan
+    s = summarise(df, "linear_probe_accuracy")
+    moco = s[(s["dataset"] == "snr_0.05") & (s["method"] == "moco") & (s["label_fraction"] == 1.0)].iloc[0]
+    assert moco["n"] == 2 and moco["mean"] == pytest.approx(np.mean([0.65, 0.62]))
+    assert moco["std"] == pytest.approx(np.std([0.65, 0.62], ddof=1))
+    assert s["method"].tolist()[:3] == ["random", "random", "simclr"]  # random first, fractions ascending
+    assert summarise(df, "knn_accuracy").empty
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def test_table_has_table1_layout_mean_std_bold_best_and_p(tmp_path: Path) -> None:
+    df = _results()
+    text = write_table(df, tmp_path / "table.md").read_text()
+    main = text.split("## Linear-probe")[0]
+    assert "n = 3 repeats per cell" in main and "two-tailed Student's t-test" in main
+    assert main.index("SNR ∞") < main.index("SNR 0.05")  # blocks by decreasing SNR
+    assert main.count("| Labelled (%) | Random init | SimCLR | MoCo |") == 2
+    block = main.split("SNR 0.05")[1]
+    pvalues = {k: ttest_ind(ACC[k], ACC[(k[0], "random")]).pvalue for k in ACC if k[1] != "random"}
+    p = {k: "p<0.001" if v < 0.001 else f"p={v:.3f}" for k, v in pvalues.items()}  # the table's p format
+    row25 = next(line for line in block.splitlines() if line.startswith("| 25 |"))
+    row100 = next(line for line in block.splitlines() if line.startswith("| 100 |"))
+    # hand-computed: means and sample stds (ddof=1) in %, one decimal
+    assert row25 == f"| 25 | 16.3 ± 1.5 | **41.0 ± 1.0** ({p[(0.25, 'simclr')]}) | 37.7 ± 2.1 ({p[(0.25, 'moco')]}) |"
+    assert row100 == f"| 100 | 59.0 ± 1.0 | 61.3 ± 1.5 ({p[(1.0, 'simclr')]}) | **68.3 ± 1.5** ({p[(1.0, 'moco')]}) |"
+    assert "(p=0.0" in row100  # simclr at 100 %: a p-value shown with three decimals
+    rows = [line for line in main.splitlines() if line.startswith("| 25 |") or line.startswith("| 100 |")]
+    assert len(rows) == 4 and all(line.count("**") == 2 for line in rows)  # one bold cell per row
+    assert "Linear-probe accuracy" in text and "kNN" not in text  # all-NaN metrics get no table
+    probe = text.split("## Linear-probe")[1]
+    assert "| 25 | 11.3 ± 1.5 |" in probe.replace("| SNR 0.05 (`snr_0.05`) ", "|")
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _write_predictions(root: Path, df: pd.DataFrame, seed: int = 0) -> None:
+    """A predictions_test.csv per cell: 30 test particles, right with probability = the cell's accuracy."""
+    rng = np.random.default_rng(seed)
+    for _, row in df.iterrows():
+        truth = rng.integers(0, len(CLASSES), size=30)
+        right = rng.random(30) < row["test_accuracy"]
+        pred = np.where(right, truth, (truth + 1) % len(CLASSES))
+        folder = root / row["run_dir"] / "eval"
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"index": range(30), "path": "", "label": [CLASSES[t] for t in truth],
+                      "prediction": [CLASSES[k] for k in pred], "pred_index": pred}).to_csv(
+            folder / "predictions_test.csv", index=False)
+
+
+def test_figures_are_valid_pngs(tmp_path: Path) -> None:
+    df = _results()
+    _png(plot_accuracy_vs_labels(df, tmp_path / "acc.png", num_classes=len(CLASSES)))
+    _write_predictions(tmp_path, df[df["dataset"] == "snr_0.05"])
+    cells = {m: sorted(tmp_path.glob(f"snr_0.05/{m}/f1/*/eval/predictions_test.csv")) for m in ("random", "moco")}
+    assert all(len(files) == 3 for files in cells.values())
+    _png(plot_confusion_matrices(cells, CLASSES, tmp_path / "cm.png", title="SNR 0.05, 100 %"))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 8)
+    after = np.eye(3)[labels] * 3 + rng.normal(size=(24, 3))
+    _png(plot_embeddings_before_after(rng.normal(size=(24, 3)), after, labels, CLASSES, tmp_path / "emb.png",
+                                      method="pca"))
+    with pytest.raises(CryoDataError, match="not in class_names"):
+        plot_confusion_matrices(cells, ("a", "b", "c"), tmp_path / "bad.png")
+
+
+def test_write_report_from_results_csv(tmp_path: Path) -> None:
+    df = _results()
+    _write_predictions(tmp_path, df)
+    df.to_csv(tmp_path / "results.csv", index=False)
+    written = write_report(tmp_path / "results.csv", tmp_path / "report", CLASSES)
+    assert {"table", "ttest", "accuracy", "confusion_snr_0.05_f0.25", "confusion_snr_0.05_f1",
+            "confusion_snr_inf_f0.25", "confusion_snr_inf_f1"} == set(written)
+    assert "**" in written["table"].read_text()
+    ttest = pd.read_csv(written["ttest"])
+    assert len(ttest) == 8 and ttest["p"].between(0, 1).all()
+    _png(written["accuracy"]), _png(written["confusion_snr_inf_f1"])
+
+
+# ---------------------------------------------------------------------------------------------- Grad-CAM
+
+
+class _CornerSelect(nn.Module):
+    """(B, 1, 8, 8, 8) → (B, 2, 8, 8, 8): channel c = the input inside octant c only (a fixed 1³ conv + mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 1, bias=False)
+        nn.init.ones_(self.conv.weight)
+        mask = torch.zeros(2, 8, 8, 8)
+        mask[0, :4, :4, 4:] = 1  # class 0: low z, low y, high x
+        mask[1, 4:, 4:, :4] = 1  # class 1: high z, high y, low x
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.mask
+
+
+class _CornerModel(nn.Module):
+    """Score of class c = sum of the (2× average-pooled) input over octant c; CAM layer at half resolution."""
+
+    cam_layer = "select"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool3d(2)
+        self.select = _CornerSelect()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 16, 16, 16) → (B, 2)
+        return self.select(self.pool(x)).sum(dim=(2, 3, 4))
+
+
+def _octant(cam: np.ndarray) -> tuple[bool, bool, bool]:
+    """(z high, y high, x high) of the argmax voxel of a (16, 16, 16) map."""
+    z, y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return z >= 8, y >= 8, x >= 8
+
+
+def test_gradcam_peaks_in_the_octant_that_decides_the_class() -> None:
+    # volume 0: class-0 octant filled (score 64) + one bright voxel in class 1's octant (score 6.25) → class 0;
+    # volume 1: the mirror image → class 1. A score summed over the batch's classes would put the peak on
+    # the bright voxel (MONAI's GradCAM with class_idx=None on a mixed batch does this).
+    x = torch.zeros(2, 1, 16, 16, 16)
+    x[0, 0, :8, :8, 8:] = 1.0
+    x[0, 0, 12, 12, 2] = 50.0
+    x[1, 0, 8:, 8:, :8] = 1.0
+    x[1, 0, 2, 2, 12] = 50.0
+    model = _CornerModel()
+    assert model(x).argmax(1).tolist() == [0, 1]
+    cams = gradcam_volumes(model, x)
+    assert cams.shape == (2, 16, 16, 16) and cams.dtype == np.float32
+    assert cams.min() >= 0 and cams.max() == pytest.approx(1.0)
+    assert _octant(cams[0]) == (False, False, True) and _octant(cams[1]) == (True, True, False)
+    assert cams[0][:8, :8, 8:].mean() > 10 * cams[0][8:, 8:, :8].mean()
+    # an explicit class: class 1 of volume 0 is the bright voxel's octant
+    assert _octant(gradcam_volumes(model, x[:1], class_idx=1)[0]) == (True, True, False)
+
+
+def test_gradcam_on_rb3d_classifier_frozen_or_not() -> None:
+    torch.manual_seed(0)
+    net = Classifier(build_encoder("rb3d"), 3)
+    frozen = Classifier(build_encoder("rb3d"), 3, freeze_encoder=True)
+    frozen.load_state_dict(net.state_dict())
+    x = torch.randn(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # Grad-CAM turns gradients on for itself
+        cams = gradcam_volumes(net, x)
+        cams_frozen = gradcam_volumes(frozen, x)
+    assert cams.shape == (3, 16, 16, 16) and np.isfinite(cams).all()
+    assert cams.min() >= 0 and cams.max() <= 1 and cams.reshape(3, -1).max(1).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(cams_frozen, cams, atol=1e-5)
+    # the caller's models are left as they were: frozen stays frozen, training mode kept, no hooks
+    assert not any(p.requires_grad for p in frozen.encoder.parameters()) and net.training
+    assert not net.encoder.features.block4._forward_hooks and not net.encoder.features.block4._backward_hooks
+    with pytest.raises(CryoDataError, match="target layer"):
+        gradcam_volumes(net, x, target_layer="encoder.nope")
+    with pytest.raises(CryoDataError, match=r"\(N, 1, D, H, W\)"):
+        gradcam_volumes(net, x[:, 0, 0])
+
+
+def test_gradcam_overlay_figure(tmp_path: Path) -> None:
+    x = torch.zeros(2, 1, 16, 16, 16)
+    x[:, :, 4:12, 4:12, 4:12] = 1.0
+    model = _CornerModel()
+    cams = {"MoCo": gradcam_volumes(model, x, class_idx=0), "Random init": gradcam_volumes(model, x, class_idx=1)}
+    img = _png(plot_gradcam_overlays(x, cams, [0, 2], CLASSES, tmp_path / "gradcam.png",
+                                     predictions_by_model={"MoCo": [0, 0]}))
+    assert img.shape[1] > img.shape[0]  # 2 rows, 6 slice columns
+    with pytest.raises(CryoDataError, match="one map"):
+        plot_gradcam_overlays(x, {"MoCo": cams["MoCo"][:1]}, [0, 2], CLASSES, tmp_path / "bad.png")
