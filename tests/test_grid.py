@@ -15,7 +15,7 @@ def _tiny(**kw) -> GridPreset:
         name="tiny",
         datasets=[{"name": "snr_1", "snr": 1.0, "n_per_class": 5, "box": 8, "binning": 2, "classes": ["1bxn", "1qvr", "3cf3"],
                    "max_shift": 1.0, "n_neighbours": 1, "workers": 0}],
-        methods=["random", "moco"], label_fractions=[0.5, 1.0], repeats=1, seed=3,
+        methods=["random", "moco"], label_fractions=[0.5, 1.0], repeats=2, seed=3,
         common={"batch_size": 4}, pretrain={"epochs": 1}, finetune={"epochs": 1}, report={"gradcam_examples": 2},
     )
     spec.update(kw)
@@ -38,21 +38,21 @@ def test_presets_load_and_enumerate():
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
-    first = run_grid(_tiny(), out, report=False, progress=False, max_cells=3)
+    first = run_grid(_tiny(), out, report=False, progress=False, max_cells=7)
     return out, first
 
 
 def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
     out, first = tiny_grid
-    assert len(first) == 3 and list(first.columns) == RESULT_COLUMNS
+    assert len(first) == 7 and list(first.columns) == RESULT_COLUMNS
     rows_before = (out / "results.csv").read_text()
-    results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 4th cell runs
-    assert len(results) == 4
+    results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 8th cell runs
+    assert len(results) == 8
     assert (out / "results.csv").read_text().startswith(rows_before)
     assert set(results["method"]) == {"random", "moco"} and sorted(set(results["label_fraction"])) == [0.5, 1.0]
     # the same labelled subset for every method of a repeat, nested across fractions
-    n = results.groupby("label_fraction")["n_labelled"].agg(["min", "max"])
-    assert (n["min"] == n["max"]).all() and n.loc[0.5, "max"] < n.loc[1.0, "max"]
+    n = results.groupby(["label_fraction", "repeat"])["n_labelled"].agg(["min", "max"])
+    assert (n["min"] == n["max"]).all() and n.loc[(0.5, 0), "max"] < n.loc[(1.0, 0), "max"]
     for col in ("best_val_accuracy", "test_accuracy", "linear_probe_accuracy", "knn_accuracy"):
         assert results[col].between(0, 1).all()
     pre = results.loc[results.method == "moco", "pretrain_seconds"]
@@ -63,3 +63,28 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
     # a finished grid reruns nothing
     again = run_grid(_tiny(), out, report=False, progress=False)
     pd.testing.assert_frame_equal(again, results)
+
+
+def test_tiny_grid_report(tiny_grid):
+    out, _ = tiny_grid
+    run_grid(_tiny(), out, report=True, progress=False)
+    for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
+                 "ttest_test_accuracy.csv"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
+    table = (out / "table.md").read_text()
+    assert "| 50 |" in table and "| 100 |" in table and "±" in table
+    results = pd.read_csv(out / "results.csv")
+    import scipy.stats
+
+    ttest = pd.read_csv(out / "ttest_test_accuracy.csv")
+    assert len(ttest) == 2  # moco vs random at 2 fractions
+    for row in ttest.itertuples():
+        cell = results[results.label_fraction == row.label_fraction]
+        a = cell.loc[cell.method == "moco", "test_accuracy"].to_numpy()
+        b = cell.loc[cell.method == "random", "test_accuracy"].to_numpy()
+        assert len(a) == len(b) == 2 and np.isclose(row.mean, a.mean())
+        if np.var(a) + np.var(b) > 0:
+            assert np.isclose(row.p, scipy.stats.ttest_ind(a, b).pvalue)
+        else:
+            assert np.isnan(row.p)

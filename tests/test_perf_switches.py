@@ -72,7 +72,8 @@ def _ssl_trainer(method: torch.nn.Module, network: torch.nn.Module, **kwargs) ->
 def test_common_switch_defaults_follow_the_device() -> None:
     cpu, cuda = _parser("common.json"), _parser("common.json", device="cuda")
     assert cpu.get_parsed_content("channels_last") is True and cpu.get_parsed_content("memory_format") == CL
-    assert cpu.get_parsed_content("compile") is False and cpu.get_parsed_content("num_workers") == 0
+    assert cpu.get_parsed_content("compile") is False and cpu.get_parsed_content("num_workers") == 1
+    assert 1 <= cuda.get_parsed_content("num_workers") <= 8
     for key in ("amp", "pin_memory", "non_blocking"):
         assert cpu.get_parsed_content(key) is False and cuda.get_parsed_content(key) is True, key
     assert cuda.get_parsed_content("amp_kwargs") == {"dtype": torch.bfloat16}

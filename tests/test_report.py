@@ -16,6 +16,7 @@ from torch import nn
 from cryomonai.errors import CryoDataError
 from cryomonai.experiment import (
     gradcam_volumes,
+    load_finetuned_classifier,
     plot_accuracy_vs_labels,
     plot_confusion_matrices,
     plot_embeddings_before_after,
@@ -71,7 +72,8 @@ def test_ttest_is_scipys_two_tailed_student_test() -> None:
     assert set(table["method"]) == {"simclr", "moco"} and (table["note"] == "").all()
     mine = table[table["dataset"] == "snr_0.05"]
     for _, row in mine.iterrows():
-        v, base = np.array(ACC[(row["label_fraction"], row["method"])]), np.array(ACC[(row["label_fraction"], "random")])
+        fraction = row["label_fraction"]
+        v, base = np.array(ACC[(fraction, row["method"])]), np.array(ACC[(fraction, "random")])
         student = ttest_ind(v, base)  # scipy's default: equal variances, two-sided
         assert row["p"] == pytest.approx(student.pvalue, rel=1e-12)
         assert row["t"] == pytest.approx(student.statistic, rel=1e-12)
@@ -94,7 +96,8 @@ def test_ttest_is_nan_with_a_reason_when_undefined() -> None:
         "test_accuracy": [0.2, 0.3, 0.25, 0.5, 0.4, 0.6, 0.6, 0.6, 0.6, 0.3, 0.4],
     })
     table = ttest_vs_baseline(df).set_index(["label_fraction", "method"])
-    for key, reason in {(0.5, "moco"): "needs ≥ 2", (1.0, "moco"): "zero variance", (0.25, "moco"): "no baseline"}.items():
+    reasons = {(0.5, "moco"): "needs ≥ 2", (1.0, "moco"): "zero variance", (0.25, "moco"): "no baseline"}
+    for key, reason in reasons.items():
         assert math.isnan(table.loc[key, "p"]) and math.isnan(table.loc[key, "t"]) and reason in table.loc[key, "note"]
     with pytest.raises(CryoDataError, match="missing column"):
         ttest_vs_baseline(df, metric="knn_accuracy")
@@ -273,3 +276,17 @@ def test_gradcam_overlay_figure(tmp_path: Path) -> None:
     assert img.shape[1] > img.shape[0]  # 2 rows, 6 slice columns
     with pytest.raises(CryoDataError, match="one map"):
         plot_gradcam_overlays(x, {"MoCo": cams["MoCo"][:1]}, [0, 2], CLASSES, tmp_path / "bad.png")
+
+
+def test_load_finetuned_classifier_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = Classifier(build_encoder("rb3d"), 3).eval()
+    torch.save({"model": net.state_dict(), "run_info": {"encoder": "rb3d", "classes": list(CLASSES)}},
+               tmp_path / "finetune_best.pt")
+    loaded, classes = load_finetuned_classifier(tmp_path / "finetune_best.pt")
+    x = torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert classes == list(CLASSES) and not loaded.training
+    torch.testing.assert_close(loaded(x), net(x))
+    torch.save({"model": net.state_dict(), "run_info": {"encoder": "rb3d", "classes": ["a", "b"]}}, tmp_path / "bad.pt")
+    with pytest.raises(CryoDataError, match="do not fit"):
+        load_finetuned_classifier(tmp_path / "bad.pt")

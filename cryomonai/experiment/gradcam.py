@@ -135,7 +135,7 @@ def load_finetuned_classifier(
 
     ckpt = load_checkpoint(checkpoint, map_location)
     info, state = ckpt.get("run_info"), ckpt.get("model")
-    if not isinstance(info, Mapping) or "encoder" not in info or "classes" not in info or not isinstance(state, Mapping):
+    if not (isinstance(info, Mapping) and {"encoder", "classes"} <= set(info) and isinstance(state, Mapping)):
         raise CryoDataError(checkpoint, "lacks 'model' weights or 'run_info' with 'encoder' and 'classes'",
                             "give the models/finetune_best.pt of a fine-tuning run")
     classes = [str(c) for c in info["classes"]]

@@ -355,7 +355,8 @@ def write_report(
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
     written["ttest"] = out / f"ttest_{metric}.csv"
-    written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric, baseline)
+    written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric,
+                                                  baseline)
     if "run_dir" not in df.columns:
         return written
     for dataset in order_datasets(df):

@@ -1,0 +1,94 @@
+"""The whole report of a finished grid (:class:`~cryomonai.experiment.grid.GridRunner`).
+
+:func:`~cryomonai.experiment.report.write_report` writes ``table.md``, the t-tests,
+``accuracy_vs_labels.png`` and the confusion matrices from ``results.csv``; this adds, for the
+first dataset and the best SSL method (highest mean test accuracy at the lowest label fraction):
+
+* ``embedding_before_after.png`` — t-SNE of the test subtomograms' encoder features, random-init
+  encoder vs the pretrained one, coloured by class;
+* ``gradcam.png`` — 3D Grad-CAM (orthogonal central slices) of ``gradcam_examples`` test
+  subtomograms, fine-tuned from random init vs from the pretrained encoder, at the lowest label
+  fraction, repeat 0 (the paper's Figure 8);
+* ``summary.json`` — the preset, the cell count and the total run time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["write_grid_report"]
+
+
+def _best_method(results, dataset: str) -> str | None:
+    block = results[(results["dataset"] == dataset) & (results["method"] != "random")]
+    if block.empty:
+        return None
+    low = block[block["label_fraction"] == block["label_fraction"].min()]
+    return str(low.groupby("method")["test_accuracy"].mean().idxmax())
+
+
+def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Row indices, normalised volumes (n, 1, D, H, W) and labels of ``n`` test particles, one per class first."""
+    from cryomonai.data import VolumeStackDataset
+    from cryomonai.transforms import eval_transform
+
+    ds = VolumeStackDataset(table, cache, split="test", transform=eval_transform(), progress=False)
+    labels = np.array([d["label"] for d in ds.data])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    firsts = [order[labels[order] == c][0] for c in np.unique(labels)]
+    pick = (firsts + [i for i in order if i not in firsts])[:n]
+    items = [ds[int(i)] for i in pick]
+    vols = torch.stack([torch.as_tensor(it["image"]) for it in items])
+    return np.array([it["index"] for it in items]), vols, labels[pick]
+
+
+def write_grid_report(runner: Any) -> dict[str, Path]:
+    """Write the report of ``runner``'s grid into its ``out_dir``; returns the files by key."""
+    from cryomonai.experiment.gradcam import gradcam_volumes, load_finetuned_classifier, plot_gradcam_overlays
+    from cryomonai.experiment.readouts import encoder_features
+    from cryomonai.experiment.report import plot_embeddings_before_after, write_report
+    from cryomonai.experiment.stats import order_datasets
+    from cryomonai.io import read_particle_table
+
+    preset, out = runner.preset, runner.out
+    results = runner.results()
+    dataset = order_datasets(results)[0]
+    data_dir = out / "data" / dataset
+    table = read_particle_table(data_dir / "particles.star")
+    written = write_report(runner.results_path, out, list(table.class_names))
+    best = _best_method(results, dataset)
+    cache = str(data_dir / "cache" / "volumes.npy")
+    if best is not None:
+        pretrained = str(out / "pretrain" / dataset / best / "models" / "pretrain.pt")
+        test = (table.df["split"] == "test").to_numpy()
+        feats = [encoder_features(table, cache, preset.encoder, p, preset.seed)[test] for p in ("", pretrained)]
+        written["embedding"] = plot_embeddings_before_after(
+            *feats, table.df["label_index"].to_numpy()[test], list(table.class_names), out / "embedding_before_after.png",
+            method=preset.report.get("embedding", "tsne"), seed=preset.seed,
+            titles=("random-init encoder", f"{best}-pretrained encoder"),
+        )
+        n = int(preset.report.get("gradcam_examples", 4))
+        _, vols, labels = _test_volumes(table, cache, n, preset.seed)
+        low = min(preset.label_fractions)
+        cams, preds = {}, {}
+        for method in ("random", best):
+            cell = results[(results.dataset == dataset) & (results.method == method) & (results.label_fraction == low)]
+            ckpt = out / str(cell.sort_values("repeat")["run_dir"].iloc[0]) / "models" / "finetune_best.pt"
+            model, _ = load_finetuned_classifier(ckpt)
+            name = "random init" if method == "random" else f"{method} pretrained"
+            cams[name] = gradcam_volumes(model, vols)
+            with torch.no_grad():
+                preds[name] = model(vols).argmax(1).tolist()
+        written["gradcam"] = plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
+    from cryomonai.experiment.grid import seconds_summary
+
+    summary = {"preset": preset.name, "cells": int(len(results)), **seconds_summary(results)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    written["summary"] = out / "summary.json"
+    return written
