@@ -60,6 +60,10 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     assert stages["inference"]["format"] == "channels_last_3d"
     assert stages["inference"]["samples_per_s"] == stages["inference"]["channels_last_3d"]["samples_per_s"]
     assert _positive(stages["pipeline"]["without_metatensor"]["samples_per_s"])
+    assert _positive(stages["pipeline"]["with_metatensor"]["samples_per_s"])
+    # the bundle's pretraining views are plain tensors (track_meta false): the top level is that pipeline
+    assert stages["pipeline"]["track_meta"] is False and stages["pipeline"]["view_type"] == "Tensor"
+    assert stages["pipeline"]["samples_per_s"] == stages["pipeline"]["without_metatensor"]["samples_per_s"]
     # the pipeline's views are float32 tensors
     assert stages["pipeline"]["view_dtype"] == "torch.float32"
 
@@ -90,7 +94,8 @@ def test_flops_machine_and_memory(result: tuple[dict, dict]) -> None:
 def test_bundle_switches_batch_sweep_and_mfu(result: tuple[dict, dict]) -> None:
     _, res = result
     sw = res["bundle_switches"]
-    assert sw["channels_last"] is True and sw["amp"] is False and sw["amp_dtype"] is None and sw["num_workers"] >= 0
+    assert sw["channels_last"] is True and sw["amp"] is False and sw["amp_dtype"] is None and sw["num_workers"] == 1
+    assert sw["track_meta"] is False
     sweep = res["stages"]["batch_sweep"]
     assert [row["batch"] for row in sweep] == res["sizes"]["sweep_batches"] == [2, 4]
     for row in sweep:

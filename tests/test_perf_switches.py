@@ -10,21 +10,27 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor, get_track_meta
+from monai.data.utils import set_rnd
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.transforms import Compose
 
 from cryomonai.engines import (
     AutocastInferer,
     PrepareBatchMemoryFormat,
     SSLStep,
+    TrackMeta,
     prepare_network,
     ssl_iteration,
     unwrap_ssl_method,
 )
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.ssl import build_method
+from cryomonai.transforms import paper_views
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "cryo_ssl" / "configs"
 CL = torch.channels_last_3d
@@ -204,3 +210,59 @@ def test_compiled_ssl_step_trains_and_keeps_its_state_dict() -> None:
 def test_unwrap_finds_the_method_inside_a_torch_compile_wrapper() -> None:
     method = _method()
     assert unwrap_ssl_method(torch.compile(SSLStep(method))) is method
+
+
+# ---- track_meta: the pretraining views as plain tensors ------------------------------------------
+
+
+def test_pretrain_views_run_without_metadata_tracking() -> None:
+    parser = _parser("common.json", "pretrain.json")
+    assert parser.get_parsed_content("track_meta") is False
+    transform = parser.get_parsed_content("train#dataset#transform")
+    assert isinstance(transform, TrackMeta) and transform.track_meta is False
+    assert transform.transform is parser.get_parsed_content("train#transforms")
+
+
+def _item() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"image": MetaTensor(torch.randn(1, 16, 16, 16, generator=g), meta={"filename_or_obj": "a.mrc"})}
+
+
+@pytest.mark.parametrize("track_meta", [False, True])
+def test_track_meta_sets_the_views_type_and_restores_the_switch(track_meta: bool) -> None:
+    views = TrackMeta(paper_views(n_views=2), track_meta)(_item())
+    expected = MetaTensor if track_meta else torch.Tensor
+    assert all(type(views[f"view_{i}"]) is expected for i in range(2))
+    assert get_track_meta() is True  # MONAI's default is back
+
+
+def test_track_meta_restores_the_switch_after_an_error() -> None:
+    def fail(_: dict) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        TrackMeta(fail)(_item())
+    assert get_track_meta() is True
+
+
+def _draw(transform: Compose, seed: int) -> dict:
+    """Views of a fresh item after seeding as RNGState does (global generators too)."""
+    torch.manual_seed(0), np.random.seed(0)
+    set_rnd(transform, seed)
+    return transform(_item())
+
+
+def test_track_meta_keeps_views_seeded_like_the_bare_pipeline() -> None:
+    """``set_rnd`` (MONAI's DataLoader, RNGState) seeds the transforms inside as without the wrapper,
+    also through a ``Compose`` around it (what a MONAI ``Dataset`` makes of a single transform)."""
+    def views() -> Compose:  # every view cropped and rotated, so the seeds show
+        return paper_views(n_views=2, crop_prob=1.0, affine_prob=1.0)
+
+    wrapped, bare = Compose([TrackMeta(views())]), Compose([views()])
+    for seed in (7, 8):
+        a, b = _draw(wrapped, seed), _draw(bare, seed)
+        assert all(torch.equal(a[k], b[k].as_tensor()) for k in ("view_0", "view_1")), seed
+        again = _draw(wrapped, seed)
+        assert all(torch.equal(a[k], again[k]) for k in ("view_0", "view_1")), seed
+    other = _draw(wrapped, 7)  # another seed, other views (some view differs)
+    assert not torch.equal(a["view_0"], a["view_1"]) and not all(torch.equal(a[k], other[k]) for k in ("view_0", "view_1"))

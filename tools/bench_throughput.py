@@ -18,14 +18,15 @@ b. **bundle** — the ``pretrain`` run id of the ``cryo_ssl`` bundle (``ConfigWo
    (``GET_BATCH_STARTED → GET_BATCH_COMPLETED``) and the step (``ITERATION_STARTED →
    ITERATION_COMPLETED``, incl. the iteration handlers); the first iterations are warm-up.
 c. **pipeline** — the bundle's data pipeline alone (``num_workers`` 0: one process): two
-   ``paper_views`` per sample over ``VolumeStackDataset``; again with MONAI's metadata tracking off.
+   ``paper_views`` per sample over ``VolumeStackDataset``, with and without MONAI's metadata
+   tracking (the bundle's pretraining runs without: ``track_meta`` false).
 d. **simulator** — ``SubtomogramSimulator`` in this process (SNR 0.05, 4 neighbours).
 e. **inference** — encoder forward under ``torch.inference_mode``, contiguous and
    ``channels_last_3d``, in the bundle's precision; the top level is the bundle's format.
-f. **batch sweep** — the bare loop with the bundle's switches at a few batch sizes, in ascending
-   order in one fresh process: samples/s, MFU, peak RSS so far (``resource.getrusage``; with
-   ascending sizes, the largest batch's peak) and on CUDA ``torch.cuda.max_memory_allocated``
-   (reset per batch size).
+f. **batch sweep** — the bare loop with the bundle's switches at a few batch sizes, ascending, in
+   one fresh process: samples/s, MFU, peak RSS so far and on CUDA ``max_memory_allocated`` (reset
+   per size). Peak RSS is ``VmHWM`` on Linux (``getrusage``'s ``ru_maxrss`` of a fork+exec'd child
+   starts at its parent's peak), else ``resource.getrusage``.
 
 Rates are samples (subtomograms) per second from the **median** time per step/batch and, as
 ``best_*``, from the fastest one; ratios (b)/(a), (c)/(b) … are given for both.
@@ -39,13 +40,12 @@ sample through the query branch (fwd + bwd) and the other through the key branch
 ``4F`` per sample per step; symmetric MoCo would be ``2 × 3F + 2F = 8F``. InfoNCE logits,
 optimizer and momentum update are left out (< 0.1 %). MFU = ``model FLOPs per sample × samples/s
 ÷ peak``. Peak: CPU — cores × clock × FLOPs/cycle, fp32 (:func:`cpu_peak`; the bf16 line is
-compared with the same fp32 figure); CUDA — :data:`GPU_PEAKS` by device name (dense tensor-core
+compared with the same figure and can pass 100 %: AVX512-BF16 does twice the FLOPs); CUDA — :data:`GPU_PEAKS` by device name (dense tensor-core
 bf16, TF32 — what cuDNN uses for fp32 convolutions by default — and fp32 without tensor cores),
 ``"unknown"`` for other devices; both in ``tools/bench_machine.py``.
 
-Usage: ``.venv/bin/python tools/bench_throughput.py [--quick] [--device cpu|cuda] [--out bench.json]``.
-``--quick`` shrinks everything (box 16, batch 4, a few steps) to test the tool, not to measure. On
-CUDA the sizes are larger (batch 64, sweep 16–128). Volumes are ``(B, 1, D, H, W)``, axes (z, y, x).
+Usage: ``tools/bench_throughput.py [--quick] [--device cpu|cuda] [--out bench.json]``; ``--quick``
+shrinks everything to test the tool; CUDA runs batch 64, sweep 16–128. Volumes ``(B, 1, D, H, W)`` (z, y, x).
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ QUICK_CLASSES = ("1bxn", "1qvr", "1s3x", "1u6g")
 
 
 def _rss_mib() -> float:
-    """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far (MiB): Linux's ``VmHWM``, else ``ru_maxrss`` (KiB)."""
+    status = Path("/proc/self/status")
+    hwm = [ln.split()[1] for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")] if status.exists() else []
+    return float(hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
 
 
 def _sync(device: torch.device) -> None:
@@ -98,15 +100,16 @@ def _rate(batch: int, seconds: Sequence[float]) -> dict[str, Any]:
 
 
 def bundle_switches(device: torch.device) -> dict[str, Any]:
-    """The bundle's speed switches as ``common.json`` resolves them for ``device``."""
+    """The bundle's speed switches as ``common.json`` (+ ``pretrain.json``) resolve them for ``device``."""
     from monai.bundle import ConfigParser
 
     from cryomonai.pipeline import bundle_dir
 
     parser = ConfigParser()
-    parser.read_config(str(bundle_dir() / "configs" / "common.json"))
+    parser.read_config([str(bundle_dir() / "configs" / f) for f in ("common.json", "pretrain.json")])
     parser["device"] = f"$torch.device('{device}')"
-    sw = {k: parser.get_parsed_content(k) for k in ("channels_last", "amp", "compile", "num_workers", "pin_memory")}
+    keys = ("channels_last", "amp", "compile", "num_workers", "pin_memory", "track_meta")
+    sw = {k: parser.get_parsed_content(k) for k in keys}
     sw["amp_dtype"] = str(parser.get_parsed_content("amp_kwargs")["dtype"]).replace("torch.", "") if sw["amp"] else None
     return sw
 
@@ -211,10 +214,9 @@ def _iteration_clock(trainer: Any) -> dict[str, list]:
             clock["_t"][0] = now
         return handler
 
-    trainer.add_event_handler(Events.GET_BATCH_STARTED, mark(None))
-    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("data"))
-    trainer.add_event_handler(Events.ITERATION_STARTED, mark(None))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("step"))  # ssl_iteration's float(loss) syncs CUDA
+    for event, key in ((Events.GET_BATCH_STARTED, None), (Events.GET_BATCH_COMPLETED, "data"), (Events.ITERATION_STARTED,
+                        None), (Events.ITERATION_COMPLETED, "step")):  # ssl_iteration's float(loss) syncs CUDA
+        trainer.add_event_handler(event, mark(key))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: clock["epoch_of"].append(e.state.epoch))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: clock["epoch"].append(e.state.times["EPOCH_COMPLETED"]))
     return clock
@@ -270,29 +272,28 @@ def _fetch_times(loader: Any, n_batches: int) -> tuple[list[float], dict]:
     return times[1:], batch
 
 
-def bench_pipeline(data_dir: Path, batch: int, n_batches: int) -> dict[str, Any]:
+def bench_pipeline(data_dir: Path, batch: int, n_batches: int, track_meta: bool) -> dict[str, Any]:
     """Stage (c): two ``paper_views`` per sample over ``VolumeStackDataset``, in this process.
 
-    Also times the same pipeline with MONAI's metadata tracking off (``set_track_meta(False)``:
-    plain tensors instead of ``MetaTensor``) to show the MetaTensor overhead.
+    Timed with MONAI's metadata tracking on (``MetaTensor``) and off (plain tensors:
+    ``cryomonai.engines.TrackMeta``, as the bundle's pretraining with ``track_meta`` false); the top
+    level is the bundle's setting.
     """
-    from monai.data import DataLoader, set_track_meta
+    from monai.data import DataLoader
 
     from cryomonai.data import VolumeStackDataset
+    from cryomonai.engines import TrackMeta
     from cryomonai.transforms import paper_views
 
-    ds = VolumeStackDataset(data_dir / "particles.star", data_dir / "cache" / "volumes.npy",
-                            transform=paper_views(n_views=2), progress=False)
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=0)
-    times, last = _fetch_times(loader, n_batches)
-    set_track_meta(False)
-    try:
-        plain, _ = _fetch_times(loader, n_batches)
-    finally:
-        set_track_meta(True)
-    v = last["view_0"]
-    return {**_rate(batch, times), "without_metatensor": _rate(batch, plain), "n_views": 2, "num_workers": 0,
-            "view_type": type(v).__name__, "view_dtype": str(v.dtype), "view_contiguous": bool(v.is_contiguous())}
+    rates, views = {}, {}
+    for name, meta in (("with_metatensor", True), ("without_metatensor", False)):
+        ds = VolumeStackDataset(data_dir / "particles.star", data_dir / "cache" / "volumes.npy",
+                                transform=TrackMeta(paper_views(n_views=2), meta), progress=False)
+        times, last = _fetch_times(DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True), n_batches)
+        rates[name], views[name] = _rate(batch, times), last["view_0"]
+    v = views["with_metatensor" if track_meta else "without_metatensor"]
+    return {**rates["with_metatensor" if track_meta else "without_metatensor"], **rates, "n_views": 2, "num_workers": 0,
+            "track_meta": track_meta, "view_type": type(v).__name__, "view_dtype": str(v.dtype)}
 
 
 def bench_simulator(box: int, n: int, quick: bool) -> dict[str, Any]:
@@ -369,9 +370,8 @@ def bench_sweep(device: torch.device, box: int, batches: Sequence[int], steps: i
             "channels_last": bool(sw["channels_last"]), "amp_dtype": sw["amp_dtype"]}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sweep", json.dumps(spec)],
                           capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1])
+    if proc.returncode == 0 and proc.stdout.strip():
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     return [{"batch": b, "error": proc.stderr.strip().splitlines()[-1:]} for b in batches]  # e.g. CUDA out of memory
 
 
@@ -422,7 +422,7 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.devic
     torch.set_num_threads(threads)  # simulate_dataset(workers=0) sets this process to 1 thread
     stages["bundle"] = timed("bundle", lambda: bench_bundle(
         data_dir, work, batch, cfg["epochs"], cfg["bundle_warmup"], device=f"$torch.device('{device}')"))
-    stages["pipeline"] = timed("pipeline", lambda: bench_pipeline(data_dir, batch, cfg["pipe_batches"]))
+    stages["pipeline"] = timed("pipeline", lambda: bench_pipeline(data_dir, batch, cfg["pipe_batches"], sw["track_meta"]))
     stages["simulator"] = timed("simulator", lambda: bench_simulator(box, cfg["sim_n"], quick))
     stages["inference"] = timed("inference", lambda: bench_inference(device, box, cfg["infer_batch"], cfg["infer_batches"], sw))
     stages["batch_sweep"] = timed("batch_sweep", lambda: bench_sweep(
@@ -439,6 +439,7 @@ def _table(res: dict[str, Any]) -> str:
     rows = [(f"a bare loop ({k})", b[k]) for k in ("contiguous", "channels_last_3d", b["extra_variant"])]
     rows += [("b bundle pretrain (fetch+step)", s["bundle"]), ("b   step only", s["bundle"]["step_only"]),
              ("b   batch fetch only", s["bundle"]["data_fetch"]), ("c pipeline (2 views/sample)", s["pipeline"]),
+             ("c   with MetaTensor", s["pipeline"]["with_metatensor"]),
              ("c   without MetaTensor", s["pipeline"]["without_metatensor"]), ("d simulator (1 process)", s["simulator"]),
              (f"e inference (batch {s['inference']['batch']}, contiguous)", s["inference"]["contiguous"]),
              ("e   channels_last_3d", s["inference"]["channels_last_3d"])]

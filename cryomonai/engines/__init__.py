@@ -11,7 +11,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :func:`label_fraction_subset` (the paper's 25–100 % label settings);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
-  :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`;
+  :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
 * :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV);
 * :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact).
 """
@@ -27,7 +27,7 @@ from cryomonai.engines.checkpoints import (
 )
 from cryomonai.engines.data import ensure_dataset, label_fraction_subset
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
-from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, prepare_network
+from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network
 from cryomonai.engines.predictions import PredictionsWriter
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLStep, ssl_iteration, unwrap_ssl_method
@@ -41,6 +41,7 @@ __all__ = [
     "RNGState",
     "RunInfo",
     "SSLStep",
+    "TrackMeta",
     "ViewSlicesHandler",
     "central_slices",
     "ensure_dataset",

@@ -17,7 +17,10 @@ The bundle's keys (``configs/common.json``) reach MONAI's engines through three 
   on CUDA it nests inside MONAI's autocast with the same dtype.
 
 The SSL step (:func:`~cryomonai.engines.ssl_iteration`) takes the memory format from the trainer's
-``to_kwargs`` and autocasts itself on any device.
+``to_kwargs`` and autocasts itself on any device. :class:`TrackMeta` runs the pretraining views
+without MONAI's metadata tracking (the bundle's ``track_meta``): the views pipeline is 1.7× faster
+on plain tensors, and on a 2-core CPU the views' cost is what separates the bundle's pretraining
+from a bare training loop.
 
 Example:
     >>> import torch
@@ -36,13 +39,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.inferers import Inferer
+from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_tensor
 from torch import nn
 
-__all__ = ["AutocastInferer", "PrepareBatchMemoryFormat", "prepare_network"]
+__all__ = ["AutocastInferer", "PrepareBatchMemoryFormat", "TrackMeta", "prepare_network"]
 
 
 def prepare_network(
@@ -117,3 +123,44 @@ class AutocastInferer(Inferer):
         with torch.autocast(inputs.device.type, dtype=self.dtype):
             out = network(inputs, *args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+
+class TrackMeta(Randomizable, Transform):
+    """``transform(data)`` with MONAI's metadata tracking set to ``track_meta``, restored afterwards.
+
+    With ``track_meta=False`` MONAI's transforms return plain tensors instead of ``MetaTensor``
+    (:func:`monai.data.set_track_meta`), which also makes collating cheaper. The switch is
+    process-wide while ``transform`` runs: use it in a data loader's worker processes or in the
+    training process (``num_workers`` 0), not with thread-based loaders (``ThreadDataLoader``).
+    It is ``Randomizable`` and hands its seed on to ``transform``, so a ``Compose`` around it (a
+    MONAI ``Dataset`` makes one), ``monai.data.utils.set_rnd`` and the DataLoader's worker seeding
+    seed ``transform`` exactly as they would without the wrapper.
+
+    Args:
+        transform: e.g. the pretraining views (:func:`cryomonai.transforms.paper_views`).
+        track_meta: MONAI's metadata tracking while ``transform`` runs.
+
+    Example:
+        >>> from monai.data import MetaTensor
+        >>> from monai.transforms import ScaleIntensityd
+        >>> out = TrackMeta(ScaleIntensityd("image"))({"image": MetaTensor(torch.rand(1, 4, 4, 4))})
+        >>> type(out["image"]).__name__
+        'Tensor'
+    """
+
+    def __init__(self, transform: Callable[[Any], Any], track_meta: bool = False) -> None:
+        self.transform, self.track_meta = transform, bool(track_meta)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TrackMeta:
+        super().set_random_state(seed, state)
+        if isinstance(self.transform, Randomizable):
+            self.transform.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Any) -> Any:
+        previous = get_track_meta()
+        set_track_meta(self.track_meta)
+        try:
+            return self.transform(data)
+        finally:
+            set_track_meta(previous)

@@ -228,7 +228,7 @@ class GridRunner:
             t0 = time.perf_counter()
             run_bundle(
                 "pretrain", method, self.preset.encoder, ckpt_dir=str(run / "models"), output_dir=str(run / "eval"),
-                resume=_resumable(run / "models", "pretrain"), **self._common(ds, self.preset.seed), **overrides,
+                resume=_resumable(run / "models", "pretrain"), **{**self._common(ds, self.preset.seed), **overrides},
             )
             seconds = time.perf_counter() - t0
             (run / "seconds.txt").write_text(f"{seconds:.1f}\n")
@@ -252,7 +252,7 @@ class GridRunner:
         if not (run / "models" / "finetune_final.pt").is_file():
             run_bundle(
                 "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run / "models", "finetune"),
-                **labels, **paths, **common, **copy.deepcopy(self.preset.finetune),
+                **labels, **paths, **{**common, **copy.deepcopy(self.preset.finetune)},
             )
         seconds = time.perf_counter() - t0
         acc = {}
