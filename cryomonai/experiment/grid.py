@@ -170,6 +170,13 @@ def _simulation(ds: dict[str, Any], seed: int) -> dict[str, Any]:
     return sim
 
 
+def _write_text(path: Path, text: str) -> None:
+    from cryomonai.io.atomic import atomic_write
+
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
 def _resumable(ckpt_dir: Path, prefix: str) -> bool:
     """Whether a run stopped half-way left an epoch checkpoint to resume from."""
     from cryomonai.engines.checkpoints import latest_checkpoint
@@ -231,7 +238,7 @@ class GridRunner:
                 resume=_resumable(run / "models", "pretrain"), **{**self._common(ds, self.preset.seed), **overrides},
             )
             seconds = time.perf_counter() - t0
-            (run / "seconds.txt").write_text(f"{seconds:.1f}\n")
+            _write_text(run / "seconds.txt", f"{seconds:.1f}\n")
         if key not in self._pretrain_seconds:
             stamp = run / "seconds.txt"
             self._pretrain_seconds[key] = float(stamp.read_text()) if stamp.is_file() else float("nan")
@@ -289,7 +296,7 @@ class GridRunner:
     def run(self, max_cells: int | None = None) -> pd.DataFrame:
         """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "preset.json").write_text(json.dumps(asdict(self.preset), indent=2, default=str))
+        _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
         done = self._done(self.results())
         todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
         for i, cell in enumerate(todo[:max_cells]):

@@ -87,8 +87,10 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
                 preds[name] = model(vols).argmax(1).tolist()
         written["gradcam"] = plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
     from cryomonai.experiment.grid import seconds_summary
+    from cryomonai.io.atomic import atomic_write
 
     summary = {"preset": preset.name, "cells": int(len(results)), **seconds_summary(results)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_write(out / "summary.json", "w") as fh:
+        fh.write(json.dumps(summary, indent=2))
     written["summary"] = out / "summary.json"
     return written

@@ -213,9 +213,12 @@ def simulate_dataset(
         "imaging": dataclasses.asdict(imaging), "voxel_size_A": cfg["voxel_size"], "cryomonai": _version(),
     }
     (tmp / "simulation.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
+    old = out.with_name(out.name + ".old")
+    if out.exists():  # keep the previous dataset until the new one is in place
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out / "particles.star"
 
 

@@ -72,6 +72,7 @@ def simulate_tomogram(
     """Simulate a tomogram (z, y, x) = ``shape`` with ``n_particles`` particles; returns the STAR path."""
     import pandas as pd
 
+    from cryomonai.io.atomic import atomic_write
     from cryomonai.io.mrc import write_mrc
     from cryomonai.io.table import write_particle_table
     from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
@@ -113,5 +114,6 @@ def simulate_tomogram(
     write_particle_table(df, out / "particles.csv", list(classes))
     meta = dict(shape=list(shape), n_particles=int(len(labels)), snr=snr if math.isfinite(snr) else "inf",
                 classes=list(classes), box=box, seed=seed, imaging=dataclasses.asdict(imaging), voxel_size_A=voxel)
-    (out / "tomogram.json").write_text(json.dumps(meta, indent=2))
+    with atomic_write(out / "tomogram.json", "w") as fh:
+        fh.write(json.dumps(meta, indent=2))
     return out / "particles.star"
