@@ -192,11 +192,32 @@ COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram
             "extract": extract, "embed": embed}
 
 
+def _user_error(err: BaseException):
+    """The :class:`~cryomonai.errors.CryoDataError` behind ``err`` (MONAI's config parser wraps the
+    errors of ``$`` expressions in ``RuntimeError``), or None."""
+    from cryomonai.errors import CryoDataError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, CryoDataError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main() -> None:
-    """Entry point of the ``cryomonai`` console script."""
+    """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2."""
     import fire
 
-    fire.Fire(COMMANDS, name="cryomonai")
+    try:
+        fire.Fire(COMMANDS, name="cryomonai")
+    except Exception as err:  # noqa: BLE001 - only our user-facing errors are caught, the rest re-raised
+        user = _user_error(err)
+        if user is None:
+            raise
+        print(f"cryomonai: {user}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,21 @@ def test_tiny_grid_report(tiny_grid):
             assert np.isclose(row.p, scipy.stats.ttest_ind(a, b).pvalue)
         else:
             assert np.isnan(row.p)
+
+
+def test_cli_reports_a_bundle_error_in_one_line(tmp_path, monkeypatch, capsys):
+    """A CryoDataError raised inside a bundle expression (wrapped by MONAI in RuntimeError) reaches
+    the user as one line and exit status 2, not a traceback."""
+    import json
+
+    from cryomonai import cli
+
+    preset = tmp_path / "bad.json"
+    preset.write_text(json.dumps({"datasets": [{"name": "x", "snr": 1.0, "n_per_class": 2, "box": 8, "classes": ["nosuch"],
+                                                "workers": 0}], "methods": ["random"], "repeats": 1, "label_fractions": [1.0]}))
+    monkeypatch.setattr("sys.argv", ["cryomonai", "grid", "--preset", str(preset), "--out", str(tmp_path / "g")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown template id(s) ['nosuch']" in err[0] and "fix:" in err[0]
