@@ -177,11 +177,20 @@ def test_resume_handlers(tmp_path: Path) -> None:
     with pytest.raises(CryoDataError, match="no pretrain_checkpoint_epoch"):
         resume_handlers(True, tmp_path, "pretrain", {})
     for n in (2, 10, 9):
-        (tmp_path / f"pretrain_checkpoint_epoch={n}.pt").write_bytes(b"")
+        torch.save({"model": torch.nn.Linear(1, 1).state_dict(), "rng": {"seed": 0}}, tmp_path / f"pretrain_checkpoint_epoch={n}.pt")
     (tmp_path / "finetune_checkpoint_epoch=99.pt").write_bytes(b"")
     assert latest_checkpoint(tmp_path, "pretrain").name == "pretrain_checkpoint_epoch=10.pt"
     (loader,) = resume_handlers("true", tmp_path, "pretrain", {"model": torch.nn.Linear(1, 1)})
     assert Path(loader.load_path).name == "pretrain_checkpoint_epoch=10.pt"
+    # a checkpoint from before seeds were saved resumes without them; any other missing part is an error
+    old = tmp_path / "old.pt"
+    torch.save({"model": torch.nn.Linear(1, 1).state_dict()}, old)
+    (loader,) = resume_handlers(str(old), tmp_path, "pretrain", {"model": torch.nn.Linear(1, 1), "rng": object()})
+    assert set(loader.load_dict) == {"model"}
+    with pytest.raises(CryoDataError, match=r"lacks \['optimizer'\]"):
+        resume_handlers(str(old), tmp_path, "pretrain", {"model": torch.nn.Linear(1, 1), "optimizer": object()})
+    with pytest.raises(CryoDataError, match="not a readable PyTorch checkpoint"):
+        resume_handlers(str(tmp_path / "finetune_checkpoint_epoch=99.pt"), tmp_path, "finetune", {})
     with pytest.raises(CryoDataError, match="not found"):
         resume_handlers(str(tmp_path / "nope.pt"), tmp_path, "pretrain", {})
 

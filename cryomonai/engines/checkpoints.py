@@ -23,6 +23,7 @@ This module adds what a cryo-ET workflow needs on top:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -225,6 +226,16 @@ def resume_handlers(
         if not path.is_file():
             raise CryoDataError(path, "checkpoint to resume from not found",
                                 "give an existing checkpoint, or --resume true")
+    saved = set(load_checkpoint(path))
+    missing = sorted(set(load_dict) - saved)
+    if missing == ["rng"]:  # written before RNGState was saved: resume, but not bit-exactly
+        logging.getLogger(__name__).warning(
+            "%s has no saved seeds ('rng'); resuming, but the rest of the run will not repeat an "
+            "uninterrupted one exactly", path)
+        load_dict = {k: v for k, v in load_dict.items() if k != "rng"}
+    elif missing:
+        raise CryoDataError(path, f"lacks {missing} (saved: {sorted(saved)})",
+                            "resume from a checkpoint of the same run id and bundle version, or start afresh")
     return [CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=map_location)]
 
 
