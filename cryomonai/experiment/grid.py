@@ -213,10 +213,18 @@ class GridRunner:
         with atomic_write(self.results_path, "w") as fh:
             df.to_csv(fh, index=False)
 
+    def data_dir(self, dataset: str) -> Path:
+        """The folder of ``dataset``'s particles.star and the bundle's volume cache."""
+        return self.out / "data" / dataset
+
+    def cache_path(self, dataset: str) -> str:
+        """The bundle's float16 volume cache of ``dataset`` (``cache_path`` of ``common.json``)."""
+        return str(self.data_dir(dataset) / "cache" / "volumes.npy")
+
     def _common(self, ds: dict[str, Any], seed: int) -> dict[str, Any]:
-        data = self.out / "data" / ds["name"]
+        data = self.data_dir(ds["name"])
         return dict(
-            dataset_dir=str(data), simulation=_simulation(ds, self.preset.seed), seed=seed,
+            dataset_dir=str(data), cache_path=self.cache_path(ds["name"]), simulation=_simulation(ds, self.preset.seed), seed=seed,
             progress=self.progress, **copy.deepcopy(self.preset.common),
         )
 
@@ -271,7 +279,7 @@ class GridRunner:
                 table = wf.parser.get_parsed_content("data#table")
         probe = knn = float("nan")
         if self.preset.readouts:
-            probe, knn = self._readouts(cell, ds, pretrained, table, seed)
+            probe, knn = self._readouts(cell, pretrained, table, seed)
         return {
             "dataset": cell.dataset, "snr": _snr(ds), "method": cell.method, "label_fraction": cell.label_fraction,
             "repeat": cell.repeat, "seed": seed, "n_labelled": n_labelled, "best_val_accuracy": acc["val"],
@@ -281,13 +289,13 @@ class GridRunner:
             "run_dir": cell.run_dir,
         }
 
-    def _readouts(self, cell: GridCell, ds: dict, pretrained: str, table: Any, seed: int) -> tuple[float, float]:
+    def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int) -> tuple[float, float]:
         from cryomonai.experiment.readouts import encoder_features, frozen_readouts
 
         # the random encoder depends on the seed; a pretrained one does not
         key = (cell.dataset, cell.method, seed if cell.method == "random" else -1)
         if key not in self._features:
-            cache = self._common(ds, seed)["dataset_dir"] + "/cache/volumes.npy"
+            cache = self.cache_path(cell.dataset)
             kept = {k: v for k, v in self._features.items() if k[0] == cell.dataset}  # one dataset at a time
             self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
         return frozen_readouts(self._features[key], table, cell.label_fraction, cell.repeat)

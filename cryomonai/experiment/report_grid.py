@@ -59,11 +59,10 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
     preset, out = runner.preset, runner.out
     results = runner.results()
     dataset = order_datasets(results)[0]
-    data_dir = out / "data" / dataset
-    table = read_particle_table(data_dir / "particles.star")
+    table = read_particle_table(runner.data_dir(dataset) / "particles.star")
     written = write_report(runner.results_path, out, list(table.class_names))
     best = _best_method(results, dataset)
-    cache = str(data_dir / "cache" / "volumes.npy")
+    cache = runner.cache_path(dataset)
     if best is not None:
         pretrained = str(out / "pretrain" / dataset / best / "models" / "pretrain.pt")
         test = (table.df["split"] == "test").to_numpy()
