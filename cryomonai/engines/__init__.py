@@ -4,7 +4,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 :func:`ssl_iteration` as its step, fine-tuning is the plain ``SupervisedTrainer`` /
 ``SupervisedEvaluator`` pair. This package holds the pieces the bundle (``bundles/cryo_ssl``) names:
 
-* :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`;
+* :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`, :class:`SSLPrepareBatch`;
 * :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
   :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
 * :mod:`~cryomonai.engines.data` — :func:`ensure_dataset` (simulate the default data on first use),
@@ -30,7 +30,7 @@ from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, V
 from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network
 from cryomonai.engines.predictions import PredictionsWriter
 from cryomonai.engines.rng import RNGState
-from cryomonai.engines.ssl_step import SSLStep, ssl_iteration, unwrap_ssl_method
+from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
 
 __all__ = [
     "AutocastInferer",
@@ -40,6 +40,7 @@ __all__ = [
     "ProgressBarHandler",
     "RNGState",
     "RunInfo",
+    "SSLPrepareBatch",
     "SSLStep",
     "TrackMeta",
     "ViewSlicesHandler",

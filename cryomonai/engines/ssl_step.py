@@ -29,11 +29,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import convert_to_tensor
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
@@ -41,7 +41,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from cryomonai.errors import CryoDataError
 from cryomonai.ssl.base import SSLMethod
 
-__all__ = ["SSLStep", "ssl_iteration", "unwrap_ssl_method"]
+__all__ = ["SSLPrepareBatch", "SSLStep", "ssl_iteration", "unwrap_ssl_method"]
 
 
 class SSLStep(nn.Module):
@@ -84,30 +84,50 @@ def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
     )
 
 
-def _views(batchdata: Mapping[str, Any], keys: Sequence[str], engine: Any) -> list[torch.Tensor]:
-    """The views of a collated batch as plain tensors on the engine's device.
+class SSLPrepareBatch(PrepareBatch):
+    """The views of a batch, on the engine's device: the ``prepare_batch`` of an SSL trainer.
 
-    ``engine.to_kwargs`` go to ``Tensor.to`` with the device: the bundle passes
-    ``{"memory_format": torch.channels_last_3d}`` there (its ``channels_last`` switch).
+    Without ``views`` the data loader made them (:class:`~cryomonai.transforms.MultiViewd`): the
+    batch's ``"view_0"``, ``"view_1"`` … are moved to the device. With ``views`` (a
+    :class:`~cryomonai.transforms.BatchedViews`, the bundle's ``augment_on_device``) the loader only
+    normalised: the batch's ``"image"`` goes to the device and the views are made there, for the
+    whole batch at once. Either way each view leaves as a plain ``(B, C, D, H, W)`` tensor in the
+    requested memory format (the trainer's ``to_kwargs``: the bundle's ``channels_last`` switch).
+
+    Args:
+        views: batched views made on the device, or ``None`` (views come from the loader).
+        image_key: the batch key of the volumes the views are made from.
     """
-    missing = [k for k in keys if k not in batchdata]
-    if missing:
-        raise CryoDataError(
-            "ssl_iteration",
-            f"the batch has no {missing} (it has {sorted(map(str, batchdata))})",
-            "make the views with cryomonai.transforms.MultiViewd (paper_views / cryo3d_views)",
-        )
-    kwargs = {"non_blocking": engine.non_blocking, **engine.to_kwargs}
-    return [convert_to_tensor(batchdata[k], track_meta=False).to(engine.state.device, **kwargs) for k in keys]
+
+    def __init__(self, views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+                 image_key: str = "image") -> None:
+        self.views, self.image_key = views, image_key
+
+    def __call__(self, batchdata: Mapping[str, Any], device: str | torch.device | None = None,
+                 non_blocking: bool = False, n_views: int = 2, **kwargs: Any) -> list[torch.Tensor]:
+        """``n_views`` tensors on ``device``; ``kwargs`` go to ``Tensor.to`` (e.g. ``memory_format``)."""
+        keys = [self.image_key] if self.views is not None else [f"view_{i}" for i in range(n_views)]
+        missing = [k for k in keys if k not in batchdata]
+        if missing:
+            fix = ("the loader's transform must keep 'image' (augment_on_device makes the views)" if self.views
+                   else "make the views with cryomonai.transforms.MultiViewd (paper_views / cryo3d_views)")
+            raise CryoDataError("ssl_iteration", f"the batch has no {missing} (it has {sorted(map(str, batchdata))})",
+                                fix)
+        to = [convert_to_tensor(batchdata[k], track_meta=False).to(device, non_blocking=non_blocking) for k in keys]
+        if self.views is not None:
+            to = self.views(to[0])
+            if len(to) != n_views:
+                raise CryoDataError("augment_on_device", f"{len(to)} views made on the device, the method needs {n_views}",
+                                    "build the views with n_views = the method's n_views ('$@ssl_method.n_views')")
+        return [v.to(**kwargs) if kwargs else v for v in to]
 
 
-def ssl_iteration(
-    engine: Any, batchdata: Mapping[str, Any], view_keys: Sequence[str] | None = None
-) -> dict[str, float]:
+def ssl_iteration(engine: Any, batchdata: Mapping[str, Any]) -> dict[str, float]:
     """One SSL optimisation step for a MONAI ``SupervisedTrainer`` (its ``iteration_update``).
 
-    Moves the views to ``engine.state.device`` (with ``engine.to_kwargs``, e.g. a memory format),
-    runs the method's ``training_step`` — under ``torch.autocast`` on that device when
+    Gets the views on ``engine.state.device`` from the trainer's ``prepare_batch`` when it is an
+    :class:`SSLPrepareBatch` (else a default one: the loader's views moved there), with
+    ``engine.to_kwargs`` (e.g. a memory format), runs the method's ``training_step`` — under ``torch.autocast`` on that device when
     ``engine.amp`` (dtype from ``engine.amp_kwargs``, default the device's: float16 on CUDA,
     bfloat16 on CPU) — back-propagates the loss, steps the optimizer (through ``engine.scaler``
     for float16 only: bfloat16 needs no loss scaling), then calls
@@ -119,8 +139,8 @@ def ssl_iteration(
     Args:
         engine: a MONAI ``SupervisedTrainer`` whose ``network`` is :class:`SSLStep` (see
             :func:`unwrap_ssl_method`); its ``loss_function`` is unused.
-        batchdata: a collated batch holding the views, each ``(B, C, D, H, W)``.
-        view_keys: keys of the views; default ``"view_0"`` … ``f"view_{n_views - 1}"``.
+        batchdata: a collated batch holding the views, each ``(B, C, D, H, W)``, or the
+            ``"image"`` batch they are made from on the device.
 
     Returns:
         ``{"loss": float, **the method's logs as floats}``, the ``engine.state.output`` that
@@ -129,7 +149,10 @@ def ssl_iteration(
     if batchdata is None:
         raise ValueError("Must provide batch data for current iteration.")
     method = unwrap_ssl_method(engine.network)
-    views = _views(batchdata, view_keys or [f"view_{i}" for i in range(method.n_views)], engine)
+    prepare = engine.prepare_batch if isinstance(engine.prepare_batch, SSLPrepareBatch) else SSLPrepareBatch()
+    views = prepare(batchdata, engine.state.device, engine.non_blocking, method.n_views, **engine.to_kwargs)
+    if prepare.views is not None:  # made here: the batch keeps them for handlers (ViewSlicesHandler)
+        engine.state.batch = {**batchdata, **{f"view_{i}": v for i, v in enumerate(views)}}
     engine.network.train()
     engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
     device_type = engine.state.device.type

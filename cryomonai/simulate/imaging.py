@@ -33,6 +33,8 @@ __all__ = [
     "fourier_grid",
     "bandpass_filter",
     "ctf_3d",
+    "ctf_of_frequency",
+    "raised_cosine_lowpass",
     "missing_wedge_mask",
     "electron_wavelength_nm",
     "apply_fourier_filter",
@@ -69,15 +71,31 @@ class ImagingParams:
     apply_ctf: bool = True
 
 
-def fourier_grid(shape: tuple[int, int, int], device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Frequencies ``(kz, ky, kx)`` in cycles/voxel, each broadcastable to ``shape``, fftn layout."""
-    ks = [torch.fft.fftfreq(n, device=device, dtype=torch.float64) for n in shape]
-    return ks[0][:, None, None], ks[1][None, :, None], ks[2][None, None, :]
+def fourier_grid(
+    shape: tuple[int, int, int], device=None, half: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frequencies ``(kz, ky, kx)`` in cycles/voxel, each broadcastable to ``shape``, fftn layout.
+
+    With ``half`` the x axis is ``torch.fft.rfftn``'s (``W // 2 + 1`` non-negative frequencies):
+    filters built on it multiply an ``rfftn`` spectrum directly.
+    """
+    ks = [torch.fft.fftfreq(n, device=device, dtype=torch.float64) for n in shape[:2]]
+    kx = (torch.fft.rfftfreq if half else torch.fft.fftfreq)(shape[2], device=device, dtype=torch.float64)
+    return ks[0][:, None, None], ks[1][None, :, None], kx[None, None, :]
 
 
-def _radius(shape, device=None) -> torch.Tensor:
-    kz, ky, kx = fourier_grid(shape, device)
+def _radius(shape, device=None, half: bool = False) -> torch.Tensor:
+    kz, ky, kx = fourier_grid(shape, device, half)
     return torch.sqrt(kz**2 + ky**2 + kx**2)
+
+
+def raised_cosine_lowpass(r: torch.Tensor, high, width: float = 0.05) -> torch.Tensor:
+    """``cos²`` edge from 1 at ``r = high`` to 0 at ``high + width`` (``r``, ``high`` in the same units).
+
+    ``high`` may be a tensor that broadcasts against ``r`` (one cut-off per sample of a batch).
+    """
+    t = ((r - high) / width).clamp(0, 1)
+    return torch.cos(t * math.pi / 2) ** 2
 
 
 def bandpass_filter(shape, low: float = 0.0, high: float = 1.0, width: float = 0.05, device=None) -> torch.Tensor:
@@ -89,8 +107,7 @@ def bandpass_filter(shape, low: float = 0.0, high: float = 1.0, width: float = 0
     r = _radius(shape, device) / 0.5
     out = torch.ones_like(r)
     if high < math.sqrt(3):
-        t = ((r - high) / width).clamp(0, 1)
-        out = out * torch.cos(t * math.pi / 2) ** 2
+        out = out * raised_cosine_lowpass(r, high, width)
     if low > 0:
         t = ((low - r) / width).clamp(0, 1)
         out = out * torch.cos(t * math.pi / 2) ** 2
@@ -119,8 +136,24 @@ def ctf_3d(
     ``χ(k) = π·λ·Δf·k² − (π/2)·Cs·λ³·k⁴``, ``Δf = −defocus`` (underfocus positive inside χ),
     ``k`` in 1/nm and ``k_Ny = 1/(2·pixel)``. At the defaults the first zero is at ≈ 3.1 nm.
     """
-    lam = electron_wavelength_nm(voltage_kv)
     k = _radius(shape, device) / pixel_size_nm  # (D,H,W) in 1/nm
+    return ctf_of_frequency(k, pixel_size_nm, defocus_um, voltage_kv, cs_mm, envelope_sigma, amplitude_contrast).float()
+
+
+def ctf_of_frequency(
+    k: torch.Tensor,
+    pixel_size_nm: float = 1.0,
+    defocus_um=-5.0,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.0,
+    envelope_sigma: float = 0.4,
+    amplitude_contrast: float = 0.0,
+) -> torch.Tensor:
+    """:func:`ctf_3d`'s formula at spatial frequencies ``k`` in 1/nm (any shape, any dtype).
+
+    ``defocus_um`` may be a tensor that broadcasts against ``k`` (one defocus per sample of a batch).
+    """
+    lam = electron_wavelength_nm(voltage_kv)
     dz = -defocus_um * 1e3  # nm, underfocus > 0
     cs = cs_mm * 1e6  # nm
     chi = math.pi * lam * dz * k**2 - 0.5 * math.pi * cs * lam**3 * k**4
@@ -129,7 +162,7 @@ def ctf_3d(
     if envelope_sigma and envelope_sigma > 0:
         k_ny = 0.5 / pixel_size_nm
         ctf = ctf * torch.exp(-((k / (envelope_sigma * k_ny)) ** 2))
-    return ctf.float()
+    return ctf
 
 
 def missing_wedge_mask(

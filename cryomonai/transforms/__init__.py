@@ -21,14 +21,24 @@ Modules
 * :mod:`~cryomonai.transforms.views` — :class:`MultiViewd`, n independently augmented views.
 * :mod:`~cryomonai.transforms.presets` — :func:`paper_views`, :func:`cryo3d_views`,
   :func:`eval_transform`, each one ``_target_`` for a bundle.
+* :mod:`~cryomonai.transforms.batched` — :class:`BatchedViews`: the same views made from a whole
+  batch on its device (GPU), the bundle's ``augment_on_device``.
 
 Every random transform is an array ``RandomizableTransform`` drawing from its own ``self.R`` with a
 ``…d`` dictionary twin; ``set_random_state`` on a pipeline reproduces all its views.
 """
 
 from cryomonai.transforms.base import RandArrayd, check_volume
+from cryomonai.transforms.batched import BatchedViews, random_rotations
 from cryomonai.transforms.intensity import RandCTF, RandCTFd, RandLowPass, RandLowPassd, RandSNRJitter, RandSNRJitterd
-from cryomonai.transforms.presets import cryo3d_views, eval_transform, paper_views
+from cryomonai.transforms.presets import (
+    ViewPipeline,
+    cryo3d_views,
+    device_views,
+    eval_transform,
+    loader_transform,
+    paper_views,
+)
 from cryomonai.transforms.spatial import (
     RandInPlaneAffine,
     RandInPlaneAffined,
@@ -64,4 +74,9 @@ __all__ = [
     "eval_transform",
     "paper_views",
     "cryo3d_views",
+    "ViewPipeline",
+    "loader_transform",
+    "device_views",
+    "BatchedViews",
+    "random_rotations",
 ]

@@ -17,12 +17,71 @@ from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Transform
 
 from cryomonai.errors import CryoDataError
+from cryomonai.transforms.batched import BatchedViews
 from cryomonai.transforms.intensity import RandCTFd, RandLowPassd, RandSNRJitterd
 from cryomonai.transforms.spatial import RandInPlaneAffined, RandResizedCropd, RandSO3Rotated, beam_rotation
 from cryomonai.transforms.views import MultiViewd
 from cryomonai.transforms.wedge import ImposeMissingWedged
 
-__all__ = ["eval_transform", "paper_views", "cryo3d_views"]
+__all__ = ["eval_transform", "paper_views", "cryo3d_views", "ViewPipeline", "loader_transform", "device_views"]
+
+
+class ViewPipeline(Compose):
+    """The ``Compose`` a view factory returns, which also knows how to make its views on a device.
+
+    ``paper_views(...)`` and ``cryo3d_views(...)`` return one: per sample it is the usual MONAI
+    pipeline (normalise, then :class:`MultiViewd`); :meth:`batched` builds the
+    :class:`~cryomonai.transforms.batched.BatchedViews` twin from the same keyword arguments, and
+    :meth:`normalisation` the loader's part when the views are made on the device.
+
+    Args:
+        transforms: the per-sample pipeline.
+        factory: ``BatchedViews.paper`` or ``BatchedViews.cryo3d``.
+        options: the factory's keyword arguments.
+    """
+
+    def __init__(self, transforms: Sequence[Transform], factory, options: dict) -> None:
+        super().__init__(list(transforms))
+        self.factory, self.options = factory, dict(options)
+
+    def batched(self) -> BatchedViews:
+        """The same views, made from a whole batch on its device."""
+        keys = self.options.get("keys", ("image",))
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        if keys != ["image"] or self.options.get("keep_input") or self.options.get("view_keys") is not None:
+            raise CryoDataError(
+                "augment_on_device", f"views of keys {keys} (view_keys/keep_input set) cannot be made on the device",
+                "use the default keys, or set augment_on_device false")
+        return self.factory(**self.options)
+
+    def normalisation(self) -> Compose:
+        """What the data loader still does when the views are made on the device: normalise ``"image"``."""
+        return eval_transform(("image",))
+
+
+def _not_a_view_pipeline(views) -> CryoDataError:
+    return CryoDataError(
+        "augment_on_device", f"train#transforms is a {type(views).__name__}, not paper_views/cryo3d_views",
+        "set augment_on_device false to run a custom views pipeline in the data loader")
+
+
+def loader_transform(views: Transform, on_device: bool = False) -> Transform:
+    """The data loader's transform for pretraining: ``views`` itself, or only their normalisation when
+    ``on_device`` (the bundle's ``augment_on_device``) moves the views to :func:`device_views`."""
+    if not on_device:
+        return views
+    if not isinstance(views, ViewPipeline):
+        raise _not_a_view_pipeline(views)
+    return views.normalisation()
+
+
+def device_views(views: Transform, on_device: bool = False) -> BatchedViews | None:
+    """The batched twin of ``views`` when ``on_device``, else ``None`` (views made by the data loader)."""
+    if not on_device:
+        return None
+    if not isinstance(views, ViewPipeline):
+        raise _not_a_view_pipeline(views)
+    return views.batched()
 
 
 def _normalise(keys: KeysCollection) -> list[Transform]:
@@ -62,13 +121,15 @@ def paper_views(
         >>> sorted(out), tuple(out["view_1"].shape)
         (['label', 'view_0', 'view_1'], (1, 8, 16, 16))
     """
+    options = dict(locals())
     view = Compose(
         [
             RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(1, 2)),
             RandInPlaneAffined(keys, affine_prob, max_rotation_deg, max_translation, scale_range, mode, "zeros"),
         ]
     )
-    return Compose([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)])
+    return ViewPipeline([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)],
+                        BatchedViews.paper, options)
 
 
 def _rotation(keys: KeysCollection, rotation: str, prob: float, beam_angle_deg, mode: str, pad: str) -> Transform:
@@ -129,6 +190,7 @@ def cryo3d_views(
         >>> sorted(out), out["view_0"].dtype
         (['label', 'view_0', 'view_1'], torch.float32)
     """
+    options = dict(locals())
     microscope = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast, abs_ctf=abs_ctf)
     view = [
         RandLowPassd(keys, lowpass_prob, lowpass_cutoff, lowpass_width),
@@ -140,4 +202,5 @@ def cryo3d_views(
     if rotation == "so3" and tilt_range is not None:
         view.append(ImposeMissingWedged(keys, tilt_range))
     view += _normalise(keys)
-    return Compose([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)])
+    return ViewPipeline([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)],
+                        BatchedViews.cryo3d, options)

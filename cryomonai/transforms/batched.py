@@ -1,0 +1,313 @@
+"""Views of a whole batch at once, on the batch's device (GPU-side augmentation for pretraining).
+
+The per-sample views (:func:`~cryomonai.transforms.paper_views`, :func:`~cryomonai.transforms.cryo3d_views`)
+run in the data loader's worker processes: on a CPU they keep up with RB3D many times over, but a
+GPU trains thousands of subtomograms per second and one worker makes a few hundred view pairs.
+:class:`BatchedViews` makes the same views from a ``(B, C, D, H, W)`` batch (axes z, y, x) in a
+handful of batched tensor operations wherever the batch lies:
+
+1. **Fourier jitter** (``cryo3d_views`` steps 1–3): one ``rfftn`` of the batch, times each
+   sample's low-pass (raised cosine at ``U(lowpass_cutoff)`` × Nyquist) and ``|CTF|`` (defocus
+   ``U(defocus_range_um)``) — or 1 where the coin says no —, back with ``irfftn``; then noise
+   shaped by the missing wedge of ``tilt_range`` that divides the sample's SNR by
+   ``U(noise_factor_range)`` (:class:`~cryomonai.transforms.RandSNRJitter`'s rule).
+2. **One resampling** for all spatial steps: the rotation (``"beam"``: about z by
+   ``U(±beam_angle_deg)``; ``"so3"``: uniform on SO(3) from a normalised Gaussian quaternion), the
+   random resized crop (3D, or (y, x) only for the paper) and the paper's in-plane affine are
+   composed into one affine matrix per sample, ``torch.nn.functional.affine_grid`` +
+   ``grid_sample`` apply it (one interpolation instead of one per step).
+3. **Missing wedge** re-imposed after an SO(3) rotation: ``rfftn`` × wedge mask, ``irfftn``.
+4. **Normalise** each view (zero mean, unit std per channel), for ``cryo3d_views``.
+
+Each random draw has the distribution of the per-sample transform's (crop positions are
+continuous here, integers there). Random numbers come from torch's generator of the batch's device,
+so :class:`~cryomonai.engines.RNGState` (which reseeds torch at each epoch) makes them a function
+of (seed, epoch): a resumed run draws the same views.
+
+The bundle turns this on with ``augment_on_device`` (default: on where CUDA is): the loader then
+only normalises, and :class:`~cryomonai.engines.SSLPrepareBatch` makes the views on the device.
+:meth:`BatchedViews.paper` and :meth:`BatchedViews.cryo3d` take the keyword arguments of
+``paper_views`` and ``cryo3d_views``; a ``ViewPipeline`` from those factories builds its twin with
+``.batched()``.
+
+Example:
+    >>> views = BatchedViews.cryo3d(rotation="so3")
+    >>> v0, v1 = views(torch.randn(4, 1, 16, 16, 16))
+    >>> tuple(v0.shape), bool((v0 != v1).any())
+    ((4, 1, 16, 16, 16), True)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from cryomonai.errors import CryoDataError
+from cryomonai.simulate.imaging import _radius, ctf_of_frequency, missing_wedge_mask, raised_cosine_lowpass
+
+__all__ = ["BatchedViews", "random_rotations"]
+
+_SPATIAL = (-3, -2, -1)
+
+
+def _range(value: float | Sequence[float]) -> tuple[float, float]:
+    """``a`` → ``(−a, a)``; a pair stays a pair."""
+    if isinstance(value, (int, float)):
+        return -float(value), float(value)
+    return float(value[0]), float(value[1])
+
+
+@functools.lru_cache(maxsize=16)
+def _half_grids(shape: tuple[int, int, int], tilt_range: tuple[float, float] | None, device: torch.device):
+    """(|k| / Nyquist, wedge mask, mean of the full wedge mask) in ``rfftn`` layout, float32, cached."""
+    r = (_radius(shape, device, half=True) / 0.5).float()
+    if tilt_range is None:
+        return r, None, 1.0
+    full = missing_wedge_mask(shape, tilt_range, device)
+    return r, full[..., : shape[2] // 2 + 1].float(), float(full.float().mean())
+
+
+def random_rotations(n: int, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+    """``n`` rotation matrices ``(n, 3, 3)`` uniform on SO(3) (Haar): normalised Gaussian quaternions."""
+    q = torch.randn(n, 4, device=device, dtype=torch.float64)
+    w, x, y, z = (q / q.norm(dim=1, keepdim=True)).unbind(1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ]  # fmt: skip
+    return torch.stack(rows, 1).reshape(n, 3, 3).to(dtype)
+
+
+def _about_z(angle: torch.Tensor) -> torch.Tensor:
+    """Rotations ``(n, 3, 3)`` by ``angle`` (radians) in the (y, x) plane, in grid coordinates (x, y, z)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], 1).reshape(-1, 3, 3)
+
+
+def _homogeneous(linear: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n, 4, 4)`` from a linear part ``(n, 3, 3)`` and a shift ``(n, 3)``."""
+    m = torch.zeros(linear.shape[0], 4, 4, device=linear.device, dtype=linear.dtype)
+    m[:, :3, :3] = linear
+    m[:, 3, 3] = 1
+    if shift is not None:
+        m[:, :3, 3] = shift
+    return m
+
+
+def _coin(n: int, prob: float, device: torch.device) -> torch.Tensor:
+    """``n`` booleans, each true with probability ``prob``."""
+    return torch.rand(n, device=device) < prob
+
+
+def _uniform(n: int, bounds: tuple[float, float], device: torch.device) -> torch.Tensor:
+    return bounds[0] + (bounds[1] - bounds[0]) * torch.rand(n, device=device)
+
+
+@dataclass
+class BatchedViews:
+    """``n_views`` random views of every sample of a ``(B, C, D, H, W)`` batch, on its device.
+
+    Build it with :meth:`paper` or :meth:`cryo3d` (the keyword arguments of ``paper_views`` /
+    ``cryo3d_views``, same meaning and defaults); the fields are the stages of the module docstring.
+    Calling it returns a list of ``n_views`` float32 tensors shaped like the batch.
+    """
+
+    n_views: int = 2
+    # 1. Fourier jitter (probabilities 0: off)
+    lowpass_prob: float = 0.0
+    lowpass_cutoff: tuple[float, float] = (0.5, 1.0)
+    lowpass_width: float = 0.05
+    ctf_prob: float = 0.0
+    defocus_range_um: tuple[float, float] = (-6.0, -2.0)
+    microscope: dict = field(default_factory=dict)
+    abs_ctf: bool = True
+    noise_prob: float = 0.0
+    noise_factor_range: tuple[float, float] = (1.0, 3.0)
+    input_snr: float = 0.1
+    tilt_range: tuple[float, float] | None = None
+    # 2. spatial, composed in this order: rotation, crop, in-plane affine
+    rotation: str | None = None  # "beam", "so3" or None
+    rotation_prob: float = 1.0
+    beam_angle_deg: tuple[float, float] = (-180.0, 180.0)
+    crop_prob: float = 0.0
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_axes: str = "zyx"  # "zyx": 3D crop, "yx": in-plane crop keeping every z
+    affine_prob: float = 0.0
+    max_rotation_deg: float = 45.0
+    max_translation: float = 0.1
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    mode: str = "bilinear"
+    padding_mode: str = "zeros"
+    # 3.-4.
+    reimpose_wedge: bool = False
+    normalise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rotation not in (None, "beam", "so3"):
+            raise CryoDataError("BatchedViews", f"rotation={self.rotation!r} is unknown",
+                                "use rotation='beam' or rotation='so3'")
+        if self.noise_factor_range[0] < 1.0:
+            raise CryoDataError("BatchedViews", f"noise_factor_range {self.noise_factor_range} has a factor below 1",
+                                "use factors >= 1 (1 = no noise)")
+        if self.n_views < 1:
+            raise CryoDataError("BatchedViews", f"n_views={self.n_views}", "ask for at least one view")
+
+    # ------------------------------------------------------------------ factories
+    @classmethod
+    def paper(
+        cls,
+        n_views: int = 2,
+        crop_prob: float = 0.5,
+        crop_scale: Sequence[float] = (0.5, 1.0),
+        affine_prob: float = 0.5,
+        max_rotation_deg: float = 45.0,
+        max_translation: float = 0.1,
+        scale_range: Sequence[float] = (0.9, 1.1),
+        mode: str = "bilinear",
+        **_: object,
+    ) -> BatchedViews:
+        """The twin of :func:`~cryomonai.transforms.paper_views` (in-plane crop, then in-plane affine)."""
+        return cls(n_views=n_views, crop_prob=crop_prob, crop_scale=_range(crop_scale), crop_axes="yx",
+                   affine_prob=affine_prob, max_rotation_deg=max_rotation_deg, max_translation=max_translation,
+                   scale_range=_range(scale_range), mode=mode)
+
+    @classmethod
+    def cryo3d(
+        cls,
+        n_views: int = 2,
+        rotation: str = "beam",
+        rotation_prob: float = 1.0,
+        beam_angle_deg: float | Sequence[float] = 180.0,
+        tilt_range: Sequence[float] | None = (-60.0, 60.0),
+        crop_prob: float = 0.5,
+        crop_scale: Sequence[float] = (0.5, 1.0),
+        lowpass_prob: float = 0.3,
+        lowpass_cutoff: Sequence[float] = (0.5, 1.0),
+        lowpass_width: float = 0.05,
+        ctf_prob: float = 0.2,
+        defocus_range_um: Sequence[float] = (-6.0, -2.0),
+        pixel_size_nm: float = 1.0,
+        voltage_kv: float = 300.0,
+        cs_mm: float = 2.0,
+        amplitude_contrast: float = 0.07,
+        abs_ctf: bool = True,
+        noise_prob: float = 0.5,
+        noise_factor_range: Sequence[float] = (1.0, 3.0),
+        input_snr: float = 0.1,
+        mode: str = "bilinear",
+        padding_mode: str = "zeros",
+        **_: object,
+    ) -> BatchedViews:
+        """The twin of :func:`~cryomonai.transforms.cryo3d_views`."""
+        tilt = None if tilt_range is None else _range(tilt_range)
+        microscope = dict(pixel_size_nm=float(pixel_size_nm), voltage_kv=float(voltage_kv), cs_mm=float(cs_mm),
+                          envelope_sigma=0.0, amplitude_contrast=float(amplitude_contrast))
+        return cls(n_views=n_views, lowpass_prob=lowpass_prob, lowpass_cutoff=_range(lowpass_cutoff),
+                   lowpass_width=lowpass_width, ctf_prob=ctf_prob, defocus_range_um=_range(defocus_range_um),
+                   microscope=microscope, abs_ctf=abs_ctf, noise_prob=noise_prob,
+                   noise_factor_range=_range(noise_factor_range), input_snr=input_snr, tilt_range=tilt,
+                   rotation=rotation, rotation_prob=rotation_prob, beam_angle_deg=_range(beam_angle_deg),
+                   crop_prob=crop_prob, crop_scale=_range(crop_scale), crop_axes="zyx", mode=mode,
+                   padding_mode=padding_mode, reimpose_wedge=rotation == "so3" and tilt is not None, normalise=True)
+
+    # ------------------------------------------------------------------ stages
+    def fourier_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 1 on ``x`` ``(N, C, D, H, W)``: per-sample low-pass and ``|CTF|``, then SNR-dividing noise."""
+        n, shape, dev = x.shape[0], tuple(x.shape[-3:]), x.device
+        r, wedge, wedge_mean = _half_grids(shape, self.tilt_range, dev)
+        per_sample = (n, 1, 1, 1, 1)
+        if self.lowpass_prob > 0 or self.ctf_prob > 0:
+            cutoff = torch.where(_coin(n, self.lowpass_prob, dev), _uniform(n, self.lowpass_cutoff, dev), 2.0)
+            filt = raised_cosine_lowpass(r, cutoff.view(per_sample), self.lowpass_width)
+            if self.ctf_prob > 0:
+                defocus = _uniform(n, self.defocus_range_um, dev).view(per_sample)
+                k = r * (0.5 / self.microscope["pixel_size_nm"])  # 1/nm
+                ctf = ctf_of_frequency(k, defocus_um=defocus, **self.microscope)
+                ctf = ctf.abs() if self.abs_ctf else ctf
+                filt = filt * torch.where(_coin(n, self.ctf_prob, dev).view(per_sample), ctf, 1.0)
+            x = torch.fft.irfftn(torch.fft.rfftn(x, dim=_SPATIAL) * filt, s=shape, dim=_SPATIAL)
+        if self.noise_prob > 0:
+            factor = torch.where(_coin(n, self.noise_prob, dev), _uniform(n, self.noise_factor_range, dev), 1.0)
+            noise = torch.randn_like(x)
+            if wedge is not None:  # wedge-shaped like tomographic noise, unit variance again
+                noise = torch.fft.irfftn(torch.fft.rfftn(noise, dim=_SPATIAL) * wedge, s=shape, dim=_SPATIAL)
+                noise = noise / math.sqrt(wedge_mean)
+            var = x.var(dim=(1, 2, 3, 4))
+            sigma = ((factor - 1.0) * var / (1.0 + self.input_snr)).sqrt()
+            x = x + noise * sigma.view(per_sample)
+        return x
+
+    def spatial_matrices(self, n: int, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """Stage 2's affine maps ``(n, 3, 4)`` for ``affine_grid``: output → input, normalised (x, y, z)."""
+        eye = torch.eye(4, device=device).expand(n, 4, 4)
+        # voxel-centred coordinates → affine_grid's [-1, 1]: u = diag(2/W, 2/H, 2/D) v
+        to_norm = torch.tensor([2.0 / shape[2], 2.0 / shape[1], 2.0 / shape[0]], device=device)
+        norm = _homogeneous(torch.diag(to_norm).expand(n, 3, 3))
+        unnorm = _homogeneous(torch.diag(1.0 / to_norm).expand(n, 3, 3))
+        total = eye
+        if self.rotation is not None:  # a rotation in voxel space, conjugated into normalised coordinates
+            if self.rotation == "so3":
+                rot = random_rotations(n, device)
+            else:
+                rot = _about_z(torch.deg2rad(_uniform(n, self.beam_angle_deg, device)))
+            rot = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, torch.eye(3, device=device))
+            total = total @ norm @ _homogeneous(rot) @ unnorm
+        if self.crop_prob > 0:  # keep a fraction f of the volume (or area), side f^(1/k), at a random place
+            axes = torch.tensor([1.0, 1.0, 1.0 if self.crop_axes == "zyx" else 0.0], device=device)  # x, y, z
+            frac = torch.where(_coin(n, self.crop_prob, device), _uniform(n, self.crop_scale, device), 1.0)
+            side = frac ** (1.0 / float(axes.sum()))
+            scale = torch.where(axes.bool(), side[:, None], 1.0)  # (n, 3)
+            centre = (1 - scale) * (2 * torch.rand(n, 3, device=device) - 1)
+            total = total @ _homogeneous(torch.diag_embed(scale), centre)
+        if self.affine_prob > 0:  # the paper's in-plane rotation, translation, isotropic (y, x) scale
+            on = _coin(n, self.affine_prob, device)
+            angle = torch.deg2rad(_uniform(n, (-self.max_rotation_deg, self.max_rotation_deg), device))
+            s = _uniform(n, self.scale_range, device)
+            lin = _about_z(angle) @ torch.diag_embed(torch.stack([s, s, torch.ones_like(s)], 1))
+            shift = torch.cat([2 * self.max_translation * (2 * torch.rand(n, 2, device=device) - 1),
+                               torch.zeros(n, 1, device=device)], 1)
+            aff = norm @ _homogeneous(lin) @ unnorm @ _homogeneous(torch.eye(3, device=device).expand(n, 3, 3), shift)
+            total = total @ torch.where(on.view(n, 1, 1), aff, eye)
+        return total[:, :3, :]
+
+    def resample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Stage 2: sample ``x`` ``(N, C, D, H, W)`` at ``theta`` ``(N, 3, 4)`` (output → input, normalised)."""
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, align_corners=False)
+
+    def impose_wedge(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 3: zero the Fourier samples of the missing wedge of ``tilt_range``."""
+        shape = tuple(x.shape[-3:])
+        wedge = _half_grids(shape, self.tilt_range, x.device)[1]
+        return torch.fft.irfftn(torch.fft.rfftn(x, dim=_SPATIAL) * wedge, s=shape, dim=_SPATIAL)
+
+    @staticmethod
+    def normalise_views(x: torch.Tensor) -> torch.Tensor:
+        """Stage 4: zero mean, unit std per sample and channel (a constant volume is only centred)."""
+        mean = x.mean(dim=_SPATIAL, keepdim=True)
+        std = x.std(dim=_SPATIAL, keepdim=True, unbiased=False)
+        return (x - mean) / torch.where(std > 0, std, 1.0)
+
+    def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """``n_views`` augmented copies of ``batch`` ``(B, C, D, H, W)``, each drawn independently."""
+        if batch.ndim != 5 or batch.is_complex():
+            raise CryoDataError("BatchedViews", f"expected a real (B, C, D, H, W) batch, got shape {tuple(batch.shape)}",
+                                "give the collated 'image' batch of (1, D, H, W) subtomograms")
+        b = batch.shape[0]
+        x = batch.float().contiguous().repeat(self.n_views, 1, 1, 1, 1)  # all views in one pass
+        if self.lowpass_prob > 0 or self.ctf_prob > 0 or self.noise_prob > 0:
+            x = self.fourier_jitter(x)
+        if self.rotation is not None or self.crop_prob > 0 or self.affine_prob > 0:
+            x = self.resample(x, self.spatial_matrices(x.shape[0], tuple(x.shape[-3:]), x.device))
+        if self.reimpose_wedge:
+            x = self.impose_wedge(x)
+        if self.normalise:
+            x = self.normalise_views(x)
+        return list(x.split(b))
