@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from cryomonai.errors import CryoDataError
 from cryomonai.simulate.imaging import _radius, ctf_of_frequency, missing_wedge_mask, raised_cosine_lowpass
 
-__all__ = ["BatchedViews", "random_rotations"]
+__all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
 _SPATIAL = (-3, -2, -1)
 
@@ -85,10 +85,10 @@ def random_rotations(n: int, device: torch.device | str = "cpu", dtype=torch.flo
 
 
 def _about_z(angle: torch.Tensor) -> torch.Tensor:
-    """Rotations ``(n, 3, 3)`` by ``angle`` (radians) in the (y, x) plane, in grid coordinates (x, y, z)."""
+    """Rotations ``(n, 3, 3)`` by ``angle`` (radians) in the (y, x) plane, acting on (z, y, x) coordinates."""
     c, s = torch.cos(angle), torch.sin(angle)
     one, zero = torch.ones_like(c), torch.zeros_like(c)
-    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], 1).reshape(-1, 3, 3)
+    return torch.stack([one, zero, zero, zero, c, -s, zero, s, c], 1).reshape(-1, 3, 3)
 
 
 def _homogeneous(linear: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,6 +99,39 @@ def _homogeneous(linear: torch.Tensor, shift: torch.Tensor | None = None) -> tor
     if shift is not None:
         m[:, :3, 3] = shift
     return m
+
+
+def affine_theta(params: dict[str, torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+    """``affine_grid``'s ``theta`` ``(n, 3, 4)`` for the spatial steps in ``params``, in pipeline order.
+
+    Each step maps output to input coordinates (as MONAI's ``Affine``), in (z, y, x) order:
+
+    * ``"rotation"`` ``(n, 3, 3)``: a linear map of voxel coordinates about the box centre (as
+      :class:`~cryomonai.transforms.RandSO3Rotate`'s ``matrix``);
+    * ``"crop_scale"``, ``"crop_centre"`` ``(n, 3)``: the crop's side and centre as fractions of
+      the half-box (``[-1, 1]`` spans the box), resized back to the box;
+    * ``"affine"`` ``(n, 3, 3)`` (voxel coordinates) and ``"affine_shift"`` ``(n, 3)`` (fractions of
+      the half-box): the paper's in-plane affine.
+
+    A volume made by step 1 then step 2 samples the input at ``M₁ M₂ p``; ``affine_grid`` wants
+    normalised (x, y, z), so the product is conjugated by the axis reversal.
+    """
+    some = next(iter(params.values()))
+    n, dev = some.shape[0], some.device
+    d, h, w = (float(v) for v in shape[-3:])
+    to_norm = _homogeneous(torch.diag(torch.tensor([2 / d, 2 / h, 2 / w], device=dev)).expand(n, 3, 3))
+    to_vox = _homogeneous(torch.diag(torch.tensor([d / 2, h / 2, w / 2], device=dev)).expand(n, 3, 3))
+    eye3 = torch.eye(3, device=dev).expand(n, 3, 3)
+    total = torch.eye(4, device=dev).expand(n, 4, 4)
+    if "rotation" in params:
+        total = total @ to_norm @ _homogeneous(params["rotation"].float()) @ to_vox
+    if "crop_scale" in params:
+        total = total @ _homogeneous(torch.diag_embed(params["crop_scale"].float()), params["crop_centre"].float())
+    if "affine" in params:
+        total = total @ to_norm @ _homogeneous(params["affine"].float()) @ to_vox
+        total = total @ _homogeneous(eye3, params["affine_shift"].float())
+    reverse = torch.eye(4, device=dev)[[2, 1, 0, 3]]  # (z, y, x, 1) ↔ (x, y, z, 1)
+    return (reverse @ total @ reverse)[:, :3, :]
 
 
 def _coin(n: int, prob: float, device: torch.device) -> torch.Tensor:
@@ -244,38 +277,32 @@ class BatchedViews:
             x = x + noise * sigma.view(per_sample)
         return x
 
-    def spatial_matrices(self, n: int, shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-        """Stage 2's affine maps ``(n, 3, 4)`` for ``affine_grid``: output → input, normalised (x, y, z)."""
-        eye = torch.eye(4, device=device).expand(n, 4, 4)
-        # voxel-centred coordinates → affine_grid's [-1, 1]: u = diag(2/W, 2/H, 2/D) v
-        to_norm = torch.tensor([2.0 / shape[2], 2.0 / shape[1], 2.0 / shape[0]], device=device)
-        norm = _homogeneous(torch.diag(to_norm).expand(n, 3, 3))
-        unnorm = _homogeneous(torch.diag(1.0 / to_norm).expand(n, 3, 3))
-        total = eye
-        if self.rotation is not None:  # a rotation in voxel space, conjugated into normalised coordinates
+    def spatial_params(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Draw stage 2's parameters for ``n`` samples (keys of :func:`affine_theta`; identity where a coin says no)."""
+        eye = torch.eye(3, device=device).expand(n, 3, 3)
+        params: dict[str, torch.Tensor] = {}
+        if self.rotation is not None:
             if self.rotation == "so3":
                 rot = random_rotations(n, device)
             else:
                 rot = _about_z(torch.deg2rad(_uniform(n, self.beam_angle_deg, device)))
-            rot = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, torch.eye(3, device=device))
-            total = total @ norm @ _homogeneous(rot) @ unnorm
-        if self.crop_prob > 0:  # keep a fraction f of the volume (or area), side f^(1/k), at a random place
-            axes = torch.tensor([1.0, 1.0, 1.0 if self.crop_axes == "zyx" else 0.0], device=device)  # x, y, z
+            params["rotation"] = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, eye)
+        if self.crop_prob > 0:  # keep a fraction f of the volume (or area): side f^(1/k) of the k cropped axes
+            axes = torch.tensor([self.crop_axes == "zyx", True, True], device=device)
             frac = torch.where(_coin(n, self.crop_prob, device), _uniform(n, self.crop_scale, device), 1.0)
-            side = frac ** (1.0 / float(axes.sum()))
-            scale = torch.where(axes.bool(), side[:, None], 1.0)  # (n, 3)
-            centre = (1 - scale) * (2 * torch.rand(n, 3, device=device) - 1)
-            total = total @ _homogeneous(torch.diag_embed(scale), centre)
-        if self.affine_prob > 0:  # the paper's in-plane rotation, translation, isotropic (y, x) scale
+            side = torch.where(axes, (frac ** (1.0 / float(axes.sum())))[:, None], 1.0)  # (n, 3)
+            params["crop_scale"] = side
+            params["crop_centre"] = (1 - side) * (2 * torch.rand(n, 3, device=device) - 1)
+        if self.affine_prob > 0:  # rotation about z, isotropic (y, x) scale, (y, x) shift
             on = _coin(n, self.affine_prob, device)
             angle = torch.deg2rad(_uniform(n, (-self.max_rotation_deg, self.max_rotation_deg), device))
             s = _uniform(n, self.scale_range, device)
-            lin = _about_z(angle) @ torch.diag_embed(torch.stack([s, s, torch.ones_like(s)], 1))
-            shift = torch.cat([2 * self.max_translation * (2 * torch.rand(n, 2, device=device) - 1),
-                               torch.zeros(n, 1, device=device)], 1)
-            aff = norm @ _homogeneous(lin) @ unnorm @ _homogeneous(torch.eye(3, device=device).expand(n, 3, 3), shift)
-            total = total @ torch.where(on.view(n, 1, 1), aff, eye)
-        return total[:, :3, :]
+            lin = _about_z(angle) @ torch.diag_embed(torch.stack([torch.ones_like(s), s, s], 1))
+            shift = 2 * self.max_translation * (2 * torch.rand(n, 3, device=device) - 1)
+            shift[:, 0] = 0
+            params["affine"] = torch.where(on.view(n, 1, 1), lin, eye)
+            params["affine_shift"] = torch.where(on.view(n, 1), shift, 0.0)
+        return params
 
     def resample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Stage 2: sample ``x`` ``(N, C, D, H, W)`` at ``theta`` ``(N, 3, 4)`` (output → input, normalised)."""
@@ -305,7 +332,7 @@ class BatchedViews:
         if self.lowpass_prob > 0 or self.ctf_prob > 0 or self.noise_prob > 0:
             x = self.fourier_jitter(x)
         if self.rotation is not None or self.crop_prob > 0 or self.affine_prob > 0:
-            x = self.resample(x, self.spatial_matrices(x.shape[0], tuple(x.shape[-3:]), x.device))
+            x = self.resample(x, affine_theta(self.spatial_params(x.shape[0], x.device), x.shape))
         if self.reimpose_wedge:
             x = self.impose_wedge(x)
         if self.normalise:
