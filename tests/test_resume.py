@@ -5,6 +5,9 @@ Three processes run the bundle's MoCo pretraining (``common.json`` + ``pretrain.
 ``methods/moco.json``) on a tiny simulated dataset (3 classes × 8 of 16³; 15 training particles,
 batch 4, ``drop_last``: 3 steps per epoch; 3 epochs; a checkpoint after every epoch):
 
+Each twice: views made by the loader's transforms, and made from the batch on the device
+(``augment_on_device``: torch's generator, which RNGState reseeds too).
+
 1. uninterrupted, to the end;
 2. the same command, parked by the driver below on the 2nd step of epoch 2 (iteration
    :data:`KILL_AT`, after the epoch-1 checkpoint was written) and killed there with ``SIGKILL``;
@@ -121,16 +124,20 @@ def _assert_same(a: Any, b: Any, where: str = "checkpoint") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment_on_device", [False, True], ids=["loader_views", "device_views"])
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
+    dataset: Path, tmp_path: Path, augment_on_device: bool
+) -> None:
+    """With the views made by the loader's transforms, or from the batch on the device (torch's generator)."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run_to_the_end(_overrides(dataset, straight))
+    _run_to_the_end(_overrides(dataset, straight, augment_on_device=augment_on_device))
 
-    _run_and_kill(_overrides(dataset, killed), KILL_AT, tmp_path / "killed.log")
+    _run_and_kill(_overrides(dataset, killed, augment_on_device=augment_on_device), KILL_AT, tmp_path / "killed.log")
     models = killed / "models"
     found = sorted(p.name for p in models.glob("*.pt"))
     assert found == ["pretrain_checkpoint_epoch=1.pt"], (found, (tmp_path / "killed.log").read_text()[-3000:])
     epoch_1 = torch.load(models / "pretrain_checkpoint_epoch=1.pt", weights_only=True)
-    _run_to_the_end(_overrides(dataset, killed, resume=True))
+    _run_to_the_end(_overrides(dataset, killed, resume=True, augment_on_device=augment_on_device))
 
     want = torch.load(straight / "models" / "pretrain.pt", weights_only=True)
     got = torch.load(models / "pretrain.pt", weights_only=True)
