@@ -41,8 +41,9 @@ def _positive(x: float) -> bool:
 def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     _, res = result
     stages = res["stages"]
-    assert set(stages) == {"bare_loop", "bundle", "pipeline", "simulator", "inference", "batch_sweep"}
-    for name in ("bundle", "pipeline", "simulator", "inference"):
+    assert set(stages) == {"bare_loop", "bundle", "bundle_device_views", "pipeline", "device_views", "simulator",
+                           "inference", "batch_sweep"}
+    for name in ("bundle", "bundle_device_views", "pipeline", "device_views", "simulator", "inference"):
         assert _positive(stages[name]["samples_per_s"]), name
         assert stages[name]["n_timed"] >= 1
     bare = stages["bare_loop"]
@@ -66,6 +67,10 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     assert stages["pipeline"]["samples_per_s"] == stages["pipeline"]["without_metatensor"]["samples_per_s"]
     # the pipeline's views are float32 tensors
     assert stages["pipeline"]["view_dtype"] == "torch.float32"
+    # (b') is the bundle with the views made in the step; (c') times both batched twins, paper's on top
+    assert stages["bundle_device_views"]["overrides"]["augment_on_device"] == "True"
+    views = stages["device_views"]
+    assert _positive(views["cryo3d_so3"]["samples_per_s"]) and views["samples_per_s"] == views["paper"]["samples_per_s"]
 
 
 def test_ratios_follow_from_the_rates(result: tuple[dict, dict]) -> None:
@@ -73,6 +78,8 @@ def test_ratios_follow_from_the_rates(result: tuple[dict, dict]) -> None:
     s, r = res["stages"], res["ratios"]
     assert r["bundle_over_bare"] == pytest.approx(s["bundle"]["samples_per_s"] / s["bare_loop"]["samples_per_s"])
     assert r["pipeline_over_bundle"] == pytest.approx(s["pipeline"]["samples_per_s"] / s["bundle"]["samples_per_s"])
+    assert r["device_views_over_bare"] == pytest.approx(
+        s["device_views"]["samples_per_s"] / s["bare_loop"]["samples_per_s"])
     assert all(_positive(v) for v in r.values())
 
 

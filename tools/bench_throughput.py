@@ -17,9 +17,13 @@ b. **bundle** — the ``pretrain`` run id of the ``cryo_ssl`` bundle (``ConfigWo
    dataset gives more iterations per epoch. Ignite events time each iteration: the batch fetch
    (``GET_BATCH_STARTED → GET_BATCH_COMPLETED``) and the step (``ITERATION_STARTED →
    ITERATION_COMPLETED``, incl. the iteration handlers); the first iterations are warm-up.
+b'. **bundle, views on the device** — (b) with ``augment_on_device`` true: the loader only
+   normalises and ``SSLPrepareBatch`` makes the views from the batch inside the step.
 c. **pipeline** — the bundle's data pipeline alone (``num_workers`` 0: one process): two
    ``paper_views`` per sample over ``VolumeStackDataset``, with and without MONAI's metadata
    tracking (the bundle's pretraining runs without: ``track_meta`` false).
+c'. **views on the device** — ``BatchedViews`` (the batched twins of ``paper_views`` and
+   ``cryo3d_views(rotation="so3")``) on a batch already on the device: view pairs/s.
 d. **simulator** — ``SubtomogramSimulator`` in this process (SNR 0.05, 4 neighbours).
 e. **inference** — encoder forward under ``torch.inference_mode``, contiguous and
    ``channels_last_3d``, in the bundle's precision; the top level is the bundle's format.
@@ -296,6 +300,30 @@ def bench_pipeline(data_dir: Path, batch: int, n_batches: int, track_meta: bool)
             "track_meta": track_meta, "view_type": type(v).__name__, "view_dtype": str(v.dtype)}
 
 
+def bench_device_views(device: torch.device, box: int, batch: int, n_batches: int, warmup: int) -> dict[str, Any]:
+    """Stage (c'): two views per sample made from a whole batch on ``device`` (``BatchedViews``).
+
+    What the bundle's ``augment_on_device`` runs in the training process (the loader then only
+    normalises): the twin of ``paper_views`` (the bundle's default) at the top level, and of
+    ``cryo3d_views(rotation="so3")`` (Fourier jitter, SO(3), wedge re-imposed, normalised).
+    """
+    from cryomonai.transforms import cryo3d_views, paper_views
+
+    x = torch.randn(batch, 1, box, box, box, device=device)
+    out: dict[str, Any] = {}
+    for name, views in (("paper", paper_views().batched()), ("cryo3d_so3", cryo3d_views(rotation="so3").batched())):
+        times = []
+        for i in range(warmup + n_batches):
+            _sync(device)
+            t0 = time.perf_counter()
+            views(x)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        out[name] = _rate(batch, times)
+    return {**out["paper"], **out, "n_views": 2, "batch": batch}
+
+
 def bench_simulator(box: int, n: int, quick: bool) -> dict[str, Any]:
     """Stage (d): subtomograms/s of ``SubtomogramSimulator`` in this process (one per call)."""
     from cryomonai.simulate.dataset import build_simulator
@@ -398,7 +426,10 @@ def _ratios(s: dict[str, Any], key: str) -> dict[str, float]:
     bundle, step, pipe = s["bundle"][key], s["bundle"]["step_only"][key], s["pipeline"][key]
     return {"bundle_over_bare": bundle / bare, "bundle_step_over_bare": step / bare,
             "bundle_step_over_bare_contiguous": step / s["bare_loop"]["contiguous"][key], "pipeline_over_bundle":
-            pipe / bundle, "pipeline_over_bundle_step": pipe / step, "pipeline_over_bare": pipe / bare}
+            pipe / bundle, "pipeline_over_bundle_step": pipe / step, "pipeline_over_bare": pipe / bare,
+            "bundle_device_views_over_bare": s["bundle_device_views"][key] / bare,
+            "device_views_over_bare": s["device_views"][key] / bare,
+            "device_views_over_pipeline": s["device_views"][key] / pipe}
 
 
 def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.device) -> dict[str, Any]:
@@ -422,7 +453,12 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.devic
     torch.set_num_threads(threads)  # simulate_dataset(workers=0) sets this process to 1 thread
     stages["bundle"] = timed("bundle", lambda: bench_bundle(
         data_dir, work, batch, cfg["epochs"], cfg["bundle_warmup"], device=f"$torch.device('{device}')"))
+    stages["bundle_device_views"] = timed("bundle_device_views", lambda: bench_bundle(
+        data_dir, work / "device_views", batch, cfg["epochs"], cfg["bundle_warmup"],
+        device=f"$torch.device('{device}')", augment_on_device=True))
     stages["pipeline"] = timed("pipeline", lambda: bench_pipeline(data_dir, batch, cfg["pipe_batches"], sw["track_meta"]))
+    stages["device_views"] = timed("device_views", lambda: bench_device_views(
+        device, box, batch, cfg["pipe_batches"], cfg["warmup"]))
     stages["simulator"] = timed("simulator", lambda: bench_simulator(box, cfg["sim_n"], quick))
     stages["inference"] = timed("inference", lambda: bench_inference(device, box, cfg["infer_batch"], cfg["infer_batches"], sw))
     stages["batch_sweep"] = timed("batch_sweep", lambda: bench_sweep(
@@ -440,7 +476,11 @@ def _table(res: dict[str, Any]) -> str:
     rows += [("b bundle pretrain (fetch+step)", s["bundle"]), ("b   step only", s["bundle"]["step_only"]),
              ("b   batch fetch only", s["bundle"]["data_fetch"]), ("c pipeline (2 views/sample)", s["pipeline"]),
              ("c   with MetaTensor", s["pipeline"]["with_metatensor"]),
-             ("c   without MetaTensor", s["pipeline"]["without_metatensor"]), ("d simulator (1 process)", s["simulator"]),
+             ("c   without MetaTensor", s["pipeline"]["without_metatensor"]),
+             ("b' bundle, augment_on_device", s["bundle_device_views"]),
+             ("b'   step only (views made in it)", s["bundle_device_views"]["step_only"]),
+             ("c' views on the device (paper)", s["device_views"]["paper"]),
+             ("c'   cryo3d so3", s["device_views"]["cryo3d_so3"]), ("d simulator (1 process)", s["simulator"]),
              (f"e inference (batch {s['inference']['batch']}, contiguous)", s["inference"]["contiguous"]),
              ("e   channels_last_3d", s["inference"]["channels_last_3d"])]
     rows += [(f"f sweep batch {r['batch']}", r) for r in s["batch_sweep"] if "samples_per_s" in r]
