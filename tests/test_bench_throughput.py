@@ -50,6 +50,9 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     assert _positive(bare["contiguous"]["samples_per_s"]) and _positive(bare["channels_last_3d"]["samples_per_s"])
     assert bare["best_format"] in ("contiguous", "channels_last_3d")
     assert bare["samples_per_s"] == max(bare["contiguous"]["samples_per_s"], bare["channels_last_3d"]["samples_per_s"])
+    # timed before and after the bundle, pooled: twice the steps of one half
+    assert set(bare["halves"]) == {"before_bundle", "after_bundle"}
+    assert bare["contiguous"]["n_timed"] == 2 * res["sizes"]["bare_rounds"] * res["sizes"]["bare_steps"]
     # on CPU the bundle runs fp32 and bf16 autocast is the extra line
     assert bare["precision"] == "float32" and bare["extra_variant"] == "channels_last_3d_bf16"
     assert _positive(bare["channels_last_3d_bf16"]["samples_per_s"])

@@ -10,7 +10,8 @@ a. **bare loop** — the best plain PyTorch MoCo loop: tensors already on the de
    the bundle's precision (fp32 on CPU, bf16 autocast on CUDA by default). Timed contiguous and
    ``torch.channels_last_3d``, plus the other precision in ``channels_last_3d`` as an extra line
    (``channels_last_3d_bf16`` on CPU), interleaved in rounds; the faster of the first two is the
-   baseline.
+   baseline. Timed in two halves, before and after (b) and (b'), pooled (``halves`` keeps each):
+   a shared machine's speed drifts by several per cent within a minute.
 b. **bundle** — the ``pretrain`` run id of the ``cryo_ssl`` bundle (``ConfigWorkflow`` over
    :func:`cryomonai.pipeline.bundle_configs`) on a small simulated dataset, with its real data
    pipeline, switches, handlers and checkpoints; ``pretrain_split`` is set to all rows so a small
@@ -172,6 +173,22 @@ def bench_bare_loop(device: torch.device, box: int, batch: int, warmup: int, rou
     return {**out, "best_format": best, "samples_per_s": out[best]["samples_per_s"], "precision": amp_dtype or "float32",
             "extra_variant": extra[0], "extra_over_channels_last": out[extra[0]]["samples_per_s"] / out["channels_last_3d"]["samples_per_s"],
             "channels_last_speedup": out["channels_last_3d"]["samples_per_s"] / out["contiguous"]["samples_per_s"]}
+
+
+def merge_bare_loops(before: dict[str, Any], after: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Stage (a) from its two halves, timed before and after the bundle: every variant's steps pooled.
+
+    The machine's speed drifts by several per cent over a minute (shared cores); timing the bare
+    loop on both sides of the bundle makes the ratios compare like with like.
+    """
+    variants = ("contiguous", "channels_last_3d", before["extra_variant"])
+    out = {k: _rate(batch, before[k]["times_s"] + after[k]["times_s"]) for k in variants}
+    best = max(("contiguous", "channels_last_3d"), key=lambda k: out[k]["samples_per_s"])
+    return {**before, **out, "best_format": best, "samples_per_s": out[best]["samples_per_s"],
+            "extra_over_channels_last": out[variants[2]]["samples_per_s"] / out["channels_last_3d"]["samples_per_s"],
+            "channels_last_speedup": out["channels_last_3d"]["samples_per_s"] / out["contiguous"]["samples_per_s"],
+            "halves": {"before_bundle": {k: before[k]["samples_per_s"] for k in variants},
+                       "after_bundle": {k: after[k]["samples_per_s"] for k in variants}}}
 
 
 def step_flops(device: torch.device, box: int, batch: int, memory_format: torch.memory_format) -> dict[str, Any]:
@@ -444,9 +461,11 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.devic
         print(f"[bench] {name}: {wall[name]:.1f} s", file=sys.stderr, flush=True)
         return out
 
-    stages["bare_loop"] = timed("bare_loop", lambda: bench_bare_loop(
-        device, box, batch, cfg["warmup"], cfg["bare_rounds"], cfg["bare_steps"], sw["amp_dtype"]))
-    fmt = torch.channels_last_3d if stages["bare_loop"]["best_format"] == "channels_last_3d" else torch.contiguous_format
+    def bare() -> dict[str, Any]:
+        return bench_bare_loop(device, box, batch, cfg["warmup"], cfg["bare_rounds"], cfg["bare_steps"], sw["amp_dtype"])
+
+    before = timed("bare_loop", bare)
+    fmt = torch.channels_last_3d if before["best_format"] == "channels_last_3d" else torch.contiguous_format
     counts = timed("flop_count", lambda: step_flops(device, box, batch, fmt))
     threads = torch.get_num_threads()
     data_dir = timed("simulate_dataset", lambda: _simulate(work / "data", cfg["n_per_class"], box, quick))
@@ -456,6 +475,7 @@ def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.devic
     stages["bundle_device_views"] = timed("bundle_device_views", lambda: bench_bundle(
         data_dir, work / "device_views", batch, cfg["epochs"], cfg["bundle_warmup"],
         device=f"$torch.device('{device}')", augment_on_device=True))
+    stages["bare_loop"] = merge_bare_loops(before, timed("bare_loop_after", bare), batch)
     stages["pipeline"] = timed("pipeline", lambda: bench_pipeline(data_dir, batch, cfg["pipe_batches"], sw["track_meta"]))
     stages["device_views"] = timed("device_views", lambda: bench_device_views(
         device, box, batch, cfg["pipe_batches"], cfg["warmup"]))
