@@ -266,3 +266,22 @@ def test_track_meta_keeps_views_seeded_like_the_bare_pipeline() -> None:
         assert all(torch.equal(a[k], again[k]) for k in ("view_0", "view_1")), seed
     other = _draw(wrapped, 7)  # another seed, other views (some view differs)
     assert not torch.equal(a["view_0"], a["view_1"]) and not all(torch.equal(a[k], other[k]) for k in ("view_0", "view_1"))
+
+
+# ---- determinism switch ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_switch_sets_cudnn_after_seeding(deterministic: bool) -> None:
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark)
+    try:
+        parser = _parser("common.json")
+        parser["deterministic"] = deterministic
+        parser.get_parsed_content("initialize")
+        assert (cudnn.deterministic, cudnn.benchmark) == (deterministic, not deterministic)
+        a = torch.rand(3)
+        parser.get_parsed_content("initialize", lazy=False)
+        assert torch.equal(a, torch.rand(3))  # seeded either way
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved

@@ -27,7 +27,7 @@ from cryomonai.engines.checkpoints import (
 )
 from cryomonai.engines.data import ensure_dataset, label_fraction_subset
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
-from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network
+from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network, seed_run
 from cryomonai.engines.predictions import PredictionsWriter
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
@@ -51,6 +51,7 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained_encoder",
     "prepare_network",
+    "seed_run",
     "read_run_info",
     "resume_handlers",
     "ssl_iteration",

@@ -48,7 +48,23 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_tensor
 from torch import nn
 
-__all__ = ["AutocastInferer", "PrepareBatchMemoryFormat", "TrackMeta", "prepare_network"]
+__all__ = ["AutocastInferer", "PrepareBatchMemoryFormat", "TrackMeta", "prepare_network", "seed_run"]
+
+
+def seed_run(seed: int = 0, deterministic: bool = True) -> None:
+    """Seed the run (MONAI's ``set_determinism``), then choose cuDNN's kernels (the bundle's ``deterministic``).
+
+    ``set_determinism(seed)`` seeds torch, numpy and ``random`` and also pins cuDNN to
+    deterministic kernels without autotuning. With ``deterministic=False`` cuDNN instead autotunes
+    (``benchmark``) and may pick non-deterministic kernels: faster on a GPU, not bit-reproducible
+    there. Nothing changes on a CPU.
+    """
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    if not deterministic:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
 
 
 def prepare_network(
