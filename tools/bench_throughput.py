@@ -298,18 +298,21 @@ def bench_pipeline(data_dir: Path, batch: int, n_batches: int, track_meta: bool)
 
     Timed with MONAI's metadata tracking on (``MetaTensor``) and off (plain tensors:
     ``cryomonai.engines.TrackMeta``, as the bundle's pretraining with ``track_meta`` false); the top
-    level is the bundle's setting.
+    level is the bundle's setting. Also ``cryo3d_views(rotation="so3")`` without metadata, the
+    per-sample counterpart of stage (c')'s second line.
     """
     from monai.data import DataLoader
 
     from cryomonai.data import VolumeStackDataset
     from cryomonai.engines import TrackMeta
-    from cryomonai.transforms import paper_views
+    from cryomonai.transforms import cryo3d_views, paper_views
 
     rates, views = {}, {}
-    for name, meta in (("with_metatensor", True), ("without_metatensor", False)):
+    pipelines = (("with_metatensor", True, paper_views), ("without_metatensor", False, paper_views),
+                 ("cryo3d_so3", False, lambda n_views: cryo3d_views(n_views, rotation="so3")))
+    for name, meta, factory in pipelines:
         ds = VolumeStackDataset(data_dir / "particles.star", data_dir / "cache" / "volumes.npy",
-                                transform=TrackMeta(paper_views(n_views=2), meta), progress=False)
+                                transform=TrackMeta(factory(n_views=2), meta), progress=False)
         times, last = _fetch_times(DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True), n_batches)
         rates[name], views[name] = _rate(batch, times), last["view_0"]
     v = views["with_metatensor" if track_meta else "without_metatensor"]
@@ -446,7 +449,8 @@ def _ratios(s: dict[str, Any], key: str) -> dict[str, float]:
             pipe / bundle, "pipeline_over_bundle_step": pipe / step, "pipeline_over_bare": pipe / bare,
             "bundle_device_views_over_bare": s["bundle_device_views"][key] / bare,
             "device_views_over_bare": s["device_views"][key] / bare,
-            "device_views_over_pipeline": s["device_views"][key] / pipe}
+            "device_views_over_pipeline": s["device_views"][key] / pipe,
+            "device_views_over_pipeline_cryo3d_so3": s["device_views"]["cryo3d_so3"][key] / s["pipeline"]["cryo3d_so3"][key]}
 
 
 def run_stages(cfg: dict[str, Any], quick: bool, work: Path, device: torch.device) -> dict[str, Any]:
@@ -497,6 +501,7 @@ def _table(res: dict[str, Any]) -> str:
              ("b   batch fetch only", s["bundle"]["data_fetch"]), ("c pipeline (2 views/sample)", s["pipeline"]),
              ("c   with MetaTensor", s["pipeline"]["with_metatensor"]),
              ("c   without MetaTensor", s["pipeline"]["without_metatensor"]),
+             ("c   cryo3d so3, without MetaTensor", s["pipeline"]["cryo3d_so3"]),
              ("b' bundle, augment_on_device", s["bundle_device_views"]),
              ("b'   step only (views made in it)", s["bundle_device_views"]["step_only"]),
              ("c' views on the device (paper)", s["device_views"]["paper"]),
