@@ -349,3 +349,17 @@ def test_views_of_metatensors_collate_into_a_batch(views):
     samples = [{"image": MetaTensor(torch.randn(1, 16, 16, 16, generator=_gen(i))), "label": i} for i in range(8)]
     batch = list_data_collate([pipeline(s) for s in samples])
     assert batch["view_0"].shape == (8, 1, 16, 16, 16) and batch["label"].tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("make", [eval_transform, paper_views, lambda: cryo3d_views(rotation="so3")],
+                         ids=["eval", "paper", "cryo3d"])
+@pytest.mark.parametrize("as_numpy", [False, True], ids=["tensor", "numpy"])
+def test_pipelines_leave_the_callers_volume_unchanged(make, as_numpy: bool) -> None:
+    """MONAI's NormalizeIntensity works in place; an in-memory dataset must not be rewritten by it."""
+    vol = (torch.rand(1, 8, 8, 8, generator=_gen()) * 5 + 3).float()
+    src = vol.numpy() if as_numpy else vol
+    before = vol.clone()
+    out = make()({"image": src})
+    assert torch.equal(vol, before)
+    images = [torch.as_tensor(v) for v in out.values()]
+    assert images and all(v.data_ptr() != vol.data_ptr() and torch.isfinite(v).all() for v in images)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import Compose, EnsureTyped, NormalizeIntensityd, Transform
+from monai.transforms import Compose, EnsureTyped, Lambdad, NormalizeIntensityd, Transform
 
 from cryomonai.errors import CryoDataError
 from cryomonai.transforms.batched import BatchedViews
@@ -84,9 +84,15 @@ def device_views(views: Transform, on_device: bool = False) -> BatchedViews | No
     return views.batched()
 
 
-def _normalise(keys: KeysCollection) -> list[Transform]:
-    """float32 tensors, then zero mean / unit std per volume (MONAI ``NormalizeIntensityd``)."""
-    return [EnsureTyped(keys, dtype=torch.float32), NormalizeIntensityd(keys, channel_wise=True)]
+def _normalise(keys: KeysCollection, copy: bool = True) -> list[Transform]:
+    """float32 tensors, then zero mean / unit std per volume (MONAI ``NormalizeIntensityd``).
+
+    ``NormalizeIntensity`` writes into its input, and ``EnsureTyped`` hands a float32 tensor (or a
+    tensor sharing a float32 numpy array's memory) through as it is: with ``copy`` the volume is
+    cloned first, so a dataset's own arrays are never changed.
+    """
+    clone = [Lambdad(keys, torch.clone)] if copy else []
+    return [EnsureTyped(keys, dtype=torch.float32), *clone, NormalizeIntensityd(keys, channel_wise=True)]
 
 
 def eval_transform(keys: KeysCollection = ("image",)) -> Compose:
@@ -201,6 +207,6 @@ def cryo3d_views(
     ]
     if rotation == "so3" and tilt_range is not None:
         view.append(ImposeMissingWedged(keys, tilt_range))
-    view += _normalise(keys)
+    view += _normalise(keys, copy=False)  # each view is a new tensor already
     return ViewPipeline([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)],
                         BatchedViews.cryo3d, options)
