@@ -288,9 +288,10 @@ class BatchedViews:
                 rot = _about_z(torch.deg2rad(_uniform(n, self.beam_angle_deg, device)))
             params["rotation"] = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, eye)
         if self.crop_prob > 0:  # keep a fraction f of the volume (or area): side f^(1/k) of the k cropped axes
-            axes = torch.tensor([self.crop_axes == "zyx", True, True], device=device)
+            cropped = [self.crop_axes == "zyx", True, True]
+            axes = torch.tensor(cropped, device=device)
             frac = torch.where(_coin(n, self.crop_prob, device), _uniform(n, self.crop_scale, device), 1.0)
-            side = torch.where(axes, (frac ** (1.0 / float(axes.sum())))[:, None], 1.0)  # (n, 3)
+            side = torch.where(axes, (frac ** (1.0 / sum(cropped)))[:, None], 1.0)  # (n, 3)
             params["crop_scale"] = side
             params["crop_centre"] = (1 - side) * (2 * torch.rand(n, 3, device=device) - 1)
         if self.affine_prob > 0:  # rotation about z, isotropic (y, x) scale, (y, x) shift
