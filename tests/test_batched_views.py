@@ -183,9 +183,9 @@ def test_views_follow_torchs_seed() -> None:
 
 def test_bad_batch_is_a_one_line_error() -> None:
     with pytest.raises(CryoDataError, match="(B, C, D, H, W)"):
-        BatchedViews.cryo3d()(torch.zeros(1, 8, 8, 8))
+        cryo3d_views().batched()(torch.zeros(1, 8, 8, 8))
     with pytest.raises(CryoDataError, match="rotation"):
-        BatchedViews.cryo3d(rotation="xyz")
+        BatchedViews(rotation="xyz")
 
 
 # ---- the bundle's switch -------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_view_factories_give_their_batched_twin() -> None:
 
 def test_prepare_batch_makes_the_views_on_the_device_in_the_memory_format() -> None:
     torch.manual_seed(0)
-    prepare = SSLPrepareBatch(BatchedViews.cryo3d())
+    prepare = SSLPrepareBatch(cryo3d_views().batched())
     views = prepare({"image": _randn(4, 1, 12, 12, 12), "label": torch.arange(4)}, "cpu", False, 2,
                     memory_format=torch.channels_last_3d)
     assert len(views) == 2 and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in views)
@@ -287,7 +287,7 @@ def test_contrastive_loss_falls_with_views_made_on_the_device() -> None:
     method = build_method("simclr", build_encoder("rb3d", channels=8))
     trainer = SupervisedTrainer("cpu", 30, [{"image": _smooth(16, 12)}], SSLStep(method),
                                 torch.optim.Adam(method.parameters(), lr=1e-3), None, iteration_update=ssl_iteration,
-                                decollate=False, prepare_batch=SSLPrepareBatch(BatchedViews.paper()))
+                                decollate=False, prepare_batch=SSLPrepareBatch(paper_views().batched()))
     losses: list[float] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"]))
     trainer.run()

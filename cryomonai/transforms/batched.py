@@ -26,12 +26,12 @@ of (seed, epoch): a resumed run draws the same views.
 
 The bundle turns this on with ``augment_on_device`` (default: on where CUDA is): the loader then
 only normalises, and :class:`~cryomonai.engines.SSLPrepareBatch` makes the views on the device.
-:meth:`BatchedViews.paper` and :meth:`BatchedViews.cryo3d` take the keyword arguments of
-``paper_views`` and ``cryo3d_views``; a ``ViewPipeline`` from those factories builds its twin with
-``.batched()``.
+The views are configured like the per-sample ones: ``paper_views(...)`` and ``cryo3d_views(...)``
+return a ``ViewPipeline`` whose ``.batched()`` is its twin here, built from the same arguments.
 
 Example:
-    >>> views = BatchedViews.cryo3d(rotation="so3")
+    >>> from cryomonai.transforms import cryo3d_views
+    >>> views = cryo3d_views(rotation="so3").batched()
     >>> v0, v1 = views(torch.randn(4, 1, 16, 16, 16))
     >>> tuple(v0.shape), bool((v0 != v1).any())
     ((4, 1, 16, 16, 16), True)
@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -147,8 +148,8 @@ def _uniform(n: int, bounds: tuple[float, float], device: torch.device) -> torch
 class BatchedViews:
     """``n_views`` random views of every sample of a ``(B, C, D, H, W)`` batch, on its device.
 
-    Build it with :meth:`paper` or :meth:`cryo3d` (the keyword arguments of ``paper_views`` /
-    ``cryo3d_views``, same meaning and defaults); the fields are the stages of the module docstring.
+    Build it from a view factory: ``paper_views(...).batched()`` or ``cryo3d_views(...).batched()``
+    (same keyword arguments, one set of defaults); the fields are the stages of the module docstring.
     Calling it returns a list of ``n_views`` float32 tensors shaped like the batch.
     """
 
@@ -192,63 +193,29 @@ class BatchedViews:
         if self.n_views < 1:
             raise CryoDataError("BatchedViews", f"n_views={self.n_views}", "ask for at least one view")
 
-    # ------------------------------------------------------------------ factories
+    # ------------------------------------------------------------------ from a view factory's arguments
     @classmethod
-    def paper(
-        cls,
-        n_views: int = 2,
-        crop_prob: float = 0.5,
-        crop_scale: Sequence[float] = (0.5, 1.0),
-        affine_prob: float = 0.5,
-        max_rotation_deg: float = 45.0,
-        max_translation: float = 0.1,
-        scale_range: Sequence[float] = (0.9, 1.1),
-        mode: str = "bilinear",
-        **_: object,
-    ) -> BatchedViews:
-        """The twin of :func:`~cryomonai.transforms.paper_views` (in-plane crop, then in-plane affine)."""
-        return cls(n_views=n_views, crop_prob=crop_prob, crop_scale=_range(crop_scale), crop_axes="yx",
-                   affine_prob=affine_prob, max_rotation_deg=max_rotation_deg, max_translation=max_translation,
-                   scale_range=_range(scale_range), mode=mode)
+    def from_paper_views(cls, o: Mapping[str, Any]) -> BatchedViews:
+        """The twin of ``paper_views(**o)`` (in-plane crop, then in-plane affine); ``o`` holds all its arguments."""
+        return cls(n_views=o["n_views"], crop_prob=o["crop_prob"], crop_scale=_range(o["crop_scale"]), crop_axes="yx",
+                   affine_prob=o["affine_prob"], max_rotation_deg=o["max_rotation_deg"],
+                   max_translation=o["max_translation"], scale_range=_range(o["scale_range"]), mode=o["mode"])
 
     @classmethod
-    def cryo3d(
-        cls,
-        n_views: int = 2,
-        rotation: str = "beam",
-        rotation_prob: float = 1.0,
-        beam_angle_deg: float | Sequence[float] = 180.0,
-        tilt_range: Sequence[float] | None = (-60.0, 60.0),
-        crop_prob: float = 0.5,
-        crop_scale: Sequence[float] = (0.5, 1.0),
-        lowpass_prob: float = 0.3,
-        lowpass_cutoff: Sequence[float] = (0.5, 1.0),
-        lowpass_width: float = 0.05,
-        ctf_prob: float = 0.2,
-        defocus_range_um: Sequence[float] = (-6.0, -2.0),
-        pixel_size_nm: float = 1.0,
-        voltage_kv: float = 300.0,
-        cs_mm: float = 2.0,
-        amplitude_contrast: float = 0.07,
-        abs_ctf: bool = True,
-        noise_prob: float = 0.5,
-        noise_factor_range: Sequence[float] = (1.0, 3.0),
-        input_snr: float = 0.1,
-        mode: str = "bilinear",
-        padding_mode: str = "zeros",
-        **_: object,
-    ) -> BatchedViews:
-        """The twin of :func:`~cryomonai.transforms.cryo3d_views`."""
-        tilt = None if tilt_range is None else _range(tilt_range)
-        microscope = dict(pixel_size_nm=float(pixel_size_nm), voltage_kv=float(voltage_kv), cs_mm=float(cs_mm),
-                          envelope_sigma=0.0, amplitude_contrast=float(amplitude_contrast))
-        return cls(n_views=n_views, lowpass_prob=lowpass_prob, lowpass_cutoff=_range(lowpass_cutoff),
-                   lowpass_width=lowpass_width, ctf_prob=ctf_prob, defocus_range_um=_range(defocus_range_um),
-                   microscope=microscope, abs_ctf=abs_ctf, noise_prob=noise_prob,
-                   noise_factor_range=_range(noise_factor_range), input_snr=input_snr, tilt_range=tilt,
-                   rotation=rotation, rotation_prob=rotation_prob, beam_angle_deg=_range(beam_angle_deg),
-                   crop_prob=crop_prob, crop_scale=_range(crop_scale), crop_axes="zyx", mode=mode,
-                   padding_mode=padding_mode, reimpose_wedge=rotation == "so3" and tilt is not None, normalise=True)
+    def from_cryo3d_views(cls, o: Mapping[str, Any]) -> BatchedViews:
+        """The twin of ``cryo3d_views(**o)``; ``o`` holds all its arguments."""
+        tilt = None if o["tilt_range"] is None else _range(o["tilt_range"])
+        microscope = dict(pixel_size_nm=float(o["pixel_size_nm"]), voltage_kv=float(o["voltage_kv"]),
+                          cs_mm=float(o["cs_mm"]), envelope_sigma=0.0, amplitude_contrast=float(o["amplitude_contrast"]))
+        return cls(n_views=o["n_views"], lowpass_prob=o["lowpass_prob"], lowpass_cutoff=_range(o["lowpass_cutoff"]),
+                   lowpass_width=o["lowpass_width"], ctf_prob=o["ctf_prob"],
+                   defocus_range_um=_range(o["defocus_range_um"]), microscope=microscope, abs_ctf=o["abs_ctf"],
+                   noise_prob=o["noise_prob"], noise_factor_range=_range(o["noise_factor_range"]),
+                   input_snr=o["input_snr"], tilt_range=tilt, rotation=o["rotation"],
+                   rotation_prob=o["rotation_prob"], beam_angle_deg=_range(o["beam_angle_deg"]),
+                   crop_prob=o["crop_prob"], crop_scale=_range(o["crop_scale"]), crop_axes="zyx", mode=o["mode"],
+                   padding_mode=o["padding_mode"], reimpose_wedge=o["rotation"] == "so3" and tilt is not None,
+                   normalise=True)
 
     # ------------------------------------------------------------------ stages
     def fourier_jitter(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,8 @@ class ViewPipeline(Compose):
 
     Args:
         transforms: the per-sample pipeline.
-        factory: ``BatchedViews.paper`` or ``BatchedViews.cryo3d``.
-        options: the factory's keyword arguments.
+        factory: ``BatchedViews.from_paper_views`` or ``BatchedViews.from_cryo3d_views``.
+        options: all keyword arguments of the view factory.
     """
 
     def __init__(self, transforms: Sequence[Transform], factory, options: dict) -> None:
@@ -52,7 +52,7 @@ class ViewPipeline(Compose):
             raise CryoDataError(
                 "augment_on_device", f"views of keys {keys} (view_keys/keep_input set) cannot be made on the device",
                 "use the default keys, or set augment_on_device false")
-        return self.factory(**self.options)
+        return self.factory(self.options)
 
     def normalisation(self) -> Compose:
         """What the data loader still does when the views are made on the device: normalise ``"image"``."""
@@ -135,7 +135,7 @@ def paper_views(
         ]
     )
     return ViewPipeline([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)],
-                        BatchedViews.paper, options)
+                        BatchedViews.from_paper_views, options)
 
 
 def _rotation(keys: KeysCollection, rotation: str, prob: float, beam_angle_deg, mode: str, pad: str) -> Transform:
@@ -209,4 +209,4 @@ def cryo3d_views(
         view.append(ImposeMissingWedged(keys, tilt_range))
     view += _normalise(keys, copy=False)  # each view is a new tensor already
     return ViewPipeline([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)],
-                        BatchedViews.cryo3d, options)
+                        BatchedViews.from_cryo3d_views, options)
