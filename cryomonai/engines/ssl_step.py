@@ -109,8 +109,8 @@ class SSLPrepareBatch(PrepareBatch):
         keys = [self.image_key] if self.views is not None else [f"view_{i}" for i in range(n_views)]
         missing = [k for k in keys if k not in batchdata]
         if missing:
-            fix = ("the loader's transform must keep 'image' (augment_on_device makes the views)" if self.views
-                   else "make the views with cryomonai.transforms.MultiViewd (paper_views / cryo3d_views)")
+            fix = ("the loader's transform must keep 'image' (augment_on_device makes the views)"
+                   if self.views is not None else "make the views with cryomonai.transforms.MultiViewd (paper_views / cryo3d_views)")
             raise CryoDataError("ssl_iteration", f"the batch has no {missing} (it has {sorted(map(str, batchdata))})",
                                 fix)
         to = [convert_to_tensor(batchdata[k], track_meta=False).to(device, non_blocking=non_blocking) for k in keys]
@@ -127,10 +127,10 @@ def ssl_iteration(engine: Any, batchdata: Mapping[str, Any]) -> dict[str, float]
 
     Gets the views on ``engine.state.device`` from the trainer's ``prepare_batch`` when it is an
     :class:`SSLPrepareBatch` (else a default one: the loader's views moved there), with
-    ``engine.to_kwargs`` (e.g. a memory format), runs the method's ``training_step`` — under ``torch.autocast`` on that device when
-    ``engine.amp`` (dtype from ``engine.amp_kwargs``, default the device's: float16 on CUDA,
-    bfloat16 on CPU) — back-propagates the loss, steps the optimizer (through ``engine.scaler``
-    for float16 only: bfloat16 needs no loss scaling), then calls
+    ``engine.to_kwargs`` (e.g. a memory format), runs the method's ``training_step`` — under
+    ``torch.autocast`` on that device when ``engine.amp`` (dtype from ``engine.amp_kwargs``,
+    default the device's: float16 on CUDA, bfloat16 on CPU) — back-propagates the loss, steps the
+    optimizer (through ``engine.scaler`` for float16 only: bfloat16 needs no loss scaling), then calls
     ``method.on_train_step_end(step, total)`` (MoCo's momentum update ...) with ``step`` the
     optimizer steps done and ``total = epoch_length × max_epochs``. Fires MONAI's
     ``IterationEvents`` like the supervised step. Use ``decollate=False`` on the trainer: the

@@ -49,24 +49,28 @@ import torch
 import torch.nn.functional as F
 
 from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import _radius, ctf_of_frequency, missing_wedge_mask, raised_cosine_lowpass
+from cryomonai.simulate.imaging import ctf_of_frequency, fourier_grid, missing_wedge_mask, raised_cosine_lowpass
 
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
 _SPATIAL = (-3, -2, -1)
 
 
-def _range(value: float | Sequence[float]) -> tuple[float, float]:
-    """``a`` → ``(−a, a)``; a pair stays a pair."""
-    if isinstance(value, (int, float)):
-        return -float(value), float(value)
+def _pair(value: Sequence[float]) -> tuple[float, float]:
+    """A ``(min, max)`` range as two floats."""
     return float(value[0]), float(value[1])
+
+
+def _symmetric(value: float | Sequence[float]) -> tuple[float, float]:
+    """``a`` → ``(−a, a)``; a pair stays a pair (``beam_angle_deg``, as ``beam_rotation``)."""
+    return (-float(value), float(value)) if isinstance(value, (int, float)) else _pair(value)
 
 
 @functools.lru_cache(maxsize=16)
 def _half_grids(shape: tuple[int, int, int], tilt_range: tuple[float, float] | None, device: torch.device):
     """(|k| / Nyquist, wedge mask, mean of the full wedge mask) in ``rfftn`` layout, float32, cached."""
-    r = (_radius(shape, device, half=True) / 0.5).float()
+    kz, ky, kx = fourier_grid(shape, device, half=True)
+    r = (torch.sqrt(kz**2 + ky**2 + kx**2) / 0.5).float()
     if tilt_range is None:
         return r, None, 1.0
     full = missing_wedge_mask(shape, tilt_range, device)
@@ -197,23 +201,23 @@ class BatchedViews:
     @classmethod
     def from_paper_views(cls, o: Mapping[str, Any]) -> BatchedViews:
         """The twin of ``paper_views(**o)`` (in-plane crop, then in-plane affine); ``o`` holds all its arguments."""
-        return cls(n_views=o["n_views"], crop_prob=o["crop_prob"], crop_scale=_range(o["crop_scale"]), crop_axes="yx",
+        return cls(n_views=o["n_views"], crop_prob=o["crop_prob"], crop_scale=_pair(o["crop_scale"]), crop_axes="yx",
                    affine_prob=o["affine_prob"], max_rotation_deg=o["max_rotation_deg"],
-                   max_translation=o["max_translation"], scale_range=_range(o["scale_range"]), mode=o["mode"])
+                   max_translation=o["max_translation"], scale_range=_pair(o["scale_range"]), mode=o["mode"])
 
     @classmethod
     def from_cryo3d_views(cls, o: Mapping[str, Any]) -> BatchedViews:
         """The twin of ``cryo3d_views(**o)``; ``o`` holds all its arguments."""
-        tilt = None if o["tilt_range"] is None else _range(o["tilt_range"])
+        tilt = None if o["tilt_range"] is None else _pair(o["tilt_range"])
         microscope = dict(pixel_size_nm=float(o["pixel_size_nm"]), voltage_kv=float(o["voltage_kv"]),
                           cs_mm=float(o["cs_mm"]), envelope_sigma=0.0, amplitude_contrast=float(o["amplitude_contrast"]))
-        return cls(n_views=o["n_views"], lowpass_prob=o["lowpass_prob"], lowpass_cutoff=_range(o["lowpass_cutoff"]),
+        return cls(n_views=o["n_views"], lowpass_prob=o["lowpass_prob"], lowpass_cutoff=_pair(o["lowpass_cutoff"]),
                    lowpass_width=o["lowpass_width"], ctf_prob=o["ctf_prob"],
-                   defocus_range_um=_range(o["defocus_range_um"]), microscope=microscope, abs_ctf=o["abs_ctf"],
-                   noise_prob=o["noise_prob"], noise_factor_range=_range(o["noise_factor_range"]),
+                   defocus_range_um=_pair(o["defocus_range_um"]), microscope=microscope, abs_ctf=o["abs_ctf"],
+                   noise_prob=o["noise_prob"], noise_factor_range=_pair(o["noise_factor_range"]),
                    input_snr=o["input_snr"], tilt_range=tilt, rotation=o["rotation"],
-                   rotation_prob=o["rotation_prob"], beam_angle_deg=_range(o["beam_angle_deg"]),
-                   crop_prob=o["crop_prob"], crop_scale=_range(o["crop_scale"]), crop_axes="zyx", mode=o["mode"],
+                   rotation_prob=o["rotation_prob"], beam_angle_deg=_symmetric(o["beam_angle_deg"]),
+                   crop_prob=o["crop_prob"], crop_scale=_pair(o["crop_scale"]), crop_axes="zyx", mode=o["mode"],
                    padding_mode=o["padding_mode"], reimpose_wedge=o["rotation"] == "so3" and tilt is not None,
                    normalise=True)
 

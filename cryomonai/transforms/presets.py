@@ -207,6 +207,7 @@ def cryo3d_views(
     ]
     if rotation == "so3" and tilt_range is not None:
         view.append(ImposeMissingWedged(keys, tilt_range))
-    view += _normalise(keys, copy=False)  # each view is a new tensor already
+    # no copy: a view is a new tensor, or (no step fired) the normalised input, which it leaves as it is
+    view += _normalise(keys, copy=False)
     return ViewPipeline([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)],
                         BatchedViews.from_cryo3d_views, options)
