@@ -210,8 +210,13 @@ def main() -> None:
     """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2."""
     import fire
 
+    argv = sys.argv[1:]
+    if "--" not in argv and any(a in ("-h", "--help") for a in argv):
+        # fire hands a flag it does not know to a command's **overrides (grid, demo), and with other
+        # flags given it would run the command first: show the command's help, run nothing
+        argv = [*argv[:1], "--", "--help"] if argv[0] in COMMANDS else ["--", "--help"]
     try:
-        fire.Fire(COMMANDS, name="cryomonai")
+        fire.Fire(COMMANDS, command=argv, name="cryomonai")
     except Exception as err:  # noqa: BLE001 - only our user-facing errors are caught, the rest re-raised
         user = _user_error(err)
         if user is None:

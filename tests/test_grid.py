@@ -106,3 +106,27 @@ def test_cli_reports_a_bundle_error_in_one_line(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown template id(s) ['nosuch']" in err[0] and "fix:" in err[0]
+
+
+@pytest.mark.parametrize("argv", [["grid", "--help"], ["demo", "-h"], ["grid", "--preset", "cpu", "--help"]])
+def test_cli_help_of_a_command_with_overrides(argv, monkeypatch, capfd):
+    """``--help`` shows the command's flags (fire would otherwise pass it to ``**overrides`` as a preset key)."""
+    from cryomonai import cli
+
+    monkeypatch.setattr("sys.argv", ["cryomonai", *argv])
+    monkeypatch.setenv("PAGER", "cat")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 0
+    err = capfd.readouterr().err  # fire writes help to stderr
+    assert f"cryomonai {argv[0]}" in err and "FLAGS" in err and "--out=OUT" in err, err[-2000:]
+
+
+def test_cli_top_level_help_lists_the_commands(monkeypatch, capfd):
+    from cryomonai import cli
+
+    monkeypatch.setattr("sys.argv", ["cryomonai", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 0 and "COMMANDS" in err and all(name in err for name in cli.COMMANDS)
