@@ -90,6 +90,16 @@ def test_tiny_grid_report(tiny_grid):
             assert np.isnan(row.p)
 
 
+def test_report_of_a_grid_without_the_random_baseline(tmp_path):
+    """One SSL method alone (e.g. comparing two settings of it): the report is written, t-tests say why not."""
+    preset = _tiny(methods=["simclr"], label_fractions=[1.0], repeats=2)
+    results = run_grid(preset, tmp_path, report=True, progress=False)
+    assert set(results["method"]) == {"simclr"} and len(results) == 2
+    for name in ("table.md", "gradcam.png", "embedding_before_after.png", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    assert "±" in (tmp_path / "table.md").read_text()
+
+
 def test_cli_reports_a_bundle_error_in_one_line(tmp_path, monkeypatch, capsys):
     """A CryoDataError raised inside a bundle expression (wrapped by MONAI in RuntimeError) reaches
     the user as one line and exit status 2, not a traceback."""

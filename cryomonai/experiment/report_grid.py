@@ -78,6 +78,8 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
         cams, preds = {}, {}
         for method in ("random", best):
             cell = results[(results.dataset == dataset) & (results.method == method) & (results.label_fraction == low)]
+            if cell.empty:  # a grid without the random-init baseline
+                continue
             ckpt = out / str(cell.sort_values("repeat")["run_dir"].iloc[0]) / "models" / "finetune_best.pt"
             model, _ = load_finetuned_classifier(ckpt)
             name = "random init" if method == "random" else f"{method} pretrained"
