@@ -247,7 +247,7 @@ def test_prepare_batch_makes_the_views_on_the_device_in_the_memory_format() -> N
         prepare({"view_0": _randn(4, 1, 12, 12, 12)}, "cpu", False, 2)
 
 
-def test_augment_on_device_defaults_to_cuda_and_swaps_the_loader_transform() -> None:
+def test_augment_on_device_is_off_by_default_and_swaps_the_loader_transform() -> None:
     def parsed(**overrides):
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / "common.json"), str(CONFIGS / "pretrain.json")])
@@ -256,7 +256,7 @@ def test_augment_on_device_defaults_to_cuda_and_swaps_the_loader_transform() -> 
 
     cpu, cuda = parsed(), parsed(device="$torch.device('cuda')")
     assert cpu.get_parsed_content("augment_on_device") is False
-    assert cuda.get_parsed_content("augment_on_device") is True
+    assert cuda.get_parsed_content("augment_on_device") is False  # opt-in on a GPU too (not measured there yet)
     assert cpu.get_parsed_content("train#prepare_batch").views is None
     on = parsed(augment_on_device=True)
     assert isinstance(on.get_parsed_content("train#prepare_batch").views, BatchedViews)

@@ -27,7 +27,8 @@ continuous here, integers there). Random numbers come from torch's generator of 
 so :class:`~cryomonai.engines.RNGState` (which reseeds torch at each epoch) makes them a function
 of (seed, epoch): a resumed run draws the same views.
 
-The bundle turns this on with ``augment_on_device`` (default: on where CUDA is): the loader then
+The bundle turns this on with ``augment_on_device`` (default off: its GPU speed and its parity
+with the per-sample views in pretraining quality are not established yet): the loader then
 only normalises, and :class:`~cryomonai.engines.SSLPrepareBatch` makes the views on the device.
 The views are configured like the per-sample ones: ``paper_views(...)`` and ``cryo3d_views(...)``
 return a ``ViewPipeline`` whose ``.batched()`` is its twin here, built from the same arguments.
