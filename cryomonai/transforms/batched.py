@@ -128,20 +128,25 @@ def affine_theta(params: dict[str, torch.Tensor], shape: Sequence[int]) -> torch
     """
     some = next(iter(params.values()))
     n, dev = some.shape[0], some.device
-    d, h, w = (float(v) for v in shape[-3:])
-    to_norm = _homogeneous(torch.diag(torch.tensor([2 / d, 2 / h, 2 / w], device=dev)).expand(n, 3, 3))
-    to_vox = _homogeneous(torch.diag(torch.tensor([d / 2, h / 2, w / 2], device=dev)).expand(n, 3, 3))
-    eye3 = torch.eye(3, device=dev).expand(n, 3, 3)
+    to_norm, to_vox, reverse = _frames(tuple(int(v) for v in shape[-3:]), dev)
     total = torch.eye(4, device=dev).expand(n, 4, 4)
     if "rotation" in params:
         total = total @ to_norm @ _homogeneous(params["rotation"].float()) @ to_vox
     if "crop_scale" in params:
         total = total @ _homogeneous(torch.diag_embed(params["crop_scale"].float()), params["crop_centre"].float())
     if "affine" in params:
-        total = total @ to_norm @ _homogeneous(params["affine"].float()) @ to_vox
-        total = total @ _homogeneous(eye3, params["affine_shift"].float())
-    reverse = torch.eye(4, device=dev)[[2, 1, 0, 3]]  # (z, y, x, 1) ↔ (x, y, z, 1)
+        shift = _homogeneous(torch.eye(3, device=dev).expand(n, 3, 3), params["affine_shift"].float())
+        total = total @ to_norm @ _homogeneous(params["affine"].float()) @ to_vox @ shift
     return (reverse @ total @ reverse)[:, :3, :]
+
+
+@functools.lru_cache(maxsize=16)
+def _frames(shape: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """4×4 maps for a (D, H, W) box: voxel-centred → ``[-1, 1]``, back, and the (z, y, x) ↔ (x, y, z) reversal."""
+    d, h, w = (float(v) for v in shape)
+    to_norm = torch.diag(torch.tensor([2 / d, 2 / h, 2 / w, 1.0], device=device))
+    to_vox = torch.diag(torch.tensor([d / 2, h / 2, w / 2, 1.0], device=device))
+    return to_norm, to_vox, torch.eye(4, device=device)[[2, 1, 0, 3]]
 
 
 def _coin(n: int, prob: float, device: torch.device) -> torch.Tensor:
