@@ -1,6 +1,5 @@
 """The experiment grid end to end (tiny): every cell through the bundle, results.csv, resume."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
