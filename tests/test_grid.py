@@ -15,6 +15,7 @@ def _tiny(**kw) -> GridPreset:
                    "max_shift": 1.0, "n_neighbours": 1, "workers": 0}],
         methods=["random", "moco"], label_fractions=[0.5, 1.0], repeats=2, seed=3,
         common={"batch_size": 4}, pretrain={"epochs": 1}, finetune={"epochs": 1}, report={"gradcam_examples": 2},
+        recipes={"fast": {"lr": 0.01}, "slow": {"lr": 0.0001, "epochs": 2}}, selection_fractions=[1.0],
     )
     spec.update(kw)
     return GridPreset(**spec)
@@ -35,16 +36,63 @@ def test_presets_load_and_enumerate():
 
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
+    """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order."""
+    import cryomonai.pipeline
+
     out = tmp_path_factory.mktemp("grid")
-    first = run_grid(_tiny(), out, report=False, progress=False, max_cells=7)
-    return out, first
+    calls, real = [], cryomonai.pipeline.run_bundle
+
+    def recording(run_id, *args, **kw):
+        calls.append((run_id, kw.get("validate#split"), kw.get("ckpt_dir", ""), kw.get("seed"), kw.get("lr")))
+        return real(run_id, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cryomonai.pipeline, "run_bundle", recording)
+        first = run_grid(_tiny(), out, report=False, progress=False, max_cells=7)
+    return out, first, calls
+
+
+def test_recipes_chosen_on_validation_before_the_test_split_is_read(tiny_grid):
+    """Every arm's recipe comes from validation runs only; the test split is read once per reported
+    cell, after its arm's selection, and never for a recipe that was not chosen."""
+    out, first, calls = tiny_grid
+    selection = pd.read_csv(out / "selection.csv")
+    assert sorted(selection["recipe"].unique()) == ["fast", "slow"] and set(selection["method"]) == {"random", "moco"}
+    assert len(selection) == 4 and selection["label_fraction"].eq(1.0).all() and selection["repeat"].eq(0).all()
+    for method, block in selection.groupby("method"):
+        best = block.loc[block["best_val_accuracy"].idxmax(), "recipe"]
+        ties = block[block["best_val_accuracy"] == block["best_val_accuracy"].max()]
+        assert block["chosen"].sum() == 1 and block.loc[block["chosen"], "recipe"].iloc[0] == ties["recipe"].iloc[0]
+        assert (first.loc[first["method"] == method, "recipe"] == best).all() or len(ties) > 1
+    tests = [c for c in calls if c[0] == "evaluate" and c[1] == "test"]
+    assert len(tests) == len(first) == len({c[2] for c in tests})  # once per cell
+    first_test = calls.index(tests[0])
+    assert all(i < first_test for i, c in enumerate(calls) if c[0] == "finetune" and "/f100_r0" in c[2])
+    not_chosen = set(selection.loc[~selection["chosen"], "run_dir"])
+    assert not any(any(c[2].startswith(str(out / d)) for d in not_chosen) for c in tests)
+    # a recipe's overrides reach the bundle: both learning rates were trained with
+    assert {c[4] for c in calls if c[0] == "finetune"} == {0.01, 0.0001}
+
+
+def test_ssl_repeats_pretrain_independently(tiny_grid):
+    """Each repeat of an SSL arm has its own pretraining run and seed (so the t-test includes pretraining)."""
+    out, first, calls = tiny_grid
+    pretrains = [c for c in calls if c[0] == "pretrain"]
+    assert sorted(c[3] for c in pretrains) == [3, 4]  # seed + repeat, one run each
+    moco = first[first["method"] == "moco"]
+    assert sorted(moco["pretrain_seed"].unique()) == [3, 4] and (moco["pretrain_seed"] == moco["seed"]).all()
+    assert first.loc[first["method"] == "random", "pretrain_seed"].isna().all()
+    for seed in (3, 4):
+        assert (out / "pretrain" / "snr_1" / "moco" / f"s{seed}" / "models" / "pretrain.pt").is_file()
 
 
 def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
-    out, first = tiny_grid
+    out, first, _ = tiny_grid
     assert len(first) == 7 and list(first.columns) == RESULT_COLUMNS
     rows_before = (out / "results.csv").read_text()
+    selection_before = (out / "selection.csv").read_text()
     results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 8th cell runs
+    assert (out / "selection.csv").read_text() == selection_before  # the recipes are not chosen again
     assert len(results) == 8
     assert (out / "results.csv").read_text().startswith(rows_before)
     assert set(results["method"]) == {"random", "moco"} and sorted(set(results["label_fraction"])) == [0.5, 1.0]
@@ -64,7 +112,7 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
 
 
 def test_tiny_grid_report(tiny_grid):
-    out, _ = tiny_grid
+    out, _, _ = tiny_grid
     run_grid(_tiny(), out, report=True, progress=False)
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
                  "ttest_test_accuracy.csv"):
@@ -72,6 +120,8 @@ def test_tiny_grid_report(tiny_grid):
     assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
     table = (out / "table.md").read_text()
     assert "| 50 |" in table and "| 100 |" in table and "±" in table
+    assert "Fair-baseline check" in table and "Random features, linear probe" in table
+    assert "## Fine-tuning recipe per arm" in table and '`{"epochs": 2, "lr": 0.0001}`' in table
     results = pd.read_csv(out / "results.csv")
     import scipy.stats
 
@@ -90,7 +140,7 @@ def test_tiny_grid_report(tiny_grid):
 
 def test_report_of_a_grid_without_the_random_baseline(tmp_path):
     """One SSL method alone (e.g. comparing two settings of it): the report is written, t-tests say why not."""
-    preset = _tiny(methods=["simclr"], label_fractions=[1.0], repeats=2)
+    preset = _tiny(methods=["simclr"], label_fractions=[1.0], repeats=2, recipes={})
     results = run_grid(preset, tmp_path, report=True, progress=False)
     assert set(results["method"]) == {"simclr"} and len(results) == 2
     for name in ("table.md", "gradcam.png", "embedding_before_after.png", "summary.json"):

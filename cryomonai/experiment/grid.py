@@ -5,14 +5,23 @@ second training loop:
 
 1. per dataset (an SNR level): the built-in simulator writes it once (the bundle's
    ``ensure_dataset``), split 60/20/20 (stratified);
-2. per (dataset, SSL method): ``pretrain`` on the whole training split without labels;
-3. per (dataset, method, label fraction, repeat): ``finetune`` on the stratified labelled fraction
-   (``label_seed = repeat``, so every method sees the same subset within a repeat; nested across
-   fractions), from the pretrained encoder or from random weights (``method = "random"``), with
-   model selection on the validation split (``finetune_best.pt``); then ``evaluate`` on the test
-   split (accuracy and ``predictions_test.csv``) and on the validation split;
-4. cheap extra readouts on frozen encoder features of the same labelled subset
-   (:mod:`cryomonai.experiment.readouts`): a linear probe and k-nearest neighbours.
+2. per (dataset, SSL method, repeat): ``pretrain`` on the whole training split without labels,
+   with its own seed ``pretrain_seed = seed + repeat``, so the repeats of an SSL arm are
+   independent pretrainings and the t-test's variance includes pretraining;
+3. per (dataset, method): the fine-tuning **recipe** (a named set of bundle overrides from the
+   preset's ``recipes`` search space) is chosen on the **validation split only**: every recipe
+   fine-tunes repeat 0 at the ``selection_fractions``; the highest mean best-validation accuracy
+   wins (``selection.csv``). The test split is not read while choosing;
+4. per (dataset, method, label fraction, repeat): ``finetune`` with the chosen recipe on the
+   stratified labelled fraction (``label_seed = repeat``, so every method sees the same subset
+   within a repeat; nested across fractions), from the repeat's pretrained encoder or from random
+   weights (``method = "random"``), with model selection on the validation split
+   (``finetune_best.pt``); then ``evaluate`` on the validation split and, once, on the test split
+   (accuracy and ``predictions_test.csv``). A selection run of the chosen recipe *is* that
+   recipe's repeat-0 cell (it is not trained twice);
+5. cheap extra readouts on frozen encoder features of the same labelled subset
+   (:mod:`cryomonai.experiment.readouts`): a linear probe and k-nearest neighbours — for
+   ``random`` these are the frozen *random* features the fine-tuned baseline must beat.
 
 Each finished cell appends one row to ``results.csv`` (rewritten atomically), and a rerun skips
 the rows already there: the grid resumes. A pretraining or fine-tuning run killed half-way
@@ -21,8 +30,9 @@ resumes from its last epoch checkpoint (the bundle's ``--resume``).
 Layout of ``out_dir``::
 
     data/<dataset>/                      simulated subtomograms + particles.star
-    pretrain/<dataset>/<method>/         models/pretrain.pt, eval/ (TensorBoard)
-    cells/<dataset>/<method>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
+    pretrain/<dataset>/<method>/s<seed>/ models/pretrain.pt, eval/ (TensorBoard)
+    cells/<dataset>/<method>/<recipe>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
+    selection.csv                        validation accuracy of every recipe tried, the chosen one marked
     results.csv, preset.json             one row per cell; the preset the grid ran with
 """
 
@@ -43,14 +53,20 @@ import pandas as pd
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "grid_cells", "load_preset", "run_grid"]
+__all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "grid_cells", "load_preset", "run_grid"]
 
 #: the columns of ``results.csv``, in order
 RESULT_COLUMNS = [
-    "dataset", "snr", "method", "label_fraction", "repeat", "seed", "n_labelled", "best_val_accuracy",
+    "dataset", "snr", "method", "label_fraction", "repeat", "seed", "pretrain_seed", "recipe", "n_labelled",
+    "best_val_accuracy",
     "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "finetune_seconds", "pretrain_seconds", "run_dir",
 ]
 _CELL_KEY = ["dataset", "method", "label_fraction", "repeat"]
+#: the columns of ``selection.csv``, in order
+SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
+                     "chosen", "run_dir"]
+#: the recipe name of a preset without a ``recipes`` search space (its ``finetune`` overrides alone)
+DEFAULT_RECIPE = "default"
 
 
 @dataclass
@@ -70,7 +86,13 @@ class GridPreset:
         common: bundle overrides for every run (``batch_size``, ``num_workers``, ``progress`` ...).
         pretrain: bundle overrides for pretraining (``epochs``, ``lr`` ...).
         pretrain_by_method: per-method pretraining overrides, applied after ``pretrain``.
-        finetune: bundle overrides for fine-tuning (``epochs``, ``lr`` ...).
+        finetune: bundle overrides for fine-tuning (``epochs``, ``lr`` ...), shared by every recipe.
+        recipes: the fine-tuning search space: recipe name → bundle overrides applied after
+            ``finetune`` (e.g. ``{"adam_1e-3": {"lr": 0.001}, "adam_split": {"encoder_lr": 1e-4}}``);
+            each arm gets the recipe with the best validation accuracy. Empty: one recipe,
+            ``"default"`` = ``finetune`` alone.
+        selection_fractions: the label fractions at which the recipes are compared (repeat 0);
+            ``None``: all of ``label_fractions``.
         readouts: also compute linear-probe and kNN accuracy on frozen features.
         report: arguments of the report (``gradcam_examples``, ``embedding``).
     """
@@ -86,6 +108,8 @@ class GridPreset:
     pretrain: dict[str, Any] = field(default_factory=dict)
     pretrain_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    selection_fractions: list[float] | None = None
     readouts: bool = True
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -101,6 +125,22 @@ class GridPreset:
             raise CryoDataError(where, f"label fractions {bad} are outside (0, 1]", "use e.g. [0.25, 0.5, 0.75, 1.0]")
         if int(self.repeats) < 1:
             raise CryoDataError(where, f"repeats={self.repeats}", "use at least 1 (the paper: 5)")
+        bad = [r for r in self.recipes if not r or not str(r).replace("_", "").replace("-", "").replace(".", "").isalnum()]
+        if bad:
+            raise CryoDataError(where, f"recipe names {bad} are not plain names", "use letters, digits, '_', '-', '.'")
+        extra = sorted(set(map(float, self.selection_fractions or [])) - set(map(float, self.label_fractions)))
+        if extra:
+            raise CryoDataError(where, f"selection_fractions {extra} are not label fractions",
+                                f"choose among {self.label_fractions}")
+
+    def recipe_overrides(self) -> dict[str, dict[str, Any]]:
+        """Every recipe's full fine-tuning overrides (``finetune`` then the recipe's), in declared order."""
+        recipes = self.recipes or {DEFAULT_RECIPE: {}}
+        return {name: {**copy.deepcopy(self.finetune), **copy.deepcopy(extra)} for name, extra in recipes.items()}
+
+    def selection_cells(self) -> list[float]:
+        """The label fractions at which recipes are compared."""
+        return [float(f) for f in (self.selection_fractions or self.label_fractions)]
 
 
 @dataclass(frozen=True)
@@ -112,10 +152,9 @@ class GridCell:
     label_fraction: float
     repeat: int
 
-    @property
-    def run_dir(self) -> str:
-        """The cell's folder relative to the grid's ``out_dir``."""
-        return f"cells/{self.dataset}/{self.method}/f{round(self.label_fraction * 100):03d}_r{self.repeat}"
+    def run_dir(self, recipe: str) -> str:
+        """The cell's folder (fine-tuned with ``recipe``) relative to the grid's ``out_dir``."""
+        return f"cells/{self.dataset}/{self.method}/{recipe}/f{round(self.label_fraction * 100):03d}_r{self.repeat}"
 
 
 def preset_dir() -> Path:
@@ -190,27 +229,39 @@ class GridRunner:
     def __init__(self, preset: GridPreset, out_dir: str | os.PathLike, progress: bool = True) -> None:
         self.preset, self.out, self.progress = preset, Path(out_dir).resolve(), progress
         self.results_path = self.out / "results.csv"
+        self.selection_path = self.out / "selection.csv"
         self._features: dict[tuple[str, str, int], np.ndarray] = {}
-        self._pretrain_seconds: dict[tuple[str, str], float] = {}
+        self._pretrain_seconds: dict[tuple[str, str, int], float] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------------
+    def _table(self, path: Path, columns: list[str]) -> pd.DataFrame:
+        if not path.is_file():
+            return pd.DataFrame(columns=columns)
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise CryoDataError(path, f"unreadable ({err})", "move it away to rerun the grid") from None
+        if list(df.columns) != columns:
+            raise CryoDataError(path, f"has columns {list(df.columns)}, not this version's {columns}",
+                                "move it away (or use a new --out) to rerun the grid")
+        return df
+
     def results(self) -> pd.DataFrame:
         """The rows written so far (an empty frame with :data:`RESULT_COLUMNS` if none)."""
-        if not self.results_path.is_file():
-            return pd.DataFrame(columns=RESULT_COLUMNS)
-        try:
-            return pd.read_csv(self.results_path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise CryoDataError(self.results_path, f"unreadable ({err})", "move it away to rerun the grid") from None
+        return self._table(self.results_path, RESULT_COLUMNS)
+
+    def selection(self) -> pd.DataFrame:
+        """The recipe-selection runs so far (``selection.csv``; :data:`SELECTION_COLUMNS`)."""
+        return self._table(self.selection_path, SELECTION_COLUMNS)
 
     def _done(self, df: pd.DataFrame) -> set[tuple]:
         return {(r.dataset, r.method, round(float(r.label_fraction), 6), int(r.repeat)) for r in df.itertuples()}
 
-    def _append(self, row: dict[str, Any]) -> None:
+    def _append(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
         from cryomonai.io.atomic import atomic_write
 
-        df = pd.concat([self.results(), pd.DataFrame([row], columns=RESULT_COLUMNS)], ignore_index=True)
-        with atomic_write(self.results_path, "w") as fh:
+        df = pd.concat([self._table(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True)
+        with atomic_write(path, "w") as fh:
             df.to_csv(fh, index=False)
 
     def data_dir(self, dataset: str) -> Path:
@@ -221,6 +272,10 @@ class GridRunner:
         """The bundle's float16 volume cache of ``dataset`` (``cache_path`` of ``common.json``)."""
         return str(self.data_dir(dataset) / "cache" / "volumes.npy")
 
+    def pretrain_dir(self, dataset: str, method: str, pretrain_seed: int) -> Path:
+        """The folder of one pretraining run (``models/pretrain.pt``, ``eval/``, ``seconds.txt``)."""
+        return self.out / "pretrain" / dataset / method / f"s{pretrain_seed}"
+
     def _common(self, ds: dict[str, Any], seed: int) -> dict[str, Any]:
         data = self.data_dir(ds["name"])
         return dict(
@@ -228,22 +283,25 @@ class GridRunner:
             progress=self.progress, **copy.deepcopy(self.preset.common),
         )
 
-    # -- the three steps ------------------------------------------------------------------------
-    def pretrained_checkpoint(self, ds: dict[str, Any], method: str) -> str:
-        """Pretrain ``method`` on dataset ``ds`` unless done; the checkpoint path ("" for random)."""
+    def _dataset(self, name: str) -> dict[str, Any]:
+        return next(d for d in self.preset.datasets if d["name"] == name)
+
+    # -- the steps ------------------------------------------------------------------------------
+    def pretrained_checkpoint(self, ds: dict[str, Any], method: str, pretrain_seed: int) -> str:
+        """Pretrain ``method`` on dataset ``ds`` with ``pretrain_seed`` unless done; the checkpoint ("" for random)."""
         if method == "random":
             return ""
         from cryomonai.pipeline import run_bundle
 
-        run = self.out / "pretrain" / ds["name"] / method
+        run = self.pretrain_dir(ds["name"], method, pretrain_seed)
         final = run / "models" / "pretrain.pt"
-        key = (ds["name"], method)
+        key = (ds["name"], method, pretrain_seed)
         if not final.is_file():
             overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
             t0 = time.perf_counter()
             run_bundle(
                 "pretrain", method, self.preset.encoder, ckpt_dir=str(run / "models"), output_dir=str(run / "eval"),
-                resume=_resumable(run / "models", "pretrain"), **{**self._common(ds, self.preset.seed), **overrides},
+                resume=_resumable(run / "models", "pretrain"), **{**self._common(ds, pretrain_seed), **overrides},
             )
             seconds = time.perf_counter() - t0
             _write_text(run / "seconds.txt", f"{seconds:.1f}\n")
@@ -252,48 +310,99 @@ class GridRunner:
             self._pretrain_seconds[key] = float(stamp.read_text()) if stamp.is_file() else float("nan")
         return str(final)
 
-    def run_cell(self, cell: GridCell) -> dict[str, Any]:
-        """Fine-tune, select on validation, evaluate on test (and the readouts): one results row."""
+    def _finetune(self, cell: GridCell, recipe: str) -> tuple[Path, dict[str, Any], float]:
+        """Fine-tune ``cell`` with ``recipe`` unless done and score its best model on the validation split.
+
+        Returns the run folder, the bundle overrides that locate it, and the validation accuracy.
+        """
         from cryomonai.pipeline import run_bundle
 
-        ds = next(d for d in self.preset.datasets if d["name"] == cell.dataset)
+        ds = self._dataset(cell.dataset)
         seed = self.preset.seed + cell.repeat
-        pretrained = self.pretrained_checkpoint(ds, cell.method)
-        run = self.out / cell.run_dir
-        common = self._common(ds, seed)
+        pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
+        run = self.out / cell.run_dir(recipe)
         paths = dict(ckpt_dir=str(run / "models"), output_dir=str(run / "eval"))
-        labels = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat)
-        t0 = time.perf_counter()
+        keys = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **paths, **self._common(ds, seed))
         if not (run / "models" / "finetune_final.pt").is_file():
+            t0 = time.perf_counter()
             run_bundle(
                 "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run / "models", "finetune"),
-                **labels, **paths, **{**common, **copy.deepcopy(self.preset.finetune)},
+                **{**keys, **self.preset.recipe_overrides()[recipe]},
             )
-        seconds = time.perf_counter() - t0
-        acc = {}
-        for split in ("val", "test"):
-            wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": split}, **labels, **paths, **common)
-            acc[split] = float(wf.parser.get_parsed_content("validate#evaluator").state.metrics["accuracy"])
-            if split == "test":
-                n_labelled = len(wf.parser.get_parsed_content("train#labelled"))
-                table = wf.parser.get_parsed_content("data#table")
+            _write_text(run / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
+        wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "val"}, **keys)
+        return run, keys, _metric(wf)
+
+    def choose_recipe(self, dataset: str, method: str) -> str:
+        """The recipe of ``method`` on ``dataset``: the only one, or the best on the validation split.
+
+        Every recipe fine-tunes repeat 0 at each selection fraction (resumable, rows in
+        ``selection.csv``); the highest mean best-validation accuracy wins, ties to the first declared.
+        """
+        recipes = list(self.preset.recipe_overrides())
+        if len(recipes) == 1:
+            return recipes[0]
+        seed = self.preset.seed
+        done = self.selection()
+        done = done[(done["dataset"] == dataset) & (done["method"] == method)]
+        have = {(r.recipe, round(float(r.label_fraction), 6)) for r in done.itertuples()}
+        for recipe in recipes:
+            for frac in self.preset.selection_cells():
+                if (recipe, round(frac, 6)) in have:
+                    continue
+                cell = GridCell(dataset, method, frac, 0)
+                print(f"[grid {self.preset.name}] recipe selection: {cell} recipe={recipe}", flush=True)
+                _, _, val = self._finetune(cell, recipe)
+                self._append(self.selection_path, SELECTION_COLUMNS, {
+                    "dataset": dataset, "method": method, "recipe": recipe, "label_fraction": frac, "repeat": 0,
+                    "pretrain_seed": seed if method != "random" else math.nan, "best_val_accuracy": val,
+                    "chosen": False, "run_dir": cell.run_dir(recipe)})
+        table = self.selection()
+        mine = (table["dataset"] == dataset) & (table["method"] == method)
+        means = table[mine].groupby("recipe", sort=False)["best_val_accuracy"].mean()
+        chosen = max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
+        if not table.loc[mine & (table["recipe"] == chosen), "chosen"].astype(bool).all():
+            table.loc[mine, "chosen"] = table.loc[mine, "recipe"] == chosen
+            from cryomonai.io.atomic import atomic_write
+
+            with atomic_write(self.selection_path, "w") as fh:
+                table.to_csv(fh, index=False)
+        return chosen
+
+    def run_cell(self, cell: GridCell, recipe: str | None = None) -> dict[str, Any]:
+        """Fine-tune with ``recipe`` (default: :meth:`choose_recipe`), select on validation, evaluate once
+        on test (and the readouts): one results row."""
+        from cryomonai.pipeline import run_bundle
+
+        recipe = recipe or self.choose_recipe(cell.dataset, cell.method)
+        ds = self._dataset(cell.dataset)
+        seed = self.preset.seed + cell.repeat
+        run, keys, val = self._finetune(cell, recipe)
+        stamp = run / "seconds.txt"
+        seconds = float(stamp.read_text()) if stamp.is_file() else float("nan")
+        wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "test"}, **keys)
+        test = _metric(wf)
+        n_labelled = len(wf.parser.get_parsed_content("train#labelled"))
+        table = wf.parser.get_parsed_content("data#table")
+        pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
         probe = knn = float("nan")
         if self.preset.readouts:
             probe, knn = self._readouts(cell, pretrained, table, seed)
         return {
             "dataset": cell.dataset, "snr": _snr(ds), "method": cell.method, "label_fraction": cell.label_fraction,
-            "repeat": cell.repeat, "seed": seed, "n_labelled": n_labelled, "best_val_accuracy": acc["val"],
-            "test_accuracy": acc["test"], "linear_probe_accuracy": probe, "knn_accuracy": knn,
-            "finetune_seconds": round(seconds, 2),
-            "pretrain_seconds": self._pretrain_seconds.get((cell.dataset, cell.method), float("nan")),
-            "run_dir": cell.run_dir,
+            "repeat": cell.repeat, "seed": seed, "pretrain_seed": seed if cell.method != "random" else math.nan,
+            "recipe": recipe, "n_labelled": n_labelled, "best_val_accuracy": val,
+            "test_accuracy": test, "linear_probe_accuracy": probe, "knn_accuracy": knn,
+            "finetune_seconds": seconds,
+            "pretrain_seconds": self._pretrain_seconds.get((cell.dataset, cell.method, seed), float("nan")),
+            "run_dir": cell.run_dir(recipe),
         }
 
     def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int) -> tuple[float, float]:
         from cryomonai.experiment.readouts import encoder_features, frozen_readouts
 
-        # the random encoder depends on the seed; a pretrained one does not
-        key = (cell.dataset, cell.method, seed if cell.method == "random" else -1)
+        # the random encoder is seeded by the cell's seed, a pretrained one by its pretraining seed (the same number)
+        key = (cell.dataset, cell.method, seed)
         if key not in self._features:
             cache = self.cache_path(cell.dataset)
             kept = {k: v for k, v in self._features.items() if k[0] == cell.dataset}  # one dataset at a time
@@ -302,15 +411,29 @@ class GridRunner:
 
     # -- the grid -------------------------------------------------------------------------------
     def run(self, max_cells: int | None = None) -> pd.DataFrame:
-        """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows."""
+        """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows.
+
+        Per dataset, each method's recipe is chosen (on validation) before any of its cells is
+        evaluated on the test split.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
         done = self._done(self.results())
         todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
+        chosen: dict[tuple[str, str], str] = {}
         for i, cell in enumerate(todo[:max_cells]):
+            if (cell.dataset, cell.method) not in chosen:
+                for method in self.preset.methods:  # all of this dataset's selections first
+                    chosen[(cell.dataset, method)] = self.choose_recipe(cell.dataset, method)
             print(f"[grid {self.preset.name}] cell {i + 1}/{len(todo)}: {cell}", flush=True)
-            self._append(self.run_cell(cell))
+            row = self.run_cell(cell, chosen[(cell.dataset, cell.method)])
+            self._append(self.results_path, RESULT_COLUMNS, row)
         return self.results()
+
+
+def _metric(wf: Any) -> float:
+    """The accuracy of an ``evaluate`` run."""
+    return float(wf.parser.get_parsed_content("validate#evaluator").state.metrics["accuracy"])
 
 
 def run_grid(
@@ -347,6 +470,6 @@ def run_grid(
 
 
 def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
-    """Total fine-tuning and pretraining seconds of a results table."""
-    pre = results.drop_duplicates(["dataset", "method"])["pretrain_seconds"].fillna(0).sum()
+    """Total fine-tuning and pretraining seconds of a results table (selection runs not counted)."""
+    pre = results.drop_duplicates(["dataset", "method", "pretrain_seed"])["pretrain_seconds"].fillna(0).sum()
     return {"finetune_seconds": float(results["finetune_seconds"].sum()), "pretrain_seconds": float(pre)}

@@ -17,6 +17,7 @@ Accuracies in ``results.csv`` are fractions in [0, 1]; everything shown is in %.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -122,11 +123,49 @@ def _metric_lines(results: pd.DataFrame, metric: str, baseline: str, per_dataset
     return lines + (_markdown(["Dataset"] + header, all_rows) + [""] if not per_dataset else [])
 
 
+def _recipe_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping] | None) -> list[str]:
+    """Markdown: the fine-tuning recipe each arm used (chosen on validation), and what each recipe sets."""
+    if "recipe" not in results.columns:
+        return []
+    chosen = results.groupby(["dataset", "method"], sort=False)["recipe"].agg(lambda r: ", ".join(sorted(set(map(str, r)))))
+    lines = ["## Fine-tuning recipe per arm", "",
+             "Chosen per (dataset, method) by the best mean validation accuracy over the recipe search space "
+             "(repeat 0 at the selection fractions; `selection.csv`); the test split was not read to choose.", ""]
+    lines += _markdown(["Dataset", "Method", "Recipe"],
+                       [[d, _label(m), f"`{r}`"] for (d, m), r in chosen.items()]) + [""]
+    if recipes:
+        lines += ["| Recipe | bundle overrides |", "|---:|---:|"]
+        lines += [f"| `{name}` | `{json.dumps(dict(o), sort_keys=True)}` |" for name, o in recipes.items()] + [""]
+    return lines
+
+
+def _baseline_check_lines(results: pd.DataFrame, baseline: str) -> list[str]:
+    """Markdown: the fine-tuned baseline against a linear probe on its own frozen random features.
+
+    If the probe wins, the baseline's fine-tuning is broken (under-trained), not SSL good.
+    """
+    need = {"linear_probe_accuracy", "test_accuracy"}
+    base = results[results["method"] == baseline]
+    if base.empty or not need <= set(base.columns) or not np.isfinite(base["linear_probe_accuracy"].astype(float)).any():
+        return []
+    rows = []
+    for (dataset, fraction), block in base.groupby(["dataset", "label_fraction"]):
+        ft, probe = block["test_accuracy"].astype(float), block["linear_probe_accuracy"].astype(float)
+        rows.append([dataset, f"{100 * fraction:g}", f"{100 * ft.mean():.1f} ± {100 * ft.std():.1f}",
+                     f"{100 * probe.mean():.1f} ± {100 * probe.std():.1f}", "yes" if ft.mean() > probe.mean() else "**no**"])
+    return ["## Fair-baseline check: fine-tuned random init vs a linear probe on frozen random features", "",
+            "Test accuracy (%) over the repeats; a fine-tuned baseline that does not beat the probe on its own "
+            "random features is under-trained.", "",
+            *_markdown(["Dataset", "Labelled (%)", f"{_label(baseline)}, fine-tuned", "Random features, linear probe",
+                        "fine-tuned beats probe"], rows), ""]
+
+
 def write_table(
     results: pd.DataFrame | str | os.PathLike,
     path: str | os.PathLike,
     metric: str = "test_accuracy",
     baseline: str = "random",
+    recipes: Mapping[str, Mapping] | None = None,
 ) -> Path:
     """Write ``table.md``: the paper's Table 1 layout for ``metric``, then smaller probe/kNN tables.
 
@@ -134,8 +173,10 @@ def write_table(
     methods (random init first), cells ``mean ± std`` in % with one decimal (sample std, ddof=1),
     the best mean of each row in bold, and each method's two-tailed Student's t-test p-value against
     ``baseline`` after its cell, e.g. ``39.3 ± 2.1 (p=0.003)``. ``linear_probe_accuracy`` and
-    ``knn_accuracy`` follow as one compact table each when they have non-NaN values. Written
-    atomically (folder created).
+    ``knn_accuracy`` follow as one compact table each when they have non-NaN values; then the
+    fine-tuning recipe of each arm (a ``recipe`` column; ``recipes`` maps names to their bundle
+    overrides) and the fair-baseline check (fine-tuned ``baseline`` vs the linear probe on its
+    frozen random features). Written atomically (folder created).
 
     Raises:
         CryoDataError: the results lack the key columns or ``metric``, or ``metric`` has no values.
@@ -150,6 +191,7 @@ def write_table(
     for extra, title in EXTRA_METRICS.items():
         if extra != metric and extra in df.columns and np.isfinite(pd.to_numeric(df[extra], errors="coerce")).any():
             lines += [f"## {title}", "", *_metric_lines(df, extra, baseline, per_dataset=False)]
+    lines += _baseline_check_lines(df, baseline) + _recipe_lines(df, recipes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
@@ -334,6 +376,7 @@ def write_report(
     metric: str = "test_accuracy",
     baseline: str = "random",
     predictions: str = "eval/predictions_test.csv",
+    recipes: Mapping[str, Mapping] | None = None,
 ) -> dict[str, Path]:
     """Write the grid's report into ``out_dir`` from its ``results.csv``.
 
@@ -349,7 +392,7 @@ def write_report(
     results_csv, out = Path(results_csv), Path(out_dir)
     df = read_results(results_csv, metric)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"table": write_table(df, out / "table.md", metric, baseline)}
+    written = {"table": write_table(df, out / "table.md", metric, baseline, recipes)}
     from cryomonai.io.atomic import atomic_write
 
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:

@@ -60,11 +60,11 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
     results = runner.results()
     dataset = order_datasets(results)[0]
     table = read_particle_table(runner.data_dir(dataset) / "particles.star")
-    written = write_report(runner.results_path, out, list(table.class_names))
+    written = write_report(runner.results_path, out, list(table.class_names), recipes=preset.recipe_overrides())
     best = _best_method(results, dataset)
     cache = runner.cache_path(dataset)
     if best is not None:
-        pretrained = str(out / "pretrain" / dataset / best / "models" / "pretrain.pt")
+        pretrained = str(runner.pretrain_dir(dataset, best, preset.seed) / "models" / "pretrain.pt")
         test = (table.df["split"] == "test").to_numpy()
         feats = [encoder_features(table, cache, preset.encoder, p, preset.seed)[test] for p in ("", pretrained)]
         written["embedding"] = plot_embeddings_before_after(
@@ -90,7 +90,8 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
     from cryomonai.experiment.grid import seconds_summary
     from cryomonai.io.atomic import atomic_write
 
-    summary = {"preset": preset.name, "cells": int(len(results)), **seconds_summary(results)}
+    summary = {"preset": preset.name, "cells": int(len(results)), "selection_runs": int(len(runner.selection())),
+               **seconds_summary(results)}
     with atomic_write(out / "summary.json", "w") as fh:
         fh.write(json.dumps(summary, indent=2))
     written["summary"] = out / "summary.json"
