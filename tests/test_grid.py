@@ -22,12 +22,18 @@ def _tiny(**kw) -> GridPreset:
 
 
 def test_presets_load_and_enumerate():
-    for name in ("cpu", "paper"):
+    for name in ("cpu", "paper", "label_efficiency"):
         p = load_preset(name)
         cells = list(grid_cells(p))
         assert len(cells) == len(p.datasets) * len(p.methods) * len(p.label_fractions) * p.repeats
-        assert "random" in p.methods and p.label_fractions == [0.25, 0.5, 0.75, 1.0]
-    assert load_preset("paper").repeats == 5 and len(load_preset("paper").datasets) == 3
+        assert "random" in p.methods and len(p.recipe_overrides()) >= 2  # every arm chooses its recipe
+        assert p.repeats >= 3  # independent pretraining seeds
+    paper = load_preset("paper")
+    assert paper.repeats == 5 and len(paper.datasets) == 3 and paper.label_fractions == [0.25, 0.5, 0.75, 1.0]
+    assert 0.1 in load_preset("cpu").label_fractions  # the frozen-feature probe at 10 % labels
+    big = load_preset("label_efficiency")
+    n = big.datasets[0]["n_per_class"] * 10
+    assert n * 0.2 >= 1000 and n * 0.6 >= 4000 and 0.01 in big.label_fractions  # >= 1,000 test subtomograms
     with pytest.raises(CryoDataError, match="grid preset not found"):
         load_preset("nosuchpreset")
     with pytest.raises(CryoDataError, match="outside"):
