@@ -92,7 +92,9 @@ def test_missing_wedge_present_in_fourier_space(sim):
     p = sim(np.random.default_rng(5), target=0, snr=math.inf)
     w = missing_wedge_mask((32, 32, 32), (-60, 60)).numpy()
     power = np.abs(np.fft.fftn(p["observed"])) ** 2
-    assert power[~w].mean() < 0.05 * power[w].mean()  # only cropping leaks a little power into the wedge
+    # only cropping the map leaks power into the wedge: 4-12 % over draws, depending on where the
+    # neighbours are cut by the box edge (without a wedge this ratio is about 1)
+    assert power[~w].mean() < 0.2 * power[w].mean()
     q = sim(np.random.default_rng(5), target=0, snr=0.05)  # noise is wedge-masked too
     power = np.abs(np.fft.fftn(q["observed"])) ** 2
     assert power[~w].mean() < 0.05 * power[w].mean()
@@ -184,3 +186,54 @@ def test_in_process_simulation_keeps_the_callers_thread_count(tmp_path):
     before = torch.get_num_threads()
     _dataset(tmp_path, "t", n_per_class=1)
     assert torch.get_num_threads() == before
+
+
+def test_packing_keeps_the_target_nearest_the_box_centre():
+    """With box_centre, every placed neighbour is ≥ margin farther from it than the target; the
+    non-overlap rule still holds and the result is a function of the generator."""
+    radii = np.array([6.0, 9.0, 4.0, 7.0])
+    target, box_centre = np.array([5.0, -4.0, 3.0]), np.zeros(3)
+    for seed in range(20):
+        c, ok = pack_neighbours(np.random.default_rng(seed), target, 7.0, radii, box_centre=box_centre, margin=2.0)
+        c2, ok2 = pack_neighbours(np.random.default_rng(seed), target, 7.0, radii, box_centre=box_centre, margin=2.0)
+        assert np.array_equal(ok, ok2) and np.array_equal(c[ok], c2[ok2]) and ok.sum() >= 3
+        assert np.all(np.linalg.norm(c[ok], axis=1) >= np.linalg.norm(target) + 2.0 - 1e-9)
+        pts, rr = c[ok], radii[ok]
+        assert np.all(np.linalg.norm(pts - target, axis=1) >= 7.0 + rr - 1e-9)
+        for i in range(len(pts)):
+            for j in range(i):
+                assert np.linalg.norm(pts[i] - pts[j]) >= rr[i] + rr[j] - 1e-9
+
+
+def test_noise_model_is_a_dataset_kwarg_recorded_in_simulation_json(tmp_path):
+    """A grid preset's dataset entry (simulate_dataset kwargs) can choose the noise model; it is
+    recorded, it changes only the noise, and giving two different ones is a user error."""
+    import json
+
+    from cryomonai.errors import CryoDataError
+    from cryomonai.io.mrc import read_mrc
+
+    entry = {"name": "f", "snr": 0.05, "noise_model": "filtered", "n_per_class": 1, "box": 16}
+    star = _dataset(tmp_path, "f", **{k: v for k, v in entry.items() if k != "name"})
+    meta = json.loads((star.parent / "simulation.json").read_text())
+    assert meta["noise_model"] == meta["imaging"]["noise_model"] == "filtered"
+    split = _dataset(tmp_path, "s", snr=0.05, n_per_class=1, box=16)
+    assert json.loads((split.parent / "simulation.json").read_text())["noise_model"] == "split"
+    a, b = (read_mrc(t.parent / "subtomograms/000000.mrc")[0] for t in (star, split))
+    assert not np.array_equal(a, b)
+    assert np.array_equal(np.load(star.parent / "clean.npy"), np.load(split.parent / "clean.npy"))  # same particles
+    with pytest.raises(CryoDataError, match="noise_model"):
+        _dataset(tmp_path, "x", noise_model="split", imaging={"noise_model": "filtered"})
+
+
+def test_preview_shows_each_snr_in_each_noise_model():
+    from cryomonai.simulate.preview import preview_volumes
+
+    grid, titles, centres = preview_volumes(SMALL[:2], box=16, n_neighbours=2)
+    assert titles == ["clean target", "SNR ∞ (no noise)", "SNR 0.05, split", "SNR 0.03, split",
+                      "SNR 0.05, filtered", "SNR 0.03, filtered"]
+    assert list(grid) == list(SMALL[:2]) and all(len(v) == len(titles) for v in grid.values())
+    vols = grid[SMALL[0]]
+    assert all(v.shape == (16, 16, 16) for v in vols) and all(0 <= c < 16 for c in centres[SMALL[0]])
+    noise = [v - vols[1] for v in vols[2:]]  # same particle in every column: only the noise differs
+    assert noise[1].var() > noise[0].var() and noise[3].var() > noise[2].var()  # SNR 0.03 noisier than 0.05

@@ -89,6 +89,8 @@ def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
             "cryoShiftY": p["shift"][1],
             "cryoShiftZ": p["shift"][2],
             "cryoSNR": p["snr"],
+            "cryoSNRBox": p["snr_box"],
+            "cryoSNRTarget": p["snr_target"],
             "cryoNeighbours": p["n_neighbours"],
         }
         out.append((rec, p["clean"].astype(np.float16)))
@@ -96,14 +98,17 @@ def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
 
 
 def _bin(particle: dict, binning: int) -> dict:
-    """Fourier-bin ``observed`` and ``clean`` by ``binning`` and scale ``shift`` to the binned voxels."""
+    """Fourier-bin the volumes by ``binning``, scale ``shift`` to the binned voxels and measure the
+    binned SNRs (binning removes the noise above the new Nyquist)."""
     from cryomonai.data.extract import fourier_resize
+    from cryomonai.simulate.subtomogram import box_and_target_snr
 
     size = (particle["observed"].shape[-1] // binning,) * 3
     out = dict(particle)
-    out["observed"] = np.asarray(fourier_resize(particle["observed"], size), dtype=np.float32)
-    out["clean"] = np.asarray(fourier_resize(particle["clean"], size), dtype=np.float32)
+    for key in ("observed", "clean", "signal", "target_signal"):
+        out[key] = np.asarray(fourier_resize(particle[key], size), dtype=np.float32)
     out["shift"] = np.asarray(particle["shift"]) / binning
+    out["snr_box"], out["snr_target"] = box_and_target_snr(out["observed"], out["signal"], out["target_signal"])
     return out
 
 
@@ -143,6 +148,7 @@ def simulate_dataset(
     overwrite: bool = False,
     progress: bool = True,
     binning: int = 1,
+    noise_model: str | None = None,
 ) -> Path:
     """Simulate ``n_per_class × len(classes)`` subtomograms at ``snr`` and write the dataset.
 
@@ -164,7 +170,13 @@ def simulate_dataset(
             step of a cryo-ET workflow, and 8× less compute per sample at bin 2 (``box=16,
             binning=2`` shows the whole 32³ field of view). ``max_shift`` and ``snr`` refer to the
             unbinned simulation (binning removes the noise above the new Nyquist, so the binned
-            subtomograms have a higher SNR).
+            subtomograms have a higher SNR; the table's ``cryoSNRBox`` is measured after binning).
+        noise_model: ``"split"`` or ``"filtered"`` (:attr:`ImagingParams.noise_model`); ``None``
+            keeps the imaging parameters' own (default ``"split"``).
+
+    The table records per particle the requested ``cryoSNR`` and the measured ``cryoSNRBox``
+    (var(noise-free imaged box) / var(noise)) and ``cryoSNRTarget`` (var(imaged target alone) /
+    var(noise)); ``inf`` without noise.
 
     Returns:
         Path of ``particles.star``.
@@ -178,7 +190,7 @@ def simulate_dataset(
     if out.exists() and not overwrite:
         raise CryoDataError(out, "output folder already exists", "choose another folder or pass overwrite=True")
     classes = tuple(classes or SHREC_10)
-    imaging = imaging if isinstance(imaging, ImagingParams) else ImagingParams(**(imaging or {}))
+    imaging = _imaging_params(imaging, noise_model)
     snr = float(snr)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -209,7 +221,8 @@ def simulate_dataset(
     write_particle_table(df, tmp / "particles.csv", list(classes))
     meta = {
         "n_per_class": n_per_class, "snr": snr if math.isfinite(snr) else "inf", "box": box, "binning": binning, "classes": list(classes),
-        "seed": seed, "n_neighbours": n_neighbours, "max_shift": max_shift, "split_fractions": list(split_fractions),
+        "seed": seed, "n_neighbours": n_neighbours, "max_shift": max_shift, "noise_model": imaging.noise_model,
+        "split_fractions": list(split_fractions),
         "imaging": dataclasses.asdict(imaging), "voxel_size_A": cfg["voxel_size"], "cryomonai": _version(),
     }
     (tmp / "simulation.json").write_text(json.dumps(meta, indent=2))
@@ -220,6 +233,23 @@ def simulate_dataset(
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
     return out / "particles.star"
+
+
+def _imaging_params(imaging: ImagingParams | dict | None, noise_model: str | None) -> ImagingParams:
+    """``imaging`` as :class:`ImagingParams`, with ``noise_model`` (if given) set in it."""
+    if not isinstance(imaging, ImagingParams):
+        try:
+            imaging = ImagingParams(**(imaging or {}))
+        except TypeError as err:
+            fields = [f.name for f in dataclasses.fields(ImagingParams)]
+            raise CryoDataError("simulate_dataset(imaging=...)", str(err),
+                                f"use fields of ImagingParams: {fields}") from None
+    if noise_model is None or noise_model == imaging.noise_model:
+        return imaging
+    if imaging.noise_model != ImagingParams.noise_model:
+        raise CryoDataError("simulate_dataset", f"noise_model={noise_model!r} but imaging has {imaging.noise_model!r}",
+                            "give the noise model once")
+    return dataclasses.replace(imaging, noise_model=noise_model)
 
 
 def _version() -> str:

@@ -70,11 +70,16 @@ def pack_neighbours(
     neighbour_radii: np.ndarray,
     gap: tuple[float, float] = (0.0, 2.0),
     max_tries: int = 50,
+    box_centre: np.ndarray | None = None,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pack spheres around a target sphere without overlap (bounding-sphere packing).
 
     Each neighbour ``i`` is placed in contact with the target (distance ``radius + r_i + gap``)
-    in a uniformly random direction, rejecting positions that overlap an earlier neighbour.
+    in a uniformly random direction, rejecting positions that overlap an earlier neighbour and,
+    with ``box_centre``, positions whose centre is not at least ``margin`` farther from
+    ``box_centre`` than the target's centre (so the target stays the particle nearest to it).
+    The result is a deterministic function of the generator's state.
 
     Args:
         rng: random generator.
@@ -83,6 +88,9 @@ def pack_neighbours(
         neighbour_radii: (n,) radii of the candidate neighbours, in placement order.
         gap: range of the extra distance between touching spheres.
         max_tries: directions tried per neighbour before it is left out.
+        box_centre: (3,) the point the target must stay nearest to (same axis order); ``None``
+            places neighbours anywhere around the target.
+        margin: how much farther from ``box_centre`` than the target a neighbour's centre must be.
 
     Returns:
         ``(centres, placed)``: (n, 3) centres (NaN where not placed) and a (n,) bool mask.
@@ -90,11 +98,14 @@ def pack_neighbours(
     n = len(neighbour_radii)
     centres = np.full((n, 3), np.nan)
     placed = np.zeros(n, dtype=bool)
+    min_dist = None if box_centre is None else np.linalg.norm(centre - box_centre) + margin
     for i, r in enumerate(neighbour_radii):
         for _ in range(max_tries):
             u = rng.normal(size=3)
             u /= np.linalg.norm(u)
             c = centre + u * (radius + r + rng.uniform(*gap))
+            if min_dist is not None and np.linalg.norm(c - box_centre) < min_dist:
+                continue
             others = centres[placed]
             if len(others) == 0 or np.all(np.linalg.norm(others - c, axis=1) >= neighbour_radii[placed] + r):
                 centres[i], placed[i] = c, True

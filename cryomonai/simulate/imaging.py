@@ -8,11 +8,16 @@ Conventions
 * Spatial frequency ``k`` is in cycles/voxel (Nyquist = 0.5) unless stated otherwise.
 
 The imaging model of :func:`image_volume` follows the simulator behind the paper's data (AITom,
-Pei et al. 2016 / Liu et al. 2020) with the noise split in two halves:
+Pei et al. 2016 / Liu et al. 2020), with ``H = band-pass · CTF`` and ``W`` the missing-wedge mask,
+and one of two noise models (:attr:`ImagingParams.noise_model`):
 
-``observed = W · F⁻¹[ H · F(v + n₁) ] + W · n₂``  with ``H = band-pass · CTF`` and ``W`` the
-missing-wedge mask; ``n₁`` (before the CTF) and ``n₂`` (after it) are white Gaussian noise scaled so
-that each contributes half of the final noise variance and **SNR = var(signal) / var(noise)**.
+* ``"split"`` (default): ``observed = W · F⁻¹[ H · F(v + n₁) ] + W · n₂``, the noise split in two
+  halves like AITom's, ``n₁`` before the CTF and ``n₂`` after it, white Gaussian noise scaled so
+  that each contributes half of the final noise variance;
+* ``"filtered"``: ``observed = W · F⁻¹[ H · F(v + n) ]``, all the noise white before the filters,
+  so it has the signal's spectral envelope (nothing in the wedge, zero at the CTF zeros).
+
+Either way the noise is scaled so that **SNR = var(signal) / var(noise)** in the returned box.
 
 Example:
     >>> w = missing_wedge_mask((8, 8, 8), tilt_range=(-60.0, 60.0))
@@ -26,7 +31,10 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from cryomonai.errors import CryoDataError
 
 __all__ = [
     "ImagingParams",
@@ -41,7 +49,12 @@ __all__ = [
     "imaged_signal",
     "imaged_noise",
     "image_volume",
+    "measured_snr",
+    "NOISE_MODELS",
 ]
+
+#: the noise models of :attr:`ImagingParams.noise_model` (see the module docstring)
+NOISE_MODELS: tuple[str, ...] = ("split", "filtered")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class ImagingParams:
         tilt_range: (min, max) tilt angles in degrees about y; ``None`` disables the wedge.
         bandpass: (low, high) pass band in fractions of Nyquist (smooth edges).
         apply_ctf: ``False`` skips the CTF (band-pass and wedge only).
+        noise_model: ``"split"`` (half the noise before the CTF, half after it) or ``"filtered"``
+            (all of it before band-pass · CTF · wedge); see the module docstring.
     """
 
     pixel_size_nm: float = 1.0
@@ -69,6 +84,12 @@ class ImagingParams:
     tilt_range: tuple[float, float] | None = (-60.0, 60.0)
     bandpass: tuple[float, float] = (0.0, 1.0)
     apply_ctf: bool = True
+    noise_model: str = "split"
+
+    def __post_init__(self) -> None:
+        if self.noise_model not in NOISE_MODELS:
+            raise CryoDataError("ImagingParams", f"unknown noise_model {self.noise_model!r}",
+                                f"use one of {list(NOISE_MODELS)}")
 
 
 def fourier_grid(
@@ -209,10 +230,29 @@ def _filters(shape: tuple[int, ...], p: ImagingParams, device=None) -> tuple[tor
     return h, w, (h * w).double().pow(2).mean().item(), w.double().pow(2).mean().item()
 
 
+@functools.lru_cache(maxsize=16)
+def _signal_filter(shape: tuple[int, int, int], p: ImagingParams, device=None) -> torch.Tensor:
+    """``H·W`` on ``rfftn``'s half grid, made Hermitian, ``(G(k) + G(−k)) / 2``: then
+    ``irfftn(rfftn(v) · G)`` equals ``Re F⁻¹[F(v) · H·W]`` for a real ``v``, at half the cost."""
+    h, w, _, _ = _filters(shape, p, device)
+    g = (h * w).double()
+    g_neg = torch.roll(torch.flip(g, (0, 1, 2)), (1, 1, 1), (0, 1, 2))  # G(−k): index i → −i mod n
+    return (0.5 * (g + g_neg))[..., : shape[2] // 2 + 1].contiguous()
+
+
 def imaged_signal(density: torch.Tensor, params: ImagingParams = ImagingParams()) -> torch.Tensor:
-    """The noise-free imaged density ``W · F⁻¹[H · F(density)]`` (float64, the input's shape)."""
-    h, w, _, _ = _filters(tuple(density.shape), params, density.device)
-    return torch.fft.ifftn(torch.fft.fftn(density.double()) * (h * w)).real
+    """The noise-free imaged density ``W · F⁻¹[H · F(density)]``.
+
+    Args:
+        density: (..., D, H, W) real densities (a batch is imaged volume by volume).
+
+    Returns:
+        float64, the input's shape.
+    """
+    shape = tuple(density.shape[-3:])
+    g = _signal_filter(shape, params, density.device)
+    dims = (-3, -2, -1)
+    return torch.fft.irfftn(torch.fft.rfftn(density.double(), dim=dims) * g, s=shape, dim=dims)
 
 
 def imaged_noise(
@@ -223,16 +263,37 @@ def imaged_noise(
     n_realisations: int = 1,
     device=None,
 ) -> torch.Tensor:
-    """Noise of total variance ``noise_var``, half white before the CTF (``W·H·n₁``), half after (``W·n₂``).
+    """Imaged noise of total variance ``noise_var`` in the model ``params.noise_model``.
+
+    ``"split"``: half white before the CTF (``W·H·n₁``), half after it (``W·n₂``); ``"filtered"``:
+    all of it white before the filters (``W·H·n``), so its power spectrum is ``∝ |H·W|²``.
 
     Returns (n_realisations, *shape) float64.
     """
     h, w, g1, g2 = _filters(tuple(shape), params, device)
+    dims = (-3, -2, -1)
+    if params.noise_model == "filtered":
+        if g1 <= 0:
+            raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
+                                "reach the SNR", "widen the band-pass or use noise_model='split'")
+        n = torch.randn((n_realisations, *shape), generator=generator, dtype=torch.float64).to(device)
+        return torch.fft.ifftn(torch.fft.fftn(n, dim=dims) * (math.sqrt(noise_var / g1) * h * w), dim=dims).real
     s1 = math.sqrt(0.5 * noise_var / g1) if g1 > 0 else 0.0
     s2 = math.sqrt(0.5 * noise_var / g2)
     n = torch.randn((n_realisations, 2, *shape), generator=generator, dtype=torch.float64).to(device)
-    f = torch.fft.fftn(n[:, 0], dim=(-3, -2, -1)) * (s1 * h * w) + torch.fft.fftn(n[:, 1], dim=(-3, -2, -1)) * (s2 * w)
-    return torch.fft.ifftn(f, dim=(-3, -2, -1)).real
+    f = torch.fft.fftn(n[:, 0], dim=dims) * (s1 * h * w) + torch.fft.fftn(n[:, 1], dim=dims) * (s2 * w)
+    return torch.fft.ifftn(f, dim=dims).real
+
+
+def measured_snr(signal: torch.Tensor | np.ndarray, noise: torch.Tensor | np.ndarray) -> float:
+    """``var(signal) / var(noise)`` as measured (``inf`` when the noise is zero).
+
+    Args:
+        signal: a noise-free imaged volume (any shape; CPU tensor or array).
+        noise: the noise of one or more realisations (any shape; the variance is pooled).
+    """
+    noise_var = float(np.var(np.asarray(noise, dtype=np.float64)))
+    return float(np.var(np.asarray(signal, dtype=np.float64))) / noise_var if noise_var > 0 else math.inf
 
 
 def image_volume(

@@ -1,16 +1,59 @@
-"""A picture of what the simulator makes: per class, the clean target and the same particle at each SNR."""
+"""A picture of what the simulator makes: per class, the clean target and the same particle at each
+SNR, in each noise model (:data:`~cryomonai.simulate.imaging.NOISE_MODELS`) side by side."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from cryomonai.simulate.imaging import ImagingParams
+from cryomonai.simulate.imaging import NOISE_MODELS, ImagingParams
 
-__all__ = ["preview_montage"]
+__all__ = ["preview_montage", "preview_volumes"]
+
+
+def _column_title(snr: float, noise_model: str | None) -> str:
+    if math.isinf(snr):
+        return "SNR ∞ (no noise)"
+    return f"SNR {snr:g}, {noise_model}"
+
+
+def preview_volumes(
+    classes: tuple[str, ...],
+    snrs: tuple[float, ...] = (math.inf, 0.05, 0.03),
+    noise_models: tuple[str, ...] = NOISE_MODELS,
+    box: int = 32,
+    seed: int = 0,
+    n_neighbours: int = 4,
+    imaging: ImagingParams | None = None,
+) -> tuple[dict[str, list[np.ndarray]], list[str], dict[str, tuple[int, int, int]]]:
+    """The montage's volumes: per class the clean target, then each SNR (``inf`` once, since it has
+    no noise; each finite SNR once per noise model).
+
+    The same particle (geometry and noise seed, drawn from ``default_rng([seed, class])``) fills
+    every column, so the columns differ only by the noise level and model.
+
+    Returns:
+        ``(grid, titles, centres)``: class → list of (box, box, box) volumes (z, y, x), one title per
+        column, class → the target's centre voxel (z, y, x).
+    """
+    from cryomonai.simulate.dataset import build_simulator
+
+    base = imaging or ImagingParams()
+    sims = {m: build_simulator(classes, box, n_neighbours, 8.0, dataclasses.replace(base, noise_model=m))
+            for m in noise_models}
+    columns = [(s, None) for s in snrs if math.isinf(s)]  # no noise: the same in every model
+    columns += [(s, m) for m in noise_models for s in snrs if not math.isinf(s)]
+    grid, centres = {}, {}
+    for c, name in enumerate(classes):
+        rngs = [np.random.default_rng([seed, c]) for _ in columns]
+        outs = [sims[m or noise_models[0]](rng, target=c, snr=float(s)) for rng, (s, m) in zip(rngs, columns)]
+        grid[name] = [outs[0]["clean"]] + [o["observed"] for o in outs]
+        centres[name] = tuple(int(v) for v in np.clip(np.round(box // 2 + outs[0]["shift"][::-1]), 0, box - 1))
+    return grid, ["clean target"] + [_column_title(s, m) for s, m in columns], centres
 
 
 def preview_montage(
@@ -21,25 +64,18 @@ def preview_montage(
     seed: int = 0,
     n_neighbours: int = 4,
     imaging: ImagingParams | None = None,
+    noise_models: tuple[str, ...] = NOISE_MODELS,
 ) -> Path:
-    """Write a PNG montage (rows = classes; columns = clean density, then each SNR; xy/xz/yz slices).
+    """Write a PNG montage (rows = classes; columns = :func:`preview_volumes`; xy/xz/yz slices).
 
-    The same particle (geometry and noise pattern, drawn from ``default_rng([seed, class])``) is
-    shown at every SNR, so the columns differ only by the noise level. Slices go through the
-    target's (shifted) centre.
+    Slices go through the target's (shifted) centre.
     """
-    from cryomonai.simulate.dataset import build_simulator
     from cryomonai.simulate.templates import SHREC_10
     from cryomonai.visualize.slices import slice_montage
 
     classes = tuple(classes or SHREC_10)
-    sim = build_simulator(classes, box, n_neighbours, 8.0, imaging or ImagingParams())
-    grid, centres = {}, {}
-    for c, name in enumerate(classes):
-        outs = [sim(np.random.default_rng([seed, c]), target=c, snr=float(s)) for s in snrs]
-        grid[name] = [outs[0]["clean"]] + [o["observed"] for o in outs]
-        centres[name] = tuple(int(v) for v in np.clip(np.round(box // 2 + outs[0]["shift"][::-1]), 0, box - 1))
-    titles = ["clean target"] + [f"SNR {s:g}" if math.isfinite(s) else "SNR ∞" for s in snrs]
+    grid, titles, centres = preview_volumes(classes, snrs, noise_models, box, seed, n_neighbours, imaging)
     title = (f"cryomonai simulator: {box}³ subtomograms at 10 Å/voxel, crowded by ≤{n_neighbours} neighbours, "
-             "CTF (−5 µm) + ±60° wedge; slices through the target")
+             "CTF (−5 µm) + ±60° wedge; slices through the target. Noise: split = half before, half after "
+             "the CTF (default); filtered = all before CTF·wedge")
     return slice_montage(grid, titles, path, title=title, centres=centres)

@@ -3,9 +3,11 @@
 In the spirit of AITom's "few-molecule" packing simulator behind the paper's data (Liu et al.
 2020): the target template at a uniformly random rotation, shifted up to ``max_shift`` voxels from
 the box centre, crowded by ``n_neighbours`` randomly rotated templates of any class packed around it
-without overlap (bounding spheres), summed into a map larger than the box, imaged with
-:func:`cryomonai.simulate.imaging.image_volume` (band-pass, CTF, missing wedge, noise at the SNR
-measured inside the crop) and cropped to ``box³`` around the map centre.
+without overlap (bounding spheres) and each at least ``centre_margin`` voxels farther from the box
+centre than the target (so the labelled target is always the particle nearest the centre), summed
+into a map larger than the box, imaged with :func:`cryomonai.simulate.imaging.image_volume`
+(band-pass, CTF, missing wedge, noise at the SNR measured inside the crop) and cropped to ``box³``
+around the map centre.
 
 Example:
     >>> import numpy as np, torch
@@ -19,14 +21,45 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from cryomonai.simulate.geometry import euler_zyz, pack_neighbours, random_rotations, rotate_shift
-from cryomonai.simulate.imaging import ImagingParams, image_volume
+from cryomonai.simulate.imaging import ImagingParams, image_volume, imaged_signal, measured_snr
 
-__all__ = ["SubtomogramSimulator", "paste", "place_templates"]
+__all__ = ["Layout", "SubtomogramSimulator", "paste", "place_templates", "box_and_target_snr"]
+
+
+class Layout(NamedTuple):
+    """The geometry of one subtomogram, in voxels of the simulation map (see :class:`SubtomogramSimulator`).
+
+    Attributes:
+        classes: (k,) class of each particle; row 0 is the target, then the placed neighbours.
+        centres_zyx: (k, 3) particle centres (z, y, x) in the map.
+        rotations: (k, 3, 3) rotations acting on (x, y, z).
+        shift_zyx: (3,) the target's shift from the box centre (z, y, x).
+    """
+
+    classes: np.ndarray
+    centres_zyx: np.ndarray
+    rotations: np.ndarray
+    shift_zyx: np.ndarray
+
+
+def box_and_target_snr(
+    observed: torch.Tensor, signal: torch.Tensor, target_signal: torch.Tensor
+) -> tuple[float, float]:
+    """Measured SNRs ``(var(signal) / var(noise), var(target_signal) / var(noise))``, ``noise = observed − signal``.
+
+    Args:
+        observed: (box³) or (n, box³) noisy realisations of ``signal``.
+        signal: (box³) noise-free imaged box (target + neighbours).
+        target_signal: (box³) the target alone, imaged with the same filters (no noise).
+    """
+    noise = observed - signal
+    return measured_snr(signal, noise), measured_snr(target_signal, noise)
 
 
 def paste(canvas: torch.Tensor, vol: torch.Tensor, start: np.ndarray) -> None:
@@ -66,6 +99,8 @@ class SubtomogramSimulator:
         n_neighbours: number of neighbours packed around the target (fewer if they do not fit).
         max_shift: the target's centre is shifted uniformly by up to ± this many voxels per axis.
         imaging: the imaging model.
+        centre_margin: each neighbour's centre is at least this many voxels farther from the box
+            centre than the target's (a neighbour that does not fit is left out).
     """
 
     def __init__(
@@ -76,10 +111,12 @@ class SubtomogramSimulator:
         n_neighbours: int = 4,
         max_shift: float = 8.0,
         imaging: ImagingParams = ImagingParams(),
+        centre_margin: float = 2.0,
     ) -> None:
         self.templates = torch.as_tensor(templates, dtype=torch.float32)
         self.radii = np.asarray(radii, dtype=float)
         self.box, self.n_neighbours, self.max_shift, self.imaging = box, n_neighbours, max_shift, imaging
+        self.centre_margin = float(centre_margin)
         s = self.templates.shape[-1]
         size = box + s
         self.size = size + (size - box) % 2  # map size L with (L - box) even, so the crop is centred
@@ -87,34 +124,48 @@ class SubtomogramSimulator:
         self.crop = (slice(c0, c0 + box),) * 3
         self.centre = c0 + box // 2  # index of the map (and crop) centre: voxel box // 2 of the crop
 
+    def layout(self, rng: np.random.Generator, target: int) -> Layout:
+        """Draw the geometry of one subtomogram of class ``target`` (no imaging; consumes ``rng``)."""
+        shift_zyx = rng.uniform(-self.max_shift, self.max_shift, size=3)
+        target_c = self.centre + shift_zyx
+        nb_cls = rng.integers(0, len(self.templates), size=self.n_neighbours)
+        nb_c, placed = pack_neighbours(
+            rng, target_c, self.radii[target], self.radii[nb_cls], box_centre=np.full(3, float(self.centre)),
+            margin=self.centre_margin,
+        )
+        classes = np.concatenate([[target], nb_cls[placed]]).astype(int)
+        centres = np.concatenate([target_c[None], nb_c[placed]])
+        return Layout(classes, centres, random_rotations(rng, len(classes)), shift_zyx)
+
     def __call__(self, rng: np.random.Generator, target: int, snr: float, n_realisations: int = 1) -> dict:
         """Simulate one subtomogram of class ``target``.
 
         Returns a dict: ``observed`` (box³ float32 numpy; (n, box³) if ``n_realisations > 1``),
         ``clean`` (the target's density alone, rotated/shifted, no imaging, box³), ``signal`` (the
-        noise-free imaged crop), ``label``, ``euler`` (rot, tilt, psi in degrees, ZYZ),
-        ``shift`` (x, y, z voxels from the box centre), ``snr``, ``n_neighbours`` (placed).
+        noise-free imaged crop), ``target_signal`` (the target alone, imaged, noise-free), ``label``,
+        ``euler`` (rot, tilt, psi in degrees, ZYZ), ``shift`` (x, y, z voxels from the box centre),
+        ``snr`` (requested), ``snr_box`` and ``snr_target`` (measured: var(signal) and
+        var(target_signal) over var(noise); ``inf`` without noise), ``n_neighbours`` (placed).
         """
-        shift_zyx = rng.uniform(-self.max_shift, self.max_shift, size=3)
-        target_c = self.centre + shift_zyx
-        nb_cls = rng.integers(0, len(self.templates), size=self.n_neighbours)
-        nb_c, placed = pack_neighbours(rng, target_c, self.radii[target], self.radii[nb_cls])
-        classes = np.concatenate([[target], nb_cls[placed]]).astype(int)
-        centres = np.concatenate([target_c[None], nb_c[placed]])
-        rots = random_rotations(rng, len(classes))
+        lay = self.layout(rng, target)
         clean = torch.zeros((self.size,) * 3)
-        place_templates(clean, self.templates[classes[:1]], centres[:1], rots[:1])
+        place_templates(clean, self.templates[lay.classes[:1]], lay.centres_zyx[:1], lay.rotations[:1])
         density = clean.clone()
-        place_templates(density, self.templates[classes[1:]], centres[1:], rots[1:])
+        place_templates(density, self.templates[lay.classes[1:]], lay.centres_zyx[1:], lay.rotations[1:])
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         obs, signal = image_volume(density, snr, self.imaging, gen, self.crop, n_realisations)
+        target_signal = imaged_signal(clean, self.imaging)[self.crop].float()
+        snr_box, snr_target = box_and_target_snr(obs, signal, target_signal)
         return {
             "observed": (obs[0] if n_realisations == 1 else obs).numpy(),
             "clean": clean[self.crop].numpy(),
             "signal": signal.numpy(),
+            "target_signal": target_signal.numpy(),
             "label": int(target),
-            "euler": euler_zyz(rots[:1])[0],
-            "shift": shift_zyx[::-1].copy(),
+            "euler": euler_zyz(lay.rotations[:1])[0],
+            "shift": lay.shift_zyx[::-1].copy(),
             "snr": float(snr) if not math.isinf(snr) else math.inf,
-            "n_neighbours": int(placed.sum()),
+            "snr_box": snr_box,
+            "snr_target": snr_target,
+            "n_neighbours": len(lay.classes) - 1,
         }
