@@ -62,6 +62,16 @@ def test_rotation_matches_monai_affine_on_an_anisotropic_box() -> None:
         torch.testing.assert_close(out[i], ref.as_tensor(), atol=1e-4, rtol=0)
 
 
+def test_shift_matches_monais_translation() -> None:
+    """A shift in voxels (z, y, x), fractional or not, is MONAI's ``translate_params`` (as ``RandShift``)."""
+    x = _randn(2, 1, 12, 14, 16)
+    t = torch.tensor([[0.5, -1.25, 2.0], [-1.0, 0.3, 0.0]])
+    out = BatchedViews().resample(x, affine_theta({"shift": t}, x.shape))
+    for i in range(2):
+        ref = Affine(translate_params=t[i].tolist(), padding_mode="zeros", image_only=True)(x[i])
+        torch.testing.assert_close(out[i], ref.as_tensor(), atol=1e-4, rtol=0)
+
+
 def test_quarter_turn_about_z_is_monais_beam_rotation() -> None:
     x = _randn(1, 1, 16, 16, 16)
     views = BatchedViews(rotation="beam", beam_angle_deg=(90.0, 90.0))
@@ -225,6 +235,7 @@ def test_view_factories_give_their_batched_twin() -> None:
     assert (twin.rotation, twin.reimpose_wedge, twin.noise_prob, twin.microscope["pixel_size_nm"]) == (
         "so3", True, 0.7, 2.0)
     assert cryo3d_views(rotation="so3", tilt_range=None).batched().reimpose_wedge is False
+    assert (cryo.batched().shift_voxels, cryo3d_views(shift_voxels=0.5).batched().shift_voxels) == (0.0, 0.5)
     assert loader_transform(cryo, False) is cryo and device_views(cryo, False) is None
     assert isinstance(device_views(cryo, True), BatchedViews)
     item = loader_transform(cryo, True)({"image": _randn(1, 8, 8, 8) * 3 + 1, "label": 2})

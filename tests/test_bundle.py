@@ -17,9 +17,12 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, run
 from monai.bundle.scripts import create_workflow
+from monai.transforms import Randomizable
 
+from cryomonai.engines import PrepareBatchMemoryFormat
 from cryomonai.networks import ENCODERS
 from cryomonai.ssl import METHODS
+from cryomonai.transforms import BatchedViews, ViewPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "cryo_ssl"
@@ -225,6 +228,80 @@ def test_inference_writes_predictions_for_the_table(env: dict, finetuned: dict) 
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert len(predictions) == 24 and set(predictions["cryoPredictedClassName"]) <= set(CLASSES)
     assert (out / "predictions.star").is_file() and (out / "embeddings.npy").is_file()
+
+
+# ---- fine-tuning augmentation --------------------------------------------------------------------
+
+
+def _is_random(transform) -> bool:
+    return any(isinstance(t, Randomizable) for t in getattr(transform, "transforms", [transform]))
+
+
+def test_finetune_augments_by_default_and_augment_false_only_normalises() -> None:
+    default = _parser(*FINETUNE)
+    assert default.get_parsed_content("augment") is True and default.get_parsed_content("augment_on_device") is False
+    views = default.get_parsed_content("train#transforms")
+    assert isinstance(views, ViewPipeline) and _is_random(views)
+    assert (views.options["rotation"], views.options["shift_voxels"], tuple(views.options["tilt_range"])) == (
+        "so3", 1.0, (-60.0, 60.0))
+    assert default.get_parsed_content("train#loader_transforms") is views  # made per sample in the loader
+    assert default.get_parsed_content("train#prepare_batch").views is None
+    off = _parser(*FINETUNE, augment=False)
+    plain = off.get_parsed_content("train#transforms")
+    assert not isinstance(plain, ViewPipeline) and not _is_random(plain)
+    assert off.get_parsed_content("train#prepare_batch").views is None
+    knobs = _parser(*FINETUNE, **{"train#views#rotation": "beam", "train#views#pixel_size_nm": 2.0,
+                                  "train#views#noise_prob": 0.5})
+    twin = knobs.get_parsed_content("train#transforms").batched()
+    assert (twin.rotation, twin.microscope["pixel_size_nm"], twin.noise_prob) == ("beam", 2.0, 0.5)
+    on = _parser(*FINETUNE, augment_on_device=True)
+    assert isinstance(on.get_parsed_content("train#prepare_batch").views, BatchedViews)
+    assert not _is_random(on.get_parsed_content("train#loader_transforms"))  # the loader only normalises
+
+
+def test_evaluation_and_inference_never_augment() -> None:
+    evaluate = _parser(*_files("common.json", "finetune.json", "evaluate.json"), augment_on_device=True)
+    assert evaluate.get_parsed_content("augment") is False
+    assert not _is_random(evaluate.get_parsed_content("train#transforms"))
+    assert evaluate.get_parsed_content("train#prepare_batch").views is None
+    for parser in (evaluate, _parser(*FINETUNE)):
+        assert not _is_random(parser.get_parsed_content("validate#transforms"))
+        assert parser["validate"]["evaluator"]["prepare_batch"] == "@prepare_batch"  # not the training one
+        assert type(parser.get_parsed_content("prepare_batch")) is PrepareBatchMemoryFormat
+    inference = _parser(*_files("common.json", "inference.json"))
+    assert not _is_random(inference.get_parsed_content("preprocessing"))
+
+
+def _first_training_batch(env: dict, name: str, **overrides) -> tuple[dict, dict]:
+    """One epoch of fine-tuning from random weights: the loader's first batch and what the network got."""
+    out = env["root"] / f"augment_{name}"
+    paths = {"ckpt_dir": str(out / "models"), "output_dir": str(out / "eval")}
+    workflow = create_workflow(config_file=FINETUNE, **{**env["overrides"], **paths}, epochs=1, pretrained="",
+                               run_id="finetune", **{"network_def#channels": 8}, **overrides)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    seen: list[tuple[dict, dict]] = []
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=1))
+    def _keep(engine) -> None:
+        seen.append((dict(engine.state.batch), dict(engine.state.output)))
+
+    workflow.run()
+    workflow.finalize()
+    return seen[0]
+
+
+def test_finetune_trains_on_augmented_views_per_sample_or_on_the_device(env: dict) -> None:
+    off_batch, off = _first_training_batch(env, "off", augment=False)
+    on_batch, on = _first_training_batch(env, "on")
+    device_batch, device = _first_training_batch(env, "device", augment_on_device=True)
+    for batch, output in ((on_batch, on), (device_batch, device)):
+        assert torch.equal(batch["label"], off_batch["label"]) and torch.equal(output["label"], off["label"])
+        assert output["image"].shape == off["image"].shape == (4, 1, 24, 24, 24)
+        assert not torch.allclose(output["image"], off["image"], atol=0.1)  # the network saw other volumes
+    assert torch.equal(off["image"], off_batch["image"].as_tensor())  # augment false: as loaded (normalised)
+    assert torch.equal(on["image"], on_batch["image"].as_tensor())  # made by the loader
+    assert torch.equal(device_batch["image"], off_batch["image"])  # the loader only normalised ...
+    assert not torch.allclose(device["image"], device_batch["image"].as_tensor(), atol=0.1)  # ... the device augmented
 
 
 def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained: Path) -> None:

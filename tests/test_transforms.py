@@ -22,6 +22,8 @@ from cryomonai.transforms import (
     RandInPlaneAffined,
     RandLowPass,
     RandResizedCropd,
+    RandShift,
+    RandShiftd,
     RandSNRJitter,
     RandSO3Rotate,
     RandSO3Rotated,
@@ -179,6 +181,26 @@ def test_so3_rotation_is_uniform_and_rotated_back_matches():
     m[:3, :3] = torch.as_tensor(rot.matrix).T
     back = torch.as_tensor(Affine(affine=m, padding_mode="zeros", image_only=True)(out))
     assert (back - blob).norm() / blob.norm() < 0.05
+
+
+def test_shift_stays_in_range_and_moves_the_content_by_minus_the_drawn_shift():
+    vol = torch.rand(1, 12, 12, 12, generator=_gen())
+    shift = RandShift(prob=1.0, max_shift=2.0).set_random_state(0)
+    draws = []
+    for _ in range(50):
+        out = shift(vol)
+        draws.append(shift.shift)
+        ref = Affine(translate_params=shift.shift, padding_mode="zeros", image_only=True)(vol)
+        torch.testing.assert_close(out, ref)
+    draws = torch.tensor(draws)  # (50, 3) voxels, z y x
+    assert float(draws.abs().max()) <= 2.0 and float(draws.abs().max()) > 1.8 and float(draws.std()) > 0.8
+    shift.shift = (1.0, 0.0, -2.0)  # an integer shift is exact: output voxel p is input voxel p + t
+    out = torch.as_tensor(shift(vol, randomize=False))
+    torch.testing.assert_close(out[:, :-1, :, 2:], vol[:, 1:, :, :-2], atol=1e-5, rtol=0)
+    assert float(out[:, -1].abs().max()) == 0.0 and float(out[..., :2].abs().max()) == 0.0  # zeros came in
+    twin = RandShiftd(["image", "mask"], max_shift=1.0).set_random_state(0)({"image": vol, "mask": vol.clone()})
+    torch.testing.assert_close(twin["image"], twin["mask"])
+    assert not torch.allclose(twin["image"], vol)
 
 
 def test_dictionary_twin_moves_all_keys_together():

@@ -7,6 +7,8 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 * :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`, :class:`SSLPrepareBatch`;
 * :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
   :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
+* :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
+  view made on the training device, the bundle's ``augment_on_device``);
 * :mod:`~cryomonai.engines.data` — :func:`ensure_dataset` (simulate the default data on first use),
   :func:`label_fraction_subset` (the paper's 25–100 % label settings);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
@@ -26,6 +28,7 @@ from cryomonai.engines.checkpoints import (
     resume_handlers,
 )
 from cryomonai.engines.data import ensure_dataset, label_fraction_subset
+from cryomonai.engines.finetune import SupervisedPrepareBatch
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network, seed_run
 from cryomonai.engines.predictions import PredictionsWriter
@@ -42,6 +45,7 @@ __all__ = [
     "RunInfo",
     "SSLPrepareBatch",
     "SSLStep",
+    "SupervisedPrepareBatch",
     "TrackMeta",
     "ViewSlicesHandler",
     "central_slices",

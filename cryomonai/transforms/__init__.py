@@ -15,12 +15,13 @@ are in array order ``(z, y, x)`` (see :mod:`cryomonai.transforms.spatial`).
 Modules
 -------
 * :mod:`~cryomonai.transforms.spatial` — resized crops (in-plane or 3D), the paper's in-plane
-  affine, rotations about the beam axis and uniform 3D rotations.
+  affine, rotations about the beam axis, uniform 3D rotations and small 3D shifts.
 * :mod:`~cryomonai.transforms.wedge` — re-impose the missing wedge.
 * :mod:`~cryomonai.transforms.intensity` — SNR (noise), low-pass and CTF jitter.
 * :mod:`~cryomonai.transforms.views` — :class:`MultiViewd`, n independently augmented views.
 * :mod:`~cryomonai.transforms.presets` — :func:`paper_views`, :func:`cryo3d_views`,
-  :func:`eval_transform`, each one ``_target_`` for a bundle.
+  :func:`finetune_views` (one augmented view for supervised fine-tuning), :func:`eval_transform`,
+  each one ``_target_`` for a bundle.
 * :mod:`~cryomonai.transforms.batched` — :class:`BatchedViews`: the same views made from a whole
   batch on its device (GPU), the bundle's ``augment_on_device``.
 
@@ -36,6 +37,7 @@ from cryomonai.transforms.presets import (
     cryo3d_views,
     device_views,
     eval_transform,
+    finetune_views,
     loader_transform,
     paper_views,
 )
@@ -44,6 +46,8 @@ from cryomonai.transforms.spatial import (
     RandInPlaneAffined,
     RandResizedCrop,
     RandResizedCropd,
+    RandShift,
+    RandShiftd,
     RandSO3Rotate,
     RandSO3Rotated,
     beam_rotation,
@@ -60,6 +64,8 @@ __all__ = [
     "RandInPlaneAffined",
     "RandSO3Rotate",
     "RandSO3Rotated",
+    "RandShift",
+    "RandShiftd",
     "beam_rotation",
     "ImposeMissingWedge",
     "ImposeMissingWedged",
@@ -74,6 +80,7 @@ __all__ = [
     "eval_transform",
     "paper_views",
     "cryo3d_views",
+    "finetune_views",
     "ViewPipeline",
     "loader_transform",
     "device_views",

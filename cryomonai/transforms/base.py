@@ -1,4 +1,4 @@
-"""The dictionary twin shared by all our random array transforms, and the input check they use.
+"""The dictionary twin shared by all our random array transforms, their common call, and the input check.
 
 MONAI's own dictionary transforms keep a second random state in the ``…d`` class (for ``prob``)
 next to the array transform's; ours keep exactly one: the array transform draws everything
@@ -23,7 +23,7 @@ from monai.utils.enums import TransformBackends
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["check_volume", "RandArrayd"]
+__all__ = ["check_volume", "RandVolumeTransform", "RandArrayd"]
 
 
 def check_volume(img: Any, where: str) -> torch.Tensor:
@@ -41,6 +41,27 @@ def check_volume(img: Any, where: str) -> torch.Tensor:
             "add EnsureChannelFirstd after loading so each subtomogram is (1, D, H, W)",
         )
     return t if t.is_floating_point() else t.float()
+
+
+class RandVolumeTransform(RandomizableTransform):
+    """A random array transform of (C, D, H, W) volumes: check the input, draw, then :meth:`apply` or not.
+
+    Subclasses draw everything (the coin of ``prob`` included, ``super().randomize(None)``) in
+    ``randomize``, which must not need the volume, and transform in :meth:`apply`.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
+        """Transform the checked volume with the drawn parameters."""
+        raise NotImplementedError
+
+    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+        """Transform a (C, D, H, W) volume (or return it as it is if the coin said no); same shape."""
+        img = check_volume(img, type(self).__name__)
+        if randomize:
+            self.randomize()
+        return self.apply(img) if self._do_transform else img
 
 
 class RandArrayd(Randomizable, MapTransform):

@@ -13,8 +13,9 @@ handful of batched tensor operations wherever the batch lies:
    ``U(noise_factor_range)`` (:class:`~cryomonai.transforms.RandSNRJitter`'s rule).
 2. **Spatial steps** as batched ``torch.nn.functional.affine_grid`` + ``grid_sample``, one affine
    matrix per sample: the rotation (``"beam"``: about z by ``U(±beam_angle_deg)``; ``"so3"``:
-   uniform on SO(3) from a normalised Gaussian quaternion), the random resized crop (3D, or (y, x)
-   only for the paper) and the paper's in-plane affine. By default each step resamples, as the
+   uniform on SO(3) from a normalised Gaussian quaternion), the shift (``U(±shift_voxels)`` voxels
+   per axis), the random resized crop (3D, or (y, x) only for the paper) and the paper's in-plane
+   affine. By default each step resamples, as the
    per-sample pipeline does: each bilinear interpolation low-passes a little, and the views then
    have the per-sample views' spectrum (tested). ``resample_each_step=False`` composes them into
    one matrix and one interpolation: sharper views, fastest, but not the same distribution (with
@@ -30,7 +31,8 @@ of (seed, epoch): a resumed run draws the same views.
 The bundle turns this on with ``augment_on_device`` (default off: its GPU speed and its parity
 with the per-sample views in pretraining quality are not established yet): the loader then
 only normalises, and :class:`~cryomonai.engines.SSLPrepareBatch` makes the views on the device.
-The views are configured like the per-sample ones: ``paper_views(...)`` and ``cryo3d_views(...)``
+The views are configured like the per-sample ones: ``paper_views(...)``, ``cryo3d_views(...)`` and
+``finetune_views(...)`` (one view, for supervised fine-tuning: :class:`~cryomonai.engines.SupervisedPrepareBatch`)
 return a ``ViewPipeline`` whose ``.batched()`` is its twin here, built from the same arguments.
 
 Example:
@@ -58,7 +60,8 @@ from cryomonai.simulate.imaging import ctf_of_frequency, fourier_grid, missing_w
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
 _SPATIAL = (-3, -2, -1)
-_STEPS = (("rotation",), ("crop_scale", "crop_centre"), ("affine", "affine_shift"))  # keys of each spatial step
+# the keys of each spatial step, in pipeline order
+_STEPS = (("rotation",), ("shift",), ("crop_scale", "crop_centre"), ("affine", "affine_shift"))
 
 
 def _pair(value: Sequence[float]) -> tuple[float, float]:
@@ -118,6 +121,8 @@ def affine_theta(params: dict[str, torch.Tensor], shape: Sequence[int]) -> torch
 
     * ``"rotation"`` ``(n, 3, 3)``: a linear map of voxel coordinates about the box centre (as
       :class:`~cryomonai.transforms.RandSO3Rotate`'s ``matrix``);
+    * ``"shift"`` ``(n, 3)``: a translation in voxels (as :class:`~cryomonai.transforms.RandShift`'s
+      ``shift``: output voxel ``p`` samples the input at ``p + shift``);
     * ``"crop_scale"``, ``"crop_centre"`` ``(n, 3)``: the crop's side and centre as fractions of
       the half-box (``[-1, 1]`` spans the box), resized back to the box;
     * ``"affine"`` ``(n, 3, 3)`` (voxel coordinates) and ``"affine_shift"`` ``(n, 3)`` (fractions of
@@ -129,13 +134,15 @@ def affine_theta(params: dict[str, torch.Tensor], shape: Sequence[int]) -> torch
     some = next(iter(params.values()))
     n, dev = some.shape[0], some.device
     to_norm, to_vox, reverse = _frames(tuple(int(v) for v in shape[-3:]), dev)
-    total = torch.eye(4, device=dev).expand(n, 4, 4)
+    total, eye = torch.eye(4, device=dev).expand(n, 4, 4), torch.eye(3, device=dev).expand(n, 3, 3)
     if "rotation" in params:
         total = total @ to_norm @ _homogeneous(params["rotation"].float()) @ to_vox
+    if "shift" in params:
+        total = total @ to_norm @ _homogeneous(eye, params["shift"].float()) @ to_vox
     if "crop_scale" in params:
         total = total @ _homogeneous(torch.diag_embed(params["crop_scale"].float()), params["crop_centre"].float())
     if "affine" in params:
-        shift = _homogeneous(torch.eye(3, device=dev).expand(n, 3, 3), params["affine_shift"].float())
+        shift = _homogeneous(eye, params["affine_shift"].float())
         total = total @ to_norm @ _homogeneous(params["affine"].float()) @ to_vox @ shift
     return (reverse @ total @ reverse)[:, :3, :]
 
@@ -180,10 +187,11 @@ class BatchedViews:
     noise_factor_range: tuple[float, float] = (1.0, 3.0)
     input_snr: float = 0.1
     tilt_range: tuple[float, float] | None = None
-    # 2. spatial, composed in this order: rotation, crop, in-plane affine
+    # 2. spatial, composed in this order: rotation, shift, crop, in-plane affine
     rotation: str | None = None  # "beam", "so3" or None
     rotation_prob: float = 1.0
     beam_angle_deg: tuple[float, float] = (-180.0, 180.0)
+    shift_voxels: float = 0.0  # U(±shift_voxels) voxels along each axis; 0: off
     crop_prob: float = 0.0
     crop_scale: tuple[float, float] = (0.5, 1.0)
     crop_axes: str = "zyx"  # "zyx": 3D crop, "yx": in-plane crop keeping every z
@@ -205,6 +213,9 @@ class BatchedViews:
         if self.noise_factor_range[0] < 1.0:
             raise CryoDataError("BatchedViews", f"noise_factor_range {self.noise_factor_range} has a factor below 1",
                                 "use factors >= 1 (1 = no noise)")
+        if self.shift_voxels < 0:
+            raise CryoDataError("BatchedViews", f"shift_voxels={self.shift_voxels} is negative",
+                                "give the largest |shift| in voxels, >= 0")
         if self.n_views < 1:
             raise CryoDataError("BatchedViews", f"n_views={self.n_views}", "ask for at least one view")
 
@@ -218,7 +229,7 @@ class BatchedViews:
 
     @classmethod
     def from_cryo3d_views(cls, o: Mapping[str, Any]) -> BatchedViews:
-        """The twin of ``cryo3d_views(**o)``; ``o`` holds all its arguments."""
+        """The twin of ``cryo3d_views(**o)`` (and ``finetune_views``: one view); ``o`` holds all its arguments."""
         tilt = None if o["tilt_range"] is None else _pair(o["tilt_range"])
         microscope = dict(pixel_size_nm=float(o["pixel_size_nm"]), voltage_kv=float(o["voltage_kv"]),
                           cs_mm=float(o["cs_mm"]), envelope_sigma=0.0, amplitude_contrast=float(o["amplitude_contrast"]))
@@ -228,7 +239,8 @@ class BatchedViews:
                    noise_prob=o["noise_prob"], noise_factor_range=_pair(o["noise_factor_range"]),
                    input_snr=o["input_snr"], tilt_range=tilt, rotation=o["rotation"],
                    rotation_prob=o["rotation_prob"], beam_angle_deg=_symmetric(o["beam_angle_deg"]),
-                   crop_prob=o["crop_prob"], crop_scale=_pair(o["crop_scale"]), crop_axes="zyx", mode=o["mode"],
+                   shift_voxels=float(o["shift_voxels"]), crop_prob=o["crop_prob"],
+                   crop_scale=_pair(o["crop_scale"]), crop_axes="zyx", mode=o["mode"],
                    padding_mode=o["padding_mode"], reimpose_wedge=o["rotation"] == "so3" and tilt is not None,
                    normalise=True)
 
@@ -269,6 +281,8 @@ class BatchedViews:
             else:
                 rot = _about_z(torch.deg2rad(_uniform(n, self.beam_angle_deg, device)))
             params["rotation"] = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, eye)
+        if self.shift_voxels > 0:  # (n, 3) voxels, z y x
+            params["shift"] = self.shift_voxels * (2 * torch.rand(n, 3, device=device) - 1)
         if self.crop_prob > 0:  # keep a fraction f of the volume (or area): side f^(1/k) of the k cropped axes
             cropped = [self.crop_axes == "zyx", True, True]
             axes = torch.tensor(cropped, device=device)
@@ -314,7 +328,7 @@ class BatchedViews:
         x = batch.float().contiguous().repeat(self.n_views, 1, 1, 1, 1)  # all views in one pass
         if self.lowpass_prob > 0 or self.ctf_prob > 0 or self.noise_prob > 0:
             x = self.fourier_jitter(x)
-        if self.rotation is not None or self.crop_prob > 0 or self.affine_prob > 0:
+        if self.rotation is not None or self.shift_voxels > 0 or self.crop_prob > 0 or self.affine_prob > 0:
             params = self.spatial_params(x.shape[0], x.device)
             steps = [{k: params[k] for k in step if k in params} for step in _STEPS] if self.resample_each_step else [params]
             for step in filter(None, steps):

@@ -19,7 +19,7 @@ from monai.utils.enums import TransformBackends
 
 from cryomonai.errors import CryoDataError
 from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, ctf_3d
-from cryomonai.transforms.base import RandArrayd, check_volume
+from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
 from cryomonai.transforms.wedge import wedge_filter
 
 __all__ = ["RandSNRJitter", "RandSNRJitterd", "RandLowPass", "RandLowPassd", "RandCTF", "RandCTFd"]
@@ -94,10 +94,8 @@ class RandSNRJitter(RandomizableTransform):
         return convert_to_dst_type(t + noise * noise_var.sqrt(), img)[0]
 
 
-class _RandFourierFilter(RandomizableTransform):
+class _RandFourierFilter(RandVolumeTransform):
     """Shared mechanics of the random Fourier filters: draw a parameter, filter a (C, D, H, W) volume."""
-
-    backend = [TransformBackends.TORCH]
 
     def _draw(self) -> None:
         """Draw this transform's random parameter from ``self.R``."""
@@ -113,13 +111,8 @@ class _RandFourierFilter(RandomizableTransform):
         if self._do_transform:
             self._draw()
 
-    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
         """Filter a (C, D, H, W) volume; returns the same shape and type."""
-        img = check_volume(img, type(self).__name__)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
         t = convert_to_tensor(img, track_meta=False)
         return convert_to_dst_type(apply_fourier_filter(t, self._filter(tuple(t.shape[1:]), t.device)), img)[0]
 

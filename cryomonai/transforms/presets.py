@@ -1,16 +1,20 @@
-"""Ready pipelines for a bundle's ``_target_``: the paper's views, our 3D cryo-ET views, evaluation.
+"""Ready pipelines for a bundle's ``_target_``: the paper's views, our 3D cryo-ET views, fine-tuning
+augmentation, evaluation.
 
 Each factory returns a MONAI ``Compose`` over data dicts whose ``"image"`` is a (1, D, H, W)
-volume (spatial z, y, x): normalise once, then :class:`~cryomonai.transforms.MultiViewd` builds
-``n_views`` views (``"view_0"``, ``"view_1"`` …) and keeps every other key (``"label"`` …).
-Every knob is a keyword argument, so a bundle sets it as a JSON key::
+volume (spatial z, y, x). The view factories normalise once, then
+:class:`~cryomonai.transforms.MultiViewd` builds ``n_views`` views (``"view_0"``, ``"view_1"`` …)
+and keeps every other key (``"label"`` …); :func:`finetune_views` makes one view of the same
+kind that replaces ``"image"``. Every knob is a keyword argument, so a bundle sets it as a JSON key::
 
     "train#transforms": {"_target_": "cryomonai.transforms.cryo3d_views", "rotation": "so3", "noise_prob": 0.8}
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
@@ -19,24 +23,32 @@ from monai.transforms import Compose, EnsureTyped, Lambdad, NormalizeIntensityd,
 from cryomonai.errors import CryoDataError
 from cryomonai.transforms.batched import BatchedViews
 from cryomonai.transforms.intensity import RandCTFd, RandLowPassd, RandSNRJitterd
-from cryomonai.transforms.spatial import RandInPlaneAffined, RandResizedCropd, RandSO3Rotated, beam_rotation
+from cryomonai.transforms.spatial import (
+    RandInPlaneAffined,
+    RandResizedCropd,
+    RandShiftd,
+    RandSO3Rotated,
+    beam_rotation,
+)
 from cryomonai.transforms.views import MultiViewd
 from cryomonai.transforms.wedge import ImposeMissingWedged
 
-__all__ = ["eval_transform", "paper_views", "cryo3d_views", "ViewPipeline", "loader_transform", "device_views"]
+__all__ = ["eval_transform", "paper_views", "cryo3d_views", "finetune_views", "ViewPipeline", "loader_transform",
+           "device_views"]
 
 
 class ViewPipeline(Compose):
     """The ``Compose`` a view factory returns, which also knows how to make its views on a device.
 
-    ``paper_views(...)`` and ``cryo3d_views(...)`` return one: per sample it is the usual MONAI
-    pipeline (normalise, then :class:`MultiViewd`); :meth:`batched` builds the
+    ``paper_views(...)``, ``cryo3d_views(...)`` and ``finetune_views(...)`` return one: per sample it
+    is the usual MONAI pipeline (normalise, then :class:`MultiViewd`, or for ``finetune_views`` the
+    one view in place of ``"image"``); :meth:`batched` builds the
     :class:`~cryomonai.transforms.batched.BatchedViews` twin from the same keyword arguments, and
     :meth:`normalisation` the loader's part when the views are made on the device.
 
     Args:
         transforms: the per-sample pipeline.
-        factory: ``BatchedViews.from_paper_views`` or ``BatchedViews.from_cryo3d_views``.
+        factory: ``BatchedViews.from_paper_views`` or ``BatchedViews.from_cryo3d_views`` (``finetune_views`` too).
         options: all keyword arguments of the view factory.
     """
 
@@ -61,12 +73,13 @@ class ViewPipeline(Compose):
 
 def _not_a_view_pipeline(views) -> CryoDataError:
     return CryoDataError(
-        "augment_on_device", f"train#transforms is a {type(views).__name__}, not paper_views/cryo3d_views",
+        "augment_on_device",
+        f"train#transforms is a {type(views).__name__}, not paper_views/cryo3d_views/finetune_views",
         "set augment_on_device false to run a custom views pipeline in the data loader")
 
 
 def loader_transform(views: Transform, on_device: bool = False) -> Transform:
-    """The data loader's transform for pretraining: ``views`` itself, or only their normalisation when
+    """The data loader's transform for training: ``views`` itself, or only their normalisation when
     ``on_device`` (the bundle's ``augment_on_device``) moves the views to :func:`device_views`."""
     if not on_device:
         return views
@@ -154,6 +167,7 @@ def cryo3d_views(
     view_keys: Sequence[str] | None = None,
     rotation_prob: float = 1.0,
     beam_angle_deg: float | Sequence[float] = 180.0,
+    shift_voxels: float = 0.0,
     tilt_range: Sequence[float] | None = (-60.0, 60.0),
     crop_prob: float = 0.5,
     crop_scale: Sequence[float] = (0.5, 1.0),
@@ -184,7 +198,8 @@ def cryo3d_views(
     3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
        the wedge of ``tilt_range`` so it turns with the data in step 4;
     4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
-       or ``"so3"`` uniform in 3D;
+       or ``"so3"`` uniform in 3D; then, if ``shift_voxels`` > 0, a shift ``~ U(±shift_voxels)``
+       voxels along each axis (:class:`RandShift`);
     5. a 3D random resized crop (volume fraction ``crop_scale``; isotropic, so wedge angles stay);
     6. for ``"so3"``, re-impose the wedge of ``tilt_range`` (``None``: data without a wedge —
        white noise, nothing re-imposed);
@@ -197,17 +212,73 @@ def cryo3d_views(
         (['label', 'view_0', 'view_1'], torch.float32)
     """
     options = dict(locals())
-    microscope = dict(voltage_kv=voltage_kv, cs_mm=cs_mm, amplitude_contrast=amplitude_contrast, abs_ctf=abs_ctf)
-    view = [
-        RandLowPassd(keys, lowpass_prob, lowpass_cutoff, lowpass_width),
-        RandCTFd(keys, ctf_prob, defocus_range_um, pixel_size_nm, **microscope),
-        RandSNRJitterd(keys, noise_prob, noise_factor_range, input_snr, tilt_range),
-        _rotation(keys, rotation, rotation_prob, beam_angle_deg, mode, padding_mode),
-        RandResizedCropd(keys, prob=crop_prob, scale=crop_scale, spatial_axes=(0, 1, 2)),
-    ]
-    if rotation == "so3" and tilt_range is not None:
-        view.append(ImposeMissingWedged(keys, tilt_range))
-    # no copy: a view is a new tensor, or (no step fired) the normalised input, which it leaves as it is
-    view += _normalise(keys, copy=False)
-    return ViewPipeline([*_normalise(keys), MultiViewd(Compose(view), n_views, keys, view_keys, keep_input)],
+    view = _cryo3d_view(options)
+    return ViewPipeline([*_normalise(keys), MultiViewd(view, n_views, keys, view_keys, keep_input)],
                         BatchedViews.from_cryo3d_views, options)
+
+
+def _cryo3d_view(o: Mapping[str, Any]) -> Compose:
+    """Steps 1–7 of one view of :func:`cryo3d_views` on ``o["keys"]``; ``o`` holds all its arguments."""
+    keys = o["keys"]
+    microscope = {k: o[k] for k in ("voltage_kv", "cs_mm", "amplitude_contrast", "abs_ctf")}
+    view = [
+        RandLowPassd(keys, o["lowpass_prob"], o["lowpass_cutoff"], o["lowpass_width"]),
+        RandCTFd(keys, o["ctf_prob"], o["defocus_range_um"], o["pixel_size_nm"], **microscope),
+        RandSNRJitterd(keys, o["noise_prob"], o["noise_factor_range"], o["input_snr"], o["tilt_range"]),
+        _rotation(keys, o["rotation"], o["rotation_prob"], o["beam_angle_deg"], o["mode"], o["padding_mode"]),
+    ]
+    if o["shift_voxels"] != 0:  # only then: without a shift the views draw exactly what they always drew
+        view.append(RandShiftd(keys, 1.0, o["shift_voxels"], o["mode"], o["padding_mode"]))
+    view.append(RandResizedCropd(keys, prob=o["crop_prob"], scale=o["crop_scale"], spatial_axes=(0, 1, 2)))
+    if o["rotation"] == "so3" and o["tilt_range"] is not None:
+        view.append(ImposeMissingWedged(keys, o["tilt_range"]))
+    # no copy: a view is a new tensor, or (no step fired) the normalised input, which it leaves as it is
+    return Compose(view + _normalise(keys, copy=False))
+
+
+#: arguments of cryo3d_views that make no sense for one view in place of the input
+_MULTI_VIEW_ONLY = ("n_views", "view_keys", "keep_input")
+
+
+def finetune_views(
+    rotation: str = "so3",
+    shift_voxels: float = 1.0,
+    tilt_range: Sequence[float] | None = (-60.0, 60.0),
+    pixel_size_nm: float = 1.0,
+    crop_prob: float = 0.0,
+    noise_prob: float = 0.0,
+    lowpass_prob: float = 0.0,
+    ctf_prob: float = 0.0,
+    keys: KeysCollection = ("image",),
+    **view_options: Any,
+) -> ViewPipeline:
+    """Augmentation for supervised fine-tuning: one view of :func:`cryo3d_views`'s kind in place of ``"image"``.
+
+    Normalise, then one view (the steps of :func:`cryo3d_views`, the same code): a rotation
+    (``"so3"`` uniform in 3D with the missing wedge of ``tilt_range`` re-imposed afterwards, or
+    ``"beam"`` about z), a shift ``~ U(±shift_voxels)`` voxels along each axis (``0``: none), the
+    optional crop / noise / low-pass / CTF jitter (probabilities 0 by default), normalise again.
+    The view replaces ``keys``; every other key (``"label"``, ``"name"`` …) passes through
+    untouched. ``view_options`` are any other keyword arguments of :func:`cryo3d_views`
+    (``beam_angle_deg``, ``crop_scale``, ``noise_factor_range``, ``defocus_range_um``, ``mode`` …),
+    with its defaults. ``pixel_size_nm`` (nm per voxel) matters for the CTF only. ``.batched()``
+    gives the twin made on the device (a :class:`~cryomonai.transforms.BatchedViews` of one view).
+
+    Example:
+        >>> aug = finetune_views().set_random_state(0)
+        >>> out = aug({"image": torch.randn(1, 16, 16, 16), "label": 2})
+        >>> sorted(out), tuple(out["image"].shape), out["label"]
+        (['image', 'label'], (1, 16, 16, 16), 2)
+
+    Raises:
+        CryoDataError: a keyword that is not one of :func:`cryo3d_views`'s, or one of its multi-view ones.
+    """
+    explicit = {k: v for k, v in locals().items() if k != "view_options"}
+    known = {name: p.default for name, p in inspect.signature(cryo3d_views).parameters.items()}
+    unknown = sorted(k for k in view_options if k not in known or k in _MULTI_VIEW_ONLY)
+    if unknown:
+        allowed = sorted(set(known) - set(_MULTI_VIEW_ONLY))
+        raise CryoDataError("finetune_views", f"unknown keyword(s) {unknown}",
+                            f"use keywords of cryo3d_views: {allowed}")
+    options = {**known, **view_options, **explicit, "n_views": 1}
+    return ViewPipeline([*_normalise(keys), _cryo3d_view(options)], BatchedViews.from_cryo3d_views, options)

@@ -8,6 +8,8 @@
 * :func:`beam_rotation` — MONAI ``RandRotated`` about z (keeps a physical missing wedge).
 * :class:`RandSO3Rotate` — a uniformly random 3D rotation (re-impose the wedge afterwards with
   :class:`cryomonai.transforms.ImposeMissingWedge`: rotating moves it).
+* :class:`RandShift` — a random 3D translation of up to a few voxels along each axis (a phase
+  ramp in Fourier space: the missing wedge stays where it is).
 
 MONAI's axis naming for a (C, z, y, x) array (worked out from ``monai.transforms.utils.create_rotate``
 and checked in ``tests/test_transforms.py``): ``rotate_params[0]`` ("about x" in MONAI's words)
@@ -35,7 +37,8 @@ from monai.transforms import Affine, RandomizableTransform, RandRotated, Resize,
 from monai.utils.enums import TransformBackends
 from scipy.spatial.transform import Rotation
 
-from cryomonai.transforms.base import RandArrayd, check_volume
+from cryomonai.errors import CryoDataError
+from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
 
 __all__ = [
     "RandResizedCrop",
@@ -44,6 +47,8 @@ __all__ = [
     "RandInPlaneAffined",
     "RandSO3Rotate",
     "RandSO3Rotated",
+    "RandShift",
+    "RandShiftd",
     "beam_rotation",
 ]
 
@@ -180,7 +185,30 @@ class RandInPlaneAffine(RandomizableTransform):
         return affine(img)
 
 
-class RandSO3Rotate(RandomizableTransform):
+class _RandAffineWarp(RandVolumeTransform):
+    """A random warp of a (C, D, H, W) volume with MONAI's :class:`~monai.transforms.Affine`.
+
+    Subclasses draw their parameters in ``randomize`` and return the drawn map as :meth:`affine`:
+    a 4×4 matrix from output to input voxel coordinates (z, y, x) about the box centre.
+    """
+
+    def __init__(self, prob: float = 1.0, mode: str = "bilinear", padding_mode: str = "zeros") -> None:
+        super().__init__(prob)
+        self.mode = mode
+        self.padding_mode = padding_mode
+
+    def affine(self) -> torch.Tensor:
+        """The drawn map, ``(4, 4)`` float64."""
+        raise NotImplementedError
+
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
+        """Warp a (C, D, H, W) volume; returns the same shape, float32."""
+        warp = Affine(affine=self.affine(), mode=self.mode, padding_mode=self.padding_mode, device=img.device,
+                      image_only=True)
+        return warp(img)
+
+
+class RandSO3Rotate(_RandAffineWarp):
     """Rotate a (C, D, H, W) volume by a uniformly random 3D rotation about the box centre.
 
     The rotation is drawn uniformly on SO(3) (Haar measure: a normalised 4-D Gaussian quaternion,
@@ -195,12 +223,8 @@ class RandSO3Rotate(RandomizableTransform):
         padding_mode: outside the box: ``"zeros"``, ``"border"`` or ``"reflection"``.
     """
 
-    backend = [TransformBackends.TORCH]
-
     def __init__(self, prob: float = 1.0, mode: str = "bilinear", padding_mode: str = "zeros") -> None:
-        super().__init__(prob)
-        self.mode = mode
-        self.padding_mode = padding_mode
+        super().__init__(prob, mode, padding_mode)
         self.matrix = np.eye(3)
 
     def randomize(self, data: Any = None) -> None:
@@ -209,17 +233,56 @@ class RandSO3Rotate(RandomizableTransform):
         if self._do_transform:
             self.matrix = Rotation.from_quat(self.R.normal(size=4)).as_matrix()
 
-    def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
-        """Rotate a (C, D, H, W) volume; returns the same shape, float32."""
-        img = check_volume(img, type(self).__name__)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
+    def affine(self) -> torch.Tensor:
+        """The drawn rotation about the box centre, ``(4, 4)``."""
         m = torch.eye(4, dtype=torch.float64)
         m[:3, :3] = torch.as_tensor(self.matrix)
-        rotate = Affine(affine=m, mode=self.mode, padding_mode=self.padding_mode, device=img.device, image_only=True)
-        return rotate(img)
+        return m
+
+
+class RandShift(_RandAffineWarp):
+    """Translate a (C, D, H, W) volume by a random shift of up to ``max_shift`` voxels along each axis.
+
+    Draws ``(tz, ty, tx) ~ U(−max_shift, max_shift)`` voxels, each axis independently, and warps
+    with MONAI's :class:`~monai.transforms.Affine` (as ``translate_params=(tz, ty, tx)``: output to
+    input, so the content moves by ``−t``; the range is symmetric). A fractional shift interpolates
+    (``mode``); what comes in from outside the box is ``padding_mode``. A translation multiplies
+    the Fourier transform by a phase only, so a missing wedge stays where it was (up to the box
+    edge): no re-imposition needed. The drawn shift is kept in ``self.shift`` (voxels, z, y, x).
+
+    Args:
+        prob: probability of shifting.
+        max_shift: the largest |shift| along each axis, voxels (e.g. 1.0 for picks within ±1 voxel).
+        mode: interpolation, ``"bilinear"`` or ``"nearest"``.
+        padding_mode: outside the box: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Example:
+        >>> shift = RandShift(prob=1.0, max_shift=1.0).set_random_state(0)
+        >>> out = shift(torch.rand(1, 8, 8, 8))
+        >>> tuple(out.shape), all(abs(t) <= 1.0 for t in shift.shift)
+        ((1, 8, 8, 8), True)
+    """
+
+    def __init__(self, prob: float = 1.0, max_shift: float = 1.0, mode: str = "bilinear",
+                 padding_mode: str = "zeros") -> None:
+        super().__init__(prob, mode, padding_mode)
+        if max_shift < 0:
+            raise CryoDataError("RandShift", f"max_shift={max_shift} is negative",
+                                "give the largest |shift| in voxels, >= 0")
+        self.max_shift = float(max_shift)
+        self.shift = (0.0, 0.0, 0.0)
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the shift ``(tz, ty, tx)`` (``data`` is not used)."""
+        super().randomize(None)
+        if self._do_transform:
+            self.shift = tuple(float(t) for t in self.R.uniform(-self.max_shift, self.max_shift, size=3))
+
+    def affine(self) -> torch.Tensor:
+        """The drawn translation, ``(4, 4)``."""
+        m = torch.eye(4, dtype=torch.float64)
+        m[:3, 3] = torch.tensor(self.shift, dtype=torch.float64)
+        return m
 
 
 def beam_rotation(
@@ -303,3 +366,11 @@ class RandSO3Rotated(RandArrayd):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, RandSO3Rotate(prob, mode, padding_mode), allow_missing_keys)
+
+
+class RandShiftd(RandArrayd):
+    """Dictionary twin of :class:`RandShift` (one shift for all ``keys``)."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, max_shift: float = 1.0, mode: str = "bilinear",
+                 padding_mode: str = "zeros", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, RandShift(prob, max_shift, mode, padding_mode), allow_missing_keys)
