@@ -8,6 +8,8 @@ import torch
 
 from cryomonai.simulate.imaging import (
     ImagingParams,
+    aitom_filters,
+    aitom_noise_variance,
     apply_fourier_filter,
     bandpass_filter,
     ctf_3d,
@@ -16,6 +18,7 @@ from cryomonai.simulate.imaging import (
     image_volume,
     imaged_noise,
     imaged_signal,
+    measured_snr,
     missing_wedge_mask,
 )
 from cryomonai.errors import CryoDataError
@@ -123,3 +126,85 @@ def test_filtered_noise_and_signal_share_the_transfer():
 def test_unknown_noise_model_is_a_user_error():
     with pytest.raises(CryoDataError, match="noise_model"):
         ImagingParams(noise_model="aitom2")
+
+
+# --- noise_model="aitom": AITom's do_reconstruction (simulation/reconstruction/reconstruction__simple_convolution.py)
+
+
+def _aitom_sphere(n: int, radius: float, sigma: float) -> np.ndarray:
+    """AITom's smooth sphere mask as its code builds it, in fftshift index space (DC at n // 2),
+    returned in fftn layout: 1 within ``radius`` voxels, exp(−((d − radius)/sigma)²) beyond, 0 below e⁻³."""
+    i = np.arange(n) - n // 2
+    d = np.sqrt(i[:, None, None] ** 2 + i[None, :, None] ** 2 + i[None, None, :] ** 2)
+    m = np.where(d <= radius, 1.0, np.exp(-(((d - radius) / sigma) ** 2)))
+    m[m < math.exp(-3)] = 0.0
+    return np.fft.ifftshift(m)
+
+
+@pytest.mark.parametrize("n, pixel", [(32, 1.0), (24, 1.0), (32, 0.5)])
+def test_aitom_filters_are_aitoms_index_space_masks(n, pixel):
+    """B: tom_bandpass(hi=floor((n/8)/Nyquist[1/nm]) = floor(n·pixel/4), smooth=2); L ("MTF"):
+    tom_bandpass(hi=1, smooth=0.2·n)."""
+    b, l = aitom_filters((n, n, n), pixel)
+    assert np.allclose(b.numpy(), _aitom_sphere(n, math.floor(n * pixel / 4), 2.0), atol=1e-12)
+    assert np.allclose(l.numpy(), _aitom_sphere(n, 1.0, 0.2 * n), atol=1e-12)
+
+
+def _aitom_by_hand(n: int = 32, k0: int = 4, snr: float = 0.05):
+    """A known signal, cos(2π·k0·x/n) along x (in the wedge, inside AITom's band-pass), and AITom's
+    noise terms computed here from the filters: the white variance σ² of each half, and the
+    filters (fftn layout) the two halves pass: B·CTF·wedge before, B·L·wedge after."""
+    p = ImagingParams(noise_model="aitom")
+    shape = (n, n, n)
+    x = torch.arange(n, dtype=torch.float64)
+    v = torch.cos(2 * math.pi * k0 * x / n).expand(shape).clone()
+    ctf = ctf_3d(shape).double() * bandpass_filter(shape).double()  # band-pass (0, 1): the Nyquist sphere
+    wedge = missing_wedge_mask(shape, p.tilt_range).double()
+    ref_var = ctf[0, 0, k0].item() ** 2 / 2  # var(F⁻¹[CTF·wedge·F(v)]): a cosine of amplitude CTF(k0)
+    gain = (ctf * wedge).pow(2).mean().item()  # AITom's 1 / corrfac
+    sigma2 = 0.5 * ref_var / (gain * snr)  # WeiProj / SNR · signal_variance · corrfac
+    b, l = (torch.from_numpy(_aitom_sphere(n, r, s)) for r, s in ((n // 4, 2.0), (1.0, 0.2 * n)))
+    return p, v, sigma2, gain, b * ctf * wedge, b * l * bandpass_filter(shape).double() * wedge
+
+
+def test_aitom_noise_halves_follow_aitoms_formula():
+    """(a) Each half gets AITom's white variance σ² = ½·var(CTF·wedge-filtered map)/(mean|CTF·wedge|²·SNR):
+    the power spectrum of the imaged noise is σ²·(|B·CTF·W|² + |B·L·W|²), one σ² before the CTF
+    and the same σ² after it (weighted least squares on 32 realisations, within 10 %)."""
+    p, v, sigma2, _, f1, f2 = _aitom_by_hand()
+    assert aitom_noise_variance(v, 0.05, p) == pytest.approx(sigma2, rel=1e-4)  # float32 filters
+    obs, sig = image_volume(v, 0.05, p, torch.Generator().manual_seed(3), None, n_realisations=32)
+    noise = (obs - sig).double()
+    power = (torch.fft.fftn(noise, dim=(-3, -2, -1)).abs() ** 2).mean(0) / v.numel()  # white σ² → σ²·|f|²
+    total = f1**2 + f2**2
+    use = total > 1e-6
+    # weighted by the expected power (the scatter of a power estimate is ∝ its mean)
+    design = torch.stack([f1[use] ** 2, f2[use] ** 2], 1) / total[use, None]
+    before, after = torch.linalg.lstsq(design, (power[use] / total[use])[:, None]).solution[:, 0].tolist()
+    assert before == pytest.approx(sigma2, rel=0.1) and after == pytest.approx(sigma2, rel=0.1)
+    assert noise.var().item() == pytest.approx(sigma2 * ((f1**2).mean() + (f2**2).mean()).item(), rel=0.05)
+
+
+def test_aitom_measured_snr_is_the_derived_ratio():
+    """(b) At nominal SNR 0.05 the measured var(signal)/var(noise) is 2·mean|CTF·W|²/(g₁ + g₂)·0.05
+    (g = mean|f|² of the two halves' filters; B = 1 at the signal's frequency): ≈ 0.46 × 0.05 for a
+    32³ volume at the default CTF, since the half after the CTF skips the CTF's small gain."""
+    p, v, _, gain, f1, f2 = _aitom_by_hand()
+    derived = 2 * gain / ((f1**2).mean() + (f2**2).mean()).item() * 0.05
+    obs, sig = image_volume(v, 0.05, p, torch.Generator().manual_seed(4), None, n_realisations=16)
+    assert measured_snr(sig, obs - sig) == pytest.approx(derived, rel=0.06)
+    assert derived == pytest.approx(0.023, abs=0.002) and abs(derived - 0.05) > 0.02
+
+
+def test_aitom_noise_is_reproducible_per_generator():
+    """(c) The same generator seed gives the same noise, another seed other noise; the signal is AITom's
+    (band-passed twice: nothing beyond its band-pass)."""
+    d = torch.rand(24, 24, 24, generator=torch.Generator().manual_seed(0))
+    p = ImagingParams(noise_model="aitom")
+    a, sig = image_volume(d, 0.03, p, torch.Generator().manual_seed(5), (slice(4, 20),) * 3, n_realisations=2)
+    b, _ = image_volume(d, 0.03, p, torch.Generator().manual_seed(5), (slice(4, 20),) * 3, n_realisations=2)
+    c, _ = image_volume(d, 0.03, p, torch.Generator().manual_seed(6), (slice(4, 20),) * 3, n_realisations=2)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a[0], a[1])
+    full = imaged_signal(d, p)
+    assert torch.equal(sig, full[4:20, 4:20, 4:20].float())
+    assert full.abs().max() > 0 and (torch.fft.fftn(full).abs()[aitom_filters((24,) * 3)[0] == 0]).max() < 1e-9

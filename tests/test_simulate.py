@@ -205,25 +205,30 @@ def test_packing_keeps_the_target_nearest_the_box_centre():
                 assert np.linalg.norm(pts[i] - pts[j]) >= rr[i] + rr[j] - 1e-9
 
 
-def test_noise_model_is_a_dataset_kwarg_recorded_in_simulation_json(tmp_path):
+@pytest.mark.parametrize("model", ["filtered", "aitom"])
+def test_noise_model_is_a_dataset_kwarg_recorded_in_simulation_json(tmp_path, model):
     """A grid preset's dataset entry (simulate_dataset kwargs) can choose the noise model; it is
-    recorded, it changes only the noise, and giving two different ones is a user error."""
+    recorded, it changes only the noise (and, for "aitom", AITom's band-pass of the signal), and
+    giving two different ones is a user error."""
     import json
 
     from cryomonai.errors import CryoDataError
     from cryomonai.io.mrc import read_mrc
+    from cryomonai.io.table import read_particle_table
 
-    entry = {"name": "f", "snr": 0.05, "noise_model": "filtered", "n_per_class": 1, "box": 16}
+    entry = {"name": "f", "snr": 0.05, "noise_model": model, "n_per_class": 1, "box": 16}
     star = _dataset(tmp_path, "f", **{k: v for k, v in entry.items() if k != "name"})
     meta = json.loads((star.parent / "simulation.json").read_text())
-    assert meta["noise_model"] == meta["imaging"]["noise_model"] == "filtered"
+    assert meta["noise_model"] == meta["imaging"]["noise_model"] == model
+    df = read_particle_table(star).df
+    assert (df["cryoSNR"] == 0.05).all() and np.isfinite(df["cryoSNRBox"]).all() and (df["cryoSNRBox"] > 0).all()
     split = _dataset(tmp_path, "s", snr=0.05, n_per_class=1, box=16)
     assert json.loads((split.parent / "simulation.json").read_text())["noise_model"] == "split"
     a, b = (read_mrc(t.parent / "subtomograms/000000.mrc")[0] for t in (star, split))
     assert not np.array_equal(a, b)
     assert np.array_equal(np.load(star.parent / "clean.npy"), np.load(split.parent / "clean.npy"))  # same particles
     with pytest.raises(CryoDataError, match="noise_model"):
-        _dataset(tmp_path, "x", noise_model="split", imaging={"noise_model": "filtered"})
+        _dataset(tmp_path, "x", noise_model="split", imaging={"noise_model": model})
 
 
 def test_preview_shows_each_snr_in_each_noise_model():
@@ -231,9 +236,10 @@ def test_preview_shows_each_snr_in_each_noise_model():
 
     grid, titles, centres = preview_volumes(SMALL[:2], box=16, n_neighbours=2)
     assert titles == ["clean target", "SNR ∞ (no noise)", "SNR 0.05, split", "SNR 0.03, split",
-                      "SNR 0.05, filtered", "SNR 0.03, filtered"]
+                      "SNR 0.05, filtered", "SNR 0.03, filtered", "SNR 0.05, aitom", "SNR 0.03, aitom"]
     assert list(grid) == list(SMALL[:2]) and all(len(v) == len(titles) for v in grid.values())
     vols = grid[SMALL[0]]
     assert all(v.shape == (16, 16, 16) for v in vols) and all(0 <= c < 16 for c in centres[SMALL[0]])
     noise = [v - vols[1] for v in vols[2:]]  # same particle in every column: only the noise differs
     assert noise[1].var() > noise[0].var() and noise[3].var() > noise[2].var()  # SNR 0.03 noisier than 0.05
+    assert noise[5].var() > noise[4].var()  # aitom: its own signal (AITom's band-pass) + noise, same order

@@ -71,6 +71,28 @@ def test_measured_box_snr_is_the_requested_snr(sim):
         assert p["snr_target"] == pytest.approx(p["target_signal"].var() / noise.var(), rel=1e-4)
 
 
+def test_aitom_box_snr_is_aitoms_nominal_snr_carried_to_the_box():
+    """noise_model="aitom": AITom's noise variance is set by the whole imaged map (as AITom images its
+    packing map, then trims), so the box SNR measured is the derived var(signal in the box) /
+    (σ²·(g₁ + g₂)) — not the nominal 0.05 (8 realisations pooled: within 8 %)."""
+    import torch
+
+    from cryomonai.simulate.imaging import _aitom_terms, aitom_noise_variance
+    from cryomonai.simulate.subtomogram import place_templates
+
+    params = ImagingParams(noise_model="aitom")
+    sim = build_simulator(SMALL, 32, 4, 8.0, params)
+    _, _, _, g1, g2 = _aitom_terms((sim.size,) * 3, params)
+    for i in range(3):
+        p = sim(np.random.default_rng([11, i]), target=i, snr=0.05, n_realisations=8)
+        lay = sim.layout(np.random.default_rng([11, i]), i)  # the same draw: rebuild the imaged map
+        density = torch.zeros((sim.size,) * 3)
+        place_templates(density, sim.templates[lay.classes], lay.centres_zyx, lay.rotations)
+        derived = p["signal"].var() / (aitom_noise_variance(density, 0.05, params) * (g1 + g2))
+        assert p["snr_box"] == pytest.approx(derived, rel=0.08)
+        assert p["snr_box"] > 0.08  # ≈ 0.1–0.2: the box holds more than its share of the map's signal
+
+
 def test_target_snr_is_below_the_box_snr_with_neighbours(sim):
     """The neighbours' imaged density is part of the box signal but not of the target's."""
     for i in range(6):

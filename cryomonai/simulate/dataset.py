@@ -171,8 +171,9 @@ def simulate_dataset(
             binning=2`` shows the whole 32³ field of view). ``max_shift`` and ``snr`` refer to the
             unbinned simulation (binning removes the noise above the new Nyquist, so the binned
             subtomograms have a higher SNR; the table's ``cryoSNRBox`` is measured after binning).
-        noise_model: ``"split"`` or ``"filtered"`` (:attr:`ImagingParams.noise_model`); ``None``
-            keeps the imaging parameters' own (default ``"split"``).
+        noise_model: ``"split"``, ``"filtered"`` or ``"aitom"`` (:attr:`ImagingParams.noise_model`;
+            with ``"aitom"``, ``snr`` is AITom's nominal SNR, not the box's); ``None`` keeps the
+            imaging parameters' own (default ``"split"``).
 
     The table records per particle the requested ``cryoSNR`` and the measured ``cryoSNRBox``
     (var(noise-free imaged box) / var(noise)) and ``cryoSNRTarget`` (var(imaged target alone) /

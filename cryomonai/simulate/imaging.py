@@ -9,7 +9,7 @@ Conventions
 
 The imaging model of :func:`image_volume` follows the simulator behind the paper's data (AITom,
 Pei et al. 2016 / Liu et al. 2020), with ``H = band-pass · CTF`` and ``W`` the missing-wedge mask,
-and one of two noise models (:attr:`ImagingParams.noise_model`):
+and one of three noise models (:attr:`ImagingParams.noise_model`):
 
 * ``"split"`` (default): ``observed = W · F⁻¹[ H · F(v + n₁) ] + W · n₂``, the noise split in two
   halves like AITom's, ``n₁`` before the CTF and ``n₂`` after it, white Gaussian noise scaled so
@@ -17,7 +17,30 @@ and one of two noise models (:attr:`ImagingParams.noise_model`):
 * ``"filtered"``: ``observed = W · F⁻¹[ H · F(v + n) ]``, all the noise white before the filters,
   so it has the signal's spectral envelope (nothing in the wedge, zero at the CTF zeros).
 
-Either way the noise is scaled so that **SNR = var(signal) / var(noise)** in the returned box.
+For these two the noise is scaled so that **SNR = var(signal) / var(noise)** in the returned box.
+
+* ``"aitom"``: AITom's own convention, so that a requested SNR is AITom's nominal SNR: the noise
+  and filters of ``do_reconstruction`` in AITom's ``aitom/simulation/reconstruction/
+  reconstruction__simple_convolution.py``, applied to the whole volume handed to
+  :func:`image_volume` and then cropped, as AITom's few-molecule simulator images its whole
+  packing map and then trims the subtomogram. Both halves get the same white variance
+  ``σ² = ½ · var(F⁻¹[H·W·F(v)]) / (mean(|H·W|²) · SNR)`` (:func:`aitom_noise_variance`): the
+  variance of the CTF- and wedge-filtered map (no band-pass) over the whole volume, divided by the
+  white-noise gain of that filter (AITom's ``calc_variance`` and ``calc_corrfac``; AITom estimates
+  the gain from one random draw, we use its exact value). ``n₁`` is added before the CTF, ``n₂``
+  after it through a wide Gaussian low-pass ``L`` (AITom's "MTF"), and AITom's band-pass ``B``
+  (half Nyquist at 1 nm/voxel; :func:`aitom_filters`) acts on the map before the noise and on the
+  sum after it: ``observed = W · B · (F⁻¹[H · F(B · v + n₁)] + L · n₂)``. The half after the CTF
+  skips the CTF's small gain, so over the whole volume var(signal) / var(noise) is ≈ 0.46 × the
+  nominal SNR for 32³ (0.56 × for 64³); a box cropped around the particles holds more than its
+  share of the map's signal, so its ratio is higher (≈ 3 × nominal in
+  :class:`~cryomonai.simulate.subtomogram.SubtomogramSimulator`'s 32³ boxes of a 64³ map; AITom's
+  packing map, sized by its ``get_box_size``, is larger and emptier, so higher still there).
+  AITom's ``missing_wedge_angle`` 30° is ``tilt_range=(-60, 60)``. Differences from AITom, all
+  negligible for the noise level: the Nyquist sphere is our band-pass ``(0, 1)`` (AITom's is
+  centred half a voxel off the DC), the signal is band-passed twice even without noise (AITom
+  skips the second pass then), and the CTF is ours (AITom's has the opposite overall sign and adds
+  its Cs term, < 0.1 % of the phase at these frequencies, with the other sign).
 
 Example:
     >>> w = missing_wedge_mask((8, 8, 8), tilt_range=(-60.0, 60.0))
@@ -50,11 +73,13 @@ __all__ = [
     "imaged_noise",
     "image_volume",
     "measured_snr",
+    "aitom_filters",
+    "aitom_noise_variance",
     "NOISE_MODELS",
 ]
 
 #: the noise models of :attr:`ImagingParams.noise_model` (see the module docstring)
-NOISE_MODELS: tuple[str, ...] = ("split", "filtered")
+NOISE_MODELS: tuple[str, ...] = ("split", "filtered", "aitom")
 
 
 @dataclass(frozen=True)
@@ -71,8 +96,10 @@ class ImagingParams:
         tilt_range: (min, max) tilt angles in degrees about y; ``None`` disables the wedge.
         bandpass: (low, high) pass band in fractions of Nyquist (smooth edges).
         apply_ctf: ``False`` skips the CTF (band-pass and wedge only).
-        noise_model: ``"split"`` (half the noise before the CTF, half after it) or ``"filtered"``
-            (all of it before band-pass · CTF · wedge); see the module docstring.
+        noise_model: ``"split"`` (half the noise before the CTF, half after it), ``"filtered"``
+            (all of it before band-pass · CTF · wedge) or ``"aitom"`` (AITom's convention: the SNR
+            is AITom's nominal one, and AITom's band-pass and low-pass apply); see the module
+            docstring.
     """
 
     pixel_size_nm: float = 1.0
@@ -230,18 +257,81 @@ def _filters(shape: tuple[int, ...], p: ImagingParams, device=None) -> tuple[tor
     return h, w, (h * w).double().pow(2).mean().item(), w.double().pow(2).mean().item()
 
 
+def _soft_sphere(d: torch.Tensor, radius: float, sigma: float) -> torch.Tensor:
+    """AITom's smooth sphere mask of the distance ``d``: 1 within ``radius``, ``exp(−((d − radius) /
+    sigma)²)`` beyond it, set to 0 where that falls below e⁻³."""
+    v = torch.exp(-(((d - radius).clamp(min=0)) / sigma) ** 2)
+    return torch.where(v < math.exp(-3), torch.zeros_like(v), v)
+
+
+def aitom_filters(
+    shape: tuple[int, int, int], pixel_size_nm: float = 1.0, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AITom's band-pass ``B`` and "MTF" low-pass ``L`` for a volume of ``shape`` (fftn layout, float64).
+
+    Both are the smooth Fourier-space spheres of AITom's ``tom_bandpass`` in
+    ``do_reconstruction_given_sigma``, in voxels of the Fourier grid: ``d = n·|k|`` from the DC, ``n =
+    shape[0]`` (AITom's volumes are cubes; here the filters stay isotropic in frequency otherwise).
+
+    * ``B``: radius ``floor(n · pixel_size_nm / 4)`` (AITom's ``BPThresh``, half Nyquist at 1 nm/voxel),
+      Gaussian edge σ = 2 voxels; applied to the map before the noise and to the sum after it.
+    * ``L``: radius 1 voxel, Gaussian edge σ = 0.2·n voxels (0.2 cycles/voxel); applied to the noise
+      added after the CTF.
+
+    Example:
+        >>> b, l = aitom_filters((32, 32, 32))
+        >>> float(b[0, 0, 8]), float(b[0, 0, 16]), round(float(l[0, 0, 8]), 2)  # |k| = 0.25, 0.5, 0.25
+        (1.0, 0.0, 0.3)
+    """
+    n = shape[0]
+    d = _radius(shape, device) * n
+    return _soft_sphere(d, math.floor(n * pixel_size_nm / 4), 2.0), _soft_sphere(d, 1.0, 0.2 * n)
+
+
 @functools.lru_cache(maxsize=16)
-def _signal_filter(shape: tuple[int, int, int], p: ImagingParams, device=None) -> torch.Tensor:
-    """``H·W`` on ``rfftn``'s half grid, made Hermitian, ``(G(k) + G(−k)) / 2``: then
-    ``irfftn(rfftn(v) · G)`` equals ``Re F⁻¹[F(v) · H·W]`` for a real ``v``, at half the cost."""
+def _aitom_terms(
+    shape: tuple[int, ...], p: ImagingParams, device=None
+) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
+    """noise_model="aitom": the filters of the noise added before the CTF (``B·H·W``) and after it
+    (``B·L·P·W``, P the band-pass) on ``rfftn``'s half grid, and the white-noise gains
+    ``mean(|H·W|²)`` (of the filter that defines the signal variance), ``g₁``, ``g₂`` of the two;
+    cached like :func:`_filters`."""
+    h, w, g_ref, _ = _filters(shape, p, device)
+    b, l = aitom_filters(shape, p.pixel_size_nm, device)
+    band = bandpass_filter(shape, *p.bandpass, device=device).double()
+    f1, f2 = b * h.double() * w, b * l * band * w
+    return _hermitian_half(f1), _hermitian_half(f2), g_ref, f1.pow(2).mean().item(), f2.pow(2).mean().item()
+
+
+@functools.lru_cache(maxsize=16)
+def _signal_filter(shape: tuple[int, int, int], p: ImagingParams, device=None, reference: bool = False) -> torch.Tensor:
+    """The signal's transfer on ``rfftn``'s half grid, made Hermitian, ``(G(k) + G(−k)) / 2``: then
+    ``irfftn(rfftn(v) · G)`` equals ``Re F⁻¹[F(v) · G]`` for a real ``v``, at half the cost.
+
+    ``G = H·W``, times ``B²`` with noise_model="aitom" (AITom band-passes the map before adding the
+    noise and again after); ``reference`` keeps ``H·W`` (AITom's filter for the signal variance)."""
     h, w, _, _ = _filters(shape, p, device)
     g = (h * w).double()
+    if p.noise_model == "aitom" and not reference:
+        g = g * aitom_filters(shape, p.pixel_size_nm, device)[0] ** 2
+    return _hermitian_half(g)
+
+
+def _hermitian_half(g: torch.Tensor) -> torch.Tensor:
+    """``(G(k) + G(−k)) / 2`` of a real (D, H, W) filter on ``rfftn``'s half grid."""
     g_neg = torch.roll(torch.flip(g, (0, 1, 2)), (1, 1, 1), (0, 1, 2))  # G(−k): index i → −i mod n
-    return (0.5 * (g + g_neg))[..., : shape[2] // 2 + 1].contiguous()
+    return (0.5 * (g + g_neg))[..., : g.shape[2] // 2 + 1].contiguous()
+
+
+def _filter_real(density: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``irfftn(rfftn(density) · g)`` over the last three dims, float64."""
+    dims = (-3, -2, -1)
+    return torch.fft.irfftn(torch.fft.rfftn(density.double(), dim=dims) * g, s=tuple(density.shape[-3:]), dim=dims)
 
 
 def imaged_signal(density: torch.Tensor, params: ImagingParams = ImagingParams()) -> torch.Tensor:
-    """The noise-free imaged density ``W · F⁻¹[H · F(density)]``.
+    """The noise-free imaged density ``W · F⁻¹[H · F(density)]`` (with noise_model="aitom" also
+    AITom's band-pass, twice: ``W · B² · F⁻¹[H · F(density)]``).
 
     Args:
         density: (..., D, H, W) real densities (a batch is imaged volume by volume).
@@ -249,10 +339,7 @@ def imaged_signal(density: torch.Tensor, params: ImagingParams = ImagingParams()
     Returns:
         float64, the input's shape.
     """
-    shape = tuple(density.shape[-3:])
-    g = _signal_filter(shape, params, density.device)
-    dims = (-3, -2, -1)
-    return torch.fft.irfftn(torch.fft.rfftn(density.double(), dim=dims) * g, s=shape, dim=dims)
+    return _filter_real(density, _signal_filter(tuple(density.shape[-3:]), params, density.device))
 
 
 def imaged_noise(
@@ -266,12 +353,20 @@ def imaged_noise(
     """Imaged noise of total variance ``noise_var`` in the model ``params.noise_model``.
 
     ``"split"``: half white before the CTF (``W·H·n₁``), half after it (``W·n₂``); ``"filtered"``:
-    all of it white before the filters (``W·H·n``), so its power spectrum is ``∝ |H·W|²``.
+    all of it white before the filters (``W·H·n``), so its power spectrum is ``∝ |H·W|²``;
+    ``"aitom"``: AITom's two halves, white with one variance, ``W·B·H·n₁`` and ``W·B·L·n₂`` (see
+    :func:`aitom_filters`; :func:`image_volume` sets ``noise_var`` from AITom's nominal SNR).
 
     Returns (n_realisations, *shape) float64.
     """
-    h, w, g1, g2 = _filters(tuple(shape), params, device)
     dims = (-3, -2, -1)
+    if params.noise_model == "aitom":
+        f1, f2, _, g1, g2 = _aitom_terms(tuple(shape), params, device)
+        s = math.sqrt(noise_var / (g1 + g2))  # the same white σ for both halves
+        n = torch.randn((n_realisations, 2, *shape), generator=generator, dtype=torch.float64).to(device)
+        f = torch.fft.rfftn(n[:, 0], dim=dims) * (s * f1) + torch.fft.rfftn(n[:, 1], dim=dims) * (s * f2)
+        return torch.fft.irfftn(f, s=tuple(shape), dim=dims)
+    h, w, g1, g2 = _filters(tuple(shape), params, device)
     if params.noise_model == "filtered":
         if g1 <= 0:
             raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
@@ -296,6 +391,24 @@ def measured_snr(signal: torch.Tensor | np.ndarray, noise: torch.Tensor | np.nda
     return float(np.var(np.asarray(signal, dtype=np.float64))) / noise_var if noise_var > 0 else math.inf
 
 
+def aitom_noise_variance(density: torch.Tensor, snr: float, params: ImagingParams = ImagingParams()) -> float:
+    """AITom's white noise variance for each half (before and after the CTF) at nominal ``snr``.
+
+    ``σ² = ½ · var(F⁻¹[H·W·F(density)]) / (mean(|H·W|²) · snr)``, the variance taken over the whole
+    ``density``: AITom's ``WeiProj / SNR · signal_variance · corrfac`` in ``do_reconstruction``.
+
+    Args:
+        density: (D, H, W) the whole volume that is imaged (before any crop).
+        snr: AITom's nominal SNR (> 0).
+    """
+    _, _, g_ref, _ = _filters(tuple(density.shape), params, density.device)
+    if g_ref <= 0:
+        raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so AITom's signal variance is 0",
+                            "widen the band-pass or use noise_model='split'")
+    ref = _filter_real(density, _signal_filter(tuple(density.shape), params, density.device, reference=True))
+    return 0.5 * ref.var().item() / (g_ref * snr)
+
+
 def image_volume(
     density: torch.Tensor,
     snr: float,
@@ -308,11 +421,14 @@ def image_volume(
 
     Args:
         density: (D, H, W) clean density (any scale).
-        snr: signal variance / noise variance in the output (``inf`` = no noise).
+        snr: signal variance / noise variance in the output (``inf`` = no noise); with
+            noise_model="aitom", AITom's nominal SNR (:func:`aitom_noise_variance`).
         params: the imaging parameters.
         generator: a ``torch.Generator`` for the noise (reproducible runs).
         crop: region of the imaged map that is returned and where the signal variance is
-            measured; the (stationary) noise is drawn at the crop's size.
+            measured; the (stationary) noise is drawn at the crop's size. With "aitom", the signal
+            variance is that of the whole map and the noise is drawn over the whole map, then
+            cropped, as AITom images its whole packing map and then trims the subtomogram.
         n_realisations: number of independent noise realisations of the same signal.
 
     Returns:
@@ -325,6 +441,12 @@ def image_volume(
         return signal.float().expand(n_realisations, *signal.shape).clone(), signal.float()
     if snr <= 0:
         raise ValueError(f"snr must be > 0 (or inf), got {snr}")
+    if params.noise_model == "aitom":
+        shape = tuple(density.shape)
+        _, _, _, g1, g2 = _aitom_terms(shape, params, density.device)
+        var = aitom_noise_variance(density, snr, params) * (g1 + g2)
+        noise = imaged_noise(shape, var, params, generator, n_realisations, density.device)[(slice(None), *crop)]
+        return (signal + noise).float(), signal.float()
     # the noise is stationary: draw it directly at the crop's size (cheaper, and its wedge stays exact)
     noise = imaged_noise(tuple(signal.shape), signal.var().item() / snr, params, generator, n_realisations, density.device)
     return (signal + noise).float(), signal.float()

@@ -34,7 +34,8 @@ def preview_volumes(
     no noise; each finite SNR once per noise model).
 
     The same particle (geometry and noise seed, drawn from ``default_rng([seed, class])``) fills
-    every column, so the columns differ only by the noise level and model.
+    every column, so the columns differ only by the noise level and model (``"aitom"`` also applies
+    AITom's band-pass to the signal, and its SNR is AITom's nominal one).
 
     Returns:
         ``(grid, titles, centres)``: class → list of (box, box, box) volumes (z, y, x), one title per
@@ -76,6 +77,7 @@ def preview_montage(
     classes = tuple(classes or SHREC_10)
     grid, titles, centres = preview_volumes(classes, snrs, noise_models, box, seed, n_neighbours, imaging)
     title = (f"cryomonai simulator: {box}³ subtomograms at 10 Å/voxel, crowded by ≤{n_neighbours} neighbours, "
-             "CTF (−5 µm) + ±60° wedge; slices through the target. Noise: split = half before, half after "
-             "the CTF (default); filtered = all before CTF·wedge")
+             "CTF (−5 µm) + ±60° wedge; slices through the target.\nNoise models: split = half before, half "
+             "after the CTF (default); filtered = all before CTF·wedge (both: SNR = box variance ratio); "
+             "aitom = AITom's do_reconstruction (SNR = its nominal SNR)")
     return slice_montage(grid, titles, path, title=title, centres=centres)
