@@ -154,11 +154,11 @@ def embed(
 
     from monai.bundle import run
 
-    from cryomonai.pipeline import bundle_dir
+    from cryomonai.pipeline import bundle_configs, bundle_dir
 
     cfg = bundle_dir() / "configs"
-    files = [str(cfg / f) for f in ("common.json", "inference.json", "embed.json", f"encoders/{encoder}.json")]
-    run("embed", config_file=files, meta_file=str(cfg / "metadata.json"), logging_file=str(cfg / "logging.conf"),
+    run("embed", config_file=bundle_configs("embed", encoder=encoder), meta_file=str(cfg / "metadata.json"),
+        logging_file=str(cfg / "logging.conf"),
         bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
         cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
         batch_size=batch_size, progress=progress, **overrides)

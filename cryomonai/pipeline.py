@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cryomonai.errors import CryoDataError
+from cryomonai.layout import RunLayout
 
 __all__ = ["bundle_dir", "bundle_configs", "run_bundle"]
 
@@ -113,16 +114,16 @@ def demo(
         simulation={"n_per_class": n_per_class, "snr": snr, "box": 32, "seed": seed, "workers": None},
         batch_size=batch_size, seed=seed, progress=progress,
     )
-    pre = out / "pretrain"
-    run_bundle("pretrain", method, ckpt_dir=str(pre / "models"), output_dir=str(pre / "eval"), epochs=pretrain_epochs, **common)
+    pre = RunLayout(out / "pretrain")
+    run_bundle("pretrain", method, **pre.bundle_paths(), epochs=pretrain_epochs, **common)
     acc = {}
-    for name, ckpt in (("pretrained", str(pre / "models" / "pretrain.pt")), ("random", "")):
+    for name, ckpt in (("pretrained", str(pre.pretrain)), ("random", "")):
         run = out / f"finetune_{name}"
-        paths = dict(ckpt_dir=str(run / "models"), output_dir=str(run / "eval"))
+        paths = RunLayout(run).bundle_paths()
         run_bundle("finetune", pretrained=ckpt, epochs=finetune_epochs, label_fraction=label_fraction, **paths, **common)
         acc[name] = _accuracy(run_bundle("evaluate", **paths, **common))
     plot_training_curves(
-        {"pretrain": pre / "eval" / "pretrain", **{f"finetune ({k})": out / f"finetune_{k}" / "eval" / "finetune" for k in acc}},
+        {"pretrain": pre.eval / "pretrain", **{f"finetune ({k})": RunLayout(out / f"finetune_{k}").eval / "finetune" for k in acc}},
         out / "curves.png",
     )
     return acc

@@ -108,10 +108,10 @@ def bundle_switches(device: torch.device) -> dict[str, Any]:
     """The bundle's speed switches as ``common.json`` (+ ``pretrain.json``) resolve them for ``device``."""
     from monai.bundle import ConfigParser
 
-    from cryomonai.pipeline import bundle_dir
+    from cryomonai.pipeline import bundle_configs
 
     parser = ConfigParser()
-    parser.read_config([str(bundle_dir() / "configs" / f) for f in ("common.json", "pretrain.json")])
+    parser.read_config(bundle_configs("pretrain"))
     parser["device"] = f"$torch.device('{device}')"
     keys = ("channels_last", "amp", "compile", "num_workers", "pin_memory", "track_meta")
     sw = {k: parser.get_parsed_content(k) for k in keys}

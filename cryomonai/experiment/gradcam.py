@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from cryomonai.errors import CryoDataError
+from cryomonai.layout import FINETUNE_BEST
 
 __all__ = ["gradcam_volumes", "load_finetuned_classifier", "plot_gradcam_overlays"]
 
@@ -137,7 +138,7 @@ def load_finetuned_classifier(
     info, state = ckpt.get("run_info"), ckpt.get("model")
     if not (isinstance(info, Mapping) and {"encoder", "classes"} <= set(info) and isinstance(state, Mapping)):
         raise CryoDataError(checkpoint, "lacks 'model' weights or 'run_info' with 'encoder' and 'classes'",
-                            "give the models/finetune_best.pt of a fine-tuning run")
+                            f"give the models/{FINETUNE_BEST} of a fine-tuning run")
     classes = [str(c) for c in info["classes"]]
     model = Classifier(build_encoder(str(info["encoder"]), **encoder_kwargs), len(classes))
     try:

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from cryomonai.errors import CryoDataError
+from cryomonai.layout import RunLayout
 
 __all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "grid_cells", "load_preset", "run_grid"]
 
@@ -293,24 +294,24 @@ class GridRunner:
             return ""
         from cryomonai.pipeline import run_bundle
 
-        run = self.pretrain_dir(ds["name"], method, pretrain_seed)
-        final = run / "models" / "pretrain.pt"
+        run = RunLayout(self.pretrain_dir(ds["name"], method, pretrain_seed))
+        final = run.pretrain
         key = (ds["name"], method, pretrain_seed)
         if not final.is_file():
             overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
             t0 = time.perf_counter()
             run_bundle(
-                "pretrain", method, self.preset.encoder, ckpt_dir=str(run / "models"), output_dir=str(run / "eval"),
-                resume=_resumable(run / "models", "pretrain"), **{**self._common(ds, pretrain_seed), **overrides},
+                "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), **run.bundle_paths(),
+                **{**self._common(ds, pretrain_seed), **overrides},
             )
             seconds = time.perf_counter() - t0
-            _write_text(run / "seconds.txt", f"{seconds:.1f}\n")
+            _write_text(run.root / "seconds.txt", f"{seconds:.1f}\n")
         if key not in self._pretrain_seconds:
-            stamp = run / "seconds.txt"
+            stamp = run.root / "seconds.txt"
             self._pretrain_seconds[key] = float(stamp.read_text()) if stamp.is_file() else float("nan")
         return str(final)
 
-    def _finetune(self, cell: GridCell, recipe: str) -> tuple[Path, dict[str, Any], float]:
+    def _finetune(self, cell: GridCell, recipe: str) -> tuple[RunLayout, dict[str, Any], float]:
         """Fine-tune ``cell`` with ``recipe`` unless done and score its best model on the validation split.
 
         Returns the run folder, the bundle overrides that locate it, and the validation accuracy.
@@ -320,16 +321,15 @@ class GridRunner:
         ds = self._dataset(cell.dataset)
         seed = self.preset.seed + cell.repeat
         pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
-        run = self.out / cell.run_dir(recipe)
-        paths = dict(ckpt_dir=str(run / "models"), output_dir=str(run / "eval"))
-        keys = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **paths, **self._common(ds, seed))
-        if not (run / "models" / "finetune_final.pt").is_file():
+        run = RunLayout(self.out / cell.run_dir(recipe))
+        keys = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(), **self._common(ds, seed))
+        if not run.finetune_final.is_file():
             t0 = time.perf_counter()
             run_bundle(
-                "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run / "models", "finetune"),
+                "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
                 **{**keys, **self.preset.recipe_overrides()[recipe]},
             )
-            _write_text(run / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
+            _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "val"}, **keys)
         return run, keys, _metric(wf)
 
@@ -378,7 +378,7 @@ class GridRunner:
         ds = self._dataset(cell.dataset)
         seed = self.preset.seed + cell.repeat
         run, keys, val = self._finetune(cell, recipe)
-        stamp = run / "seconds.txt"
+        stamp = run.root / "seconds.txt"
         seconds = float(stamp.read_text()) if stamp.is_file() else float("nan")
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "test"}, **keys)
         test = _metric(wf)

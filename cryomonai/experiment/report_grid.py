@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryomonai.layout import RunLayout
+
 __all__ = ["write_grid_report"]
 
 
@@ -64,7 +66,7 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
     best = _best_method(results, dataset)
     cache = runner.cache_path(dataset)
     if best is not None:
-        pretrained = str(runner.pretrain_dir(dataset, best, preset.seed) / "models" / "pretrain.pt")
+        pretrained = str(RunLayout(runner.pretrain_dir(dataset, best, preset.seed)).pretrain)
         test = (table.df["split"] == "test").to_numpy()
         feats = [encoder_features(table, cache, preset.encoder, p, preset.seed)[test] for p in ("", pretrained)]
         written["embedding"] = plot_embeddings_before_after(
@@ -80,7 +82,7 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
             cell = results[(results.dataset == dataset) & (results.method == method) & (results.label_fraction == low)]
             if cell.empty:  # a grid without the random-init baseline
                 continue
-            ckpt = out / str(cell.sort_values("repeat")["run_dir"].iloc[0]) / "models" / "finetune_best.pt"
+            ckpt = RunLayout(out / str(cell.sort_values("repeat")["run_dir"].iloc[0])).finetune_best
             model, _ = load_finetuned_classifier(ckpt)
             name = "random init" if method == "random" else f"{method} pretrained"
             cams[name] = gradcam_volumes(model, vols)

@@ -1,0 +1,68 @@
+"""One run's folder layout and file names — the one place they are spelled.
+
+A run of the bundle (pretraining, fine-tuning, evaluation …) writes into one folder::
+
+    <run>/models/   checkpoints: pretrain.pt, finetune_best.pt, finetune_final.pt, *_checkpoint_epoch=N.pt
+    <run>/eval/     TensorBoard logs, metrics, predictions
+
+The bundle's JSON reads the file names from here (``common.json``'s ``run_files``), Python code
+through :class:`RunLayout`; no other module spells a checkpoint's name (``tests/test_layout.py``).
+
+Example:
+    >>> run = RunLayout("runs/x")
+    >>> run.pretrain.as_posix(), run.bundle_paths()["ckpt_dir"]
+    ('runs/x/models/pretrain.pt', 'runs/x/models')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FINETUNE_BEST", "FINETUNE_FINAL", "PRETRAIN", "RUN_FILES", "RunLayout"]
+
+#: the final pretraining checkpoint (the SSL method with its encoder, queue …)
+PRETRAIN = "pretrain.pt"
+#: the fine-tuned classifier with the best validation accuracy
+FINETUNE_BEST = "finetune_best.pt"
+#: the fine-tuned classifier after the last epoch (its presence marks a finished fine-tuning)
+FINETUNE_FINAL = "finetune_final.pt"
+#: the names by key, as ``common.json``'s ``run_files`` gives them to the configs
+RUN_FILES = {"pretrain": PRETRAIN, "finetune_best": FINETUNE_BEST, "finetune_final": FINETUNE_FINAL}
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folders and files of one bundle run rooted at ``root``."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def models(self) -> Path:
+        """Checkpoints (the bundle's ``ckpt_dir``)."""
+        return self.root / "models"
+
+    @property
+    def eval(self) -> Path:
+        """Logs, metrics and predictions (the bundle's ``output_dir``)."""
+        return self.root / "eval"
+
+    @property
+    def pretrain(self) -> Path:
+        return self.models / PRETRAIN
+
+    @property
+    def finetune_best(self) -> Path:
+        return self.models / FINETUNE_BEST
+
+    @property
+    def finetune_final(self) -> Path:
+        return self.models / FINETUNE_FINAL
+
+    def bundle_paths(self) -> dict[str, str]:
+        """The bundle keys that place a run here: ``ckpt_dir`` and ``output_dir``."""
+        return {"ckpt_dir": str(self.models), "output_dir": str(self.eval)}
