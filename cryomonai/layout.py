@@ -3,7 +3,7 @@
 A run of the bundle (pretraining, fine-tuning, evaluation …) writes into one folder::
 
     <run>/models/   checkpoints: pretrain.pt, finetune_best.pt, finetune_final.pt, *_checkpoint_epoch=N.pt
-    <run>/eval/     TensorBoard logs, metrics, predictions
+    <run>/eval/     TensorBoard logs, metrics, predictions, labelled_rows.csv (a fine-tuning's labelled subset)
 
 The bundle's JSON reads the file names from here (``common.json``'s ``run_files``), Python code
 through :class:`RunLayout`; no other module spells a checkpoint's name (``tests/test_layout.py``).
@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FINETUNE_BEST", "FINETUNE_FINAL", "PRETRAIN", "RUN_FILES", "RunLayout"]
+__all__ = ["FINETUNE_BEST", "FINETUNE_FINAL", "LABELLED_ROWS", "PRETRAIN", "RUN_FILES", "RunLayout"]
 
 #: the final pretraining checkpoint (the SSL method with its encoder, queue …)
 PRETRAIN = "pretrain.pt"
@@ -28,8 +28,11 @@ PRETRAIN = "pretrain.pt"
 FINETUNE_BEST = "finetune_best.pt"
 #: the fine-tuned classifier after the last epoch (its presence marks a finished fine-tuning)
 FINETUNE_FINAL = "finetune_final.pt"
+#: the table rows a fine-tuning trained on (its labelled subset), in ``eval/``
+LABELLED_ROWS = "labelled_rows.csv"
 #: the names by key, as ``common.json``'s ``run_files`` gives them to the configs
-RUN_FILES = {"pretrain": PRETRAIN, "finetune_best": FINETUNE_BEST, "finetune_final": FINETUNE_FINAL}
+RUN_FILES = {"pretrain": PRETRAIN, "finetune_best": FINETUNE_BEST, "finetune_final": FINETUNE_FINAL,
+             "labelled_rows": LABELLED_ROWS}
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class RunLayout:
     @property
     def finetune_final(self) -> Path:
         return self.models / FINETUNE_FINAL
+
+    @property
+    def labelled_rows(self) -> Path:
+        return self.eval / LABELLED_ROWS
 
     def bundle_paths(self) -> dict[str, str]:
         """The bundle keys that place a run here: ``ckpt_dir`` and ``output_dir``."""

@@ -109,9 +109,20 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
         assert results[col].between(0, 1).all()
     pre = results.loc[results.method == "moco", "pretrain_seconds"]
     assert (pre > 0).all() and results.loc[results.method == "random", "pretrain_seconds"].isna().all()
-    for run_dir in results["run_dir"]:
-        assert (out / run_dir / "models" / "finetune_best.pt").is_file()
-        assert (out / run_dir / "eval" / "predictions_test.csv").is_file()
+    from cryomonai.data import label_subset
+    from cryomonai.engines import read_labelled_rows
+    from cryomonai.io import read_particle_table
+    from cryomonai.layout import RunLayout
+
+    table = read_particle_table(out / "data" / "snr_1" / "particles.star").df
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    for row in results.itertuples():
+        run = RunLayout(out / row.run_dir)
+        assert run.finetune_best.is_file() and (run.eval / "predictions_test.csv").is_file()
+        # the readouts use the rows the fine-tuning saved: the nested stratified subset of the training split
+        rows = read_labelled_rows(run.labelled_rows)
+        expected = train[label_subset(table["label_index"].to_numpy()[train], row.label_fraction, row.repeat)]
+        assert len(rows) == row.n_labelled and sorted(rows) == sorted(expected)
     # a finished grid reruns nothing
     again = run_grid(_tiny(), out, report=False, progress=False)
     pd.testing.assert_frame_equal(again, results)

@@ -27,7 +27,7 @@ from cryomonai.engines.checkpoints import (
     read_run_info,
     resume_handlers,
 )
-from cryomonai.engines.data import ensure_dataset, label_fraction_subset
+from cryomonai.engines.data import ensure_dataset, label_fraction_subset, read_labelled_rows, save_labelled_rows
 from cryomonai.engines.finetune import SupervisedPrepareBatch
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network, seed_run
@@ -51,6 +51,8 @@ __all__ = [
     "central_slices",
     "ensure_dataset",
     "label_fraction_subset",
+    "read_labelled_rows",
+    "save_labelled_rows",
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",

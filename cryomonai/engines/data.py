@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Subset
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["ensure_dataset", "label_fraction_subset"]
+__all__ = ["ensure_dataset", "label_fraction_subset", "read_labelled_rows", "save_labelled_rows"]
 
 
 def _prepare(table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict) -> None:
@@ -117,3 +117,35 @@ def label_fraction_subset(
     if not mask.any():
         raise CryoDataError("training split", "has no labelled particles", "label some particles (rlnClassNumber > 0)")
     return Subset(dataset, np.flatnonzero(mask).tolist())
+
+
+def save_labelled_rows(labelled: Subset, path: str | os.PathLike) -> None:
+    """Write which table rows a fine-tuning trains on: ``row,label`` per item of ``labelled``.
+
+    ``labelled`` is :func:`label_fraction_subset`'s ``Subset`` of a dataset of data dicts with
+    ``"index"`` (the row in the particle table) and ``"label"``. Readouts of the same cell read it
+    back (:func:`read_labelled_rows`) instead of rebuilding the subset. Written atomically, by rank 0.
+    """
+    from cryomonai.io.atomic import atomic_write
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    data = labelled.dataset.data  # type: ignore[attr-defined]
+    rows = [(int(data[i]["index"]), int(data[i]["label"])) for i in labelled.indices]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as fh:
+        fh.write("row,label\n" + "".join(f"{r},{lab}\n" for r, lab in rows))
+
+
+def read_labelled_rows(path: str | os.PathLike) -> np.ndarray:
+    """The table rows ``(n,)`` a fine-tuning trained on (written by :func:`save_labelled_rows`).
+
+    Raises:
+        CryoDataError: the file is missing or not such a table.
+    """
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    except (OSError, ValueError) as err:
+        raise CryoDataError(path, f"cannot read the labelled rows ({err})",
+                            "rerun the fine-tuning (its eval/ folder holds this file)") from None
+    return rows[:, 0]

@@ -387,7 +387,7 @@ class GridRunner:
         pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
         probe = knn = float("nan")
         if self.preset.readouts:
-            probe, knn = self._readouts(cell, pretrained, table, seed)
+            probe, knn = self._readouts(cell, pretrained, table, seed, run.labelled_rows)
         return {
             "dataset": cell.dataset, "snr": _snr(ds), "method": cell.method, "label_fraction": cell.label_fraction,
             "repeat": cell.repeat, "seed": seed, "pretrain_seed": seed if cell.method != "random" else math.nan,
@@ -398,7 +398,8 @@ class GridRunner:
             "run_dir": cell.run_dir(recipe),
         }
 
-    def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int) -> tuple[float, float]:
+    def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int, rows: Path) -> tuple[float, float]:
+        from cryomonai.engines import read_labelled_rows
         from cryomonai.experiment.readouts import encoder_features, frozen_readouts
 
         # the random encoder is seeded by the cell's seed, a pretrained one by its pretraining seed (the same number)
@@ -407,7 +408,7 @@ class GridRunner:
             cache = self.cache_path(cell.dataset)
             kept = {k: v for k, v in self._features.items() if k[0] == cell.dataset}  # one dataset at a time
             self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
-        return frozen_readouts(self._features[key], table, cell.label_fraction, cell.repeat)
+        return frozen_readouts(self._features[key], table, read_labelled_rows(rows))
 
     # -- the grid -------------------------------------------------------------------------------
     def run(self, max_cells: int | None = None) -> pd.DataFrame:

@@ -3,8 +3,9 @@
 The grid's extra columns (:mod:`cryomonai.experiment.grid`): the encoder (pretrained, or
 randomly initialised with the cell's seed) embeds every subtomogram once (normalised like the
 bundle's ``eval_transform``); a logistic regression and a kNN classifier (scikit-learn) are fit on
-the *same labelled subset* the cell fine-tunes on (:func:`cryomonai.data.label_subset`, nested and
-stratified) and scored on the test split. They measure the features themselves, without the
+the *same labelled subset* the cell fine-tuned on — the table rows its bundle run saved
+(``eval/labelled_rows.csv``, :func:`cryomonai.engines.read_labelled_rows`) — and scored on the test
+split. They measure the features themselves, without the
 fine-tuning's optimisation noise.
 """
 
@@ -54,13 +55,11 @@ def encoder_features(
     return torch.cat(feats).numpy()
 
 
-def frozen_readouts(
-    features: np.ndarray, table: Any, label_fraction: float, label_seed: int, k: int = 10
-) -> tuple[float, float]:
+def frozen_readouts(features: np.ndarray, table: Any, labelled_rows: np.ndarray, k: int = 10) -> tuple[float, float]:
     """Test accuracy of a linear probe and of a cosine kNN (``k`` neighbours) on ``features``.
 
-    Both are fit on ``label_subset(train labels, label_fraction, label_seed)`` — the subset the
-    fine-tuning of the same cell uses — after standardising the features on the training split.
+    Both are fit on the table rows ``labelled_rows`` ``(n,)`` — the subset the fine-tuning of the
+    same cell trained on — after standardising the features on the training split.
 
     Returns:
         ``(linear_probe_accuracy, knn_accuracy)``.
@@ -69,13 +68,16 @@ def frozen_readouts(
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
 
-    from cryomonai.data import label_subset
+    from cryomonai.errors import CryoDataError
 
     df = table.df
     split = df["split"].to_numpy()
     labels = df["label_index"].to_numpy()
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
-    chosen = train[label_subset(labels[train], label_fraction, label_seed)]
+    chosen = np.asarray(labelled_rows, dtype=np.int64)
+    if not np.isin(chosen, train).all() or (labels[chosen] < 0).any():
+        raise CryoDataError("labelled rows", "include rows outside the labelled training split",
+                            "give the rows the fine-tuning saved for this table")
     scaler = StandardScaler().fit(features[train])
     x_fit, y_fit = scaler.transform(features[chosen]), labels[chosen]
     x_test, y_test = scaler.transform(features[test]), labels[test]
