@@ -205,3 +205,17 @@ def test_cli_top_level_help_lists_the_commands(monkeypatch, capfd):
         cli.main()
     err = capfd.readouterr().err
     assert exit_info.value.code == 0 and "COMMANDS" in err and all(name in err for name in cli.COMMANDS)
+
+
+def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
+    """0.155 + 0.29 and 0.165 + 0.28 differ in floating point; the means are equal, so the first recipe wins."""
+    from cryomonai.experiment.grid import SELECTION_COLUMNS, GridRunner
+
+    preset = _tiny(recipes={"first": {}, "second": {"lr": 0.1}}, selection_fractions=[0.5, 1.0])
+    runner = GridRunner(preset, tmp_path, progress=False)
+    rows = [("first", 0.5, 0.155), ("first", 1.0, 0.29), ("second", 0.5, 0.165), ("second", 1.0, 0.28)]
+    pd.DataFrame([{"dataset": "snr_1", "method": "random", "recipe": r, "label_fraction": f, "repeat": 0,
+                   "pretrain_seed": np.nan, "best_val_accuracy": v, "chosen": False, "run_dir": "x"} for r, f, v in rows],
+                 columns=SELECTION_COLUMNS).to_csv(runner.selection_path, index=False)
+    assert runner.choose_recipe("snr_1", "random") == "first"  # nothing to run: every selection row is there
+    assert runner.selection().query("recipe == 'first'")["chosen"].astype(bool).all()

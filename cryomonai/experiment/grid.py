@@ -359,7 +359,8 @@ class GridRunner:
                     "chosen": False, "run_dir": cell.run_dir(recipe)})
         table = self.selection()
         mine = (table["dataset"] == dataset) & (table["method"] == method)
-        means = table[mine].groupby("recipe", sort=False)["best_val_accuracy"].mean()
+        # rounded, so that equal accuracies tie exactly (0.155 + 0.29 ≠ 0.165 + 0.28 in floating point)
+        means = table[mine].groupby("recipe", sort=False)["best_val_accuracy"].mean().round(9)
         chosen = max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
         if not table.loc[mine & (table["recipe"] == chosen), "chosen"].astype(bool).all():
             table.loc[mine, "chosen"] = table.loc[mine, "recipe"] == chosen
