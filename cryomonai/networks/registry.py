@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -32,6 +33,7 @@ __all__ = ["ENCODERS", "build_encoder"]
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "rb3d": RB3D,  # Che et al. 2018 / Gupta et al. 2022, adaptive pool → 256 features, 0.12 M params
+    "rb3d_bn": partial(RB3D, norm="batch"),  # rb3d with BatchNorm after every conv: random init trains in 60 epochs
     "rb3d_original": RB3DOriginal,  # the Keras original, FC-1024 ×2, 135 M params at 32³
     "resnet10": resnet10,  # MONAI ResNet-10, 512 features
     "densenet121": densenet121,  # MONAI DenseNet-121, 1024 features
