@@ -1,12 +1,20 @@
 """The ``cryomonai`` command line (python-fire): ``cryomonai <command> --help``.
 
-Commands import their modules lazily, so ``cryomonai --help`` is instant.
+Each command imports what it runs inside its body (torch, MONAI, the simulator take seconds to
+import), so ``cryomonai --help`` and a command's ``--help`` start at once. These, and MONAI's in
+:mod:`cryomonai.io.mrc` (``MrcReader``), are the package's only function-local imports.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
+from pathlib import Path
+
+import fire
+
+from cryomonai.errors import CryoDataError
 
 __all__ = ["main"]
 
@@ -48,10 +56,7 @@ def simulate(
         binning: simulate at ``box × binning`` (10 Å voxels), then Fourier-bin to ``box``.
         max_shift: target displacement from the box centre, ± voxels per axis (unbinned).
     """
-    import time
-    from pathlib import Path
-
-    from cryomonai.simulate.dataset import simulate_dataset
+    from cryomonai.simulate.dataset import simulate_dataset  # lazy: torch and the simulator, only when run
 
     cls = tuple(classes.split(",")) if isinstance(classes, str) else classes
     tables = []
@@ -72,7 +77,7 @@ def simulate_tomogram(
     box: int = 32, overwrite: bool = False,
 ) -> str:
     """Simulate a whole tomogram (z,y,x = ``shape``) with particles at known coordinates (STAR)."""
-    from cryomonai.simulate.tomogram import simulate_tomogram as _sim
+    from cryomonai.simulate.tomogram import simulate_tomogram as _sim  # lazy: torch, only when run
 
     shp = tuple(int(v) for v in (shape.split(",") if isinstance(shape, str) else shape))
     return str(_sim(out, shp, n_particles, float(snr), box=box, seed=seed, overwrite=overwrite))
@@ -80,7 +85,7 @@ def simulate_tomogram(
 
 def montage(out: str = "docs/simulated_montage.png", snr="inf,0.05,0.03", box: int = 32, seed: int = 0) -> str:
     """PNG of central slices per class: clean target and the same particle at each SNR."""
-    from cryomonai.simulate.preview import preview_montage
+    from cryomonai.visualize.preview import preview_montage  # lazy: torch and matplotlib, only when run
 
     return str(preview_montage(out, snrs=tuple(_snrs(snr)), box=box, seed=seed))
 
@@ -91,9 +96,7 @@ def demo(
 ) -> None:
     """The main job on built-in simulated data: simulate → pretrain (MoCo) → fine-tune on 25 % of
     the labels from the pretrained encoder and from random init → test accuracy of both."""
-    import time
-
-    from cryomonai.pipeline import demo as run_demo
+    from cryomonai.pipeline import demo as run_demo  # lazy: MONAI, only when run
 
     t0 = time.time()
     acc = run_demo(out, n_per_class, snr, pretrain_epochs, finetune_epochs, label_fraction, method, seed=seed)
@@ -120,7 +123,7 @@ def extract(
         normalise: zero mean, unit std per subtomogram.
         overwrite: replace an existing ``particles.star`` in ``out``.
     """
-    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms
+    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms  # lazy: torch, only when run
 
     res = extract_subtomograms(picks, out, box, voxel_size, edge, normalise, pick_voxel_size, tomogram, overwrite)
     rejected = f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})" if len(res.rejected) else "no pick rejected"
@@ -150,11 +153,9 @@ def embed(
         progress: show a progress bar.
         overrides: any other bundle key (e.g. ``device``).
     """
-    from pathlib import Path
+    from monai.bundle import run  # lazy: MONAI, only when run
 
-    from monai.bundle import run
-
-    from cryomonai.pipeline import bundle_configs, bundle_dir
+    from cryomonai.pipeline import bundle_configs, bundle_dir  # lazy: MONAI, only when run
 
     cfg = bundle_dir() / "configs"
     run("embed", config_file=bundle_configs("embed", encoder=encoder), meta_file=str(cfg / "metadata.json"),
@@ -179,9 +180,7 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
         max_cells: stop after this many new cells.
         overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``.
     """
-    from pathlib import Path
-
-    from cryomonai.experiment.grid import run_grid
+    from cryomonai.experiment.grid import run_grid  # lazy: MONAI, scikit-learn, matplotlib, only when run
 
     out = out or f"runs/grid_{Path(preset).stem}"
     run_grid(preset, out, report=report, progress=progress, max_cells=max_cells, **overrides)
@@ -195,8 +194,6 @@ COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram
 def _user_error(err: BaseException):
     """The :class:`~cryomonai.errors.CryoDataError` behind ``err`` (MONAI's config parser wraps the
     errors of ``$`` expressions in ``RuntimeError``), or None."""
-    from cryomonai.errors import CryoDataError
-
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, CryoDataError):
@@ -208,8 +205,6 @@ def _user_error(err: BaseException):
 
 def main() -> None:
     """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2."""
-    import fire
-
     argv = sys.argv[1:]
     if "--" not in argv and any(a in ("-h", "--help") for a in argv):
         # fire hands a flag it does not know to a command's **overrides (grid, demo), and with other

@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from monai.bundle import ConfigWorkflow
+
 from cryomonai.errors import CryoDataError
 from cryomonai.layout import RunLayout
+from cryomonai.visualize.curves import plot_training_curves
 
 __all__ = ["bundle_dir", "bundle_configs", "run_bundle"]
 
@@ -54,8 +57,6 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
     Returns the workflow's parsed config (``monai.bundle.ConfigWorkflow``) so callers can read
     e.g. ``wf.parser.get_parsed_content("validate#evaluator").state.metrics``.
     """
-    from monai.bundle import ConfigWorkflow
-
     bundle = bundle_dir()
     configs = bundle_configs(run_id, method, encoder, bundle)
     overrides.setdefault("bundle_root", str(bundle))
@@ -106,8 +107,6 @@ def demo(
     Returns:
         test accuracies ``{"pretrained": …, "random": …}``.
     """
-    from cryomonai.visualize.curves import plot_training_curves
-
     out = Path(out).resolve()
     common = dict(
         dataset_dir=str(out / "data"),

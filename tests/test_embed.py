@@ -14,7 +14,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from cryomonai.errors import CryoDataError
-from cryomonai.evaluation.embedding import cluster_features, embedding_2d, write_embedding_map
+from cryomonai.evaluation.embedding import cluster_features, embedding_2d
+from cryomonai.visualize.embedding import write_embedding_map
 from cryomonai.visualize.gallery import cluster_gallery
 
 CLASSES = ("1bxn", "3j9i", "1s3x")

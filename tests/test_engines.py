@@ -13,7 +13,7 @@ from ignite.engine import Events
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
-from cryomonai.data import VolumeStackDataset
+from cryomonai.data import VolumeStackDataset, label_fraction_subset
 from cryomonai.engines import (
     LearningRateWriter,
     PredictionsWriter,
@@ -21,8 +21,6 @@ from cryomonai.engines import (
     SSLStep,
     ViewSlicesHandler,
     central_slices,
-    ensure_dataset,
-    label_fraction_subset,
     latest_checkpoint,
     load_pretrained_encoder,
     read_run_info,
@@ -32,6 +30,7 @@ from cryomonai.engines import (
 from cryomonai.errors import CryoDataError
 from cryomonai.io import read_particle_table
 from cryomonai.networks import Classifier, build_encoder
+from cryomonai.simulate.prepare import ensure_dataset
 from cryomonai.ssl import build_method
 from cryomonai.transforms import eval_transform
 
@@ -195,7 +194,7 @@ def test_resume_handlers(tmp_path: Path) -> None:
         resume_handlers(str(tmp_path / "nope.pt"), tmp_path, "pretrain", {})
 
 
-# ---- data ----------------------------------------------------------------------------------------
+# ---- the bundle's data (cryomonai.simulate.ensure_dataset, cryomonai.data.label_fraction_subset) ------
 
 
 def test_ensure_dataset_simulates_once(tmp_path: Path) -> None:

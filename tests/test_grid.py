@@ -43,17 +43,17 @@ def test_presets_load_and_enumerate():
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
     """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order."""
-    import cryomonai.pipeline
+    import cryomonai.experiment.grid as grid
 
     out = tmp_path_factory.mktemp("grid")
-    calls, real = [], cryomonai.pipeline.run_bundle
+    calls, real = [], grid.run_bundle
 
     def recording(run_id, *args, **kw):
         calls.append((run_id, kw.get("validate#split"), kw.get("ckpt_dir", ""), kw.get("seed"), kw.get("lr")))
         return real(run_id, *args, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cryomonai.pipeline, "run_bundle", recording)
+        mp.setattr(grid, "run_bundle", recording)  # where the grid looks it up
         first = run_grid(_tiny(), out, report=False, progress=False, max_cells=7)
     return out, first, calls
 
@@ -110,7 +110,7 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
     pre = results.loc[results.method == "moco", "pretrain_seconds"]
     assert (pre > 0).all() and results.loc[results.method == "random", "pretrain_seconds"].isna().all()
     from cryomonai.data import label_subset
-    from cryomonai.engines import read_labelled_rows
+    from cryomonai.data import read_labelled_rows
     from cryomonai.io import read_particle_table
     from cryomonai.layout import RunLayout
 

@@ -14,7 +14,7 @@ import starfile
 from monai.bundle import run
 
 from cryomonai.data.extract import extract_subtomograms
-from cryomonai.engines.predictions import prediction_columns
+from cryomonai.io.predictions import prediction_columns
 from cryomonai.io import read_particle_table
 
 REPO = Path(__file__).resolve().parents[1]

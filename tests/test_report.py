@@ -14,17 +14,13 @@ from scipy.stats import ttest_ind
 from torch import nn
 
 from cryomonai.errors import CryoDataError
-from cryomonai.experiment import (
-    gradcam_volumes,
-    load_finetuned_classifier,
+from cryomonai.evaluation import gradcam_volumes, load_finetuned_classifier, summarise, ttest_vs_baseline
+from cryomonai.experiment import write_report, write_table
+from cryomonai.visualize import (
     plot_accuracy_vs_labels,
     plot_confusion_matrices,
     plot_embeddings_before_after,
     plot_gradcam_overlays,
-    summarise,
-    ttest_vs_baseline,
-    write_report,
-    write_table,
 )
 from cryomonai.networks import Classifier, build_encoder
 

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cryomonai.networks import RB3D
 from cryomonai.ssl import METHODS, build_method
-from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather, sinkhorn
+from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather
+from cryomonai.ssl.losses import sinkhorn
 
 WORLD, B, BOX = 2, 3, 8
 KW = {  # no BatchNorm (see the module docstring), queues small

@@ -10,16 +10,8 @@ import torch.nn.functional as F
 from monai.losses import ContrastiveLoss
 from torch import nn
 
-from cryomonai.ssl.functional import (
-    batch_shuffle,
-    batch_unshuffle,
-    concat_all_gather,
-    ema_update,
-    info_nce,
-    nt_xent,
-    sinkhorn,
-)
-from cryomonai.ssl.vicreg import vicreg_terms
+from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather, ema_update
+from cryomonai.ssl.losses import info_nce, nt_xent, sinkhorn, vicreg_terms
 
 
 def _unit(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 from cryomonai.errors import CryoDataError
 from cryomonai.networks import RB3D
 from cryomonai.ssl import METHODS, MoCo, SwAV, build_method
-from cryomonai.ssl.functional import sinkhorn
+from cryomonai.ssl.losses import sinkhorn
 
 BOX, BATCH = 8, 4  # rb3d works down to 8³: max-pool → 4³, adaptive pool → 2³
 # small sizes, and every parameter trainable from step 0 (SwAV freezes its prototypes by default)

@@ -1,7 +1,8 @@
 """From particle tables to MONAI data: data dicts, stratified splits, nested label subsets, caching.
 
 Names are imported on first use (PEP 562): ``cryomonai.data.stratified_split`` needs only numpy,
-while the datasets import torch and MONAI.
+while the datasets import torch and MONAI (the simulator's worker processes import this package's
+light modules and must not wait for MONAI).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from cryomonai.data.dataset import VolumeStackDataset, build_volume_cache, table_to_data_dicts, validate_volumes
+    from cryomonai.data.labelled import label_fraction_subset, read_labelled_rows, save_labelled_rows
     from cryomonai.data.splits import label_subset, stratified_split
 
 _SOURCES = {
@@ -18,6 +20,9 @@ _SOURCES = {
     "build_volume_cache": "dataset",
     "table_to_data_dicts": "dataset",
     "validate_volumes": "dataset",
+    "label_fraction_subset": "labelled",
+    "read_labelled_rows": "labelled",
+    "save_labelled_rows": "labelled",
     "label_subset": "splits",
     "stratified_split": "splits",
 }

@@ -47,7 +47,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import starfile
 import torch
+from tqdm.auto import tqdm
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
@@ -143,8 +145,6 @@ def _read_csv_raw(path: Path) -> pd.DataFrame:
 
 def _write_star_with_tomogram(path: Path, copy: Path, tomogram: str) -> None:
     """Copy a STAR file, with ``rlnMicrographName`` of its particle loop set to ``tomogram``."""
-    import starfile
-
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises many kinds of errors for a malformed file
@@ -413,8 +413,6 @@ def extract_subtomograms(
         CryoDataError: a bad table or tomogram, an existing output, or (``edge="error"``) a pick
             at the border.
     """
-    from tqdm.auto import tqdm
-
     table = picks if isinstance(picks, ParticleTable) else read_picks(picks, tomogram)
     out = Path(out_dir)
     if (out / "particles.star").exists() and not overwrite:

@@ -9,12 +9,11 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
 * :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
   view made on the training device, the bundle's ``augment_on_device``);
-* :mod:`~cryomonai.engines.data` — :func:`ensure_dataset` (simulate the default data on first use),
-  :func:`label_fraction_subset` (the paper's 25–100 % label settings);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
-* :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV);
+* :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV),
+  :class:`ParticlePredictionsWriter` (predictions STAR/CSV and features of a particle table);
 * :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact).
 """
 
@@ -27,17 +26,17 @@ from cryomonai.engines.checkpoints import (
     read_run_info,
     resume_handlers,
 )
-from cryomonai.engines.data import ensure_dataset, label_fraction_subset, read_labelled_rows, save_labelled_rows
 from cryomonai.engines.finetune import SupervisedPrepareBatch
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network, seed_run
-from cryomonai.engines.predictions import PredictionsWriter
+from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
 
 __all__ = [
     "AutocastInferer",
     "LearningRateWriter",
+    "ParticlePredictionsWriter",
     "PrepareBatchMemoryFormat",
     "PredictionsWriter",
     "ProgressBarHandler",
@@ -49,10 +48,6 @@ __all__ = [
     "TrackMeta",
     "ViewSlicesHandler",
     "central_slices",
-    "ensure_dataset",
-    "label_fraction_subset",
-    "read_labelled_rows",
-    "save_labelled_rows",
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",

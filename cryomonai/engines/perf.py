@@ -45,7 +45,7 @@ from monai.data import get_track_meta, set_track_meta
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.inferers import Inferer
 from monai.transforms import Randomizable, Transform
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_tensor, set_determinism
 from torch import nn
 
 __all__ = ["AutocastInferer", "PrepareBatchMemoryFormat", "TrackMeta", "prepare_network", "seed_run"]
@@ -59,8 +59,6 @@ def seed_run(seed: int = 0, deterministic: bool = True) -> None:
     (``benchmark``) and may pick non-deterministic kernels: faster on a GPU, not bit-reproducible
     there. Nothing changes on a CPU.
     """
-    from monai.utils import set_determinism
-
     set_determinism(seed=seed)
     if not deterministic:
         torch.backends.cudnn.deterministic = False

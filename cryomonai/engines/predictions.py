@@ -11,8 +11,9 @@ row, the class *names* and the probabilities. Two handlers collect the evaluator
   ``label`` is the true class name (the batch's ``"name"``, "" when unlabelled), ``confidence`` the
   softmax probability of the prediction.
 * :class:`ParticlePredictionsWriter` (``inference``, ``embed``) joins the predictions to the input
-  table and writes ``predictions.star`` + ``predictions.csv`` (every input column kept) and the
-  encoder features ``embeddings.npy``; see its docstring for the columns.
+  table and writes ``predictions.star`` + ``predictions.csv`` (every input column kept; the columns
+  and the writing are :mod:`cryomonai.io.predictions`') and the encoder features
+  ``embeddings.npy``; see its docstring for the columns.
 
 Single process (in DDP, each rank would write its own share: give it ``filename`` per rank).
 """
@@ -20,7 +21,6 @@ Single process (in DDP, each rank would write its own share: give it ``filename`
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,20 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
+from cryomonai.data.extract import tomogram_paths
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
-from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
+from cryomonai.io.predictions import (
+    INPUT_CLASS,
+    MAX_PROBABILITY,
+    PREDICTED_NAME,
+    PREDICTED_NUMBER,
+    prediction_columns,
+    write_star_and_csv,
+)
+from cryomonai.io.table import ParticleTable, read_particle_table
 
-__all__ = ["ParticlePredictionsWriter", "PredictionsWriter", "prediction_columns", "write_star_and_csv"]
+__all__ = ["ParticlePredictionsWriter", "PredictionsWriter"]
 
 
 def _collated(batch: Any, output: Any, pred_key: str) -> tuple[Mapping[str, Any], torch.Tensor]:
@@ -112,21 +121,6 @@ class PredictionsWriter:
         return self.filename
 
 
-#: columns :class:`ParticlePredictionsWriter` adds (besides ``cryoProbability_<class>``)
-PREDICTED_NUMBER = "cryoPredictedClassNumber"
-PREDICTED_NAME = "cryoPredictedClassName"
-MAX_PROBABILITY = "rlnMaxValueProbDistribution"  # RELION's name for the probability of the assigned class
-INPUT_CLASS = "cryoInputClassName"
-
-
-def prediction_columns(class_names: Sequence[str]) -> list[str]:
-    """``cryoProbability_<name>`` per class (non-word characters → ``_``; numbered if names clash)."""
-    safe = [re.sub(r"\W", "_", str(n)) for n in class_names]
-    if len(set(safe)) < len(safe):
-        safe = [f"{k}_{s}" for k, s in enumerate(safe, start=1)]
-    return [f"cryoProbability_{s}" for s in safe]
-
-
 class ParticlePredictionsWriter:
     """Join a network's outputs to the particle table; write STAR + CSV + ``embeddings.npy``.
 
@@ -139,7 +133,7 @@ class ParticlePredictionsWriter:
       names the model's classes (1-based numbers);
     * ``cryoPredictedClassNumber`` (1-based) and ``cryoPredictedClassName`` (the same, explicit);
     * ``rlnMaxValueProbDistribution``: the softmax probability of the predicted class;
-    * ``cryoProbability_<class>``: every class probability (:func:`prediction_columns`);
+    * ``cryoProbability_<class>``: every class probability (:func:`~cryomonai.io.predictions.prediction_columns`);
     * ``cryoInputClassName``: the input's own class, when the input table had labels.
 
     Paths (``rlnImageName``, tomogram) are rewritten relative to ``output_dir``. The encoder
@@ -239,8 +233,6 @@ class ParticlePredictionsWriter:
         """The predicted rows of the input table with the prediction columns (see the class docstring)."""
         if self.class_names is None or self.probabilities is None:
             raise CryoDataError("predictions", "no class predictions (an encoder run)", "give class_names")
-        from cryomonai.data.extract import tomogram_paths
-
         df = self.table.df.loc[self.rows].copy()
         df["tomogram"] = tomogram_paths(self.table).loc[self.rows]  # absolute; written relative to the output
         if df["label"].notna().any():
@@ -264,29 +256,3 @@ class ParticlePredictionsWriter:
         if self.class_names is not None:
             written.update(write_star_and_csv(self.predictions_table(), out, self.prefix))
         return written
-
-
-def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
-    """Write ``<prefix>.star`` and ``<prefix>.csv`` in ``output_dir``, tomogram paths relative to it.
-
-    ``table.df["tomogram"]`` must hold absolute paths (or None); a table without subtomogram
-    files (picks) is written without ``rlnImageName``.
-    """
-    out = Path(output_dir)
-    df = table.df.copy()
-    df["tomogram"] = [_relative_to(p, out) for p in df["tomogram"]]
-    if df["path"].isna().all():
-        df = df.drop(columns="path")  # a picks table: coordinates, no subtomogram files
-    table = ParticleTable(df, table.class_names, table.source)
-    return {"star": write_particle_table(table, out / f"{prefix}.star"),
-            "csv": write_particle_table(table, out / f"{prefix}.csv")}
-
-
-def _relative_to(path: object, folder: Path) -> object:
-    """``path`` relative to ``folder`` (None stays None; another drive stays absolute)."""
-    if path is None or (isinstance(path, float) and np.isnan(path)):
-        return None
-    try:
-        return os.path.relpath(str(path), folder.resolve())
-    except ValueError:
-        return path

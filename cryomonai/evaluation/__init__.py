@@ -1,0 +1,29 @@
+"""Evaluation: statistics of the experiment grid, readouts of frozen features, Grad-CAM, clustering.
+
+* :mod:`~cryomonai.evaluation.stats` — mean ± std over repeats, the paper's t-test against random init;
+* :mod:`~cryomonai.evaluation.readouts` — linear probe and kNN on frozen encoder features;
+* :mod:`~cryomonai.evaluation.gradcam` — 3D Grad-CAM maps of fine-tuned classifiers;
+* :mod:`~cryomonai.evaluation.embedding` — clusters and 2D maps of features (the ``embed`` run id).
+
+Figures of all of these are drawn by :mod:`cryomonai.visualize`.
+"""
+
+from cryomonai.evaluation.embedding import Clusters, cluster_features, cluster_particles, embedding_2d
+from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
+from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
+from cryomonai.evaluation.stats import read_results, seconds_summary, summarise, ttest_vs_baseline
+
+__all__ = [
+    "Clusters",
+    "cluster_features",
+    "cluster_particles",
+    "embedding_2d",
+    "encoder_features",
+    "frozen_readouts",
+    "gradcam_volumes",
+    "load_finetuned_classifier",
+    "read_results",
+    "seconds_summary",
+    "summarise",
+    "ttest_vs_baseline",
+]

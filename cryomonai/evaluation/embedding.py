@@ -1,4 +1,4 @@
-"""The no-label readout: encoder features → clusters (k-means / agglomerative) → STAR + figures.
+"""The no-label readout: encoder features → clusters (k-means / agglomerative) and 2D maps.
 
 After self-supervised pretraining (Gupta et al. 2022) the encoder's features already separate
 structures; without any label, clustering them groups the particles. Here:
@@ -7,10 +7,12 @@ structures; without any label, clustering them groups the particles. Here:
   or ``AgglomerativeClustering`` (Ward), on L2-normalised features by default (contrastive
   features live on a sphere);
 * :func:`embedding_2d` — a 2D map of the features by t-SNE or PCA (scikit-learn);
-* :func:`write_embedding_map` — that map as a PNG, coloured by class or cluster;
-* :func:`write_clusters` — the ``embed`` run id's last step: ``clusters.star`` / ``.csv`` (every
-  input column, ``rlnClassNumber`` = cluster, ``cryoClusterNumber``, ``cryoClusterDistance``),
-  ``embedding.png`` and ``gallery.png`` (central slices of the particles nearest each cluster centre).
+* :func:`cluster_particles` — the ``embed`` run id's clustering of the particles a
+  :class:`~cryomonai.engines.predictions.ParticlePredictionsWriter` collected, as :class:`Clusters`:
+  the input table with ``rlnClassNumber`` = cluster, ``cryoClusterNumber`` and
+  ``cryoClusterDistance`` (written as ``clusters.star`` / ``.csv`` by
+  :func:`cryomonai.io.write_star_and_csv`), drawn by :mod:`cryomonai.visualize.embedding` and
+  :mod:`cryomonai.visualize.gallery` (``embedding.png``, ``gallery.png``).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -22,23 +24,20 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
+from cryomonai.data.extract import tomogram_paths
 from cryomonai.errors import CryoDataError
+from cryomonai.io.predictions import INPUT_CLASS
+from cryomonai.io.table import ParticleTable
 
-__all__ = [
-    "CLUSTER_METHODS",
-    "MAP_METHODS",
-    "cluster_features",
-    "embedding_2d",
-    "write_clusters",
-    "write_embedding_map",
-]
+__all__ = ["CLUSTER_METHODS", "MAP_METHODS", "Clusters", "cluster_features", "cluster_particles", "embedding_2d"]
 
 CLUSTER_METHODS: tuple[str, ...] = ("kmeans", "agglomerative")
 MAP_METHODS: tuple[str, ...] = ("tsne", "pca")
@@ -76,8 +75,6 @@ def cluster_features(
     Raises:
         CryoDataError: unknown method, K < 1, or bad features.
     """
-    from sklearn.cluster import AgglomerativeClustering, KMeans
-
     x = _prepare(features, normalise)
     if method not in CLUSTER_METHODS:
         raise CryoDataError("clustering", f"unknown method {method!r}", f"use one of {list(CLUSTER_METHODS)}")
@@ -103,9 +100,6 @@ def embedding_2d(features: np.ndarray, method: str = "tsne", seed: int = 0, norm
     with fewer than 5 particles, or features of one dimension, PCA is used (zeros pad a missing
     second axis).
     """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
     if method not in MAP_METHODS:
         raise CryoDataError("embedding map", f"unknown method {method!r}", f"use one of {list(MAP_METHODS)}")
     x = _prepare(features, normalise)
@@ -119,92 +113,44 @@ def embedding_2d(features: np.ndarray, method: str = "tsne", seed: int = 0, norm
     return np.pad(out, ((0, 0), (0, 2 - out.shape[1]))).astype(np.float32)
 
 
-def write_embedding_map(
-    path: str | os.PathLike,
-    features: np.ndarray,
-    groups: Sequence[int] | np.ndarray | None = None,
-    names: Sequence[str] | None = None,
-    method: str = "tsne",
-    seed: int = 0,
-    markers: Sequence[str] | None = None,
-    probabilities: np.ndarray | None = None,
-) -> Path:
-    """Write the 2D map of ``features`` as a PNG, coloured by ``groups`` (or by the argmax of
-    ``probabilities`` (N, L), e.g. a classifier's), with ``names`` in the legend."""
-    from cryomonai.visualize.embedding import plot_embedding
+@dataclass(frozen=True)
+class Clusters:
+    """The particles' clusters (rows in the order of the collected features).
 
-    if groups is None:
-        groups = np.zeros(len(features), int) if probabilities is None else np.asarray(probabilities).argmax(axis=1)
-    groups = np.asarray(groups, dtype=int)
-    names = list(names) if names is not None else [str(g + 1) for g in range(int(groups.max(initial=0)) + 1)]
-    coords = embedding_2d(features, method, seed)
-    title = f"{'t-SNE' if method == 'tsne' else 'PCA'} of encoder features, {len(coords)} particles"
-    return plot_embedding(coords, groups, names, path, title=title, markers=markers)
+    Attributes:
+        labels: (N,) cluster index 0..K-1 (0 = largest).
+        distance: (N,) distance of each particle to its cluster mean (normalised features).
+        names: the K cluster names, ``cluster1`` …
+        table: the clustered rows of the input table: every input column, ``label`` = cluster name,
+            ``cryoClusterNumber`` (1-based), ``cryoClusterDistance``, the input's own class in
+            ``cryoInputClassName`` (when it had labels) and absolute tomogram paths.
+        markers: (N,) the input's class names, or None for an unlabelled input.
+    """
+
+    labels: np.ndarray
+    distance: np.ndarray
+    names: list[str]
+    table: ParticleTable
+    markers: list[str] | None
 
 
-def write_clusters(
-    output_dir: str | os.PathLike,
-    outputs: Any,
-    dataset: Any = None,
-    n_clusters: int = 10,
-    method: str = "kmeans",
-    map_method: str = "tsne",
-    seed: int = 0,
-    per_cluster: int = 8,
-    prefix: str = "clusters",
-) -> dict[str, Path]:
-    """Cluster the collected features and write ``clusters.star``/``.csv``, ``embedding.png``, ``gallery.png``.
+def cluster_particles(outputs: Any, n_clusters: int = 10, method: str = "kmeans", seed: int = 0) -> Clusters:
+    """Cluster the features a writer collected (see :func:`cluster_features`).
 
     Args:
-        output_dir: folder for the files.
         outputs: a :class:`~cryomonai.engines.predictions.ParticlePredictionsWriter` after its run
             (``table``, ``rows`` (N,) table rows, ``features`` (N, F)).
-        dataset: the MONAI dataset the features came from (items with ``"index"`` and a
-            (1, D, H, W) ``"image"``); needed for the gallery (None: no gallery).
         n_clusters, method, seed: see :func:`cluster_features`.
-        map_method: ``"tsne"`` or ``"pca"`` for ``embedding.png``.
-        per_cluster: particles shown per cluster in the gallery (the nearest to the centre).
-        prefix: base name of the STAR/CSV files.
-
-    Returns:
-        the files written, by kind: ``star``, ``csv``, ``embedding``, ``gallery``.
     """
-    from cryomonai.data.extract import tomogram_paths
-    from cryomonai.engines.predictions import write_star_and_csv
-    from cryomonai.io.table import ParticleTable
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     labels, dist = cluster_features(outputs.features, n_clusters, method, seed)
     names = [f"cluster{c + 1}" for c in range(int(labels.max()) + 1)]
     df = outputs.table.df.loc[outputs.rows].copy()
     markers = None
     if df["label"].notna().any():
-        df["cryoInputClassName"] = df["label"].fillna("")
-        markers = list(df["cryoInputClassName"])
+        df[INPUT_CLASS] = df["label"].fillna("")
+        markers = list(df[INPUT_CLASS])
     df["tomogram"] = tomogram_paths(outputs.table).loc[outputs.rows]
     df["label"] = [names[c] for c in labels]
     df["cryoClusterNumber"], df["cryoClusterDistance"] = labels + 1, dist
-    written = write_star_and_csv(ParticleTable(df.reset_index(drop=True), names, outputs.table.source), out, prefix)
-    written["embedding"] = write_embedding_map(out / "embedding.png", outputs.features, labels, names, map_method, seed,
-                                               markers=markers)
-    if dataset is not None:
-        written["gallery"] = _gallery(out / "gallery.png", outputs.rows, labels, dist, dataset, names, per_cluster)
-    return written
-
-
-def _gallery(path: Path, rows: np.ndarray, labels: np.ndarray, dist: np.ndarray, dataset: Any, names: list[str],
-             per_cluster: int) -> Path:
-    """The members nearest each cluster centre, read back from ``dataset`` (its items' ``"index"`` = table row)."""
-    import torch
-
-    from cryomonai.visualize.gallery import cluster_gallery
-
-    position = {int(item["index"]): pos for pos, item in enumerate(dataset.data)}
-    volumes = {}
-    for c, name in enumerate(names):
-        members = np.flatnonzero(labels == c)
-        nearest = members[np.argsort(dist[members], kind="stable")[:per_cluster]]
-        images = [dataset[position[int(rows[i])]]["image"] for i in nearest]  # (1, D, H, W) each
-        volumes[f"{name} (n={len(members)})"] = [np.asarray(torch.as_tensor(im).detach().cpu())[0] for im in images]
-    return cluster_gallery(volumes, path, title="particles nearest each cluster centre: central xy above xz")
+    table = ParticleTable(df.reset_index(drop=True), names, outputs.table.source)
+    return Clusters(labels, dist, names, table, markers)

@@ -1,32 +1,18 @@
-"""The experiment grid of Gupta et al. (2022, Table 1 / Figure 8) and its report.
+"""The experiment grid of Gupta et al. (2022, Table 1 / Figure 8) on top of the bundle, and its report.
 
-Statistics (:mod:`~cryomonai.experiment.stats`: mean ± std over repeats, two-tailed Student's
-t-test against random init), the report (:mod:`~cryomonai.experiment.report`: ``table.md`` in
-Table 1's layout, accuracy-vs-labels curves, confusion matrices, embeddings before/after
-pretraining) and 3D Grad-CAM (:mod:`~cryomonai.experiment.gradcam`: Figure 8). Importing this
-package is light: matplotlib, scipy and MONAI's visualisation load when a function is called.
+* :mod:`~cryomonai.experiment.grid` — :func:`run_grid`: datasets × methods × label fractions ×
+  repeats, every cell a run of the ``cryo_ssl`` bundle (:mod:`cryomonai.pipeline`), resumable;
+* :mod:`~cryomonai.experiment.report` — :func:`write_table` (``table.md`` in Table 1's layout) and
+  :func:`write_report` (the table, the t-tests and the figures from ``results.csv``);
+* :mod:`~cryomonai.experiment.report_grid` — :func:`write_grid_report`: the report of a finished
+  grid, with embeddings before/after pretraining and 3D Grad-CAM (Figure 8).
+
+The statistics, readouts and Grad-CAM maps are in :mod:`cryomonai.evaluation`, the figures in
+:mod:`cryomonai.visualize`.
 """
 
-from cryomonai.experiment.gradcam import gradcam_volumes, load_finetuned_classifier, plot_gradcam_overlays
-from cryomonai.experiment.report import (
-    plot_accuracy_vs_labels,
-    plot_confusion_matrices,
-    plot_embeddings_before_after,
-    write_report,
-    write_table,
-)
-from cryomonai.experiment.stats import read_results, summarise, ttest_vs_baseline
+from cryomonai.experiment.grid import GridPreset, load_preset, run_grid
+from cryomonai.experiment.report import write_report, write_table
+from cryomonai.experiment.report_grid import write_grid_report
 
-__all__ = [
-    "gradcam_volumes",
-    "load_finetuned_classifier",
-    "plot_accuracy_vs_labels",
-    "plot_confusion_matrices",
-    "plot_embeddings_before_after",
-    "plot_gradcam_overlays",
-    "read_results",
-    "summarise",
-    "ttest_vs_baseline",
-    "write_report",
-    "write_table",
-]
+__all__ = ["GridPreset", "load_preset", "run_grid", "write_grid_report", "write_report", "write_table"]

@@ -20,7 +20,7 @@ second training loop:
    (accuracy and ``predictions_test.csv``). A selection run of the chosen recipe *is* that
    recipe's repeat-0 cell (it is not trained twice);
 5. cheap extra readouts on frozen encoder features of the same labelled subset
-   (:mod:`cryomonai.experiment.readouts`): a linear probe and k-nearest neighbours — for
+   (:mod:`cryomonai.evaluation.readouts`): a linear probe and k-nearest neighbours — for
    ``random`` these are the frozen *random* features the fine-tuned baseline must beat.
 
 Each finished cell appends one row to ``results.csv`` (rewritten atomically), and a rerun skips
@@ -51,8 +51,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryomonai.data.labelled import read_labelled_rows
+from cryomonai.engines.checkpoints import latest_checkpoint
 from cryomonai.errors import CryoDataError
+from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
+from cryomonai.experiment.report_grid import write_grid_report
+from cryomonai.io.atomic import atomic_write
 from cryomonai.layout import RunLayout
+from cryomonai.pipeline import bundle_dir, run_bundle
 
 __all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "grid_cells", "load_preset", "run_grid"]
 
@@ -160,8 +166,6 @@ class GridCell:
 
 def preset_dir() -> Path:
     """The bundle's folder of grid presets (``configs/grid``)."""
-    from cryomonai.pipeline import bundle_dir
-
     return bundle_dir() / "configs" / "grid"
 
 
@@ -211,16 +215,12 @@ def _simulation(ds: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from cryomonai.io.atomic import atomic_write
-
     with atomic_write(path, "w") as fh:
         fh.write(text)
 
 
 def _resumable(ckpt_dir: Path, prefix: str) -> bool:
     """Whether a run stopped half-way left an epoch checkpoint to resume from."""
-    from cryomonai.engines.checkpoints import latest_checkpoint
-
     return ckpt_dir.is_dir() and latest_checkpoint(ckpt_dir, prefix) is not None
 
 
@@ -259,8 +259,6 @@ class GridRunner:
         return {(r.dataset, r.method, round(float(r.label_fraction), 6), int(r.repeat)) for r in df.itertuples()}
 
     def _append(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
-        from cryomonai.io.atomic import atomic_write
-
         df = pd.concat([self._table(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True)
         with atomic_write(path, "w") as fh:
             df.to_csv(fh, index=False)
@@ -292,7 +290,6 @@ class GridRunner:
         """Pretrain ``method`` on dataset ``ds`` with ``pretrain_seed`` unless done; the checkpoint ("" for random)."""
         if method == "random":
             return ""
-        from cryomonai.pipeline import run_bundle
 
         run = RunLayout(self.pretrain_dir(ds["name"], method, pretrain_seed))
         final = run.pretrain
@@ -316,8 +313,6 @@ class GridRunner:
 
         Returns the run folder, the bundle overrides that locate it, and the validation accuracy.
         """
-        from cryomonai.pipeline import run_bundle
-
         ds = self._dataset(cell.dataset)
         seed = self.preset.seed + cell.repeat
         pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
@@ -364,8 +359,6 @@ class GridRunner:
         chosen = max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
         if not table.loc[mine & (table["recipe"] == chosen), "chosen"].astype(bool).all():
             table.loc[mine, "chosen"] = table.loc[mine, "recipe"] == chosen
-            from cryomonai.io.atomic import atomic_write
-
             with atomic_write(self.selection_path, "w") as fh:
                 table.to_csv(fh, index=False)
         return chosen
@@ -373,8 +366,6 @@ class GridRunner:
     def run_cell(self, cell: GridCell, recipe: str | None = None) -> dict[str, Any]:
         """Fine-tune with ``recipe`` (default: :meth:`choose_recipe`), select on validation, evaluate once
         on test (and the readouts): one results row."""
-        from cryomonai.pipeline import run_bundle
-
         recipe = recipe or self.choose_recipe(cell.dataset, cell.method)
         ds = self._dataset(cell.dataset)
         seed = self.preset.seed + cell.repeat
@@ -400,9 +391,6 @@ class GridRunner:
         }
 
     def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int, rows: Path) -> tuple[float, float]:
-        from cryomonai.engines import read_labelled_rows
-        from cryomonai.experiment.readouts import encoder_features, frozen_readouts
-
         # the random encoder is seeded by the cell's seed, a pretrained one by its pretraining seed (the same number)
         key = (cell.dataset, cell.method, seed)
         if key not in self._features:
@@ -465,13 +453,5 @@ def run_grid(
     results = runner.run(max_cells)
     n_cells = sum(1 for _ in grid_cells(preset))
     if report and len(results) >= n_cells:
-        from cryomonai.experiment.report_grid import write_grid_report
-
         write_grid_report(runner)
     return results
-
-
-def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
-    """Total fine-tuning and pretraining seconds of a results table (selection runs not counted)."""
-    pre = results.drop_duplicates(["dataset", "method", "pretrain_seed"])["pretrain_seconds"].fillna(0).sum()
-    return {"finetune_seconds": float(results["finetune_seconds"].sum()), "pretrain_seconds": float(pre)}

@@ -21,7 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryomonai.data.dataset import VolumeStackDataset
+from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
+from cryomonai.evaluation.readouts import encoder_features
+from cryomonai.evaluation.stats import order_datasets, seconds_summary
+from cryomonai.experiment.report import write_report
+from cryomonai.io.atomic import atomic_write
+from cryomonai.io.table import read_particle_table
 from cryomonai.layout import RunLayout
+from cryomonai.transforms import eval_transform
+from cryomonai.visualize.embedding import plot_embeddings_before_after
+from cryomonai.visualize.gradcam import plot_gradcam_overlays
 
 __all__ = ["write_grid_report"]
 
@@ -36,9 +46,6 @@ def _best_method(results, dataset: str) -> str | None:
 
 def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Row indices, normalised volumes (n, 1, D, H, W) and labels of ``n`` test particles, one per class first."""
-    from cryomonai.data import VolumeStackDataset
-    from cryomonai.transforms import eval_transform
-
     ds = VolumeStackDataset(table, cache, split="test", transform=eval_transform(), progress=False)
     labels = np.array([d["label"] for d in ds.data])
     rng = np.random.default_rng(seed)
@@ -52,12 +59,6 @@ def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray
 
 def write_grid_report(runner: Any) -> dict[str, Path]:
     """Write the report of ``runner``'s grid into its ``out_dir``; returns the files by key."""
-    from cryomonai.experiment.gradcam import gradcam_volumes, load_finetuned_classifier, plot_gradcam_overlays
-    from cryomonai.experiment.readouts import encoder_features
-    from cryomonai.experiment.report import plot_embeddings_before_after, write_report
-    from cryomonai.experiment.stats import order_datasets
-    from cryomonai.io import read_particle_table
-
     preset, out = runner.preset, runner.out
     results = runner.results()
     dataset = order_datasets(results)[0]
@@ -89,8 +90,6 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
             with torch.no_grad():
                 preds[name] = model(vols).argmax(1).tolist()
         written["gradcam"] = plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
-    from cryomonai.experiment.grid import seconds_summary
-    from cryomonai.io.atomic import atomic_write
 
     summary = {"preset": preset.name, "cells": int(len(results)), "selection_runs": int(len(runner.selection())),
                **seconds_summary(results)}

@@ -1,44 +1,40 @@
-"""File I/O: MRC volumes, particle tables (STAR/CSV) and atomic writes.
+"""File I/O: MRC volumes, particle tables (STAR/CSV), prediction tables and atomic writes.
 
-Names are imported on first use (PEP 562), so ``import cryomonai.io`` is instant and
-``cryomonai.io.MrcReader`` (which needs MONAI) costs nothing until a config names it::
+Importing it does not import MONAI: ``cryomonai.io.MrcReader`` (a MONAI ``ImageReader``) is built
+on first use (:mod:`cryomonai.io.mrc`), when a config names it::
 
     {"_target_": "LoadImaged", "keys": ["image"], "reader": "cryomonai.io.MrcReader"}
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # for type checkers and IDEs only
-    from cryomonai.io.atomic import atomic_path, atomic_write
-    from cryomonai.io.mrc import MrcInfo, MrcReader, check_volume, read_mrc, read_mrc_header, write_mrc
-    from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
+from cryomonai.io import mrc
+from cryomonai.io.atomic import atomic_path, atomic_write
+from cryomonai.io.mrc import MrcInfo, check_volume, read_mrc, read_mrc_header, write_mrc
+from cryomonai.io.predictions import prediction_columns, write_star_and_csv
+from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 
-_SOURCES = {
-    "atomic_path": "atomic",
-    "atomic_write": "atomic",
-    "MrcInfo": "mrc",
-    "MrcReader": "mrc",
-    "check_volume": "mrc",
-    "read_mrc": "mrc",
-    "read_mrc_header": "mrc",
-    "write_mrc": "mrc",
-    "ParticleTable": "table",
-    "read_particle_table": "table",
-    "write_particle_table": "table",
-}
-
-__all__ = sorted(_SOURCES)
+__all__ = [
+    "MrcInfo",
+    "MrcReader",
+    "ParticleTable",
+    "atomic_path",
+    "atomic_write",
+    "check_volume",
+    "prediction_columns",
+    "read_mrc",
+    "read_mrc_header",
+    "read_particle_table",
+    "write_mrc",
+    "write_particle_table",
+    "write_star_and_csv",
+]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the submodule that defines ``name`` on first access."""
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    """``MrcReader`` on first access (PEP 562), from :mod:`cryomonai.io.mrc`."""
+    if name == "MrcReader":
+        return mrc.MrcReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -263,29 +263,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _reader_meta(info: MrcInfo, shape: tuple[int, ...], stacked: bool) -> dict:
-    """MONAI meta dict of a volume (z, y, x): affine diag(voxel size, 1), RAS, no channel unless stacked."""
-    from monai.utils import MetaKeys, SpaceKeys
-
-    affine = np.diag([*info.voxel_size, 1.0])
-    return {
-        MetaKeys.AFFINE: affine,
-        MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-        MetaKeys.SPATIAL_SHAPE: np.asarray(shape),
-        MetaKeys.SPACE: SpaceKeys.RAS,
-        MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if stacked else float("nan"),
-        MetaKeys.PIXDIM: np.array([1.0, *info.voxel_size, 1.0, 1.0, 1.0, 1.0]),  # NIfTI layout
-        "voxel_size": np.asarray(info.voxel_size),
-        "mrc_mode": info.mode,
-    }
-
-
 @functools.cache
 def _mrc_reader_class() -> type:
-    """Define ``MrcReader`` (once; the same class object is returned afterwards)."""
+    """Define ``MrcReader`` (once; the same class object is returned afterwards).
+
+    MONAI is imported here, the module's only function-local imports: reading and writing MRC files
+    (the simulator's worker processes, ``cryomonai extract``) must not wait seconds for MONAI.
+    """
     from monai.data import ImageReader
     from monai.data.utils import is_supported_format
-    from monai.utils import ensure_tuple
+    from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+
+    def _reader_meta(info: MrcInfo, shape: tuple[int, ...], stacked: bool) -> dict:
+        """MONAI meta dict of a volume (z, y, x): affine diag(voxel size, 1), RAS, no channel unless stacked."""
+        affine = np.diag([*info.voxel_size, 1.0])
+        return {
+            MetaKeys.AFFINE: affine,
+            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(shape),
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if stacked else float("nan"),
+            MetaKeys.PIXDIM: np.array([1.0, *info.voxel_size, 1.0, 1.0, 1.0, 1.0]),  # NIfTI layout
+            "voxel_size": np.asarray(info.voxel_size),
+            "mrc_mode": info.mode,
+        }
 
     class MrcReader(ImageReader):
         """MONAI image reader for MRC volumes, for ``LoadImage(d)(reader="cryomonai.io.MrcReader")``.

@@ -7,6 +7,9 @@ Modules (one responsibility each; import them directly, nothing heavy is importe
 * :mod:`~cryomonai.simulate.imaging` — band-pass, 3D CTF, missing wedge, noise at an SNR.
 * :mod:`~cryomonai.simulate.subtomogram` — one crowded, imaged, labelled subtomogram.
 * :mod:`~cryomonai.simulate.dataset` — a whole dataset as MRC files + STAR/CSV particle table.
+* :mod:`~cryomonai.simulate.prepare` — :func:`~cryomonai.simulate.prepare.ensure_dataset`: a bundle
+  run's table, simulated on first use, and its volume cache.
 * :mod:`~cryomonai.simulate.tomogram` — a whole synthetic tomogram with picks at known coordinates.
-* :mod:`~cryomonai.simulate.preview` — the per-class slice montage.
+* :mod:`~cryomonai.simulate.preview` — the volumes of the per-class montage
+  (drawn by :func:`cryomonai.visualize.preview.preview_montage`).
 """

@@ -27,15 +27,26 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
+from cryomonai import __version__
+from cryomonai.data.extract import fourier_resize
+from cryomonai.data.splits import stratified_split
 from cryomonai.errors import CryoDataError
+from cryomonai.io.atomic import atomic_write
+from cryomonai.io.mrc import write_mrc
+from cryomonai.io.table import write_particle_table
 from cryomonai.simulate.imaging import ImagingParams
+from cryomonai.simulate.subtomogram import SubtomogramSimulator, box_and_target_snr
+from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
 
 __all__ = ["simulate_dataset", "build_simulator"]
 
@@ -44,11 +55,6 @@ _WORKER: dict = {}
 
 def build_simulator(classes, box: int, n_neighbours: int, max_shift: float, imaging: ImagingParams):
     """A :class:`SubtomogramSimulator` over the packaged templates ``classes`` (in that order)."""
-    import torch
-
-    from cryomonai.simulate.subtomogram import SubtomogramSimulator
-    from cryomonai.simulate.templates import load_templates, template_radius
-
     temps = load_templates(list(classes))
     stack = torch.stack([torch.from_numpy(temps[c]) for c in classes])
     radii = np.array([template_radius(temps[c]) for c in classes])
@@ -57,8 +63,6 @@ def build_simulator(classes, box: int, n_neighbours: int, max_shift: float, imag
 
 def _init_worker(cfg: dict, own_process: bool = True) -> None:
     """Build the simulator; a pool worker (``own_process``) uses one thread, the caller keeps its own."""
-    import torch
-
     if own_process:
         torch.set_num_threads(1)
     _WORKER["sim"] = build_simulator(**cfg["sim"])
@@ -67,8 +71,6 @@ def _init_worker(cfg: dict, own_process: bool = True) -> None:
 
 def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
     """Simulate and write particles ``indices``; returns (record, clean float16 box) per particle."""
-    from cryomonai.io.mrc import write_mrc
-
     sim, seed, snr, n_cls = _WORKER["sim"], _WORKER["seed"], _WORKER["snr"], _WORKER["n_classes"]
     binning = _WORKER.get("binning", 1)
     out = []
@@ -100,9 +102,6 @@ def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
 def _bin(particle: dict, binning: int) -> dict:
     """Fourier-bin the volumes by ``binning``, scale ``shift`` to the binned voxels and measure the
     binned SNRs (binning removes the noise above the new Nyquist)."""
-    from cryomonai.data.extract import fourier_resize
-    from cryomonai.simulate.subtomogram import box_and_target_snr
-
     size = (particle["observed"].shape[-1] // binning,) * 3
     out = dict(particle)
     for key in ("observed", "clean", "signal", "target_signal"):
@@ -113,8 +112,6 @@ def _bin(particle: dict, binning: int) -> dict:
 
 
 def _run(indices: list[int], cfg: dict, workers: int, progress: bool) -> list[tuple[dict, np.ndarray]]:
-    from tqdm.auto import tqdm
-
     chunks = [indices[i : i + 32] for i in range(0, len(indices), 32)]
     bar = tqdm(total=len(indices), desc=f"simulate SNR={cfg['snr']}", unit="subtomo", disable=not progress)
     results = []
@@ -182,11 +179,6 @@ def simulate_dataset(
     Returns:
         Path of ``particles.star``.
     """
-    from cryomonai.data.splits import stratified_split
-    from cryomonai.io.atomic import atomic_write
-    from cryomonai.io.table import write_particle_table
-    from cryomonai.simulate.templates import SHREC_10
-
     out = Path(out_dir).resolve()
     if out.exists() and not overwrite:
         raise CryoDataError(out, "output folder already exists", "choose another folder or pass overwrite=True")
@@ -209,8 +201,6 @@ def simulate_dataset(
     workers = (os.cpu_count() or 1) if workers is None else workers
     results = _run(list(range(n)), cfg, min(workers, max(1, n // 32)) if workers else 0, progress)
 
-    import pandas as pd
-
     df = pd.DataFrame([r for r, _ in results])
     df.insert(1, "label", [classes[i] for i in df["label_index"]])
     df.insert(3, "split", stratified_split(df["label_index"].to_numpy(), split_fractions, seed=seed))
@@ -224,7 +214,7 @@ def simulate_dataset(
         "n_per_class": n_per_class, "snr": snr if math.isfinite(snr) else "inf", "box": box, "binning": binning, "classes": list(classes),
         "seed": seed, "n_neighbours": n_neighbours, "max_shift": max_shift, "noise_model": imaging.noise_model,
         "split_fractions": list(split_fractions),
-        "imaging": dataclasses.asdict(imaging), "voxel_size_A": cfg["voxel_size"], "cryomonai": _version(),
+        "imaging": dataclasses.asdict(imaging), "voxel_size_A": cfg["voxel_size"], "cryomonai": __version__,
     }
     (tmp / "simulation.json").write_text(json.dumps(meta, indent=2))
     old = out.with_name(out.name + ".old")
@@ -251,9 +241,3 @@ def _imaging_params(imaging: ImagingParams | dict | None, noise_model: str | Non
         raise CryoDataError("simulate_dataset", f"noise_model={noise_model!r} but imaging has {imaging.noise_model!r}",
                             "give the noise model once")
     return dataclasses.replace(imaging, noise_model=noise_model)
-
-
-def _version() -> str:
-    from cryomonai import __version__
-
-    return __version__

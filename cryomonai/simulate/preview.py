@@ -1,18 +1,19 @@
-"""A picture of what the simulator makes: per class, the clean target and the same particle at each
-SNR, in each noise model (:data:`~cryomonai.simulate.imaging.NOISE_MODELS`) side by side."""
+"""What the simulator makes, for a picture: per class, the clean target and the same particle at each
+SNR, in each noise model (:data:`~cryomonai.simulate.imaging.NOISE_MODELS`) side by side.
+
+The picture itself is drawn by :func:`cryomonai.visualize.preview.preview_montage`."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
+from cryomonai.simulate.dataset import build_simulator
 from cryomonai.simulate.imaging import NOISE_MODELS, ImagingParams
 
-__all__ = ["preview_montage", "preview_volumes"]
+__all__ = ["preview_volumes"]
 
 
 def _column_title(snr: float, noise_model: str | None) -> str:
@@ -41,8 +42,6 @@ def preview_volumes(
         ``(grid, titles, centres)``: class → list of (box, box, box) volumes (z, y, x), one title per
         column, class → the target's centre voxel (z, y, x).
     """
-    from cryomonai.simulate.dataset import build_simulator
-
     base = imaging or ImagingParams()
     sims = {m: build_simulator(classes, box, n_neighbours, 8.0, dataclasses.replace(base, noise_model=m))
             for m in noise_models}
@@ -55,29 +54,3 @@ def preview_volumes(
         grid[name] = [outs[0]["clean"]] + [o["observed"] for o in outs]
         centres[name] = tuple(int(v) for v in np.clip(np.round(box // 2 + outs[0]["shift"][::-1]), 0, box - 1))
     return grid, ["clean target"] + [_column_title(s, m) for s, m in columns], centres
-
-
-def preview_montage(
-    path: str | os.PathLike,
-    classes: tuple[str, ...] | None = None,
-    snrs: tuple[float, ...] = (math.inf, 0.05, 0.03),
-    box: int = 32,
-    seed: int = 0,
-    n_neighbours: int = 4,
-    imaging: ImagingParams | None = None,
-    noise_models: tuple[str, ...] = NOISE_MODELS,
-) -> Path:
-    """Write a PNG montage (rows = classes; columns = :func:`preview_volumes`; xy/xz/yz slices).
-
-    Slices go through the target's (shifted) centre.
-    """
-    from cryomonai.simulate.templates import SHREC_10
-    from cryomonai.visualize.slices import slice_montage
-
-    classes = tuple(classes or SHREC_10)
-    grid, titles, centres = preview_volumes(classes, snrs, noise_models, box, seed, n_neighbours, imaging)
-    title = (f"cryomonai simulator: {box}³ subtomograms at 10 Å/voxel, crowded by ≤{n_neighbours} neighbours, "
-             "CTF (−5 µm) + ±60° wedge; slices through the target.\nNoise models: split = half before, half "
-             "after the CTF (default); filtered = all before CTF·wedge (both: SNR = box variance ratio); "
-             "aitom = AITom's do_reconstruction (SNR = its nominal SNR)")
-    return slice_montage(grid, titles, path, title=title, centres=centres)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 
+import gemmi
 import numpy as np
 from scipy.special import ndtr
 
@@ -109,8 +110,6 @@ def read_atoms(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         CryoDataError: the file is missing, cannot be parsed, or holds no atoms.
     """
-    import gemmi  # lazy: importing cryomonai.simulate must stay light
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CryoDataError(path, "atomic model file not found", "check the path (a .pdb or .cif file)")

@@ -21,12 +21,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from cryomonai.errors import CryoDataError
+from cryomonai.io.atomic import atomic_write
+from cryomonai.io.mrc import write_mrc
+from cryomonai.io.table import write_particle_table
 from cryomonai.simulate.geometry import euler_zyz, random_rotations
 from cryomonai.simulate.imaging import ImagingParams, imaged_noise, imaged_signal
 from cryomonai.simulate.subtomogram import place_templates
+from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
 
 __all__ = ["place_particles", "simulate_tomogram"]
 
@@ -70,13 +75,6 @@ def simulate_tomogram(
     overwrite: bool = False,
 ) -> Path:
     """Simulate a tomogram (z, y, x) = ``shape`` with ``n_particles`` particles; returns the STAR path."""
-    import pandas as pd
-
-    from cryomonai.io.atomic import atomic_write
-    from cryomonai.io.mrc import write_mrc
-    from cryomonai.io.table import write_particle_table
-    from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
-
     out = Path(out_dir)
     if (out / "tomogram.mrc").exists() and not overwrite:
         raise CryoDataError(out, "a tomogram already exists here", "choose another folder or pass overwrite=True")

@@ -35,14 +35,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
-from cryomonai.ssl.functional import (
-    batch_shuffle,
-    batch_unshuffle,
-    concat_all_gather,
-    ema_update,
-    info_nce,
-    is_distributed,
-)
+from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather, ema_update, is_distributed
+from cryomonai.ssl.losses.info_nce import info_nce
 
 __all__ = ["MoCo"]
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
-from cryomonai.ssl.functional import nt_xent
+from cryomonai.ssl.losses.nt_xent import nt_xent
 
 __all__ = ["SimCLR"]
 

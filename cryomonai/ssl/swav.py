@@ -3,7 +3,7 @@ features by contrasting cluster assignments", NeurIPS) — one of the three meth
 
 Embeddings ``z`` (unit rows) are scored against ``K`` learnable prototypes ``c`` (unit rows, re-
 normalised every step); Sinkhorn-Knopp (:func:`sinkhorn`) turns one view's scores into equipartitioned
-codes ``q``, which the *other* view must predict (swapped prediction):
+codes ``q``, which the *other* view must predict (:func:`~cryomonai.ssl.losses.swav.swapped_prediction`):
 ``loss = −½ Σᵢ mean_b Σ_k q_i[b, k] log softmax(z_j c ᵀ/τ)[b, k]``, ``j ≠ i``.
 
 Defaults follow the paper (``ε = 0.05``, 3 Sinkhorn iterations, ``τ = 0.1``, head ``F → F → 128``
@@ -34,7 +34,7 @@ from torch import nn
 
 from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
-from cryomonai.ssl.functional import sinkhorn
+from cryomonai.ssl.losses.swav import sinkhorn, swapped_prediction
 
 __all__ = ["SwAV"]
 
@@ -109,14 +109,8 @@ class SwAV(SSLMethod):
         if int(self.steps_done) < self.freeze_prototypes_steps:
             w = w.detach()
         scores = (z @ w.T).view(self.n_views, b, -1)  # (V, B, K)
-        log_p = F.log_softmax(scores / self.temperature, dim=2)  # (V, B, K)
-        loss = scores.new_zeros(())
-        for i in range(self.n_views):
-            q = self._codes(scores[i].detach(), i, w.detach())  # (B, K)
-            for j in range(self.n_views):
-                if j != i:
-                    loss = loss - (q * log_p[j]).sum(dim=1).mean()
-        loss = loss / (self.n_views * (self.n_views - 1))
+        codes = torch.stack([self._codes(scores[i].detach(), i, w.detach()) for i in range(self.n_views)])  # (V,B,K)
+        loss = swapped_prediction(scores, codes, self.temperature)
         self._enqueue(z.detach().view(self.n_views, b, -1))
         n_used = torch.unique(scores.detach().argmax(dim=2)).numel()
         return {"loss": loss, "n_used": torch.tensor(float(n_used), device=loss.device)}

@@ -30,28 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
-from cryomonai.ssl.functional import concat_all_gather
+from cryomonai.ssl.losses.vicreg import vicreg_terms
 
-__all__ = ["VICReg", "vicreg_terms"]
-
-
-def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, ...]:
-    """The three VICReg terms ``(inv, var, cov)`` for embeddings ``(B, E)`` of two views (B ≥ 2 globally)."""
-    inv = F.mse_loss(z1, z2)
-    var = z1.new_zeros(())
-    cov = z1.new_zeros(())
-    for z in (concat_all_gather(z1), concat_all_gather(z2)):  # (N, E)
-        z = z - z.mean(dim=0)
-        var = var + F.relu(gamma - torch.sqrt(z.var(dim=0) + eps)).mean() / 2
-        c = z.T @ z / (z.shape[0] - 1)  # (E, E)
-        off_diag = c - torch.diag(torch.diagonal(c))
-        cov = cov + off_diag.pow(2).sum() / z.shape[1]
-    return inv, var, cov
+__all__ = ["VICReg"]
 
 
 class VICReg(SSLMethod):

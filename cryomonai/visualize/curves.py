@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cryomonai.visualize.figure import save_png
+
 __all__ = ["read_scalars", "plot_training_curves"]
 
 #: (panel title, scalar tag, which runs: "pretrain" or "finetune")
@@ -17,8 +22,6 @@ PANELS = (
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """All scalar series of a TensorBoard log folder: tag → [(step, value), …]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
@@ -27,15 +30,9 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
 def plot_training_curves(runs: dict[str, str | os.PathLike], path: str | os.PathLike) -> Path:
     """PNG with the pretraining loss, fine-tuning loss and validation accuracy of ``runs``
     (label → TensorBoard log folder; labels starting with "pretrain" feed the first panel)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cryomonai.visualize.figure import save_png
-
     series = {label: read_scalars(d) for label, d in runs.items() if Path(d).is_dir()}
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2))
+    fig = Figure(figsize=(4.2 * len(PANELS), 3.2))
+    axes = fig.subplots(1, len(PANELS))
     for ax, (title, tag, kind) in zip(axes, PANELS):
         for label, scalars in series.items():
             if label.startswith("pretrain") == (kind == "pretrain") and tag in scalars:

@@ -2,6 +2,10 @@
 
 Figures only. Volumes are (z, y, x): each cell shows the central ``xy`` slice (perpendicular to the
 beam) above the central ``xz`` slice (the missing-wedge elongation along z shows there).
+
+* :func:`cluster_gallery` — any rows of volumes;
+* :func:`nearest_members_gallery` — the ``embed`` run's ``gallery.png``: the particles nearest each
+  cluster centre (:class:`~cryomonai.evaluation.embedding.Clusters`).
 """
 
 from __future__ import annotations
@@ -9,10 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-__all__ = ["cluster_gallery"]
+from cryomonai.evaluation.embedding import Clusters
+from cryomonai.visualize.figure import save_png
+
+__all__ = ["cluster_gallery", "nearest_members_gallery"]
 
 
 def _cell(vol: np.ndarray) -> np.ndarray:
@@ -48,16 +58,10 @@ def cluster_gallery(
         >>> out.stat().st_size > 0
         True
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cryomonai.visualize.figure import save_png
-
     rows = list(volumes)
     n_cols = max([len(v) for v in volumes.values()] + [1])
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * 0.9 + 1.2, len(rows) * 1.6 + 0.5), squeeze=False)
+    fig = Figure(figsize=(n_cols * 0.9 + 1.2, len(rows) * 1.6 + 0.5))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, name in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -71,3 +75,27 @@ def cluster_gallery(
     fig.suptitle(title or "central slices per cluster (xy above xz)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return save_png(fig, path, dpi=dpi)
+
+
+def nearest_members_gallery(
+    path: str | os.PathLike, clusters: Clusters, rows: np.ndarray, dataset: Any, per_cluster: int = 8
+) -> Path:
+    """Write :func:`cluster_gallery` of the ``per_cluster`` members nearest each cluster centre.
+
+    Args:
+        path: output PNG (written atomically; folder created).
+        clusters: the clusters of the particles ``rows`` (same order).
+        rows: (N,) table row of each clustered particle.
+        dataset: the MONAI dataset the features came from; its items have ``"index"`` (the table
+            row) and a (1, D, H, W) ``"image"``, read back for the members shown.
+        per_cluster: members shown per cluster (the nearest to the centre first).
+    """
+    labels, dist = clusters.labels, clusters.distance
+    position = {int(item["index"]): pos for pos, item in enumerate(dataset.data)}
+    volumes = {}
+    for c, name in enumerate(clusters.names):
+        members = np.flatnonzero(labels == c)
+        nearest = members[np.argsort(dist[members], kind="stable")[:per_cluster]]
+        images = [dataset[position[int(rows[i])]]["image"] for i in nearest]  # (1, D, H, W) each
+        volumes[f"{name} (n={len(members)})"] = [np.asarray(torch.as_tensor(im).detach().cpu())[0] for im in images]
+    return cluster_gallery(volumes, path, title="particles nearest each cluster centre: central xy above xz")

@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["central_slices", "slice_montage"]
+from cryomonai.visualize.figure import save_png
+
+__all__ = ["PLANES", "central_slices", "slice_montage"]
 
 PLANES = ("xy", "xz", "yz")
 
@@ -40,16 +43,10 @@ def slice_montage(
         dpi: resolution.
         centres: row label → (z, y, x) voxel the row's slices go through (default: box centres).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cryomonai.visualize.figure import save_png
-
     rows = list(grid)
     n_cols = len(column_titles) * 3
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * 0.9, len(rows) * 0.95 + 0.6), squeeze=False)
+    fig = Figure(figsize=(n_cols * 0.9, len(rows) * 0.95 + 0.6))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, name in enumerate(rows):
         for c, vol in enumerate(grid[name]):
             centre = (centres or {}).get(name)

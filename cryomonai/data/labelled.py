@@ -1,11 +1,11 @@
-"""Data for the engines: the bundle's default dataset, and the labelled fraction for fine-tuning.
+"""The labelled fraction a fine-tuning trains on: the subset, and the table rows it holds.
 
-* :func:`ensure_dataset` — the particle table a run trains on; when it is missing the built-in
-  simulator writes it first (the bundle's default data), then the volume cache is built. Under
-  ``torch.distributed`` rank 0 does this while the other ranks wait.
 * :func:`label_fraction_subset` — the paper's semi-supervised setting (Gupta et al. 2022, §4):
   fine-tune on 25 / 50 / 75 / 100 % of the training labels, nested and stratified
-  (:func:`cryomonai.data.label_subset`), as a ``torch.utils.data.Subset`` of any MONAI dataset.
+  (:func:`cryomonai.data.label_subset`), as a ``torch.utils.data.Subset`` of any MONAI dataset;
+* :func:`save_labelled_rows` / :func:`read_labelled_rows` — the table rows of that subset, written
+  by the bundle's fine-tuning (``eval/labelled_rows.csv``) and read back by the readouts of the
+  same cell.
 """
 
 from __future__ import annotations
@@ -13,72 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
+from cryomonai.data.splits import label_subset
 from cryomonai.errors import CryoDataError
+from cryomonai.io.atomic import atomic_write
 
-__all__ = ["ensure_dataset", "label_fraction_subset", "read_labelled_rows", "save_labelled_rows"]
-
-
-def _prepare(table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict) -> None:
-    """Simulate the dataset if ``table`` is missing (and allowed), then build the volume cache."""
-    from cryomonai.data.dataset import build_volume_cache
-    from cryomonai.simulate.dataset import simulate_dataset
-
-    if not table.is_file():
-        if not simulate:
-            raise CryoDataError(table, "particle table not found",
-                                "give --dataset_dir of a folder with particles.star, or --simulate true")
-        if table.name != "particles.star":
-            raise CryoDataError(table, "is missing, and the simulator writes only particles.star",
-                                "point at an existing table, or at <folder>/particles.star to simulate one")
-        if table.parent.exists():
-            found = sorted(p.name for p in table.parent.glob("*") if p.suffix in (".star", ".csv"))
-            raise CryoDataError(table, f"not found, and its folder exists (tables there: {found or 'none'})",
-                                "point --dataset_table at your table, or give a new --dataset_dir to simulate into")
-        simulate_dataset(table.parent, progress=progress, **sim_kw)
-    if cache_path is not None:
-        build_volume_cache(table, cache_path, progress=progress)
-
-
-def ensure_dataset(
-    table: str | os.PathLike,
-    cache_path: str | os.PathLike | None = None,
-    simulate: bool = True,
-    progress: bool = True,
-    **simulate_kwargs: Any,
-) -> Path:
-    """The particle table ``table``, simulated first if it does not exist.
-
-    Args:
-        table: a particle table (STAR or CSV). If missing and ``simulate``, it must be named
-            ``particles.star`` in a folder that does not exist yet:
-            :func:`~cryomonai.simulate.dataset.simulate_dataset` writes that folder.
-        cache_path: also build (or check) the float16 volume cache of
-            :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
-        simulate: simulate a missing table (else raise).
-        progress: show progress bars.
-        simulate_kwargs: arguments of ``simulate_dataset`` (``n_per_class``, ``snr``, ``box``,
-            ``classes``, ``seed``, ``workers`` …), used only when simulating.
-
-    Returns:
-        ``table`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        CryoDataError: the table is missing and ``simulate`` is false (or it is not
-            ``particles.star``, or its folder exists), or a volume is unreadable (cache build).
-    """
-    table = Path(table)
-    distributed = dist.is_available() and dist.is_initialized()
-    if not distributed or dist.get_rank() == 0:
-        _prepare(table, cache_path, simulate, progress, simulate_kwargs)
-    if distributed:
-        dist.barrier()
-    return table
+__all__ = ["label_fraction_subset", "read_labelled_rows", "save_labelled_rows"]
 
 
 def label_fraction_subset(
@@ -105,8 +49,6 @@ def label_fraction_subset(
         >>> sorted(ds[i]["label"] for i in label_fraction_subset(ds, 0.5).indices)
         [0, 0, 1, 1]
     """
-    from cryomonai.data.splits import label_subset
-
     data: Sequence[dict] = getattr(dataset, "data", None)  # type: ignore[assignment]
     if data is None:
         raise CryoDataError("label_fraction_subset", f"a {type(dataset).__name__} has no 'data' list",
@@ -126,8 +68,6 @@ def save_labelled_rows(labelled: Subset, path: str | os.PathLike) -> None:
     ``"index"`` (the row in the particle table) and ``"label"``. Readouts of the same cell read it
     back (:func:`read_labelled_rows`) instead of rebuilding the subset. Written atomically, by rank 0.
     """
-    from cryomonai.io.atomic import atomic_write
-
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return
     data = labelled.dataset.data  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ It also registers hooks it never removes, so it runs on a copy of the classifier
 model is left as it was), with the input requiring gradients so a frozen encoder
 (``requires_grad=False``, a linear probe) still has a gradient at the target layer.
 
-Volumes are ``(N, 1, D, H, W)`` = (N, 1, z, y, x); maps are ``(N, D, H, W)``.
+Volumes are ``(N, 1, D, H, W)`` = (N, 1, z, y, x); maps are ``(N, D, H, W)``, drawn over the
+subtomograms by :func:`cryomonai.visualize.gradcam.plot_gradcam_overlays`.
 """
 
 from __future__ import annotations
@@ -25,28 +26,33 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms.utils import rescale_instance_array
+from monai.visualize import GradCAM
 from torch import nn
 
+from cryomonai.engines.checkpoints import load_checkpoint
 from cryomonai.errors import CryoDataError
 from cryomonai.layout import FINETUNE_BEST
+from cryomonai.networks import Classifier, build_encoder
 
-__all__ = ["gradcam_volumes", "load_finetuned_classifier", "plot_gradcam_overlays"]
+__all__ = ["as_volumes", "gradcam_volumes", "load_finetuned_classifier"]
 
 
 def _unit_range(maps: torch.Tensor) -> np.ndarray:
     """(B, 1, *S) maps → numpy, each map min-max scaled to [0, 1] (a constant map → 0)."""
-    from monai.transforms.utils import rescale_instance_array
-
     return rescale_instance_array(maps.detach().float().cpu().numpy(), 0.0, 1.0)
 
 
-def _as_volumes(volumes: torch.Tensor | np.ndarray, where: str) -> torch.Tensor:
-    """(N, 1, D, H, W) float tensor from a tensor or array of that shape (or (N, D, H, W)); finite values."""
+def as_volumes(volumes: torch.Tensor | np.ndarray, where: str) -> torch.Tensor:
+    """(N, 1, D, H, W) float tensor from a tensor or array of that shape (or (N, D, H, W)); finite values.
+
+    Raises:
+        CryoDataError: another shape, no volume, or NaN/Inf (``where`` names the caller).
+    """
     x = torch.as_tensor(np.asarray(volumes) if isinstance(volumes, np.ndarray) else volumes).float()
     if x.ndim == 4:
         x = x[:, None]
@@ -98,15 +104,13 @@ def gradcam_volumes(
     Raises:
         CryoDataError: bad volumes, unknown target layer, or class index out of range.
     """
-    from monai.visualize import GradCAM
-
     layer = target_layer or getattr(classifier, "cam_layer", None)
     if layer is None or layer not in dict(classifier.named_modules()):
         raise CryoDataError("Grad-CAM", f"target layer {layer!r} not found in the model",
                             "pass target_layer, a name from model.named_modules() (e.g. the encoder's cam_layer)")
     model = copy.deepcopy(classifier).eval()  # MONAI's hooks stay on the copy
     param = next(model.parameters(), None)
-    x = _as_volumes(volumes, "Grad-CAM").to(param.device if param is not None else "cpu")
+    x = as_volumes(volumes, "Grad-CAM").to(param.device if param is not None else "cpu")
     classes = _class_indices(model, x, class_idx, batch_size)
     cam = GradCAM(nn_module=model, target_layers=layer, postprocessing=_unit_range)
     out = np.zeros((len(x), *x.shape[2:]), dtype=np.float32)
@@ -131,9 +135,6 @@ def load_finetuned_classifier(
     Raises:
         CryoDataError: not a checkpoint, no run info, or weights that do not fit the encoder.
     """
-    from cryomonai.engines.checkpoints import load_checkpoint
-    from cryomonai.networks import Classifier, build_encoder
-
     ckpt = load_checkpoint(checkpoint, map_location)
     info, state = ckpt.get("run_info"), ckpt.get("model")
     if not (isinstance(info, Mapping) and {"encoder", "classes"} <= set(info) and isinstance(state, Mapping)):
@@ -148,69 +149,3 @@ def load_finetuned_classifier(
         raise CryoDataError(checkpoint, f"weights do not fit {info['encoder']!r} ({first})",
                             "pass the encoder arguments used for fine-tuning as keyword arguments") from None
     return model.eval(), classes
-
-
-def plot_gradcam_overlays(
-    volumes: torch.Tensor | np.ndarray,
-    cams_by_model: Mapping[str, np.ndarray],
-    labels: Sequence[int] | np.ndarray,
-    class_names: Sequence[str],
-    path: str | os.PathLike,
-    predictions_by_model: Mapping[str, Sequence[int]] | None = None,
-    alpha: float = 0.45,
-    dpi: int = 110,
-) -> Path:
-    """PNG grid like the paper's Figure 8: Grad-CAM of several models over the same subtomograms.
-
-    Rows = subtomograms (labelled by true class); for each model three columns, the central ``xy``
-    (z-plane), ``xz`` and ``yz`` slices (:func:`cryomonai.visualize.slices.central_slices`) of the
-    volume in grey (1–99 percentile) with the model's map as a semi-transparent ``jet`` overlay
-    (0–1).
-
-    Args:
-        volumes: (N, 1, D, H, W) or (N, D, H, W) subtomograms (z, y, x).
-        cams_by_model: model name (e.g. ``"MoCo"``, ``"Random init"``) → maps (N, D, H, W) in [0, 1]
-            from :func:`gradcam_volumes`.
-        labels: true class index per volume (N,).
-        class_names: class names by index.
-        path: output PNG (atomic; folder created).
-        predictions_by_model: optional model name → predicted class per volume, shown in its panel.
-        alpha: opacity of the map.
-        dpi: resolution.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cryomonai.visualize.figure import save_png
-    from cryomonai.visualize.slices import PLANES, central_slices
-
-    vols = _as_volumes(volumes, "Grad-CAM figure")[:, 0].cpu().numpy()  # (N, D, H, W)
-    labels = np.asarray(labels, dtype=int).reshape(-1)
-    for name, cams in cams_by_model.items():
-        if np.shape(cams) != vols.shape or len(labels) != len(vols):
-            raise CryoDataError("Grad-CAM figure", f"{name!r}: maps {np.shape(cams)}, labels {len(labels)} for "
-                                f"volumes {vols.shape}", "give one map (D, H, W) and one label per volume")
-    models = list(cams_by_model)
-    n_cols = 3 * len(models)
-    fig, axes = plt.subplots(len(vols), n_cols, figsize=(1.25 * n_cols + 0.6, 1.3 * len(vols) + 0.7), squeeze=False)
-    for r, vol in enumerate(vols):
-        for m, name in enumerate(models):
-            cam_slices = central_slices(np.asarray(cams_by_model[name][r], dtype=np.float32))
-            for k, (img, heat) in enumerate(zip(central_slices(vol), cam_slices)):
-                ax = axes[r, 3 * m + k]
-                lo, hi = np.percentile(img, [1, 99])
-                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-                ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
-                ax.set_xticks([]), ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(f"{name}\n{PLANES[k]}" if k == 1 else PLANES[k], fontsize=7)
-            if predictions_by_model is not None and name in predictions_by_model:
-                pred = int(np.asarray(predictions_by_model[name])[r])
-                axes[r, 3 * m].text(0.02, 0.02, f"pred {class_names[pred]}", transform=axes[r, 3 * m].transAxes,
-                                    fontsize=5, color="white", va="bottom")
-        axes[r, 0].set_ylabel(class_names[labels[r]], fontsize=7)
-    fig.suptitle("Grad-CAM (jet, 0–1) over central slices", fontsize=9)
-    fig.tight_layout()
-    return save_png(fig, path, dpi=dpi)

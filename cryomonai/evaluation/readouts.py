@@ -1,10 +1,10 @@
 """Cheap readouts of an encoder: linear probe and k-nearest neighbours on frozen features.
 
-The grid's extra columns (:mod:`cryomonai.experiment.grid`): the encoder (pretrained, or
+The experiment grid's extra columns (:mod:`cryomonai.experiment.grid`): the encoder (pretrained, or
 randomly initialised with the cell's seed) embeds every subtomogram once (normalised like the
 bundle's ``eval_transform``); a logistic regression and a kNN classifier (scikit-learn) are fit on
 the *same labelled subset* the cell fine-tuned on — the table rows its bundle run saved
-(``eval/labelled_rows.csv``, :func:`cryomonai.engines.read_labelled_rows`) — and scored on the test
+(``eval/labelled_rows.csv``, :func:`cryomonai.data.read_labelled_rows`) — and scored on the test
 split. They measure the features themselves, without the
 fine-tuning's optimisation noise.
 """
@@ -16,6 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import DataLoader
+from monai.utils import set_determinism
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+
+from cryomonai.data import VolumeStackDataset
+from cryomonai.engines import load_pretrained_encoder
+from cryomonai.errors import CryoDataError
+from cryomonai.networks import Classifier, build_encoder
+from cryomonai.transforms import eval_transform
 
 __all__ = ["encoder_features", "frozen_readouts"]
 
@@ -33,14 +44,6 @@ def encoder_features(
         seed: seeds the random initialisation (``torch.manual_seed``).
         batch_size: volumes per forward pass.
     """
-    from monai.data import DataLoader
-    from monai.utils import set_determinism
-
-    from cryomonai.data import VolumeStackDataset
-    from cryomonai.engines import load_pretrained_encoder
-    from cryomonai.networks import Classifier, build_encoder
-    from cryomonai.transforms import eval_transform
-
     set_determinism(seed)
     net = Classifier(build_encoder(encoder), len(table.class_names))
     if pretrained:
@@ -64,12 +67,6 @@ def frozen_readouts(features: np.ndarray, table: Any, labelled_rows: np.ndarray,
     Returns:
         ``(linear_probe_accuracy, knn_accuracy)``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.preprocessing import StandardScaler
-
-    from cryomonai.errors import CryoDataError
-
     df = table.df
     split = df["split"].to_numpy()
     labels = df["label_index"].to_numpy()

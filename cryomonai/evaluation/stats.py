@@ -8,7 +8,10 @@ pooled-variance test of two independent samples (``scipy.stats.ttest_ind(equal_v
 
 * :func:`summarise` — n, mean and sample std (``ddof=1``) of a metric per (dataset, method, fraction);
 * :func:`ttest_vs_baseline` — the same per method ≠ baseline, next to the baseline's, with ``t`` and
-  the two-tailed ``p``.
+  the two-tailed ``p``;
+* :func:`seconds_summary` — the grid's total fine-tuning and pretraining time;
+* how results are named and ordered in tables and figures: :func:`method_label`,
+  :func:`dataset_title`, :func:`order_methods`, :func:`order_datasets`.
 
 The input is the grid's ``results.csv`` (one row per fine-tuned cell; columns ``dataset``, ``snr``,
 ``method``, ``label_fraction``, ``repeat``, the metrics …) as a DataFrame or a path. NaN values of a
@@ -30,11 +33,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ttest_ind
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["METHOD_LABELS", "METHOD_ORDER", "order_datasets", "order_methods", "read_results", "summarise",
-           "ttest_vs_baseline"]
+__all__ = ["METHOD_LABELS", "METHOD_ORDER", "dataset_title", "method_label", "order_datasets", "order_methods",
+           "read_results", "seconds_summary", "summarise", "ttest_vs_baseline"]
 
 #: column order of the paper's Table 1 (random init first), then methods the paper did not run
 METHOD_ORDER: tuple[str, ...] = ("random", "simclr", "swav", "moco", "vicreg")
@@ -86,6 +90,21 @@ def order_datasets(results: pd.DataFrame) -> list[str]:
     return sorted(names, key=lambda d: (-snr[d], d))
 
 
+def method_label(method: str) -> str:
+    """How ``method`` is named in tables and legends (:data:`METHOD_LABELS`, else the name itself)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def dataset_title(results: pd.DataFrame, dataset: str) -> str:
+    """``"SNR ∞ (snr_inf)"`` (the name in Markdown backticks) when the results have an ``snr`` column, else the
+    dataset name."""
+    if "snr" not in results.columns:
+        return dataset
+    snr = float(results.loc[results["dataset"] == dataset, "snr"].iloc[0])
+    value = "∞" if math.isinf(snr) else ("?" if math.isnan(snr) else f"{snr:g}")
+    return f"SNR {value} (`{dataset}`)"
+
+
 def summarise(results: pd.DataFrame | str | os.PathLike, metric: str = "test_accuracy") -> pd.DataFrame:
     """n, mean and sample std (``ddof=1``; NaN for n = 1) of ``metric`` per (dataset, method, label_fraction).
 
@@ -112,8 +131,6 @@ def _sorted(table: pd.DataFrame, results: pd.DataFrame, by: list[str]) -> pd.Dat
 
 def _two_sample(values: np.ndarray, base: np.ndarray) -> tuple[float, float, str]:
     """``(t, two-tailed p, note)`` of Student's t-test ``values`` vs ``base``; NaNs and a reason when undefined."""
-    from scipy.stats import ttest_ind
-
     if len(base) == 0:
         return math.nan, math.nan, "no baseline runs"
     if len(values) < 2 or len(base) < 2:
@@ -161,3 +178,9 @@ def ttest_vs_baseline(
     columns = ["dataset", "label_fraction", "method", "n", "mean", "std", "baseline_n", "baseline_mean",
                "baseline_std", "t", "p", "note"]
     return _sorted(pd.DataFrame(rows, columns=columns), df, ["dataset", "label_fraction", "method"])
+
+
+def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
+    """Total fine-tuning and pretraining seconds of a results table (selection runs not counted)."""
+    pre = results.drop_duplicates(["dataset", "method", "pretrain_seed"])["pretrain_seconds"].fillna(0).sum()
+    return {"finetune_seconds": float(results["finetune_seconds"].sum()), "pretrain_seconds": float(pre)}

@@ -1,0 +1,77 @@
+"""The dataset a bundle run trains on: simulated on first use, then cached for the datasets.
+
+:func:`ensure_dataset` returns the particle table of a run; when it is missing the built-in
+simulator (:func:`~cryomonai.simulate.dataset.simulate_dataset`) writes it first (the bundle's
+default data), then the float16 volume cache of :class:`~cryomonai.data.VolumeStackDataset` is
+built. Under ``torch.distributed`` rank 0 does this while the other ranks wait.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from cryomonai.data.dataset import build_volume_cache
+from cryomonai.errors import CryoDataError
+from cryomonai.simulate.dataset import simulate_dataset
+
+__all__ = ["ensure_dataset"]
+
+
+def _prepare_dataset(
+    table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict
+) -> None:
+    """Simulate the dataset if ``table`` is missing (and allowed), then build the volume cache."""
+    if not table.is_file():
+        if not simulate:
+            raise CryoDataError(table, "particle table not found",
+                                "give --dataset_dir of a folder with particles.star, or --simulate true")
+        if table.name != "particles.star":
+            raise CryoDataError(table, "is missing, and the simulator writes only particles.star",
+                                "point at an existing table, or at <folder>/particles.star to simulate one")
+        if table.parent.exists():
+            found = sorted(p.name for p in table.parent.glob("*") if p.suffix in (".star", ".csv"))
+            raise CryoDataError(table, f"not found, and its folder exists (tables there: {found or 'none'})",
+                                "point --dataset_table at your table, or give a new --dataset_dir to simulate into")
+        simulate_dataset(table.parent, progress=progress, **sim_kw)
+    if cache_path is not None:
+        build_volume_cache(table, cache_path, progress=progress)
+
+
+def ensure_dataset(
+    table: str | os.PathLike,
+    cache_path: str | os.PathLike | None = None,
+    simulate: bool = True,
+    progress: bool = True,
+    **simulate_kwargs: Any,
+) -> Path:
+    """The particle table ``table``, simulated first if it does not exist.
+
+    Args:
+        table: a particle table (STAR or CSV). If missing and ``simulate``, it must be named
+            ``particles.star`` in a folder that does not exist yet:
+            :func:`simulate_dataset` writes that folder.
+        cache_path: also build (or check) the float16 volume cache of
+            :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
+        simulate: simulate a missing table (else raise).
+        progress: show progress bars.
+        simulate_kwargs: arguments of ``simulate_dataset`` (``n_per_class``, ``snr``, ``box``,
+            ``classes``, ``seed``, ``workers`` …), used only when simulating.
+
+    Returns:
+        ``table`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CryoDataError: the table is missing and ``simulate`` is false (or it is not
+            ``particles.star``, or its folder exists), or a volume is unreadable (cache build).
+    """
+    table = Path(table)
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:
+        _prepare_dataset(table, cache_path, simulate, progress, simulate_kwargs)
+    if distributed:
+        dist.barrier()
+    return table

@@ -1,0 +1,138 @@
+"""Figures of the experiment grid's results: accuracy against labelled fraction, confusion matrices.
+
+Figures only; the numbers come from :mod:`cryomonai.evaluation.stats` (mean ± std over repeats) and
+from the cells' ``eval/predictions_test.csv`` files. Accuracies in ``results.csv`` are fractions in
+[0, 1]; everything shown is in %.
+
+* :func:`plot_accuracy_vs_labels` — accuracy (%) against labelled fraction (%), one panel per dataset;
+* :func:`plot_confusion_matrices` — one row-normalised confusion matrix per method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
+
+from cryomonai.errors import CryoDataError
+from cryomonai.evaluation.stats import dataset_title, method_label, order_datasets, order_methods, read_results, summarise
+from cryomonai.visualize.figure import save_png
+
+__all__ = ["plot_accuracy_vs_labels", "plot_confusion_matrices"]
+
+
+def plot_accuracy_vs_labels(
+    results: pd.DataFrame | str | os.PathLike,
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    metric: str = "test_accuracy",
+    baseline: str = "random",
+    dpi: int = 110,
+) -> Path:
+    """PNG: ``metric`` (%) against labelled fraction (%), one panel per dataset, mean ± std per method.
+
+    Args:
+        results: the grid's results (DataFrame or path).
+        path: output PNG (atomic; folder created).
+        num_classes: draws the chance level ``100 / num_classes`` %; ``None``: taken from a
+            ``num_classes`` column of the results if there is one, else no chance line.
+        metric: the accuracy column.
+        baseline: the method drawn first (random init).
+        dpi: resolution.
+    """
+    df = read_results(results, metric)
+    summary = summarise(df, metric)
+    if num_classes is None and "num_classes" in df.columns:
+        num_classes = int(df["num_classes"].dropna().iloc[0])
+    datasets = order_datasets(df[df["dataset"].isin(summary["dataset"])])
+    methods = order_methods(summary["method"], baseline)
+    fig = Figure(figsize=(3.6 * max(len(datasets), 1) + 1.4, 3.4))
+    axes = fig.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        block = summary[summary["dataset"] == dataset]
+        for k, m in enumerate(methods):
+            rows = block[block["method"] == m].sort_values("label_fraction")
+            dodge = (k - (len(methods) - 1) / 2) * 0.8  # percentage points, so error bars do not overlap
+            ax.errorbar(100 * rows["label_fraction"] + dodge, 100 * rows["mean"], yerr=100 * rows["std"].fillna(0),
+                        marker="o", ms=4, capsize=3, lw=1.4, label=method_label(m), ls="--" if m == baseline else "-")
+        if num_classes:
+            ax.axhline(100 / num_classes, color="0.5", ls=":", lw=1, label=f"chance (1/{num_classes})")
+        ax.set_title(dataset_title(df, dataset).replace("`", ""), fontsize=9)
+        ax.set_xlabel("labelled training data (%)")
+        ax.set_xticks(sorted(100 * block["label_fraction"].unique()))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 1.3 / fig.get_figwidth(), 0.5), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
+    return save_png(fig, path, dpi=dpi)
+
+
+def _read_predictions(files: Sequence[str | os.PathLike], class_names: Sequence[str]) -> pd.DataFrame:
+    """``label``/``prediction`` of every file (unlabelled rows dropped), checked against ``class_names``."""
+    frames = []
+    for file in files:
+        try:
+            df = pd.read_csv(file, usecols=["label", "prediction"], dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as err:
+            raise CryoDataError(file, f"cannot read label/prediction columns ({err})",
+                                "give predictions_test.csv files written by PredictionsWriter") from err
+        df = df[df["label"] != ""]
+        unknown = sorted((set(df["label"]) | set(df["prediction"])) - set(class_names))
+        if unknown:
+            raise CryoDataError(file, f"class names {unknown[:5]} not in class_names {list(class_names)}",
+                                "pass the class names the models were trained with")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["label", "prediction"])
+
+
+def plot_confusion_matrices(
+    cells: Mapping[str, Sequence[str | os.PathLike]],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+    dpi: int = 110,
+) -> Path:
+    """PNG with one row-normalised confusion matrix per method, summed over its repeats.
+
+    Args:
+        cells: method → the ``eval/predictions_test.csv`` files of its repeats (columns ``label`` and
+            ``prediction`` hold class names); the counts of all files are added up.
+        class_names: the classes, in axis order (rows = true class, columns = predicted class).
+        path: output PNG (atomic; folder created).
+        title: figure title (e.g. the dataset and labelled fraction).
+        dpi: resolution.
+
+    Each panel's title gives the method, the accuracy of the summed counts (trace / total) and the
+    number of predictions and runs. A row (true class) without samples stays 0.
+    """
+    names = list(class_names)
+    if not cells:
+        raise CryoDataError("confusion matrices", "no method given", "pass {method: [predictions_test.csv, …]}")
+    size = 1.2 + 0.32 * len(names)
+    fig = Figure(figsize=(size * len(cells) + 1.2, size + 1.0), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False)
+    for ax, (method, files) in zip(axes[0], cells.items()):
+        pred = _read_predictions(files, names)
+        counts = confusion_matrix(pred["label"], pred["prediction"], labels=names) if len(pred) else \
+            np.zeros((len(names),) * 2, int)
+        total = counts.sum()
+        norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (true, predicted), rows sum to 1
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set_xlabel("predicted", fontsize=8)
+        acc = np.trace(counts) / total if total else math.nan
+        ax.set_title(f"{method_label(method)}: accuracy {100 * acc:.1f} %\n(n={total}, {len(files)} runs)", fontsize=8)
+    axes[0, 0].set_ylabel("true", fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03, label="fraction of true class")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path, dpi=dpi)
