@@ -54,21 +54,10 @@ class RunLayout:
         """Logs, metrics and predictions (the bundle's ``output_dir``)."""
         return self.root / "eval"
 
-    @property
-    def pretrain(self) -> Path:
-        return self.models / PRETRAIN
-
-    @property
-    def finetune_best(self) -> Path:
-        return self.models / FINETUNE_BEST
-
-    @property
-    def finetune_final(self) -> Path:
-        return self.models / FINETUNE_FINAL
-
-    @property
-    def labelled_rows(self) -> Path:
-        return self.eval / LABELLED_ROWS
+    pretrain = property(lambda self: self.models / PRETRAIN, doc="The final pretraining checkpoint.")
+    finetune_best = property(lambda self: self.models / FINETUNE_BEST, doc="The best-validation classifier.")
+    finetune_final = property(lambda self: self.models / FINETUNE_FINAL, doc="The last-epoch classifier.")
+    labelled_rows = property(lambda self: self.eval / LABELLED_ROWS, doc="The rows a fine-tuning trained on.")
 
     def bundle_paths(self) -> dict[str, str]:
         """The bundle keys that place a run here: ``ckpt_dir`` and ``output_dir``."""
