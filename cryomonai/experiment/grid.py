@@ -68,7 +68,6 @@ RESULT_COLUMNS = [
     "best_val_accuracy",
     "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "finetune_seconds", "pretrain_seconds", "run_dir",
 ]
-_CELL_KEY = ["dataset", "method", "label_fraction", "repeat"]
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
