@@ -7,6 +7,7 @@ exactly what ``python -m monai.bundle run <id> --config_file …`` does, with ov
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from cryomonai.errors import CryoDataError
 from cryomonai.layout import RunLayout
 from cryomonai.visualize.curves import plot_training_curves
 
-__all__ = ["bundle_dir", "bundle_configs", "run_bundle"]
+__all__ = ["RUN_ENGINES", "bundle_dir", "bundle_configs", "run_bundle"]
 
 #: config files (relative to ``configs/``) composed for each run id
 RUN_CONFIGS: dict[str, tuple[str, ...]] = {
@@ -25,6 +26,16 @@ RUN_CONFIGS: dict[str, tuple[str, ...]] = {
     "evaluate": ("common.json", "finetune.json", "evaluate.json"),
     "inference": ("common.json", "inference.json"),
     "embed": ("common.json", "inference.json", "embed.json"),
+}
+
+
+#: the Ignite engine that each run id runs (its ``state.times["COMPLETED"]`` is the run's compute time)
+RUN_ENGINES: dict[str, str] = {
+    "pretrain": "train#trainer",
+    "finetune": "train#trainer",
+    "evaluate": "validate#evaluator",
+    "inference": "evaluator",
+    "embed": "evaluator",
 }
 
 
@@ -55,8 +66,12 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
     """Run ``run_id`` of the bundle with ``overrides`` (bundle keys, e.g. ``epochs=2``).
 
     Returns the workflow's parsed config (``monai.bundle.ConfigWorkflow``) so callers can read
-    e.g. ``wf.parser.get_parsed_content("validate#evaluator").state.metrics``.
+    e.g. ``wf.parser.get_parsed_content("validate#evaluator").state.metrics``. Its ``seconds``
+    attribute splits the wall time: ``compute`` is the run id's engine run (:data:`RUN_ENGINES`;
+    for fine-tuning it includes the validation passes), ``setup`` everything else (parsing the
+    configs, building the network, opening the dataset and its cache, the final checkpoint).
     """
+    t0 = time.perf_counter()
     bundle = bundle_dir()
     configs = bundle_configs(run_id, method, encoder, bundle)
     overrides.setdefault("bundle_root", str(bundle))
@@ -75,6 +90,10 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
     wf.initialize()
     wf.run()
     wf.finalize()
+    total = time.perf_counter() - t0
+    engine = wf.parser.get_parsed_content(RUN_ENGINES[run_id]) if RUN_ENGINES[run_id] in wf.parser else None
+    compute = float(getattr(getattr(engine, "state", None), "times", {}).get("COMPLETED") or 0.0)
+    wf.seconds = {"setup": max(total - compute, 0.0), "compute": min(compute, total)}
     return wf
 
 

@@ -24,6 +24,7 @@ from cryomonai.engines import (
     PrepareBatchMemoryFormat,
     SSLStep,
     TrackMeta,
+    native_bf16,
     prepare_network,
     ssl_iteration,
     unwrap_ssl_method,
@@ -80,9 +81,13 @@ def test_common_switch_defaults_follow_the_device() -> None:
     assert cpu.get_parsed_content("channels_last") is True and cpu.get_parsed_content("memory_format") == CL
     assert cpu.get_parsed_content("compile") is False and cpu.get_parsed_content("num_workers") == 1
     assert 1 <= cuda.get_parsed_content("num_workers") <= 8
-    for key in ("amp", "pin_memory", "non_blocking"):
+    for key in ("pin_memory", "non_blocking"):
         assert cpu.get_parsed_content(key) is False and cuda.get_parsed_content(key) is True, key
+    # bf16 autocast where the processor has bf16 units (AVX512-BF16 / AMX), float32 elsewhere; on CUDA
+    assert cpu.get_parsed_content("amp") is native_bf16("cpu") and cuda.get_parsed_content("amp") is True
     assert cuda.get_parsed_content("amp_kwargs") == {"dtype": torch.bfloat16}
+    assert cpu.get_parsed_content("engine_amp") is False and cuda.get_parsed_content("engine_amp") is True
+    assert cpu.get_parsed_content("inferer").enabled is native_bf16("cpu")  # CPU autocast lives in the inferer
     inferer = cuda.get_parsed_content("inferer")
     assert isinstance(inferer, AutocastInferer) and inferer.enabled and inferer.dtype == torch.bfloat16
 
@@ -106,8 +111,10 @@ def test_channels_last_false_gives_contiguous_format() -> None:
 def test_every_engine_and_loader_gets_the_switches(files: tuple[str, ...], engine: str, loaders: list[str]) -> None:
     parser = _parser(*files)
     cfg = parser.get(engine)
-    for key in ("amp", "amp_kwargs", "non_blocking"):
+    for key in ("amp_kwargs", "non_blocking"):
         assert cfg[key] == f"@{key}", (engine, key)
+    # the SSL step autocasts on any device; MONAI's supervised engines on CUDA only (elsewhere the inferer does)
+    assert cfg["amp"] == ("@amp" if "pretrain.json" in files else "@engine_amp"), engine
     if "pretrain.json" in files:  # the SSL step converts the views itself (to_kwargs → Tensor.to)
         assert parser.get_parsed_content(f"{engine}#to_kwargs") == {"memory_format": CL}
     else:
@@ -285,3 +292,11 @@ def test_deterministic_switch_sets_cudnn_after_seeding(deterministic: bool) -> N
         assert torch.equal(a, torch.rand(3))  # seeded either way
     finally:
         cudnn.deterministic, cudnn.benchmark = saved
+
+
+def test_native_bf16_follows_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_bf16("cpu") is expected and native_bf16(torch.device("cpu")) is expected
+    assert native_bf16("meta") is False

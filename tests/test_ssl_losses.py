@@ -123,3 +123,35 @@ def test_vicreg_terms_hand_values() -> None:
     zc = torch.cat([x, 2 * x], dim=1)  # var(x) = 4/3, cov(x, 2x) = 8/3
     _, _, cov = vicreg_terms(zc, zc)
     assert cov.item() == pytest.approx(2 * (2 * (8 / 3) ** 2 / 2), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "info_nce", "vicreg_terms", "swapped_prediction", "sinkhorn"])
+def test_losses_keep_float32_under_bf16_autocast(name: str) -> None:
+    """Inside the bundle's ``amp`` (bf16 autocast) every loss computes in float32: the same value as
+    without autocast (to float32 rounding), from bf16 inputs as well, and gradients reach the inputs."""
+    from cryomonai.ssl import losses
+
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = (F.normalize(torch.randn(8, 16, generator=g), dim=1) for _ in range(2))
+    args = {
+        "nt_xent": (z1, z2, 0.2),
+        "info_nce": (z1, z2, F.normalize(torch.randn(32, 16, generator=g), dim=1), 0.2),
+        "vicreg_terms": (z1, z2),
+        "swapped_prediction": (torch.stack([z1, z2]), torch.softmax(torch.stack([z2, z1]) * 5, dim=2), 0.1),
+        "sinkhorn": (z1, 0.03),
+    }[name]
+    fn = getattr(losses, name)
+    reference = fn(*args)
+    leaf = args[0].clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = fn(leaf, *args[1:])
+        from_bf16 = fn(args[0].bfloat16(), *args[1:])
+    for ref, got in zip(*(torch.atleast_1d(*(t if isinstance(t, tuple) else (t,))) for t in (reference, inside))):
+        assert got.dtype == torch.float32
+        assert torch.allclose(got, ref, atol=1e-6, rtol=1e-6)
+    first = from_bf16[0] if isinstance(from_bf16, tuple) else from_bf16
+    assert first.dtype == torch.float32
+    if name != "sinkhorn":  # codes carry no gradient
+        total = sum(t.sum() for t in (inside if isinstance(inside, tuple) else (inside,)))
+        total.backward()
+        assert leaf.grad is not None and torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0

@@ -28,7 +28,14 @@ from cryomonai.engines.checkpoints import (
 )
 from cryomonai.engines.finetune import SupervisedPrepareBatch
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
-from cryomonai.engines.perf import AutocastInferer, PrepareBatchMemoryFormat, TrackMeta, prepare_network, seed_run
+from cryomonai.engines.perf import (
+    AutocastInferer,
+    PrepareBatchMemoryFormat,
+    TrackMeta,
+    native_bf16,
+    prepare_network,
+    seed_run,
+)
 from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
@@ -46,6 +53,7 @@ __all__ = [
     "SSLStep",
     "SupervisedPrepareBatch",
     "TrackMeta",
+    "native_bf16",
     "ViewSlicesHandler",
     "central_slices",
     "latest_checkpoint",

@@ -10,6 +10,7 @@ pooled-variance test of two independent samples (``scipy.stats.ttest_ind(equal_v
 * :func:`ttest_vs_baseline` — the same per method ≠ baseline, next to the baseline's, with ``t`` and
   the two-tailed ``p``;
 * :func:`seconds_summary` — the grid's total fine-tuning and pretraining time;
+* :func:`timing_table` — where a grid's time went, per phase (set-up vs compute), as Markdown;
 * how results are named and ordered in tables and figures: :func:`method_label`,
   :func:`dataset_title`, :func:`order_methods`, :func:`order_datasets`.
 
@@ -38,7 +39,7 @@ from scipy.stats import ttest_ind
 from cryomonai.errors import CryoDataError
 
 __all__ = ["METHOD_LABELS", "METHOD_ORDER", "dataset_title", "method_label", "order_datasets", "order_methods",
-           "read_results", "seconds_summary", "summarise", "ttest_vs_baseline"]
+           "read_results", "seconds_summary", "summarise", "timing_table", "ttest_vs_baseline"]
 
 #: column order of the paper's Table 1 (random init first), then methods the paper did not run
 METHOD_ORDER: tuple[str, ...] = ("random", "simclr", "swav", "moco", "vicreg")
@@ -184,3 +185,27 @@ def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
     """Total fine-tuning and pretraining seconds of a results table (selection runs not counted)."""
     pre = results.drop_duplicates(["dataset", "method", "pretrain_seed"])["pretrain_seconds"].fillna(0).sum()
     return {"finetune_seconds": float(results["finetune_seconds"].sum()), "pretrain_seconds": float(pre)}
+
+
+#: the grid's phases in the order they run
+TIMING_PHASES = ("simulate", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report")
+
+
+def timing_table(timings: pd.DataFrame) -> str:
+    """Markdown table of a grid's ``timings.csv``: per phase the steps run, set-up, compute, total and share.
+
+    Set-up is a bundle run's time outside its Ignite engine (parsing, building, opening the data,
+    saving); compute is the engine's run (for fine-tuning, with its validation passes).
+    """
+    df = timings.copy()
+    df["total"] = df["setup_seconds"] + df["compute_seconds"]
+    grand = float(df["total"].sum()) or 1.0
+    order = [p for p in TIMING_PHASES if p in set(df["phase"])] + sorted(set(df["phase"]) - set(TIMING_PHASES))
+    lines = ["| phase | steps | set-up (s) | compute (s) | total (s) | share |", "|---|---:|---:|---:|---:|---:|"]
+    for phase in order:
+        block = df[df["phase"] == phase]
+        lines.append(f"| {phase} | {len(block)} | {block['setup_seconds'].sum():.0f} | {block['compute_seconds'].sum():.0f} "
+                     f"| {block['total'].sum():.0f} | {100 * block['total'].sum() / grand:.1f} % |")
+    lines.append(f"| **all** | {len(df)} | {df['setup_seconds'].sum():.0f} | {df['compute_seconds'].sum():.0f} "
+                 f"| {df['total'].sum():.0f} | 100 % |")
+    return "\n".join(lines) + "\n"

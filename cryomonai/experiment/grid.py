@@ -34,6 +34,7 @@ Layout of ``out_dir``::
     cells/<dataset>/<method>/<recipe>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked
     results.csv, preset.json             one row per cell; the preset the grid ran with
+    timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.experiment.report_grid import write_grid_report
 from cryomonai.io.atomic import atomic_write
+from cryomonai.evaluation.stats import timing_table
 from cryomonai.layout import RunLayout
 from cryomonai.pipeline import bundle_dir, run_bundle
+from cryomonai.simulate.prepare import ensure_dataset
 
-__all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "grid_cells", "load_preset", "run_grid"]
+__all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "grid_cells", "load_preset",
+           "run_grid"]
 
 #: the columns of ``results.csv``, in order
 RESULT_COLUMNS = [
@@ -71,6 +75,9 @@ RESULT_COLUMNS = [
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
+#: the columns of ``timings.csv``: one row per step the grid ran (phases: simulate, pretrain, finetune,
+#: evaluate_val, evaluate_test, readouts, report); ``setup`` is a bundle run's time outside its engine
+TIMING_COLUMNS = ["phase", "dataset", "method", "label_fraction", "repeat", "recipe", "setup_seconds", "compute_seconds"]
 #: the recipe name of a preset without a ``recipes`` search space (its ``finetune`` overrides alone)
 DEFAULT_RECIPE = "default"
 
@@ -230,6 +237,7 @@ class GridRunner:
         self.preset, self.out, self.progress = preset, Path(out_dir).resolve(), progress
         self.results_path = self.out / "results.csv"
         self.selection_path = self.out / "selection.csv"
+        self.timings_path = self.out / "timings.csv"
         self._features: dict[tuple[str, str, int], np.ndarray] = {}
         self._pretrain_seconds: dict[tuple[str, str, int], float] = {}
 
@@ -253,6 +261,18 @@ class GridRunner:
     def selection(self) -> pd.DataFrame:
         """The recipe-selection runs so far (``selection.csv``; :data:`SELECTION_COLUMNS`)."""
         return self._table(self.selection_path, SELECTION_COLUMNS)
+
+    def timings(self) -> pd.DataFrame:
+        """Where the time went so far (``timings.csv``; :data:`TIMING_COLUMNS`)."""
+        return self._table(self.timings_path, TIMING_COLUMNS)
+
+    def record_timing(self, phase: str, seconds: dict[str, float], dataset: str = "", method: str = "",
+                      label_fraction: float = math.nan, repeat: int | float = math.nan, recipe: str = "") -> None:
+        """Append one row to ``timings.csv``: ``seconds`` = ``{"setup": …, "compute": …}`` of one step."""
+        self._append(self.timings_path, TIMING_COLUMNS, {
+            "phase": phase, "dataset": dataset, "method": method, "label_fraction": label_fraction, "repeat": repeat,
+            "recipe": recipe, "setup_seconds": round(seconds.get("setup", 0.0), 3),
+            "compute_seconds": round(seconds.get("compute", 0.0), 3)})
 
     def _done(self, df: pd.DataFrame) -> set[tuple]:
         return {(r.dataset, r.method, round(float(r.label_fraction), 6), int(r.repeat)) for r in df.itertuples()}
@@ -296,12 +316,13 @@ class GridRunner:
         if not final.is_file():
             overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
             t0 = time.perf_counter()
-            run_bundle(
+            wf = run_bundle(
                 "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), **run.bundle_paths(),
                 **{**self._common(ds, pretrain_seed), **overrides},
             )
             seconds = time.perf_counter() - t0
             _write_text(run.root / "seconds.txt", f"{seconds:.1f}\n")
+            self.record_timing("pretrain", wf.seconds, ds["name"], method, repeat=pretrain_seed - self.preset.seed)
         if key not in self._pretrain_seconds:
             stamp = run.root / "seconds.txt"
             self._pretrain_seconds[key] = float(stamp.read_text()) if stamp.is_file() else float("nan")
@@ -319,13 +340,19 @@ class GridRunner:
         keys = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(), **self._common(ds, seed))
         if not run.finetune_final.is_file():
             t0 = time.perf_counter()
-            run_bundle(
+            wf = run_bundle(
                 "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
                 **{**keys, **self.preset.recipe_overrides()[recipe]},
             )
             _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
+            self.record_timing("finetune", wf.seconds, *self._where(cell, recipe))
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "val"}, **keys)
+        self.record_timing("evaluate_val", wf.seconds, *self._where(cell, recipe))
         return run, keys, _metric(wf)
+
+    @staticmethod
+    def _where(cell: GridCell, recipe: str) -> tuple[str, str, float, int, str]:
+        return cell.dataset, cell.method, cell.label_fraction, cell.repeat, recipe
 
     def choose_recipe(self, dataset: str, method: str) -> str:
         """The recipe of ``method`` on ``dataset``: the only one, or the best on the validation split.
@@ -372,13 +399,16 @@ class GridRunner:
         stamp = run.root / "seconds.txt"
         seconds = float(stamp.read_text()) if stamp.is_file() else float("nan")
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "test"}, **keys)
+        self.record_timing("evaluate_test", wf.seconds, *self._where(cell, recipe))
         test = _metric(wf)
         n_labelled = len(wf.parser.get_parsed_content("train#labelled"))
         table = wf.parser.get_parsed_content("data#table")
         pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
         probe = knn = float("nan")
         if self.preset.readouts:
+            t0 = time.perf_counter()
             probe, knn = self._readouts(cell, pretrained, table, seed, run.labelled_rows)
+            self.record_timing("readouts", {"compute": time.perf_counter() - t0}, *self._where(cell, recipe))
         return {
             "dataset": cell.dataset, "snr": _snr(ds), "method": cell.method, "label_fraction": cell.label_fraction,
             "repeat": cell.repeat, "seed": seed, "pretrain_seed": seed if cell.method != "random" else math.nan,
@@ -398,6 +428,16 @@ class GridRunner:
             self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
         return frozen_readouts(self._features[key], table, read_labelled_rows(rows))
 
+    def simulate(self, dataset: str) -> None:
+        """Write ``dataset`` (particles, volumes, the bundle's cache) unless it exists; timed as ``simulate``."""
+        table = self.data_dir(dataset) / "particles.star"
+        if table.is_file() and Path(self.cache_path(dataset)).is_file():
+            return
+        ds = self._dataset(dataset)
+        t0 = time.perf_counter()
+        ensure_dataset(table, self.cache_path(dataset), True, self.progress, **_simulation(ds, self.preset.seed))
+        self.record_timing("simulate", {"compute": time.perf_counter() - t0}, dataset)
+
     # -- the grid -------------------------------------------------------------------------------
     def run(self, max_cells: int | None = None) -> pd.DataFrame:
         """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows.
@@ -411,6 +451,7 @@ class GridRunner:
         todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
         chosen: dict[tuple[str, str], str] = {}
         for i, cell in enumerate(todo[:max_cells]):
+            self.simulate(cell.dataset)
             if (cell.dataset, cell.method) not in chosen:
                 for method in self.preset.methods:  # all of this dataset's selections first
                     chosen[(cell.dataset, method)] = self.choose_recipe(cell.dataset, method)
@@ -452,5 +493,8 @@ def run_grid(
     results = runner.run(max_cells)
     n_cells = sum(1 for _ in grid_cells(preset))
     if report and len(results) >= n_cells:
+        t0 = time.perf_counter()
         write_grid_report(runner)
+        runner.record_timing("report", {"compute": time.perf_counter() - t0})
+        _write_text(runner.out / "timing.md", timing_table(runner.timings()))
     return results

@@ -11,11 +11,42 @@ Shapes: ``B`` local batch, ``W`` world size, ``N = W·B`` global batch.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["batch_shuffle", "batch_unshuffle", "concat_all_gather", "ema_update", "is_distributed", "rank_world"]
+__all__ = ["batch_shuffle", "batch_unshuffle", "concat_all_gather", "ema_update", "full_precision", "is_distributed",
+           "rank_world"]
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def full_precision(loss: _F) -> _F:
+    """``loss`` run in float32 even inside ``torch.autocast`` (the bundle's ``amp``).
+
+    Floating-point tensor arguments are cast to float32 and autocast is switched off on their
+    device while ``loss`` runs, so logits divided by a small temperature, softmaxes and covariance
+    terms keep float32 precision (bf16 has 8 bits of mantissa: a cosine logit of 1/0.2 = 5 would
+    be off by up to 0.02). The encoder and heads before it still run in bf16. Gradients flow
+    through the casts.
+    """
+
+    @functools.wraps(loss)
+    def wrapper(*args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        device = tensors[0].device.type if tensors else "cpu"
+
+        def cast(a):
+            return a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+
+        with torch.autocast(device, enabled=False):
+            return loss(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 def is_distributed() -> bool:

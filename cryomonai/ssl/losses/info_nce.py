@@ -17,11 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cryomonai.ssl.functional import concat_all_gather, rank_world
+from cryomonai.ssl.functional import concat_all_gather, full_precision, rank_world
 
 __all__ = ["info_nce"]
 
 
+@full_precision
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None = None, temperature: float = 0.2
 ) -> torch.Tensor:

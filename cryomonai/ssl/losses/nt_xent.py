@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cryomonai.ssl.functional import concat_all_gather, rank_world
+from cryomonai.ssl.functional import concat_all_gather, full_precision, rank_world
 
 __all__ = ["nt_xent"]
 
 
+@full_precision
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """NT-Xent, the normalised-temperature cross entropy of SimCLR (Chen et al. 2020), 2N-way.
 

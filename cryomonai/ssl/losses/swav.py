@@ -21,12 +21,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cryomonai.ssl.functional import is_distributed, rank_world
+from cryomonai.ssl.functional import full_precision, is_distributed, rank_world
 
 __all__ = ["sinkhorn", "swapped_prediction"]
 
 
 @torch.no_grad()
+@full_precision
 def sinkhorn(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch.Tensor:
     """Sinkhorn-Knopp equipartition codes of SwAV (Caron et al. 2020): ``(B, K) → (B, K)``.
 
@@ -60,6 +61,7 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch
     return (q * n_global).T  # (B, K), rows sum to 1
 
 
+@full_precision
 def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SwAV's swapped prediction: the cross entropy of each view's codes under every other view's softmax.
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cryomonai.ssl.functional import concat_all_gather
+from cryomonai.ssl.functional import concat_all_gather, full_precision
 
 __all__ = ["vicreg_terms"]
 
 
+@full_precision
 def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, ...]:
     """The three VICReg terms ``(inv, var, cov)`` for embeddings ``(B, E)`` of two views (B ≥ 2 globally).
 
