@@ -23,6 +23,8 @@ def _geometry_cases() -> list[tuple[str, dict]]:
     cases = [("defaults", dict(DEFAULTS))]
     for preset in sorted(GRID.glob("*.json")):
         for ds in json.loads(preset.read_text())["datasets"]:
+            if "table" in ds:  # a user's particles, not simulated
+                continue
             cases.append((f"{preset.stem}:{ds['name']}", {**DEFAULTS, **ds}))
     return cases
 

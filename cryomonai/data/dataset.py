@@ -29,6 +29,7 @@ import torch
 from monai.data import Dataset, MetaTensor
 from tqdm.auto import tqdm
 
+from cryomonai.data.extract import fourier_resize
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_path, atomic_write
 from cryomonai.io.mrc import check_volume, read_mrc, read_mrc_header
@@ -133,18 +134,26 @@ def _fingerprint(table: ParticleTable, dtype: np.dtype) -> dict[str, Any]:
     }
 
 
+#: fingerprint keys of the working size (None: as cached)
+_WORKING = ("working_box", "working_voxel_size")
+
+
 def _sidecar(cache_path: Path) -> Path:
     return cache_path.with_name(cache_path.name + ".json")
 
 
 def _cache_is_fresh(cache_path: Path, fingerprint: dict[str, Any]) -> bool:
-    """True if the sidecar matches ``fingerprint`` and the stack has the recorded shape."""
+    """True if the sidecar matches ``fingerprint`` and the stack has the recorded shape.
+
+    A working size left at None (``working_box``, ``working_voxel_size``) accepts the cached one: a
+    dataset opened by a run that does not ask for a size uses the cache as it was built.
+    """
     try:
         saved = json.loads(_sidecar(cache_path).read_text())
         stack = np.load(cache_path, mmap_mode="r")
     except (OSError, ValueError):
         return False
-    same = all(saved.get(k) == v for k, v in fingerprint.items())
+    same = all(saved.get(k) == v for k, v in fingerprint.items() if not (k in _WORKING and v is None))
     return same and list(stack.shape) == saved.get("shape") and stack.dtype.name == fingerprint["dtype"]
 
 
@@ -154,8 +163,17 @@ def build_volume_cache(
     dtype: np.dtype | type = np.float16,
     box: int | None = None,
     progress: bool = True,
+    working_box: int | None = None,
+    working_voxel_size: float | None = None,
 ) -> Path:
     """Read every subtomogram of ``table`` once into one ``.npy`` stack (n, D, H, W).
+
+    With ``working_box`` and/or ``working_voxel_size`` the volumes are brought to that size once,
+    here, on the way into the cache: Fourier-cropped (band-limited binning) or Fourier-padded from
+    the input voxel size to the working one (:func:`~cryomonai.data.extract.fourier_resize`: the
+    box centre stays the centre), then centre-cropped or padded with the volume's mean to
+    ``working_box``. E.g. 32³ at 10 Å → 16³ at 20 Å. The sidecar records the input and working
+    sizes.
 
     Row ``i`` of the stack is row ``i`` of ``table.df``. Next to it, ``<cache>.json`` records the
     table file (path, mtime, size), a digest of every volume file's (path, mtime, size), the
@@ -167,8 +185,10 @@ def build_volume_cache(
         table: a particle table or the path of one.
         cache_path: the ``.npy`` file to write (its folder is created).
         dtype: stored dtype, ``np.float16`` (default, half the size) or ``np.float32``.
-        box: required edge length in voxels (None: any, but all equal).
+        box: required edge length in voxels of the input files (None: any, but all equal).
         progress: show a tqdm progress bar.
+        working_box: edge of the cached volumes (None: the input's, or as already cached).
+        working_voxel_size: voxel size of the cached volumes, Å (None: the input's, or as already cached).
 
     Returns:
         ``cache_path``.
@@ -180,24 +200,48 @@ def build_volume_cache(
     table, cache_path, dtype = _as_table(table), Path(cache_path), np.dtype(dtype)
     if dtype not in (np.dtype(np.float16), np.dtype(np.float32)):
         raise ValueError(f"the volume cache stores float16 or float32, got {dtype}")
-    fingerprint = _fingerprint(table, dtype)
+    for name, value in (("working_box", working_box), ("working_voxel_size", working_voxel_size)):
+        if value is not None and not float(value) > 0:
+            raise CryoDataError(name, f"is {value}", "give a positive size (voxels / Å), or leave it unset")
+    fingerprint = {**_fingerprint(table, dtype), "working_box": working_box, "working_voxel_size": working_voxel_size}
     if _cache_is_fresh(cache_path, fingerprint):
         return cache_path
     shape = validate_volumes(list(table.df["path"]), box)  # cheap header pass before the long one
+    in_voxel = float(read_mrc_header(table.df["path"].iloc[0]).voxel_size[2])
+    resampled = shape[0] if working_voxel_size is None else max(2, round(shape[0] * in_voxel / float(working_voxel_size)))
+    edge = int(working_box or resampled)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         _sidecar(cache_path).unlink()
     with atomic_path(cache_path) as tmp:
-        voxel = _fill_stack(tmp, list(table.df["path"]), shape, dtype, progress)
-    record = {**fingerprint, "shape": [len(table), *shape], "voxel_size": voxel}
+        voxel = _fill_stack(tmp, list(table.df["path"]), shape, dtype, progress, resampled, edge)
+    voxel = voxel * shape[0] / resampled
+    record = {**fingerprint, "shape": [len(table), edge, edge, edge], "voxel_size": voxel,
+              "input_shape": list(shape), "input_voxel_size": in_voxel}
     with atomic_write(_sidecar(cache_path), "w") as f:
         json.dump(record, f, indent=1)
     return cache_path
 
 
-def _fill_stack(target: Path, paths: list[str], shape: tuple[int, ...], dtype: np.dtype, progress: bool) -> float:
-    """Read ``paths`` into a new ``.npy`` stack (n, *shape) at ``target``; return the voxel size (Å)."""
-    stack = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=(len(paths), *shape))
+def _to_box(volume: np.ndarray, resampled: int, edge: int) -> np.ndarray:
+    """``volume`` Fourier-resized to ``resampled``³, then centre-cropped or mean-padded to ``edge``³."""
+    if volume.shape[0] != resampled:
+        volume = fourier_resize(volume, (resampled,) * 3)
+    if resampled > edge:
+        lo = resampled // 2 - edge // 2  # voxel n // 2 stays the centre
+        volume = volume[lo:lo + edge, lo:lo + edge, lo:lo + edge]
+    elif resampled < edge:
+        lo = edge // 2 - resampled // 2
+        volume = np.pad(volume, [(lo, edge - resampled - lo)] * 3, constant_values=float(volume.mean()))
+    return np.ascontiguousarray(volume, dtype=np.float32)
+
+
+def _fill_stack(target: Path, paths: list[str], shape: tuple[int, ...], dtype: np.dtype, progress: bool,
+                resampled: int | None = None, edge: int | None = None) -> float:
+    """Read ``paths`` into a new ``.npy`` stack (n, edge³) at ``target``, each volume brought to the
+    working size (:func:`_to_box`); return the input voxel size (Å)."""
+    resampled, edge = resampled or shape[0], edge or shape[0]
+    stack = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=(len(paths), edge, edge, edge))
     first_voxel = None
     for i, path in enumerate(tqdm(paths, desc="caching volumes", disable=not progress)):
         volume, voxel = read_mrc(path)  # float32, finite
@@ -208,7 +252,7 @@ def _fill_stack(target: Path, paths: list[str], shape: tuple[int, ...], dtype: n
         if not np.isclose(voxel, first_voxel, rtol=0.01):
             raise CryoDataError(path, f"voxel size {voxel:g} Å differs from {first_voxel:g} Å of {paths[0]}",
                                 "rescale the subtomograms to one voxel size")
-        stack[i] = volume
+        stack[i] = _to_box(volume, resampled, edge)
     stack.flush()
     del stack  # close the mapping before the rename
     return float(first_voxel)  # type: ignore[arg-type]

@@ -97,12 +97,14 @@ def method_label(method: str) -> str:
 
 
 def dataset_title(results: pd.DataFrame, dataset: str) -> str:
-    """``"SNR ∞ (snr_inf)"`` (the name in Markdown backticks) when the results have an ``snr`` column, else the
-    dataset name."""
+    """``"SNR ∞ (snr_inf)"`` (the name in Markdown backticks) when the results have an ``snr`` column (the
+    name alone for a user's table, SNR NaN), else the dataset name."""
     if "snr" not in results.columns:
         return dataset
     snr = float(results.loc[results["dataset"] == dataset, "snr"].iloc[0])
-    value = "∞" if math.isinf(snr) else ("?" if math.isnan(snr) else f"{snr:g}")
+    if math.isnan(snr):  # a user's table: no simulated SNR
+        return f"`{dataset}`"
+    value = "∞" if math.isinf(snr) else f"{snr:g}"
     return f"SNR {value} (`{dataset}`)"
 
 

@@ -27,9 +27,18 @@ Each finished cell appends one row to ``results.csv`` (rewritten atomically), an
 the rows already there: the grid resumes. A pretraining or fine-tuning run killed half-way
 resumes from its last epoch checkpoint (the bundle's ``--resume``).
 
+A dataset entry either simulates (``{"name", "snr", "n_per_class", "box", ...}``) or names an
+existing particle table (``{"name", "table": "path/to/particles.star"}``, STAR or CSV, a path relative
+to the preset file; the paper's Table 2 case): the table and its subtomograms are read in place, never
+copied or modified. A table without a ``split`` column gets a stratified split (``split_fractions``,
+default 60/20/20, seeded by the preset's seed) saved as ``data/<dataset>/particles.star`` (the user's
+rows and columns plus ``split``; volume paths absolute) and reused on resume. ``working_box`` and
+``working_voxel_size`` bring volumes of another size to the working one, once, into the cache.
+
 Layout of ``out_dir``::
 
-    data/<dataset>/                      simulated subtomograms + particles.star
+    data/<dataset>/                      simulated subtomograms + particles.star (a user's table: only the
+                                         split it lacked, as particles.star, and the cache; see below)
     pretrain/<dataset>/<method>/s<seed>/ models/pretrain.pt, eval/ (TensorBoard)
     cells/<dataset>/<method>/<recipe>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked
@@ -44,6 +53,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,11 +63,13 @@ import numpy as np
 import pandas as pd
 
 from cryomonai.data.labelled import read_labelled_rows
+from cryomonai.data.splits import stratified_split
 from cryomonai.engines.checkpoints import latest_checkpoint
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.experiment.report_grid import write_grid_report
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 from cryomonai.evaluation.stats import timing_table
 from cryomonai.layout import RunLayout
 from cryomonai.pipeline import bundle_dir, run_bundle
@@ -75,7 +87,9 @@ RESULT_COLUMNS = [
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
-#: the columns of ``timings.csv``: one row per step the grid ran (phases: simulate, pretrain, finetune,
+#: the keys of a dataset entry that names a particle table (the others simulate)
+TABLE_KEYS = {"name", "table", "split_fractions", "working_box", "working_voxel_size"}
+#: the columns of ``timings.csv``: one row per step the grid ran (phases: data, pretrain, finetune,
 #: evaluate_val, evaluate_test, readouts, report); ``setup`` is a bundle run's time outside its engine
 TIMING_COLUMNS = ["phase", "dataset", "method", "label_fraction", "repeat", "recipe", "setup_seconds", "compute_seconds"]
 #: the recipe name of a preset without a ``recipes`` search space (its ``finetune`` overrides alone)
@@ -88,9 +102,12 @@ class GridPreset:
 
     Attributes:
         name: preset name.
-        datasets: one dict per dataset: ``name``, ``snr`` (number or ``"inf"``) and any other
-            :func:`~cryomonai.simulate.dataset.simulate_dataset` argument (``n_per_class``, ``box``,
-            ``binning``, ``max_shift``, ``n_neighbours``, ``seed``, ``classes``).
+        datasets: one dict per dataset, either simulated — ``name``, ``snr`` (number or ``"inf"``) and
+            any other :func:`~cryomonai.simulate.dataset.simulate_dataset` argument (``n_per_class``,
+            ``box``, ``binning``, ``max_shift``, ``n_neighbours``, ``seed``, ``classes``) — or a
+            user's labelled particles: ``name``, ``table`` (STAR/CSV path) and optionally
+            ``split_fractions`` ([train, val, test], for a table without a split column),
+            ``working_box`` and ``working_voxel_size`` (Å).
         methods: ``"random"`` (random init, the baseline) and SSL method names (bundle overlays).
         label_fractions: fractions of the training labels (the paper: 0.25, 0.5, 0.75, 1.0).
         repeats: repeats per cell (the paper: 5), seeds ``seed + repeat``.
@@ -133,6 +150,8 @@ class GridPreset:
         names = [d.get("name") for d in self.datasets]
         if None in names or len(set(names)) != len(names):
             raise CryoDataError(where, f"dataset names {names} are missing or repeated", "give every dataset a unique 'name'")
+        for ds in self.datasets:
+            _check_dataset_entry(ds, where)
         bad = [f for f in self.label_fractions if not 0 < float(f) <= 1]
         if bad:
             raise CryoDataError(where, f"label fractions {bad} are outside (0, 1]", "use e.g. [0.25, 0.5, 0.75, 1.0]")
@@ -170,15 +189,30 @@ class GridCell:
         return f"cells/{self.dataset}/{self.method}/{recipe}/f{round(self.label_fraction * 100):03d}_r{self.repeat}"
 
 
+def _check_dataset_entry(ds: dict[str, Any], where: str) -> None:
+    """A table entry has a table and no simulation keys (one-line errors naming the entry)."""
+    if "table" not in ds:
+        return
+    entry = f"{where}, dataset {ds['name']!r}"
+    extra = sorted(set(ds) - TABLE_KEYS)
+    if extra:
+        raise CryoDataError(entry, f"names a table and also simulation keys {extra}",
+                            f"remove {extra} (a table is read as it is), or remove 'table' to simulate")
+    if not ds["table"]:
+        raise CryoDataError(entry, "has no table", "give --dataset_table PATH (or 'table' in the preset)")
+
+
 def preset_dir() -> Path:
     """The bundle's folder of grid presets (``configs/grid``)."""
     return bundle_dir() / "configs" / "grid"
 
 
-def load_preset(preset: str | os.PathLike, **overrides: Any) -> GridPreset:
-    """A preset by name (``"cpu"``, ``"paper"``: ``configs/grid/<name>.json``) or JSON path.
+def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | None = None, **overrides: Any) -> GridPreset:
+    """A preset by name (``"cpu"``, ``"paper"``, ``"real"``: ``configs/grid/<name>.json``) or JSON path.
 
-    ``overrides`` replace top-level keys (e.g. ``repeats=1``).
+    ``overrides`` replace top-level keys (e.g. ``repeats=1``). ``dataset_table`` (a path relative to
+    the working directory) becomes the ``table`` of the preset's one table dataset (e.g. the
+    ``real`` preset's). A ``table`` written in the preset is relative to the preset file.
     """
     path = Path(preset)
     if not path.suffix:
@@ -196,6 +230,17 @@ def load_preset(preset: str | os.PathLike, **overrides: Any) -> GridPreset:
     if unknown:
         raise CryoDataError(path, f"unknown preset keys {sorted(unknown)}", f"use {sorted(GridPreset.__dataclass_fields__)}")
     spec.pop("description", None)
+    datasets = [dict(d) for d in spec.get("datasets", [])]
+    for ds in datasets:
+        if ds.get("table"):
+            ds["table"] = str((path.parent / Path(ds["table"]).expanduser()).resolve())
+    if dataset_table is not None:
+        tables = [ds for ds in datasets if "table" in ds]
+        if len(tables) != 1:
+            raise CryoDataError(path, f"--dataset_table needs a preset with one table dataset, it has {len(tables)}",
+                                "use --preset real, or a preset with one dataset entry that has 'table'")
+        tables[0]["table"] = str(Path(dataset_table).expanduser().resolve())
+    spec["datasets"] = datasets
     return GridPreset(**spec)
 
 
@@ -210,7 +255,8 @@ def grid_cells(preset: GridPreset) -> Iterator[GridCell]:
 
 
 def _snr(ds: dict[str, Any]) -> float:
-    return float(ds.get("snr", math.inf))
+    """The dataset's SNR: inf by default for a simulation, unknown (NaN) for a user's table."""
+    return float(ds.get("snr", math.nan if "table" in ds else math.inf))
 
 
 def _simulation(ds: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -240,6 +286,9 @@ class GridRunner:
         self.timings_path = self.out / "timings.csv"
         self._features: dict[tuple[str, str, int], np.ndarray] = {}
         self._pretrain_seconds: dict[tuple[str, str, int], float] = {}
+        self._prepared: set[str] = set()
+        self._table_paths: dict[str, Path] = {}
+        self._warned: set[str] = set()
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _table(self, path: Path, columns: list[str]) -> pd.DataFrame:
@@ -283,8 +332,19 @@ class GridRunner:
             df.to_csv(fh, index=False)
 
     def data_dir(self, dataset: str) -> Path:
-        """The folder of ``dataset``'s particles.star and the bundle's volume cache."""
+        """The folder of ``dataset``'s particles.star (simulated, or a split made for a user's table) and cache."""
         return self.out / "data" / dataset
+
+    def table_path(self, dataset: str) -> Path:
+        """The particle table the bundle runs of ``dataset`` read: the user's own if it has a split, else
+        the split copy in :meth:`data_dir` (and for a simulation, the simulated one there)."""
+        if dataset not in self._table_paths:
+            ds = self._dataset(dataset)
+            if "table" in ds and Path(ds["table"]).is_file() and _has_split(Path(ds["table"])):
+                self._table_paths[dataset] = Path(ds["table"])
+            else:
+                self._table_paths[dataset] = self.data_dir(dataset) / "particles.star"
+        return self._table_paths[dataset]
 
     def cache_path(self, dataset: str) -> str:
         """The bundle's float16 volume cache of ``dataset`` (``cache_path`` of ``common.json``)."""
@@ -296,9 +356,14 @@ class GridRunner:
 
     def _common(self, ds: dict[str, Any], seed: int) -> dict[str, Any]:
         data = self.data_dir(ds["name"])
+        if "table" in ds:
+            where = dict(dataset_table=str(self.table_path(ds["name"])), simulate=False, simulation={},
+                         working_box=ds.get("working_box"), working_voxel_size=ds.get("working_voxel_size"))
+        else:
+            where = dict(simulation=_simulation(ds, self.preset.seed))
         return dict(
-            dataset_dir=str(data), cache_path=self.cache_path(ds["name"]), simulation=_simulation(ds, self.preset.seed), seed=seed,
-            progress=self.progress, **copy.deepcopy(self.preset.common),
+            dataset_dir=str(data), cache_path=self.cache_path(ds["name"]), seed=seed, progress=self.progress,
+            **where, **copy.deepcopy(self.preset.common),
         )
 
     def _dataset(self, name: str) -> dict[str, Any]:
@@ -428,15 +493,83 @@ class GridRunner:
             self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
         return frozen_readouts(self._features[key], table, read_labelled_rows(rows))
 
-    def simulate(self, dataset: str) -> None:
-        """Write ``dataset`` (particles, volumes, the bundle's cache) unless it exists; timed as ``simulate``."""
-        table = self.data_dir(dataset) / "particles.star"
-        if table.is_file() and Path(self.cache_path(dataset)).is_file():
-            return
+    def prepare_data(self, dataset: str) -> None:
+        """Simulate ``dataset``, or check a user's table and split it if it has no split; then build the
+        volume cache (at the working size). Done once (timed as ``data``); later calls only check."""
         ds = self._dataset(dataset)
+        if "table" in ds:
+            self._check_fractions(dataset, self._split_table(ds))
+        table = self.table_path(dataset)
+        if table.is_file() and Path(self.cache_path(dataset)).is_file() and dataset in self._prepared:
+            return
         t0 = time.perf_counter()
-        ensure_dataset(table, self.cache_path(dataset), True, self.progress, **_simulation(ds, self.preset.seed))
-        self.record_timing("simulate", {"compute": time.perf_counter() - t0}, dataset)
+        if "table" in ds:
+            working = {"working_box": ds.get("working_box"), "working_voxel_size": ds.get("working_voxel_size")}
+            try:
+                ensure_dataset(table, self.cache_path(dataset), False, self.progress, **working)
+            except CryoDataError as err:
+                raise CryoDataError(f"grid dataset {dataset!r}", f"{err.where}: {err.problem}", err.fix) from None
+        else:
+            ensure_dataset(table, self.cache_path(dataset), True, self.progress, **_simulation(ds, self.preset.seed))
+        if not (dataset in self._prepared or self._timed_data(dataset)):
+            self.record_timing("data", {"compute": time.perf_counter() - t0}, dataset)
+        self._prepared.add(dataset)
+
+    def _timed_data(self, dataset: str) -> bool:
+        t = self.timings()
+        return bool(((t["phase"] == "data") & (t["dataset"] == dataset)).any())
+
+    def _split_table(self, ds: dict[str, Any]) -> ParticleTable:
+        """The user's table, checked; if it has no split column, the stratified split made (once) into data_dir."""
+        name, source = ds["name"], Path(ds["table"])
+        entry = f"grid dataset {name!r} ({source})"
+        if not source.is_file():
+            raise CryoDataError(entry, "table not found", "fix the path ('table' in the preset or --dataset_table)")
+        try:
+            table = read_particle_table(source, require_labels=True)
+        except CryoDataError as err:
+            raise CryoDataError(f"grid dataset {name!r}", f"{err.where}: {err.problem}", err.fix) from None
+        if table.df["path"].isna().any():
+            raise CryoDataError(entry, "is a coordinate table (no subtomogram paths)",
+                                "extract the subtomograms first (cryomonai extract) and point at its table")
+        splits = table.df["split"]
+        if splits.notna().any():
+            if splits.isna().any():
+                raise CryoDataError(entry, f"{int(splits.isna().sum())} rows have no split",
+                                    "give every row a split (train/val/test), or drop the column to split here")
+            return table
+        target = self.data_dir(name) / "particles.star"
+        if target.is_file():
+            made = read_particle_table(target)
+            if len(made) != len(table) or list(made.df["path"]) != list(table.df["path"]):
+                raise CryoDataError(target, f"is the split of another table than {source}",
+                                    f"remove {self.data_dir(name)} to split the new table (or use a new --out)")
+            return made
+        fractions = ds.get("split_fractions", [0.6, 0.2, 0.2])
+        df = table.df.copy()
+        df["split"] = stratified_split(df["label"].to_numpy(), fractions, seed=self.preset.seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_particle_table(ParticleTable(df, list(table.class_names)), target)
+        return read_particle_table(target)
+
+    def _check_fractions(self, dataset: str, table: ParticleTable) -> None:
+        """Warn (once) about classes too small for a label fraction: they keep one example (more than the fraction)."""
+        if dataset in self._warned:
+            return
+        self._warned.add(dataset)
+        train = table.df[table.df["split"] == "train"]
+        counts = train["label"].value_counts()
+        for name in table.class_names:
+            n = int(counts.get(name, 0))
+            if n == 0:
+                warnings.warn(f"grid dataset {dataset!r}: class {name!r} has no labelled training particles; "
+                              "it is kept, but no arm can learn it", UserWarning, stacklevel=3)
+                continue
+            short = [f for f in self.preset.label_fractions if n * float(f) < 1]
+            if short:
+                warnings.warn(f"grid dataset {dataset!r}: class {name!r} has {n} labelled training particles; at "
+                              f"{', '.join(f'{100 * float(f):g} %' for f in short)} labels it keeps 1 (kept, more than "
+                              "the fraction)", UserWarning, stacklevel=3)
 
     # -- the grid -------------------------------------------------------------------------------
     def run(self, max_cells: int | None = None) -> pd.DataFrame:
@@ -451,7 +584,7 @@ class GridRunner:
         todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
         chosen: dict[tuple[str, str], str] = {}
         for i, cell in enumerate(todo[:max_cells]):
-            self.simulate(cell.dataset)
+            self.prepare_data(cell.dataset)
             if (cell.dataset, cell.method) not in chosen:
                 for method in self.preset.methods:  # all of this dataset's selections first
                     chosen[(cell.dataset, method)] = self.choose_recipe(cell.dataset, method)
@@ -459,6 +592,11 @@ class GridRunner:
             row = self.run_cell(cell, chosen[(cell.dataset, cell.method)])
             self._append(self.results_path, RESULT_COLUMNS, row)
         return self.results()
+
+
+def _has_split(path: Path) -> bool:
+    """Whether the particle table at ``path`` gives a split on some row (``split`` / ``cryoSplit``)."""
+    return bool(read_particle_table(path, check_files=False).df["split"].notna().any())
 
 
 def _metric(wf: Any) -> float:

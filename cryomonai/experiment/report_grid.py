@@ -57,13 +57,43 @@ def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray
     return np.array([it["index"] for it in items]), vols, labels[pick]
 
 
+def _data_section(runner: Any, datasets: list[str]) -> str:
+    """Markdown: per dataset its source, particles per split, classes, input and working volume size."""
+    lines = ["", "## Data", "", "| dataset | source | train / val / test | classes | input volumes | working volumes |",
+             "|---|---|---|---|---|---|"]
+    for name in datasets:
+        ds = next(d for d in runner.preset.datasets if d["name"] == name)
+        table = read_particle_table(runner.table_path(name), check_files=False)
+        counts = table.df["split"].value_counts()
+        split = " / ".join(str(int(counts.get(k, 0))) for k in ("train", "val", "test"))
+        if "table" in ds:
+            source = f"table `{ds['table']}`" + ("" if Path(runner.table_path(name)) == Path(ds["table"]) else
+                                                  f" (split made here: `{runner.table_path(name)}`)")
+        else:
+            source = "simulated: " + ", ".join(f"{k} {v}" for k, v in ds.items() if k != "name")
+        sidecar = Path(runner.cache_path(name) + ".json")
+        info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        shape = info.get("shape", [0, 0])
+        input_shape = info.get("input_shape", shape[1:])
+        input_voxel = info.get("input_voxel_size", info.get("voxel_size", float("nan")))
+
+        def size(edge: list | int, voxel: float) -> str:
+            return f"{edge[0] if isinstance(edge, list) and edge else edge}³ at {voxel:.3g} Å"
+
+        lines.append(f"| `{name}` | {source} | {split} | {len(table.class_names)}: {', '.join(table.class_names)} "
+                     f"| {size(input_shape, input_voxel)} | {size(shape[1:], info.get('voxel_size', float('nan')))} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_grid_report(runner: Any) -> dict[str, Path]:
     """Write the report of ``runner``'s grid into its ``out_dir``; returns the files by key."""
     preset, out = runner.preset, runner.out
     results = runner.results()
     dataset = order_datasets(results)[0]
-    table = read_particle_table(runner.data_dir(dataset) / "particles.star")
+    table = read_particle_table(runner.table_path(dataset))
     written = write_report(runner.results_path, out, list(table.class_names), recipes=preset.recipe_overrides())
+    with atomic_write(written["table"], "w") as fh:
+        fh.write(Path(written["table"]).read_text() + _data_section(runner, order_datasets(results)))
     best = _best_method(results, dataset)
     cache = runner.cache_path(dataset)
     if best is not None:

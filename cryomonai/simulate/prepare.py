@@ -22,7 +22,8 @@ __all__ = ["ensure_dataset"]
 
 
 def _prepare_dataset(
-    table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict
+    table: Path, cache_path: str | os.PathLike | None, simulate: bool, progress: bool, sim_kw: dict,
+    working: dict | None = None,
 ) -> None:
     """Simulate the dataset if ``table`` is missing (and allowed), then build the volume cache."""
     if not table.is_file():
@@ -38,7 +39,7 @@ def _prepare_dataset(
                                 "point --dataset_table at your table, or give a new --dataset_dir to simulate into")
         simulate_dataset(table.parent, progress=progress, **sim_kw)
     if cache_path is not None:
-        build_volume_cache(table, cache_path, progress=progress)
+        build_volume_cache(table, cache_path, progress=progress, **(working or {}))
 
 
 def ensure_dataset(
@@ -46,6 +47,8 @@ def ensure_dataset(
     cache_path: str | os.PathLike | None = None,
     simulate: bool = True,
     progress: bool = True,
+    working_box: int | None = None,
+    working_voxel_size: float | None = None,
     **simulate_kwargs: Any,
 ) -> Path:
     """The particle table ``table``, simulated first if it does not exist.
@@ -58,6 +61,9 @@ def ensure_dataset(
             :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
         simulate: simulate a missing table (else raise).
         progress: show progress bars.
+        working_box, working_voxel_size: the cache's volume size (voxels, Å): volumes of another
+            size are Fourier-resized and cropped/padded into the cache once (the bundle's
+            ``working_box`` / ``working_voxel_size``; None: as they are).
         simulate_kwargs: arguments of ``simulate_dataset`` (``n_per_class``, ``snr``, ``box``,
             ``classes``, ``seed``, ``workers`` …), used only when simulating.
 
@@ -71,7 +77,8 @@ def ensure_dataset(
     table = Path(table)
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        _prepare_dataset(table, cache_path, simulate, progress, simulate_kwargs)
+        working = {"working_box": working_box, "working_voxel_size": working_voxel_size}
+        _prepare_dataset(table, cache_path, simulate, progress, simulate_kwargs, working)
     if distributed:
         dist.barrier()
     return table
