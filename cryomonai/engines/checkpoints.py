@@ -32,12 +32,14 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
+from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.lock import FolderLock
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -287,3 +289,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
             checkpoint = getattr(self, name)
             if checkpoint is not None:
                 checkpoint.save_handler = _AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)
+        self.lock = FolderLock(save_dir)
+
+    def attach(self, engine: Engine) -> None:
+        """Take the checkpoint folder's lock (:class:`~cryomonai.io.lock.FolderLock`: a second run
+        writing there fails at once, naming this run's pid), then attach MONAI's saver; the lock is
+        given back when the run completes (after the final checkpoint) or the process ends."""
+        self.lock.acquire()
+        super().attach(engine)
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.lock.release())

@@ -69,6 +69,7 @@ from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.experiment.report_grid import write_grid_report
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.lock import FolderLock
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 from cryomonai.evaluation.stats import timing_table
 from cryomonai.layout import RunLayout
@@ -628,11 +629,12 @@ def run_grid(
     if not isinstance(preset, GridPreset):
         preset = load_preset(preset, **overrides)
     runner = GridRunner(preset, out_dir, progress)
-    results = runner.run(max_cells)
-    n_cells = sum(1 for _ in grid_cells(preset))
-    if report and len(results) >= n_cells:
-        t0 = time.perf_counter()
-        write_grid_report(runner)
-        runner.record_timing("report", {"compute": time.perf_counter() - t0})
-        _write_text(runner.out / "timing.md", timing_table(runner.timings()))
+    with FolderLock(runner.out):  # one grid per folder: a second one fails at once, naming this one's pid
+        results = runner.run(max_cells)
+        n_cells = sum(1 for _ in grid_cells(preset))
+        if report and len(results) >= n_cells:
+            t0 = time.perf_counter()
+            write_grid_report(runner)
+            runner.record_timing("report", {"compute": time.perf_counter() - t0})
+            _write_text(runner.out / "timing.md", timing_table(runner.timings()))
     return results

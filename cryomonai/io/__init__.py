@@ -1,4 +1,4 @@
-"""File I/O: MRC volumes, particle tables (STAR/CSV), prediction tables and atomic writes.
+"""File I/O: MRC volumes, particle tables (STAR/CSV), prediction tables, atomic writes, folder locks.
 
 Importing it does not import MONAI: ``cryomonai.io.MrcReader`` (a MONAI ``ImageReader``) is built
 on first use (:mod:`cryomonai.io.mrc`), when a config names it::
@@ -12,11 +12,13 @@ from typing import Any
 
 from cryomonai.io import mrc
 from cryomonai.io.atomic import atomic_path, atomic_write
+from cryomonai.io.lock import FolderLock
 from cryomonai.io.mrc import MrcInfo, check_volume, read_mrc, read_mrc_header, write_mrc
 from cryomonai.io.predictions import prediction_columns, write_star_and_csv
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 
 __all__ = [
+    "FolderLock",
     "MrcInfo",
     "MrcReader",
     "ParticleTable",
