@@ -23,6 +23,7 @@ This module adds what a cryo-ET workflow needs on top:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -257,8 +258,11 @@ class _AtomicDiskSaver(DiskSaver):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         name = self.filename or filename
         if idist.get_rank() == self.save_on_rank:
-            with atomic_write(self.dirname / name) as f:
-                torch.save(checkpoint, f, **self.kwargs)
+            buffer = io.BytesIO()  # serialised first: a full disk's error can say how much the file needs
+            torch.save(checkpoint, buffer, **self.kwargs)
+            data = buffer.getbuffer()
+            with atomic_write(self.dirname / name, size=data.nbytes) as f:
+                f.write(data)
             for old in self._stale:
                 if old != name:
                     (self.dirname / old).unlink(missing_ok=True)

@@ -329,8 +329,9 @@ class GridRunner:
 
     def _append(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
         df = pd.concat([self._table(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True)
-        with atomic_write(path, "w") as fh:
-            df.to_csv(fh, index=False)
+        text = df.to_csv(index=False)
+        with atomic_write(path, "w", size=len(text.encode())) as fh:
+            fh.write(text)
 
     def data_dir(self, dataset: str) -> Path:
         """The folder of ``dataset``'s particles.star (simulated, or a split made for a user's table) and cache."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,10 @@ from typing import IO, Any
 from cryomonai.errors import CryoDataError
 
 __all__ = ["atomic_path", "atomic_write"]
+
+
+#: errors of a write that ran out of room: a full disk, a quota, a file-size limit (``ulimit -f``)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _temp_name(path: Path) -> Path:
@@ -54,8 +59,29 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _full_disk_error(path: Path, tmp: Path, err: OSError, size: int | None) -> CryoDataError:
+    """The one-line error of a write that ran out of space: the file, what it needed, what was free."""
+    written = tmp.stat().st_size if tmp.exists() else 0
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if size is not None:
+        need = f"it needs {_megabytes(size)}"
+    else:
+        need = f"it needs more than the {_megabytes(written)} written"
+    where = f", {_megabytes(free)} free there" if free is not None else ""
+    limit = " (a file-size limit: ulimit -f)" if err.errno == errno.EFBIG else ""
+    return CryoDataError(path, f"ran out of space while writing{limit}: {need}{where}; the previous file is kept",
+                         f"free at least {_megabytes(max(size or written, 1) * 1.1)} on that disk (or write elsewhere) and rerun")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it atomically becomes ``path``.
 
     For libraries that insist on a file *name* rather than a file object (``mrcfile.new``,
@@ -65,13 +91,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Args:
         path: the final file. Its parent directory must exist.
+        size: the bytes the file will take, if known: a full disk's error then says how much is needed.
 
     Yields:
         the temporary path to write to.
 
     Raises:
         CryoDataError: naming ``path``, when the file system refuses the write (no such folder,
-            a file where a folder should be, no permission, a full disk).
+            a file where a folder should be, no permission); for a full disk, a quota or a
+            file-size limit (``ENOSPC``, ``EDQUOT``, ``EFBIG``) it also says how much space the file
+            needed and how much was free. The previous file is untouched either way.
     """
     path = Path(path)
     tmp = _temp_name(path)
@@ -83,8 +112,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as err:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk names no file
-        if not full and str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours
+        if err.errno in _FULL:  # a full disk names no file
+            raise _full_disk_error(path, tmp, err, size) from err
+        if str(err.filename) not in (str(tmp), str(path)):  # not about this file: not ours
             raise
         raise CryoDataError(path, f"cannot write the file ({err.strerror or err})",
                             "write to an existing folder you may write to, with free disk space") from err
@@ -95,7 +125,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, newline: str | None = None
+    path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, newline: str | None = None,
+    size: int | None = None,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file for writing; on success it atomically replaces ``path``.
 
@@ -104,6 +135,7 @@ def atomic_write(
         mode: ``"wb"`` (bytes) or ``"w"``/``"wt"`` (text, UTF-8 unless ``encoding`` says otherwise).
         encoding: text encoding (text mode only).
         newline: as for :func:`open` (use ``""`` for CSV written by :mod:`csv` or pandas).
+        size: the bytes to be written, if known (for a full disk's error message).
 
     Yields:
         the open file object. It is flushed, ``fsync``-ed and closed before the rename.
@@ -115,7 +147,7 @@ def atomic_write(
         raise ValueError(f"atomic_write supports modes 'w', 'wt' and 'wb', got {mode!r}")
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size) as tmp:
         # "x": the uuid name is fresh, so exclusive creation only guards against a collision
         with open(tmp, mode.replace("w", "x"), encoding=encoding, newline=newline) as f:
             yield f

@@ -220,7 +220,7 @@ def write_mrc(
         raise CryoDataError(path, f"values up to {peak:.3g} overflow {dtype.name}", "write float32 or normalise")
     data = np.ascontiguousarray(source, dtype=dtype)
     voxel = (float(voxel_size),) * 3 if np.isscalar(voxel_size) else tuple(float(v) for v in voxel_size)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=1024 + data.nbytes) as tmp:  # header + data
         with mrcfile.new(tmp) as mrc:
             mrc.set_data(data)
             mrc.voxel_size = voxel[::-1]  # mrcfile takes (x, y, z)

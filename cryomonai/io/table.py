@@ -193,7 +193,7 @@ def write_particle_table(
         text = _csv_frame(df, rel, names).to_csv(index=False)
     else:
         raise CryoDataError(path, f"unknown table format {path.suffix!r}", "write to a .star or .csv file")
-    with atomic_write(path, "w", newline="") as f:
+    with atomic_write(path, "w", newline="", size=len(text.encode())) as f:
         f.write(text)
     return path
 
