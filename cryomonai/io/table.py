@@ -201,8 +201,28 @@ def write_particle_table(
 # ----------------------------------------------------------------------------- reading
 
 
+def _check_star_quotes(path: Path) -> None:
+    """Reject a value with a quote *inside* it (``"say "hi""``, ``"Hsp90's"``): STAR readers split such
+    values differently, and :mod:`starfile` would silently misread it. An apostrophe inside an
+    unquoted value (``John's``) is fine."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    except OSError:
+        return  # the parser reports it
+    for number, line in enumerate(lines, start=1):
+        if line.lstrip().startswith(("#", "_", "data_", "loop_")):
+            continue
+        for token in line.split():
+            inner = token[1:-1]
+            if '"' in inner or (token[0] in "'\"" and "'" in inner):
+                raise CryoDataError(f"{path}, line {number}",
+                                    f"value {token!r} has a quote inside it (STAR readers split such values differently)",
+                                    "rename it without quote characters, or use a CSV table")
+
+
 def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """STAR → (DataFrame with ``path``, ``label`` names and other columns, class names)."""
+    _check_star_quotes(path)
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=_STRING_COLUMNS)
     except Exception as err:  # starfile raises many kinds of errors for a malformed file
