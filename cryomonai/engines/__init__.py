@@ -7,6 +7,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 * :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`, :class:`SSLPrepareBatch`;
 * :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
   :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
+* :mod:`~cryomonai.engines.distributed` — :func:`release_ddp` (DDP freed before its process group);
 * :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
   view made on the training device, the bundle's ``augment_on_device``);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
@@ -26,6 +27,7 @@ from cryomonai.engines.checkpoints import (
     read_run_info,
     resume_handlers,
 )
+from cryomonai.engines.distributed import release_ddp
 from cryomonai.engines.finetune import SupervisedPrepareBatch
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import (
@@ -54,6 +56,7 @@ __all__ = [
     "SupervisedPrepareBatch",
     "TrackMeta",
     "native_bf16",
+    "release_ddp",
     "ViewSlicesHandler",
     "central_slices",
     "latest_checkpoint",
