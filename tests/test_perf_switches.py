@@ -300,3 +300,7 @@ def test_native_bf16_follows_the_processor(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert native_bf16("cpu") is expected and native_bf16(torch.device("cpu")) is expected
     assert native_bf16("meta") is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below bf16: float32
+    assert native_bf16("cpu") is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert native_bf16("cpu") is True

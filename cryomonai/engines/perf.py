@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,8 +56,9 @@ def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` runs bfloat16 natively, so that bf16 autocast (the bundle's ``amp``) is faster.
 
     CUDA: compute capability ≥ 8.0 (Ampere and newer). CPU: AVX512-BF16 or AMX tiles (Intel Cooper
-    Lake / Sapphire Rapids and newer, AMD Zen 4 and newer), as PyTorch's own dispatch sees them — on
-    a CPU without them oneDNN emulates bf16 and autocast would be slower than float32. On a 2-core
+    Lake / Sapphire Rapids and newer, AMD Zen 4 and newer), as PyTorch's own dispatch sees them, and
+    not capped below them by ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX2``, how a run imitates an older
+    processor) — without them oneDNN emulates bf16 and autocast would be slower than float32. On a 2-core
     Xeon with AMX a fine-tuning step of ``rb3d_bn`` at 16³ runs 1.5× faster under bf16 autocast
     (``tools/bench_amp.py``; the accuracy parity run is in ``docs/grid_cpu/``).
     """
@@ -66,6 +68,9 @@ def native_bf16(device: str | torch.device) -> bool:
         return not torch.cuda.is_available() or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and cap != "ALL" and not any(key in cap for key in ("BF16", "AMX")):
+        return False  # oneDNN told to stop below the bf16 instructions (e.g. AVX2): it would emulate bf16
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's ISA probes (private, stable since 2.2)
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
