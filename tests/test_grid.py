@@ -144,7 +144,7 @@ def test_tiny_grid_report(tiny_grid):
     timings = pd.read_csv(out / "timings.csv")
     counts = timings["phase"].value_counts()
     n_selection = len(pd.read_csv(out / "selection.csv"))
-    assert counts["simulate"] == 1 and counts["pretrain"] == 2 and counts["report"] == 1
+    assert counts["data"] == 1 and counts["pretrain"] == 2 and counts["report"] == 1
     assert counts["evaluate_test"] == counts["readouts"] == len(results) == 8
     # every cell fine-tuned once (a chosen recipe's selection run is its repeat-0 cell), plus the non-chosen recipes
     assert counts["finetune"] == len(results) + n_selection // 2
@@ -153,7 +153,7 @@ def test_tiny_grid_report(tiny_grid):
         block = timings[timings["phase"] == phase]
         assert (block["compute_seconds"] > 0).all() and (block["setup_seconds"] > 0).all(), phase
     timing = (out / "timing.md").read_text()
-    for phase in ("simulate", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report", "**all**"):
+    for phase in ("data", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report", "**all**"):
         assert f"| {phase} |" in timing, phase
     import scipy.stats
 

@@ -190,7 +190,7 @@ def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
 
 
 #: the grid's phases in the order they run
-TIMING_PHASES = ("simulate", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report")
+TIMING_PHASES = ("data", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report")
 
 
 def timing_table(timings: pd.DataFrame) -> str:

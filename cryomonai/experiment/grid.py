@@ -54,8 +54,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +66,15 @@ from cryomonai.data.splits import stratified_split
 from cryomonai.engines.checkpoints import latest_checkpoint
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
+from cryomonai.evaluation.stats import timing_table
+from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
+from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import write_grid_report
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.lock import FolderLock
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
-from cryomonai.evaluation.stats import timing_table
 from cryomonai.layout import RunLayout
-from cryomonai.pipeline import bundle_dir, run_bundle
+from cryomonai.pipeline import run_bundle
 from cryomonai.simulate.prepare import ensure_dataset
 
 __all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "grid_cells", "load_preset",
@@ -88,171 +89,9 @@ RESULT_COLUMNS = [
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
-#: the keys of a dataset entry that names a particle table (the others simulate)
-TABLE_KEYS = {"name", "table", "split_fractions", "working_box", "working_voxel_size"}
 #: the columns of ``timings.csv``: one row per step the grid ran (phases: data, pretrain, finetune,
 #: evaluate_val, evaluate_test, readouts, report); ``setup`` is a bundle run's time outside its engine
 TIMING_COLUMNS = ["phase", "dataset", "method", "label_fraction", "repeat", "recipe", "setup_seconds", "compute_seconds"]
-#: the recipe name of a preset without a ``recipes`` search space (its ``finetune`` overrides alone)
-DEFAULT_RECIPE = "default"
-
-
-@dataclass
-class GridPreset:
-    """What a grid runs (a JSON file in the bundle's ``configs/grid/``; see :func:`load_preset`).
-
-    Attributes:
-        name: preset name.
-        datasets: one dict per dataset, either simulated — ``name``, ``snr`` (number or ``"inf"``) and
-            any other :func:`~cryomonai.simulate.dataset.simulate_dataset` argument (``n_per_class``,
-            ``box``, ``binning``, ``max_shift``, ``n_neighbours``, ``seed``, ``classes``) — or a
-            user's labelled particles: ``name``, ``table`` (STAR/CSV path) and optionally
-            ``split_fractions`` ([train, val, test], for a table without a split column),
-            ``working_box`` and ``working_voxel_size`` (Å).
-        methods: ``"random"`` (random init, the baseline) and SSL method names (bundle overlays).
-        label_fractions: fractions of the training labels (the paper: 0.25, 0.5, 0.75, 1.0).
-        repeats: repeats per cell (the paper: 5), seeds ``seed + repeat``.
-        seed: base seed.
-        encoder: encoder name (bundle overlay).
-        common: bundle overrides for every run (``batch_size``, ``num_workers``, ``progress`` ...).
-        pretrain: bundle overrides for pretraining (``epochs``, ``lr`` ...).
-        pretrain_by_method: per-method pretraining overrides, applied after ``pretrain``.
-        finetune: bundle overrides for fine-tuning (``epochs``, ``lr`` ...), shared by every recipe.
-        recipes: the fine-tuning search space: recipe name → bundle overrides applied after
-            ``finetune`` (e.g. ``{"adam_1e-3": {"lr": 0.001}, "adam_split": {"encoder_lr": 1e-4}}``);
-            each arm gets the recipe with the best validation accuracy. Empty: one recipe,
-            ``"default"`` = ``finetune`` alone.
-        selection_fractions: the label fractions at which the recipes are compared (repeat 0);
-            ``None``: all of ``label_fractions``.
-        readouts: also compute linear-probe and kNN accuracy on frozen features.
-        report: arguments of the report (``gradcam_examples``, ``embedding``).
-    """
-
-    name: str
-    datasets: list[dict[str, Any]]
-    methods: list[str]
-    label_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    repeats: int = 5
-    seed: int = 0
-    encoder: str = "rb3d"
-    common: dict[str, Any] = field(default_factory=dict)
-    pretrain: dict[str, Any] = field(default_factory=dict)
-    pretrain_by_method: dict[str, dict[str, Any]] = field(default_factory=dict)
-    finetune: dict[str, Any] = field(default_factory=dict)
-    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    selection_fractions: list[float] | None = None
-    readouts: bool = True
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        where = f"grid preset {self.name!r}"
-        if not self.datasets or not self.methods:
-            raise CryoDataError(where, "needs at least one dataset and one method", "list them in the preset JSON")
-        names = [d.get("name") for d in self.datasets]
-        if None in names or len(set(names)) != len(names):
-            raise CryoDataError(where, f"dataset names {names} are missing or repeated", "give every dataset a unique 'name'")
-        for ds in self.datasets:
-            _check_dataset_entry(ds, where)
-        bad = [f for f in self.label_fractions if not 0 < float(f) <= 1]
-        if bad:
-            raise CryoDataError(where, f"label fractions {bad} are outside (0, 1]", "use e.g. [0.25, 0.5, 0.75, 1.0]")
-        if int(self.repeats) < 1:
-            raise CryoDataError(where, f"repeats={self.repeats}", "use at least 1 (the paper: 5)")
-        bad = [r for r in self.recipes if not r or not str(r).replace("_", "").replace("-", "").replace(".", "").isalnum()]
-        if bad:
-            raise CryoDataError(where, f"recipe names {bad} are not plain names", "use letters, digits, '_', '-', '.'")
-        extra = sorted(set(map(float, self.selection_fractions or [])) - set(map(float, self.label_fractions)))
-        if extra:
-            raise CryoDataError(where, f"selection_fractions {extra} are not label fractions",
-                                f"choose among {self.label_fractions}")
-
-    def recipe_overrides(self) -> dict[str, dict[str, Any]]:
-        """Every recipe's full fine-tuning overrides (``finetune`` then the recipe's), in declared order."""
-        recipes = self.recipes or {DEFAULT_RECIPE: {}}
-        return {name: {**copy.deepcopy(self.finetune), **copy.deepcopy(extra)} for name, extra in recipes.items()}
-
-    def selection_cells(self) -> list[float]:
-        """The label fractions at which recipes are compared."""
-        return [float(f) for f in (self.selection_fractions or self.label_fractions)]
-
-
-@dataclass(frozen=True)
-class GridCell:
-    """One fine-tuning run of the grid."""
-
-    dataset: str
-    method: str
-    label_fraction: float
-    repeat: int
-
-    def run_dir(self, recipe: str) -> str:
-        """The cell's folder (fine-tuned with ``recipe``) relative to the grid's ``out_dir``."""
-        return f"cells/{self.dataset}/{self.method}/{recipe}/f{round(self.label_fraction * 100):03d}_r{self.repeat}"
-
-
-def _check_dataset_entry(ds: dict[str, Any], where: str) -> None:
-    """A table entry has a table and no simulation keys (one-line errors naming the entry)."""
-    if "table" not in ds:
-        return
-    entry = f"{where}, dataset {ds['name']!r}"
-    extra = sorted(set(ds) - TABLE_KEYS)
-    if extra:
-        raise CryoDataError(entry, f"names a table and also simulation keys {extra}",
-                            f"remove {extra} (a table is read as it is), or remove 'table' to simulate")
-    if not ds["table"]:
-        raise CryoDataError(entry, "has no table", "give --dataset_table PATH (or 'table' in the preset)")
-
-
-def preset_dir() -> Path:
-    """The bundle's folder of grid presets (``configs/grid``)."""
-    return bundle_dir() / "configs" / "grid"
-
-
-def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | None = None, **overrides: Any) -> GridPreset:
-    """A preset by name (``"cpu"``, ``"paper"``, ``"real"``: ``configs/grid/<name>.json``) or JSON path.
-
-    ``overrides`` replace top-level keys (e.g. ``repeats=1``). ``dataset_table`` (a path relative to
-    the working directory) becomes the ``table`` of the preset's one table dataset (e.g. the
-    ``real`` preset's). A ``table`` written in the preset is relative to the preset file.
-    """
-    path = Path(preset)
-    if not path.suffix:
-        path = preset_dir() / f"{preset}.json"
-    if not path.is_file():
-        found = sorted(p.stem for p in preset_dir().glob("*.json"))
-        raise CryoDataError(path, "grid preset not found", f"use one of {found} or a JSON file path")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CryoDataError(path, f"not valid JSON ({err})", "fix the preset file") from None
-    spec.update(overrides)
-    spec.setdefault("name", path.stem)
-    unknown = set(spec) - set(GridPreset.__dataclass_fields__) - {"description"}
-    if unknown:
-        raise CryoDataError(path, f"unknown preset keys {sorted(unknown)}", f"use {sorted(GridPreset.__dataclass_fields__)}")
-    spec.pop("description", None)
-    datasets = [dict(d) for d in spec.get("datasets", [])]
-    for ds in datasets:
-        if ds.get("table"):
-            ds["table"] = str((path.parent / Path(ds["table"]).expanduser()).resolve())
-    if dataset_table is not None:
-        tables = [ds for ds in datasets if "table" in ds]
-        if len(tables) != 1:
-            raise CryoDataError(path, f"--dataset_table needs a preset with one table dataset, it has {len(tables)}",
-                                "use --preset real, or a preset with one dataset entry that has 'table'")
-        tables[0]["table"] = str(Path(dataset_table).expanduser().resolve())
-    spec["datasets"] = datasets
-    return GridPreset(**spec)
-
-
-def grid_cells(preset: GridPreset) -> Iterator[GridCell]:
-    """Every cell, dataset by dataset, then repeat, fraction and method (so a stopped grid has
-    complete repeats of the first datasets)."""
-    for ds in preset.datasets:
-        for repeat in range(int(preset.repeats)):
-            for frac in preset.label_fractions:
-                for method in preset.methods:
-                    yield GridCell(ds["name"], method, float(frac), repeat)
 
 
 def _snr(ds: dict[str, Any]) -> float:
@@ -495,6 +334,18 @@ class GridRunner:
             self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
         return frozen_readouts(self._features[key], table, read_labelled_rows(rows))
 
+    def record(self) -> GridRecord:
+        """What this grid ran and where (:class:`~cryomonai.experiment.record.GridRecord`), for the report."""
+        names = [d["name"] for d in self.preset.datasets]
+        seeds = [self.preset.seed + r for r in range(int(self.preset.repeats))]
+        return GridRecord(
+            preset=self.preset, out=self.out, results_path=self.results_path, selection_path=self.selection_path,
+            timings_path=self.timings_path,
+            tables={n: self.table_path(n) for n in names}, caches={n: Path(self.cache_path(n)) for n in names},
+            pretrained={(n, m, s): RunLayout(self.pretrain_dir(n, m, s)).pretrain
+                        for n in names for m in self.preset.methods if m != "random" for s in seeds},
+        )
+
     def prepare_data(self, dataset: str) -> None:
         """Simulate ``dataset``, or check a user's table and split it if it has no split; then build the
         volume cache (at the working size). Done once (timed as ``data``); later calls only check."""
@@ -635,7 +486,7 @@ def run_grid(
         n_cells = sum(1 for _ in grid_cells(preset))
         if report and len(results) >= n_cells:
             t0 = time.perf_counter()
-            write_grid_report(runner)
+            write_grid_report(runner.record())
             runner.record_timing("report", {"compute": time.perf_counter() - t0})
             _write_text(runner.out / "timing.md", timing_table(runner.timings()))
     return results

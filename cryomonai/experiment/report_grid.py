@@ -1,4 +1,4 @@
-"""The whole report of a finished grid (:class:`~cryomonai.experiment.grid.GridRunner`).
+"""The whole report of a finished grid, from its :class:`~cryomonai.experiment.record.GridRecord`.
 
 :func:`~cryomonai.experiment.report.write_report` writes ``table.md``, the t-tests,
 ``accuracy_vs_labels.png`` and the confusion matrices from ``results.csv``; this adds, for the
@@ -25,6 +25,7 @@ from cryomonai.data.dataset import VolumeStackDataset
 from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
 from cryomonai.evaluation.readouts import encoder_features
 from cryomonai.evaluation.stats import order_datasets, seconds_summary
+from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report import write_report
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.table import read_particle_table
@@ -57,21 +58,21 @@ def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray
     return np.array([it["index"] for it in items]), vols, labels[pick]
 
 
-def _data_section(runner: Any, datasets: list[str]) -> str:
+def _data_section(record: GridRecord, datasets: list[str]) -> str:
     """Markdown: per dataset its source, particles per split, classes, input and working volume size."""
     lines = ["", "## Data", "", "| dataset | source | train / val / test | classes | input volumes | working volumes |",
              "|---|---|---|---|---|---|"]
     for name in datasets:
-        ds = next(d for d in runner.preset.datasets if d["name"] == name)
-        table = read_particle_table(runner.table_path(name), check_files=False)
+        ds = record.dataset(name)
+        table = read_particle_table(record.tables[name], check_files=False)
         counts = table.df["split"].value_counts()
         split = " / ".join(str(int(counts.get(k, 0))) for k in ("train", "val", "test"))
         if "table" in ds:
-            source = f"table `{ds['table']}`" + ("" if Path(runner.table_path(name)) == Path(ds["table"]) else
-                                                  f" (split made here: `{runner.table_path(name)}`)")
+            source = f"table `{ds['table']}`" + ("" if record.tables[name] == Path(ds["table"]) else
+                                                  f" (split made here: `{record.tables[name]}`)")
         else:
             source = "simulated: " + ", ".join(f"{k} {v}" for k, v in ds.items() if k != "name")
-        sidecar = Path(runner.cache_path(name) + ".json")
+        sidecar = record.caches[name].with_name(record.caches[name].name + ".json")
         info = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         shape = info.get("shape", [0, 0])
         input_shape = info.get("input_shape", shape[1:])
@@ -85,19 +86,19 @@ def _data_section(runner: Any, datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_grid_report(runner: Any) -> dict[str, Path]:
-    """Write the report of ``runner``'s grid into its ``out_dir``; returns the files by key."""
-    preset, out = runner.preset, runner.out
-    results = runner.results()
+def write_grid_report(record: GridRecord) -> dict[str, Path]:
+    """Write the report of the grid that ``record`` describes into its folder; returns the files by key."""
+    preset, out = record.preset, record.out
+    results = record.results()
     dataset = order_datasets(results)[0]
-    table = read_particle_table(runner.table_path(dataset))
-    written = write_report(runner.results_path, out, list(table.class_names), recipes=preset.recipe_overrides())
+    table = read_particle_table(record.tables[dataset])
+    written = write_report(record.results_path, out, list(table.class_names), recipes=preset.recipe_overrides())
     with atomic_write(written["table"], "w") as fh:
-        fh.write(Path(written["table"]).read_text() + _data_section(runner, order_datasets(results)))
+        fh.write(Path(written["table"]).read_text() + _data_section(record, order_datasets(results)))
     best = _best_method(results, dataset)
-    cache = runner.cache_path(dataset)
+    cache = str(record.caches[dataset])
     if best is not None:
-        pretrained = str(RunLayout(runner.pretrain_dir(dataset, best, preset.seed)).pretrain)
+        pretrained = str(record.pretrained[(dataset, best, preset.seed)])
         test = (table.df["split"] == "test").to_numpy()
         feats = [encoder_features(table, cache, preset.encoder, p, preset.seed)[test] for p in ("", pretrained)]
         written["embedding"] = plot_embeddings_before_after(
@@ -121,7 +122,7 @@ def write_grid_report(runner: Any) -> dict[str, Path]:
                 preds[name] = model(vols).argmax(1).tolist()
         written["gradcam"] = plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
 
-    summary = {"preset": preset.name, "cells": int(len(results)), "selection_runs": int(len(runner.selection())),
+    summary = {"preset": preset.name, "cells": int(len(results)), "selection_runs": int(len(record.selection())),
                **seconds_summary(results)}
     with atomic_write(out / "summary.json", "w") as fh:
         fh.write(json.dumps(summary, indent=2))
