@@ -172,13 +172,15 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
     Args:
-        preset: ``cpu`` (about 30 min on 2 CPU cores), ``paper`` (Gupta et al. 2022 sizes, a GPU)
-            or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
+        preset: ``cpu`` (the main job, 2 CPU cores), ``paper`` (Gupta et al. 2022 sizes, a GPU),
+            ``real`` (a table of your own, with ``--dataset_table``) or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
         out: the grid folder; rerunning the same command skips the finished cells.
         report: write the report once every cell is done.
         progress: per-run progress bars (the grid prints one line per cell either way).
         max_cells: stop after this many new cells.
-        overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``.
+        overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``; and
+            ``--dataset_table PATH``: your particle table (STAR/CSV) as the preset's table dataset
+            (``--preset real``: the paper's Table 2 protocol on your own particles).
     """
     from cryomonai.experiment.grid import run_grid  # lazy: MONAI, scikit-learn, matplotlib, only when run
 

@@ -298,10 +298,10 @@ def test_finetune_trains_on_augmented_views_per_sample_or_on_the_device(env: dic
         assert torch.equal(batch["label"], off_batch["label"]) and torch.equal(output["label"], off["label"])
         assert output["image"].shape == off["image"].shape == (4, 1, 24, 24, 24)
         assert not torch.allclose(output["image"], off["image"], atol=0.1)  # the network saw other volumes
-    assert torch.equal(off["image"], off_batch["image"].as_tensor())  # augment false: as loaded (normalised)
-    assert torch.equal(on["image"], on_batch["image"].as_tensor())  # made by the loader
+    assert torch.equal(off["image"], torch.as_tensor(off_batch["image"]))  # augment false: as loaded (normalised; plain tensors: track_meta false)
+    assert torch.equal(on["image"], torch.as_tensor(on_batch["image"]))  # made by the loader
     assert torch.equal(device_batch["image"], off_batch["image"])  # the loader only normalised ...
-    assert not torch.allclose(device["image"], device_batch["image"].as_tensor(), atol=0.1)  # ... the device augmented
+    assert not torch.allclose(device["image"], torch.as_tensor(device_batch["image"]), atol=0.1)  # ... the device augmented
 
 
 def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained: Path) -> None:

@@ -13,7 +13,9 @@ c. **bare step + views** — (a) in the bundle's switches with (b) before each s
    hand-written loop doing the same work reaches;
 d. **bundle** — the ``finetune`` run id itself on a simulated dataset of the main job's kind:
    Ignite events time each iteration (fetch + step) and each epoch; ``epoch_overhead`` is an epoch's
-   time outside its iterations (validation, checkpoints, logging). Rates in samples/s.
+   time outside its iterations (validation, checkpoints, logging). Rates in samples/s. Once with
+   the bundle's defaults (``track_meta`` true: the loader hands MONAI ``MetaTensor`` objects) and once
+   with ``track_meta`` false (plain tensors, as pretraining does). The VM's speed drifts: compare within one run.
 
 Ratios: (c)/(a) = what the views cost, (d)/(c) = what the bundle's engine costs per iteration.
 
@@ -95,7 +97,7 @@ def bench_views(n: int) -> dict[str, Any]:
     return _median_rate(times, BATCH)
 
 
-def bench_bundle(work: Path, epochs: int, quick: bool) -> dict[str, Any]:
+def bench_bundle(work: Path, epochs: int, quick: bool, **overrides: Any) -> dict[str, Any]:
     """(d): the finetune run id on a simulated set (10 classes; 100 % of a 60-per-class training split)."""
     from ignite.engine import Events
 
@@ -105,9 +107,10 @@ def bench_bundle(work: Path, epochs: int, quick: bool) -> dict[str, Any]:
 
     n_per_class = 10 if quick else 100
     data = work / "data"
-    simulate_dataset(data, n_per_class=n_per_class, snr=float("inf"), box=BOX, binning=2, max_shift=2.0,
-                     n_neighbours=4, seed=0, workers=None, progress=False)
-    run = RunLayout(work / "run")
+    if not data.exists():
+        simulate_dataset(data, n_per_class=n_per_class, snr=float("inf"), box=BOX, binning=2, max_shift=2.0,
+                         n_neighbours=4, seed=0, workers=None, progress=False)
+    run = RunLayout(work / f"run{len(list(work.glob('run*')))}")
     clock: dict[str, list[float]] = {"iteration": [], "epoch": [], "fetch": []}
     marks: dict[str, float] = {}
 
@@ -162,7 +165,9 @@ def main() -> None:
     res["b_views"] = bench_views(steps)
     res["c_bare_step_with_views"] = bench_bare(steps, warmup, finetune_views(pixel_size_nm=2.0).batched())
     with tempfile.TemporaryDirectory() as tmp:
-        res["d_bundle"] = bench_bundle(Path(tmp), 2 if args.quick else 6, args.quick)
+        epochs = 2 if args.quick else 6
+        res["d_bundle"] = bench_bundle(Path(tmp), epochs, args.quick)  # the bundle's defaults (track_meta true)
+        res["d_bundle_no_meta"] = bench_bundle(Path(tmp), epochs, args.quick, track_meta=False)  # plain tensors
     best = max(res["a_bare_step"].items(), key=lambda kv: kv[1]["samples_per_s"])
     mode = "channels_last_3d_" + ("bf16" if native_bf16("cpu") else "fp32")  # the bundle's switches here
     res["ratios"] = {
