@@ -109,11 +109,13 @@ def demo(
 def extract(
     picks: str, out: str, box: int = 32, voxel_size: float | None = None, edge: str = "report",
     tomogram: str | None = None, pick_voxel_size: float | None = None, normalise: bool = True, overwrite: bool = False,
+    tomograms_star: str | None = None,
 ) -> str:
     """Extract subtomograms at particle picks → ``<out>/particles.star`` (+ MRC files, ``rejected_picks.csv``).
 
     Args:
-        picks: STAR/CSV picks table (tomogram + x, y, z per row) or an ``x y z`` text file.
+        picks: STAR/CSV picks table (tomogram + x, y, z per row), a RELION-5 particles STAR file
+            (``rlnTomoName`` + centred Å coordinates) or an ``x y z`` text file.
         out: output folder.
         box: subtomogram edge in voxels.
         voxel_size: target voxel size in Å (Fourier cropping/padding); default: the tomogram's.
@@ -122,10 +124,12 @@ def extract(
         pick_voxel_size: voxel size (Å) the coordinates are in; default: the tomogram's.
         normalise: zero mean, unit std per subtomogram.
         overwrite: replace an existing ``particles.star`` in ``out``.
+        tomograms_star: a RELION-5 file's ``tomograms.star`` (default: next to ``picks``).
     """
-    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms  # lazy: torch, only when run
+    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch, only when run
 
-    res = extract_subtomograms(picks, out, box, voxel_size, edge, normalise, pick_voxel_size, tomogram, overwrite)
+    table = read_picks(picks, tomogram, tomograms_star)
+    res = extract_subtomograms(table, out, box, voxel_size, edge, normalise, pick_voxel_size, None, overwrite)
     rejected = f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})" if len(res.rejected) else "no pick rejected"
     print(f"{res.table}: {res.n_extracted} subtomograms of {box}^3 voxels at {res.voxel_size:g} A; {rejected}", file=sys.stderr)
     return str(res.table)
@@ -134,14 +138,15 @@ def extract(
 def embed(
     table: str, checkpoint: str, out: str = "runs/embed", n_clusters: int = 10, method: str = "kmeans",
     embedding_map: str = "tsne", box: int = 32, voxel_size: float | None = None, edge: str = "report",
-    encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, **overrides,
+    encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, tomograms_star: str | None = None, **overrides,
 ) -> str:
     """Cluster particles without labels: encoder features → clusters → ``<out>/clusters.star`` + PNGs.
 
     Runs the ``cryo_ssl`` bundle's ``embed`` run id (``configs/{common,inference,embed}.json``).
 
     Args:
-        table: subtomogram table, or a picks table (tomogram + x, y, z; extracted on the fly).
+        table: subtomogram table, or a picks table (tomogram + x, y, z, or a RELION-5 particles file;
+            extracted on the fly).
         checkpoint: a pretraining (``pretrain.pt``) or fine-tuning checkpoint of the bundle.
         out: output folder: ``clusters.star``/``.csv``, ``embeddings.npy``, ``embedding.png``, ``gallery.png``.
         n_clusters: number of clusters.
@@ -151,6 +156,7 @@ def embed(
         encoder: the checkpoint's encoder (registry name).
         batch_size: particles per batch.
         progress: show a progress bar.
+        tomograms_star: a RELION-5 particles file's ``tomograms.star`` (default: next to ``table``).
         overrides: any other bundle key (e.g. ``device``).
     """
     from monai.bundle import run  # lazy: MONAI, only when run
@@ -162,7 +168,7 @@ def embed(
         logging_file=str(cfg / "logging.conf"),
         bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
         cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
-        batch_size=batch_size, progress=progress, **overrides)
+        batch_size=batch_size, progress=progress, infer_tomograms_star=tomograms_star, **overrides)
     return str(Path(out) / "clusters.star")
 
 

@@ -28,7 +28,7 @@ SMALL_NET = {"network_def#channels": 8, "network_def#norm": "batch"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Simulated subtomograms (3 classes × 24, SNR ∞, 24³, 2 neighbours) and a tomogram (48, 96, 96)
-    with 15 particles of the same classes and imaging; 10 epochs of the bundle's ``finetune``."""
+    with 15 particles of the same classes and imaging; 20 epochs of the bundle's ``finetune``."""
     from cryomonai.simulate.dataset import simulate_dataset
     from cryomonai.simulate.tomogram import simulate_tomogram
 
@@ -41,7 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
                  "ckpt_dir": str(root / "models"), "simulate": False, "progress": False, "batch_size": 8, "box": BOX,
                  **SMALL_NET}
     run("finetune", config_file=[str(CONFIGS / "common.json"), str(CONFIGS / "finetune.json")], pretrained="",
-        epochs=10, lr=0.05, output_dir=str(root / "eval"), **overrides)
+        epochs=20, lr=0.05, output_dir=str(root / "eval"), **overrides)
     return {"root": root, "picks": picks, "overrides": overrides}
 
 

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.mrc import read_mrc, read_mrc_header, write_mrc
+from cryomonai.io.relion5 import is_relion5_particles, read_relion5_picks
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 
 __all__ = [
@@ -88,8 +89,9 @@ def tomogram_paths(table: ParticleTable) -> pd.Series:
     )
 
 
-def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = None) -> ParticleTable:
-    """Read particle picks: a STAR/CSV particle table, or a text file of ``x y z`` rows.
+def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = None,
+               tomograms_star: str | os.PathLike | None = None) -> ParticleTable:
+    """Read particle picks: a STAR/CSV particle table, a RELION-5 particles STAR file, or ``x y z`` text.
 
     Args:
         path: ``.star`` / ``.csv`` (see :mod:`cryomonai.io.table`), or whitespace-separated text
@@ -97,6 +99,8 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
             x, y, z (IMOD ``model2point`` writes ``x y z``, or ``object contour x y z``).
         tomogram: the tomogram of every pick; required for a text file, and replaces the table's
             ``tomogram`` column when given.
+        tomograms_star: for a RELION-5 particles file (``rlnCenteredCoordinateX/Y/ZAngst``), its
+            ``tomograms.star`` (default: next to ``path``); see :mod:`cryomonai.io.relion5`.
 
     Returns:
         the table (``source`` = ``path``); ``tomogram`` is absolute when ``tomogram`` is given.
@@ -106,6 +110,11 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if is_relion5_particles(path):
+        if tomogram is not None:
+            raise CryoDataError(path, "a RELION-5 particles file names its tomograms (rlnTomoName, tomograms.star)",
+                                "drop --tomogram; give --tomograms_star if tomograms.star is not next to the file")
+        return read_relion5_picks(path, tomograms_star)
     if tomogram is None:
         if suffix in _TEXT_SUFFIXES:
             raise CryoDataError(path, "a coordinate text file does not name its tomogram", "pass --tomogram <file.mrc>")

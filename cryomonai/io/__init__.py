@@ -15,6 +15,7 @@ from cryomonai.io.atomic import atomic_path, atomic_write
 from cryomonai.io.lock import FolderLock
 from cryomonai.io.mrc import MrcInfo, check_volume, read_mrc, read_mrc_header, write_mrc
 from cryomonai.io.predictions import prediction_columns, write_star_and_csv
+from cryomonai.io.relion5 import is_relion5_particles, read_relion5_picks
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 
 __all__ = [
@@ -25,10 +26,12 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_volume",
+    "is_relion5_particles",
     "prediction_columns",
     "read_mrc",
     "read_mrc_header",
     "read_particle_table",
+    "read_relion5_picks",
     "write_mrc",
     "write_particle_table",
     "write_star_and_csv",

@@ -10,7 +10,9 @@ to the predicted rows of the input table
 * :data:`INPUT_CLASS`: the input's own class, when the input table had labels;
 
 and :func:`write_star_and_csv` writes such a table (or the ``embed`` run's clusters) next to its
-outputs, with tomogram paths relative to them.
+outputs, with tomogram paths relative to them; a RELION-5 input (:mod:`cryomonai.io.relion5`) is
+written back in its own convention (``rlnTomoName`` and centred Å coordinates, no voxel columns) in
+the STAR file, while the CSV also gives the voxel coordinates used.
 
 Example:
     >>> prediction_columns(["1bxn", "3j9i"])
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryomonai.io.relion5 import CENTRED, write_relion5_star
 from cryomonai.io.table import ParticleTable, write_particle_table
 
 __all__ = [
@@ -64,8 +67,11 @@ def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, pref
     if df["path"].isna().all():
         df = df.drop(columns="path")  # a picks table: coordinates, no subtomogram files
     table = ParticleTable(df, table.class_names, table.source)
-    return {"star": write_particle_table(table, out / f"{prefix}.star"),
-            "csv": write_particle_table(table, out / f"{prefix}.csv")}
+    if set(CENTRED) <= set(df.columns):  # RELION 5 in, RELION 5 out: its tomogram names and centred Å, no voxels
+        star = write_relion5_star(table, out / f"{prefix}.star")
+    else:
+        star = write_particle_table(table, out / f"{prefix}.star")
+    return {"star": star, "csv": write_particle_table(table, out / f"{prefix}.csv")}
 
 
 def _relative_to(path: object, folder: Path) -> object:
