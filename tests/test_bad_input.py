@@ -356,7 +356,8 @@ def test_fuzz_baseline_reads_the_unmutated_file(tmp_path: Path, valid_mrc_bytes:
 
 
 def test_full_disk_is_a_clear_error_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    with pytest.raises(CryoDataError, match=r"out\.bin: cannot write the file \(No space left on device\) — fix: "):
+    with pytest.raises(CryoDataError, match=r"out\.bin: ran out of space while writing \(No space left on device\)"
+                                            r".*the previous file is kept — fix: free "):
         with atomic_write(tmp_path / "out.bin") as f:
             f.write(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() raises on a full disk

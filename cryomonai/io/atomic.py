@@ -70,14 +70,14 @@ def _full_disk_error(path: Path, tmp: Path, err: OSError, size: int | None) -> C
         free = shutil.disk_usage(path.parent).free
     except OSError:
         free = None
-    if size is not None:
-        need = f"it needs {_megabytes(size)}"
-    else:
-        need = f"it needs more than the {_megabytes(written)} written"
+    need = size if size is not None else (written or None)
+    needs = (f"it needs {_megabytes(size)}" if size is not None else
+             f"it needs more than the {_megabytes(written)} written" if written else "its size is unknown")
     where = f", {_megabytes(free)} free there" if free is not None else ""
     limit = " (a file-size limit: ulimit -f)" if err.errno == errno.EFBIG else ""
-    return CryoDataError(path, f"ran out of space while writing{limit}: {need}{where}; the previous file is kept",
-                         f"free at least {_megabytes(max(size or written, 1) * 1.1)} on that disk (or write elsewhere) and rerun")
+    room = f"at least {_megabytes(need * 1.1)}" if need else "space"
+    return CryoDataError(path, f"ran out of space while writing{limit} ({err.strerror or err}): {needs}{where}; "
+                         "the previous file is kept", f"free {room} on that disk (or write elsewhere) and rerun")
 
 
 @contextlib.contextmanager
