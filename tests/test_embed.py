@@ -97,7 +97,8 @@ def test_embed_command_writes_clusters_star_and_figures(tomogram_and_checkpoint:
     t = tomogram_and_checkpoint
     out = t["root"] / "out"
     star = embed(str(t["picks"]), str(t["checkpoint"]), out=str(out), n_clusters=3, box=24, edge="pad", progress=False,
-                 batch_size=4, embedding_map="pca", **{"network_def#channels": 8, "network_def#norm": "batch"})
+                 batch_size=4, embedding_map="pca", amp=False,  # float32, as the reference below
+                 **{"network_def#channels": 8, "network_def#norm": "batch"})
     blocks = starfile.read(star, always_dict=True)
     c, picks = blocks["particles"], starfile.read(t["picks"], always_dict=True)["particles"]
     assert len(c) == len(picks) == 12
@@ -137,7 +138,8 @@ def test_embed_reads_the_encoder_of_a_pretraining_checkpoint(tomogram_and_checkp
                ckpt)
     out = t["root"] / "out_pretrain"
     embed(str(t["picks"]), str(ckpt), out=str(out), n_clusters=2, box=24, edge="pad", progress=False,
-          method="agglomerative", embedding_map="pca", **{"network_def#channels": 8, "network_def#norm": "batch"})
+          method="agglomerative", embedding_map="pca", amp=False,  # float32, as the reference below
+          **{"network_def#channels": 8, "network_def#norm": "batch"})
     clusters = starfile.read(out / "clusters.star", always_dict=True)["particles"]
     assert len(clusters) == 12 and set(clusters["rlnClassNumber"]) == {1, 2}
     ds = PickDataset(t["picks"], box=24, edge="pad", transform=eval_transform())

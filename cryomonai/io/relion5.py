@@ -31,7 +31,7 @@ Example (coordinates only; ``tomograms`` rows as RELION writes them)::
     >>> parts = pd.DataFrame({"rlnTomoName": ["TS_01"], "rlnCenteredCoordinateXAngst": [100.0],
     ...                       "rlnCenteredCoordinateYAngst": [0.0], "rlnCenteredCoordinateZAngst": [-50.0]})
     >>> centred_to_voxels(parts, tomos, {"TS_01": (100, 200, 250)}).round(3).values.tolist()
-    [[60.0, 100.0, 45.0]]
+    [[135.0, 100.0, 45.0]]
 """
 
 from __future__ import annotations
