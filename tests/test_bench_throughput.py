@@ -53,9 +53,13 @@ def test_every_stage_has_a_positive_rate(result: tuple[dict, dict]) -> None:
     # timed before and after the bundle, pooled: twice the steps of one half
     assert set(bare["halves"]) == {"before_bundle", "after_bundle"}
     assert bare["contiguous"]["n_timed"] == 2 * res["sizes"]["bare_rounds"] * res["sizes"]["bare_steps"]
-    # on CPU the bundle runs fp32 and bf16 autocast is the extra line
-    assert bare["precision"] == "float32" and bare["extra_variant"] == "channels_last_3d_bf16"
-    assert _positive(bare["channels_last_3d_bf16"]["samples_per_s"])
+    # on CPU the bundle runs bf16 autocast where the processor has bf16 units (else fp32); the other is the extra line
+    from cryomonai.engines import native_bf16
+
+    bf16 = native_bf16("cpu")
+    extra = "channels_last_3d_fp32" if bf16 else "channels_last_3d_bf16"
+    assert bare["precision"] == ("bfloat16" if bf16 else "float32") and bare["extra_variant"] == extra
+    assert _positive(bare[extra]["samples_per_s"])
     assert _positive(stages["bundle"]["step_only"]["samples_per_s"])
     assert stages["bundle"]["iterations"] > stages["bundle"]["warmup_iterations"]
     assert 0.0 < stages["bundle"]["data_fraction"] < 1.0
@@ -104,7 +108,11 @@ def test_flops_machine_and_memory(result: tuple[dict, dict]) -> None:
 def test_bundle_switches_batch_sweep_and_mfu(result: tuple[dict, dict]) -> None:
     _, res = result
     sw = res["bundle_switches"]
-    assert sw["channels_last"] is True and sw["amp"] is False and sw["amp_dtype"] is None and sw["num_workers"] == 1
+    from cryomonai.engines import native_bf16
+
+    bf16 = native_bf16("cpu")  # the bundle's CPU default follows the processor
+    assert sw["channels_last"] is True and sw["amp"] is bf16 and sw["num_workers"] == 1
+    assert sw["amp_dtype"] == ("bfloat16" if bf16 else None) or (bf16 and sw["amp_dtype"] is not None)
     assert sw["track_meta"] is False
     sweep = res["stages"]["batch_sweep"]
     assert [row["batch"] for row in sweep] == res["sizes"]["sweep_batches"] == [2, 4]
