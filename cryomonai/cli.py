@@ -106,16 +106,24 @@ def demo(
     print(f"curves: {out}/curves.png   TensorBoard: tensorboard --logdir {out}   ({time.time() - t0:.0f} s)")
 
 
+def _copick(tomo_type: str | None, voxel_spacing: float | None, user_id: str | None, session_id: str | None) -> dict:
+    """The copick options given on the command line (as ``read_copick_picks`` keywords)."""
+    given = {"tomo_type": tomo_type, "voxel_size": voxel_spacing, "user_id": user_id, "session_id": session_id}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def extract(
     picks: str, out: str, box: int = 32, voxel_size: float | None = None, edge: str = "report",
     tomogram: str | None = None, pick_voxel_size: float | None = None, normalise: bool = True, overwrite: bool = False,
-    tomograms_star: str | None = None,
+    tomograms_star: str | None = None, copick_tomo_type: str | None = None, copick_voxel_spacing: float | None = None,
+    copick_user_id: str | None = None, copick_session_id: str | None = None,
 ) -> str:
     """Extract subtomograms at particle picks → ``<out>/particles.star`` (+ MRC files, ``rejected_picks.csv``).
 
     Args:
         picks: STAR/CSV picks table (tomogram + x, y, z per row), a RELION-5 particles STAR file
-            (``rlnTomoName`` + centred Å coordinates) or an ``x y z`` text file.
+            (``rlnTomoName`` + centred Å coordinates), a copick project's config JSON (labels = object
+            names) or an ``x y z`` text file.
         out: output folder.
         box: subtomogram edge in voxels.
         voxel_size: target voxel size in Å (Fourier cropping/padding); default: the tomogram's.
@@ -125,10 +133,14 @@ def extract(
         normalise: zero mean, unit std per subtomogram.
         overwrite: replace an existing ``particles.star`` in ``out``.
         tomograms_star: a RELION-5 file's ``tomograms.star`` (default: next to ``picks``).
+        copick_tomo_type, copick_voxel_spacing: for a copick project, the tomograms to extract from
+            (default: the only type; the finest spacing that has it).
+        copick_user_id, copick_session_id: for a copick project, the pick sets to read (default: any).
     """
     from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch, only when run
 
-    table = read_picks(picks, tomogram, tomograms_star)
+    table = read_picks(picks, tomogram, tomograms_star, _copick(copick_tomo_type, copick_voxel_spacing, copick_user_id,
+                                                               copick_session_id))
     res = extract_subtomograms(table, out, box, voxel_size, edge, normalise, pick_voxel_size, None, overwrite)
     rejected = f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})" if len(res.rejected) else "no pick rejected"
     print(f"{res.table}: {res.n_extracted} subtomograms of {box}^3 voxels at {res.voxel_size:g} A; {rejected}", file=sys.stderr)

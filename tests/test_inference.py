@@ -108,3 +108,30 @@ def test_inference_reports_the_picks_it_cannot_extract(trained: dict) -> None:
     assert 0 < len(rejected) and set(crossing) <= set(rejected["row"])
     assert len(p) + len(rejected) == 15
     assert (rejected["reason"] == "box crosses the tomogram edge").all()
+
+
+def test_inference_on_a_copick_project_writes_the_classes_back_as_copick_picks(trained: dict, copick_project) -> None:
+    """The same particles as a copick project (OME-Zarr tomogram, picks in Å): the same predictions as
+    from the MRC tomogram, and one pick set per class under our user id, scores = probabilities."""
+    import copick
+
+    config = copick_project(trained["root"] / "copick", {"TS_1": trained["picks"]}, CLASSES)
+    from_mrc = pd.read_csv(_infer(trained, "mrc", infer_table=str(trained["picks"]), infer_edge="pad")
+                           / "predictions.csv", keep_default_na=False)
+    out = _infer(trained, "copick", infer_table=str(config), infer_copick={"tomo_type": "wbp"}, infer_edge="pad")
+    got = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len(got) == len(from_mrc) == 15
+    key = ["x", "y", "z"]
+    a, b = (df.assign(**{k: df[k].round(3) for k in key}).sort_values(key).reset_index(drop=True)
+            for df in (got, from_mrc))
+    np.testing.assert_allclose(a[prediction_columns(CLASSES)], b[prediction_columns(CLASSES)], atol=1e-4)
+    run = copick.from_file(str(config)).get_run("TS_1")
+    ours = {p.pickable_object_name: p for p in run.get_picks(user_id="cryomonai")}
+    assert set(ours) == set(CLASSES)
+    for cls, picks in ours.items():
+        rows = a[a["label"] == cls]
+        assert len(picks.points) == len(rows)
+        if len(rows):
+            order = np.lexsort(picks.full_positions().T[::-1])
+            np.testing.assert_allclose(picks.full_positions()[order], rows[key].to_numpy(float) * 10, atol=1e-3)
+            np.testing.assert_allclose(picks.scores()[order], rows["rlnMaxValueProbDistribution"], atol=1e-6)

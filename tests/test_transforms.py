@@ -5,6 +5,7 @@ Volumes are (C, D, H, W) = (1, z, y, x), 16³–32³, fixed seeds.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -14,10 +15,13 @@ from monai.transforms import Affine, RandAffined
 
 from cryomonai.errors import CryoDataError
 from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, fourier_grid, missing_wedge_mask
+import cryomonai.transforms as cryo_transforms
 from cryomonai.transforms import (
     ImposeMissingWedge,
     MultiViewd,
+    RandArrayd,
     RandCTF,
+    RandCTFd,
     RandInPlaneAffine,
     RandInPlaneAffined,
     RandLowPass,
@@ -385,3 +389,39 @@ def test_pipelines_leave_the_callers_volume_unchanged(make, as_numpy: bool) -> N
     assert torch.equal(vol, before)
     images = [torch.as_tensor(v) for v in out.values()]
     assert images and all(v.data_ptr() != vol.data_ptr() and torch.isfinite(v).all() for v in images)
+
+
+TWINS = ["RandSNRJitterd", "RandLowPassd", "RandCTFd", "RandResizedCropd", "RandInPlaneAffined", "RandSO3Rotated",
+         "RandShiftd"]
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_a_twin_takes_keys_its_array_transforms_arguments_and_allow_missing_keys(name: str) -> None:
+    """The twin's signature (the bundle's JSON keys) is generated from its array transform's, defaults and all."""
+    twin = getattr(cryo_transforms, name)
+    array = getattr(cryo_transforms, name[:-1])
+    assert twin.array_class is array
+    params = list(inspect.signature(twin).parameters.values())
+    assert [p.name for p in params] == ["keys", *inspect.signature(array).parameters, "allow_missing_keys"]
+    assert params[0].default is inspect.Parameter.empty and params[-1].default is False
+    assert params[1:-1] == list(inspect.signature(array).parameters.values())
+    built = twin("image", allow_missing_keys=True).transform
+    assert type(built) is array and twin("image", allow_missing_keys=True).allow_missing_keys
+
+
+def test_a_twin_binds_positional_and_keyword_arguments_like_its_array_transform() -> None:
+    vol = torch.randn(1, 8, 8, 8, generator=_gen())
+    positional = RandCTFd("image", 1.0, (-3.0, -3.0), 0.8, 200.0, 2.7, 0.1, 0.0, False, True)
+    keyword = RandCTFd(keys="image", prob=1.0, defocus_range_um=(-3.0, -3.0), pixel_size_nm=0.8, voltage_kv=200.0,
+                       cs_mm=2.7, amplitude_contrast=0.1, abs_ctf=False, allow_missing_keys=True)
+    array = RandCTF(1.0, (-3.0, -3.0), 0.8, 200.0, 2.7, 0.1, 0.0, False)
+    assert positional.allow_missing_keys and keyword.allow_missing_keys
+    assert positional.transform.microscope == keyword.transform.microscope == array.microscope
+    out = [t.set_random_state(0)({"image": vol})["image"] for t in (positional, keyword)]
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], array.set_random_state(0)(vol))
+    with pytest.raises(TypeError, match="RandCTFd.*voltage"):
+        RandCTFd("image", voltage=200.0)
+    with pytest.raises(TypeError, match="__init__"):
+        class _Twin(RandArrayd, array=RandCTF):
+            def __init__(self, keys):
+                super().__init__(keys, RandCTF())

@@ -25,8 +25,12 @@ columns ``tomogram,x,y,z``; a plain ``x y z`` text file such as IMOD ``model2poi
   A pick whose centre lies **outside** the tomogram cannot be padded: under ``"report"`` and
   ``"pad"`` it is rejected (reason ``centre outside the tomogram``), under ``"error"`` it stops.
 
-Tomograms are read through :func:`~cryomonai.io.read_mrc` with ``mmap=True``: only the voxels of
-each box are read, so a tomogram larger than the memory works. :func:`extract_subtomograms`
+Tomograms are MRC files or OME-Zarr images (a ``*.zarr`` folder, as the CZ cryo-ET data portal and
+copick store them), opened lazily by :func:`~cryomonai.io.tomogram.open_tomogram` (an MRC file
+memory-mapped, an OME-Zarr level read by chunks): only the voxels of each box are read, so a
+tomogram larger than the memory works. Of an OME-Zarr image's resolution levels the coarsest that
+is still at least as fine as ``voxel_size`` is read; coordinates are in voxels of its finest level
+unless ``pick_voxel_size`` says otherwise. :func:`extract_subtomograms`
 writes a particle-table dataset (MRC files + ``particles.star``/``.csv``);
 :class:`cryomonai.data.picks.PickDataset` extracts on the fly, so a bundle can classify straight
 from tomogram + picks. This module needs no MONAI (the ``cryomonai extract`` command stays quick).
@@ -53,9 +57,11 @@ from tqdm.auto import tqdm
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
-from cryomonai.io.mrc import read_mrc, read_mrc_header, write_mrc
+from cryomonai.io.copick import is_copick_config, read_copick_picks
+from cryomonai.io.mrc import write_mrc
 from cryomonai.io.relion5 import is_relion5_particles, read_relion5_picks
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
+from cryomonai.io.tomogram import TomogramLevel, choose_level, open_tomogram, tomogram_levels
 
 __all__ = [
     "EDGE_POLICIES",
@@ -90,8 +96,9 @@ def tomogram_paths(table: ParticleTable) -> pd.Series:
 
 
 def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = None,
-               tomograms_star: str | os.PathLike | None = None) -> ParticleTable:
-    """Read particle picks: a STAR/CSV particle table, a RELION-5 particles STAR file, or ``x y z`` text.
+               tomograms_star: str | os.PathLike | None = None, copick: dict[str, Any] | None = None) -> ParticleTable:
+    """Read particle picks: a STAR/CSV particle table, a RELION-5 particles STAR file, a copick
+    project's configuration JSON, or ``x y z`` text.
 
     Args:
         path: ``.star`` / ``.csv`` (see :mod:`cryomonai.io.table`), or whitespace-separated text
@@ -101,6 +108,9 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
             ``tomogram`` column when given.
         tomograms_star: for a RELION-5 particles file (``rlnCenteredCoordinateX/Y/ZAngst``), its
             ``tomograms.star`` (default: next to ``path``); see :mod:`cryomonai.io.relion5`.
+        copick: for a copick project, the keyword arguments of
+            :func:`~cryomonai.io.copick.read_copick_picks` (``voxel_size``, ``tomo_type``,
+            ``user_id``, ``session_id``, ``objects``, ``runs``).
 
     Returns:
         the table (``source`` = ``path``); ``tomogram`` is absolute when ``tomogram`` is given.
@@ -110,6 +120,13 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if is_copick_config(path):
+        if tomogram is not None:
+            raise CryoDataError(path, "a copick project names its tomograms", "drop --tomogram; choose copick_tomo_type")
+        return read_copick_picks(path, **(copick or {}))
+    if copick:
+        raise CryoDataError(path, "copick options given, but this is not a copick configuration JSON",
+                            "give the project's config JSON as the picks, or drop the copick options")
     if is_relion5_particles(path):
         if tomogram is not None:
             raise CryoDataError(path, "a RELION-5 particles file names its tomograms (rlnTomoName, tomograms.star)",
@@ -223,8 +240,10 @@ def locate_picks(
         box: output edge (voxels); voxel_size, pick_voxel_size: as in :func:`extract_subtomograms`.
 
     Returns:
-        one row per table row (same index): ``tomogram_path``, ``tomogram_voxel`` (Å),
-        ``cz, cy, cx`` (centre, tomogram voxels), ``source_box`` (voxels read before resampling),
+        one row per table row (same index): ``tomogram_path``, ``tomogram_level`` (the OME-Zarr level
+        read, :func:`~cryomonai.io.tomogram.choose_level`; ``""`` for MRC), ``tomogram_voxel`` (Å, of
+        that level), ``cz, cy, cx`` (centre, voxels of that level), ``source_box`` (voxels read before
+        resampling),
         ``status``: ``"ok"``, ``"edge"`` (box crosses the border) or ``"outside"`` (centre outside).
 
     Raises:
@@ -240,40 +259,40 @@ def locate_picks(
         raise CryoDataError(f"{where}, row {row}", "has no tomogram or no x, y, z",
                             "give every pick its tomogram and x, y, z")
     paths = tomogram_paths(table)
-    headers = _tomogram_headers(where, df.index, paths)
-    tomo_voxel = np.array([headers[p].voxel_size[2] for p in paths])
-    scale = (np.full(len(df), float(pick_voxel_size)) if pick_voxel_size else tomo_voxel) / tomo_voxel
+    levels = _tomogram_levels(where, df.index, paths)
+    chosen = {p: choose_level(lv, voxel_size) for p, lv in levels.items()}
+    tomo_voxel = np.array([chosen[p].voxel_size for p in paths])
+    pick_voxel = np.full(len(df), float(pick_voxel_size)) if pick_voxel_size else [levels[p][0].voxel_size for p in paths]
+    scale = np.asarray(pick_voxel, dtype=float) / tomo_voxel
     xyz = df[["x", "y", "z"]].to_numpy(dtype=float) * scale[:, None]
     centre = np.rint(xyz[:, ::-1]).astype(np.int64)  # (n, 3) zyx
     if voxel_size is None:
         source = np.full(len(df), int(box))
     else:
         source = np.maximum(2, np.rint(box * float(voxel_size) / tomo_voxel))
-    shape = np.array([headers[p].shape for p in paths], dtype=np.int64)  # (n, 3) zyx
+    shape = np.array([chosen[p].shape for p in paths], dtype=np.int64)  # (n, 3) zyx
     start = centre - (source[:, None] // 2).astype(np.int64)
     inside = ((centre >= 0) & (centre < shape)).all(axis=1)
     fits = ((start >= 0) & (start + source[:, None] <= shape)).all(axis=1)
     status = np.where(~inside, "outside", np.where(fits, "ok", "edge"))
-    return pd.DataFrame({"tomogram_path": paths.to_numpy(), "tomogram_voxel": tomo_voxel, "cz": centre[:, 0],
+    return pd.DataFrame({"tomogram_path": paths.to_numpy(), "tomogram_level": [chosen[p].level for p in paths],
+                         "tomogram_voxel": tomo_voxel, "cz": centre[:, 0],
                          "cy": centre[:, 1], "cx": centre[:, 2], "source_box": source.astype(np.int64),
                          "status": status}, index=df.index)
 
 
-def _tomogram_headers(where: object, rows: pd.Index, paths: pd.Series) -> dict[str, Any]:
-    """The MRC header of every distinct tomogram; errors name the first row that uses it."""
-    headers: dict[str, Any] = {}
+def _tomogram_levels(where: object, rows: pd.Index, paths: pd.Series) -> dict[str, list[TomogramLevel]]:
+    """The resolution levels of every distinct tomogram; errors name the first row that uses it."""
+    levels: dict[str, list[TomogramLevel]] = {}
     for row, p in zip(rows + 1, paths):
-        if p in headers:
+        if p in levels:
             continue
         try:
-            headers[p] = read_mrc_header(p)
+            levels[p] = tomogram_levels(p)
         except CryoDataError as err:
             raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}",
                                 "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
-        if len(headers[p].shape) != 3:
-            raise CryoDataError(p, f"is not a 3D tomogram (shape {headers[p].shape})",
-                                "give the reconstructed tomogram")
-    return headers
+    return levels
 
 
 _REASONS = {"edge": "box crosses the tomogram edge", "outside": "centre outside the tomogram"}
@@ -332,41 +351,42 @@ class PickExtractor:
 
     def __init__(self, box: int, normalise: bool = True) -> None:
         self.box, self.normalise = int(box), normalise
-        self._tomograms: dict[str, np.ndarray] = {}
-        self._means: dict[str, float] = {}
+        self._tomograms: dict[tuple[str, str], Any] = {}
+        self._means: dict[tuple[str, str], float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tomograms": {}}  # never pickle a memmap (DataLoader workers reopen)
 
-    def tomogram(self, path: str) -> np.ndarray:
-        """The read-only memory map of ``path`` (z, y, x), stored dtype."""
-        if path not in self._tomograms:
-            self._tomograms[path] = read_mrc(path, mmap=True)[0]
-        return self._tomograms[path]
+    def tomogram(self, path: str, level: str = "") -> Any:
+        """Level ``level`` of tomogram ``path`` (z, y, x), read lazily, stored dtype (:func:`open_tomogram`)."""
+        if (path, level) not in self._tomograms:
+            self._tomograms[path, level] = open_tomogram(path, level)
+        return self._tomograms[path, level]
 
-    def mean(self, path: str) -> float:
+    def mean(self, path: str, level: str = "") -> float:
         """The tomogram's mean, computed once in z-slabs of ≤ 64 MB (bounded memory)."""
-        if path not in self._means:
-            tomo = self.tomogram(path)
-            step = max(1, int(64e6 // max(1, tomo[0].nbytes)))
+        if (path, level) not in self._means:
+            tomo = self.tomogram(path, level)
+            step = max(1, int(64e6 // max(1, 4 * tomo.shape[1] * tomo.shape[2])))
             total = sum(float(tomo[z : z + step].sum(dtype=np.float64)) for z in range(0, tomo.shape[0], step))
-            self._means[path] = total / tomo.size
-        return self._means[path]
+            self._means[path, level] = total / tomo.size
+        return self._means[path, level]
 
     def __call__(self, pick: pd.Series) -> np.ndarray:
         """The subtomogram (box, box, box) float32 of one row of :func:`locate_picks`."""
-        tomo, size = self.tomogram(pick["tomogram_path"]), int(pick["source_box"])
+        path, level = pick["tomogram_path"], pick.get("tomogram_level", "")
+        tomo, size = self.tomogram(path, level), int(pick["source_box"])
         centre = np.array([pick["cz"], pick["cy"], pick["cx"]], dtype=np.int64)
         start = centre - size // 2
         lo, hi = np.maximum(start, 0), np.minimum(start + size, tomo.shape)
         src = tuple(slice(a, b) for a, b in zip(lo, hi))
         if (lo - start).any() or (hi - start - size).any():  # crosses the edge: pad with the mean
-            out = np.full((size,) * 3, self.mean(pick["tomogram_path"]), dtype=np.float32)
+            out = np.full((size,) * 3, self.mean(path, level), dtype=np.float32)
             out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = tomo[src]
         else:
             out = np.array(tomo[src], dtype=np.float32)
         if not np.isfinite(out).all():
-            raise CryoDataError(pick["tomogram_path"], f"NaN/Inf voxels in the box at z,y,x = {tuple(centre)}",
+            raise CryoDataError(path, f"NaN/Inf voxels in the box at z,y,x = {tuple(centre)}",
                                 "re-reconstruct the tomogram (NaN usually means a failed step)")
         if size != self.box:
             out = fourier_resize(out, (self.box,) * 3)

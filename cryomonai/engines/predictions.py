@@ -20,6 +20,7 @@ Single process (in DDP, each rank would write its own share: give it ``filename`
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from monai.utils import convert_to_tensor
 from cryomonai.data.extract import tomogram_paths
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.copick import is_copick_config, write_copick_predictions
 from cryomonai.io.predictions import (
     INPUT_CLASS,
     MAX_PROBABILITY,
@@ -44,6 +46,8 @@ from cryomonai.io.predictions import (
     write_star_and_csv,
 )
 from cryomonai.io.table import ParticleTable, read_particle_table
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ParticlePredictionsWriter", "PredictionsWriter"]
 
@@ -152,6 +156,9 @@ class ParticlePredictionsWriter:
         feature_layer: submodule whose output are the features; None: do not capture.
         pred_key: key of the network output in the engine output.
         write: write the files at ``COMPLETED``.
+        copick_user_id: for a table read from a copick project, also write the predictions back into
+            it as copick picks under this user id (:func:`~cryomonai.io.copick.write_copick_predictions`);
+            None: do not.
 
     Attributes:
         rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None.
@@ -166,8 +173,10 @@ class ParticlePredictionsWriter:
         feature_layer: str | None = "encoder",
         pred_key: str = "pred",
         write: bool = True,
+        copick_user_id: str | None = None,
     ) -> None:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
+        self.copick_user_id = copick_user_id
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.feature_layer = feature_layer if class_names is not None else None
@@ -254,5 +263,12 @@ class ParticlePredictionsWriter:
         with atomic_write(written["embeddings"]) as f:
             np.save(f, self.features.astype(np.float32))
         if self.class_names is not None:
-            written.update(write_star_and_csv(self.predictions_table(), out, self.prefix))
+            predictions = self.predictions_table()
+            written.update(write_star_and_csv(predictions, out, self.prefix))
+            source = self.table.source
+            if self.copick_user_id and source is not None and is_copick_config(source):
+                counts = write_copick_predictions(predictions, source, user_id=self.copick_user_id)
+                logger.info("%s: %d predicted picks written under copick user %r", source, sum(counts.values()),
+                            self.copick_user_id)
+                written["copick"] = Path(source)
         return written

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cryomonai.errors import CryoDataError
+from cryomonai.networks.heads import MLPHead
 
 __all__ = ["SSLMethod"]
 
@@ -68,6 +69,14 @@ class SSLMethod(nn.Module):
     def on_train_step_end(self, step: int, total: int) -> None:
         """Called after ``optimizer.step()``; ``step`` optimizer steps are done out of ``total``."""
         self.steps_done.fill_(int(step))
+
+    def _projection_head(self, proj_dim: int, hidden_dim: int | None, norm: str | tuple | None) -> MLPHead:
+        """The head ``F → hidden_dim (None: F) → proj_dim`` on the encoder's features (SimCLR, MoCo, SwAV).
+
+        ``norm`` goes after the hidden Linear (``"batch"`` → BatchNorm1d, ``None`` for none).
+        """
+        f = self.encoder.num_features
+        return MLPHead([f, hidden_dim or f, proj_dim], norm=norm)
 
     def _check_views(self, views: Sequence[torch.Tensor]) -> None:
         if len(views) != self.n_views or len({tuple(v.shape) for v in views}) != 1:

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
 from cryomonai.ssl.functional import batch_shuffle, batch_unshuffle, concat_all_gather, ema_update, is_distributed
 from cryomonai.ssl.losses.info_nce import info_nce
@@ -74,8 +73,7 @@ class MoCo(SSLMethod):
         shuffle_bn: bool | None = None,
     ) -> None:
         super().__init__(encoder)
-        f = encoder.num_features
-        self.head = MLPHead([f, hidden_dim or f, proj_dim], norm=head_norm)
+        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.key_head = copy.deepcopy(self.head).requires_grad_(False)
         self.momentum, self.temperature = momentum, temperature

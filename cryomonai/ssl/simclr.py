@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
 from cryomonai.ssl.losses.nt_xent import nt_xent
 
@@ -51,8 +50,7 @@ class SimCLR(SSLMethod):
         temperature: float = 0.5,
     ) -> None:
         super().__init__(encoder)
-        f = encoder.num_features
-        self.head = MLPHead([f, hidden_dim or f, proj_dim], norm=head_norm)
+        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
         self.temperature = temperature
 
     def training_step(self, views: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cryomonai.networks.heads import MLPHead
 from cryomonai.ssl.base import SSLMethod
 from cryomonai.ssl.losses.swav import sinkhorn, swapped_prediction
 
@@ -71,8 +70,7 @@ class SwAV(SSLMethod):
         queue_start_step: int = 500,
     ) -> None:
         super().__init__(encoder)
-        f = encoder.num_features
-        self.head = MLPHead([f, hidden_dim or f, proj_dim], norm=head_norm)
+        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
         self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)  # weight: (K, P)
         self.temperature, self.sinkhorn_eps, self.sinkhorn_iters = temperature, sinkhorn_eps, sinkhorn_iters
         self.freeze_prototypes_steps, self.queue_start_step = freeze_prototypes_steps, queue_start_step

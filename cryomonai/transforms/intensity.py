@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
 from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from monai.utils.enums import TransformBackends
@@ -187,53 +186,13 @@ class RandCTF(_RandFourierFilter):
         return ctf.abs() if self.abs_ctf else ctf
 
 
-class RandSNRJitterd(RandArrayd):
+class RandSNRJitterd(RandArrayd, array=RandSNRJitter):
     """Dictionary twin of :class:`RandSNRJitter` (the same noise field for all ``keys``)."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 0.5,
-        factor_range: Sequence[float] = (1.0, 3.0),
-        input_snr: float = 0.1,
-        tilt_range: Sequence[float] | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, RandSNRJitter(prob, factor_range, input_snr, tilt_range), allow_missing_keys)
 
-
-class RandLowPassd(RandArrayd):
+class RandLowPassd(RandArrayd, array=RandLowPass):
     """Dictionary twin of :class:`RandLowPass`."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 0.3,
-        cutoff_range: Sequence[float] = (0.5, 1.0),
-        width: float = 0.05,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, RandLowPass(prob, cutoff_range, width), allow_missing_keys)
 
-
-class RandCTFd(RandArrayd):
+class RandCTFd(RandArrayd, array=RandCTF):
     """Dictionary twin of :class:`RandCTF`."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 0.2,
-        defocus_range_um: Sequence[float] = (-6.0, -2.0),
-        pixel_size_nm: float = 1.0,
-        voltage_kv: float = 300.0,
-        cs_mm: float = 2.0,
-        amplitude_contrast: float = 0.07,
-        envelope_sigma: float = 0.0,
-        abs_ctf: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        array = RandCTF(
-            prob, defocus_range_um, pixel_size_nm, voltage_kv, cs_mm, amplitude_contrast, envelope_sigma, abs_ctf
-        )
-        super().__init__(keys, array, allow_missing_keys)
-

@@ -22,7 +22,7 @@ from monai.transforms import Compose, EnsureTyped, Lambdad, NormalizeIntensityd,
 
 from cryomonai.errors import CryoDataError
 from cryomonai.transforms.batched import BatchedViews
-from cryomonai.transforms.intensity import RandCTFd, RandLowPassd, RandSNRJitterd
+from cryomonai.transforms.intensity import RandCTF, RandCTFd, RandLowPassd, RandSNRJitterd
 from cryomonai.transforms.spatial import (
     RandInPlaneAffined,
     RandResizedCropd,
@@ -35,6 +35,11 @@ from cryomonai.transforms.wedge import ImposeMissingWedged
 
 __all__ = ["eval_transform", "paper_views", "cryo3d_views", "finetune_views", "ViewPipeline", "loader_transform",
            "device_views"]
+
+#: The arguments of :class:`RandCTF` that :func:`cryo3d_views` passes on under the same names, with
+#: their defaults there: the microscope (and defocus range) is described once, by ``RandCTF``.
+_CTF = {name: p.default for name, p in inspect.signature(RandCTF).parameters.items()
+        if name in ("defocus_range_um", "pixel_size_nm", "voltage_kv", "cs_mm", "amplitude_contrast", "abs_ctf")}
 
 
 class ViewPipeline(Compose):
@@ -175,12 +180,12 @@ def cryo3d_views(
     lowpass_cutoff: Sequence[float] = (0.5, 1.0),
     lowpass_width: float = 0.05,
     ctf_prob: float = 0.2,
-    defocus_range_um: Sequence[float] = (-6.0, -2.0),
-    pixel_size_nm: float = 1.0,
-    voltage_kv: float = 300.0,
-    cs_mm: float = 2.0,
-    amplitude_contrast: float = 0.07,
-    abs_ctf: bool = True,
+    defocus_range_um: Sequence[float] = _CTF["defocus_range_um"],
+    pixel_size_nm: float = _CTF["pixel_size_nm"],
+    voltage_kv: float = _CTF["voltage_kv"],
+    cs_mm: float = _CTF["cs_mm"],
+    amplitude_contrast: float = _CTF["amplitude_contrast"],
+    abs_ctf: bool = _CTF["abs_ctf"],
     noise_prob: float = 0.5,
     noise_factor_range: Sequence[float] = (1.0, 3.0),
     input_snr: float = 0.1,
@@ -193,8 +198,8 @@ def cryo3d_views(
     Normalise, then per view, each step with its own probability (``*_prob``):
 
     1. low-pass at a cut-off ``~ U(lowpass_cutoff)`` × Nyquist (:class:`RandLowPass`);
-    2. ``|CTF|`` of a defocus ``~ U(defocus_range_um)`` (:class:`RandCTF`; microscope arguments
-       as :func:`cryomonai.simulate.imaging.ctf_3d`);
+    2. ``|CTF|`` of a defocus ``~ U(defocus_range_um)`` (:class:`RandCTF`, whose defaults the
+       microscope arguments take; as :func:`cryomonai.simulate.imaging.ctf_3d`);
     3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
        the wedge of ``tilt_range`` so it turns with the data in step 4;
     4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
@@ -220,10 +225,9 @@ def cryo3d_views(
 def _cryo3d_view(o: Mapping[str, Any]) -> Compose:
     """Steps 1–7 of one view of :func:`cryo3d_views` on ``o["keys"]``; ``o`` holds all its arguments."""
     keys = o["keys"]
-    microscope = {k: o[k] for k in ("voltage_kv", "cs_mm", "amplitude_contrast", "abs_ctf")}
     view = [
         RandLowPassd(keys, o["lowpass_prob"], o["lowpass_cutoff"], o["lowpass_width"]),
-        RandCTFd(keys, o["ctf_prob"], o["defocus_range_um"], o["pixel_size_nm"], **microscope),
+        RandCTFd(keys, o["ctf_prob"], **{name: o[name] for name in _CTF}),
         RandSNRJitterd(keys, o["noise_prob"], o["noise_factor_range"], o["input_snr"], o["tilt_range"]),
         _rotation(keys, o["rotation"], o["rotation_prob"], o["beam_angle_deg"], o["mode"], o["padding_mode"]),
     ]
@@ -244,7 +248,7 @@ def finetune_views(
     rotation: str = "so3",
     shift_voxels: float = 1.0,
     tilt_range: Sequence[float] | None = (-60.0, 60.0),
-    pixel_size_nm: float = 1.0,
+    pixel_size_nm: float = _CTF["pixel_size_nm"],
     crop_prob: float = 0.0,
     noise_prob: float = 0.0,
     lowpass_prob: float = 0.0,

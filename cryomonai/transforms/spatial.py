@@ -321,56 +321,17 @@ def beam_rotation(
     )
 
 
-class RandResizedCropd(RandArrayd):
+class RandResizedCropd(RandArrayd, array=RandResizedCrop):
     """Dictionary twin of :class:`RandResizedCrop` (one crop box for all ``keys``)."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 0.5,
-        scale: Sequence[float] = (0.5, 1.0),
-        spatial_axes: Sequence[int] = (0, 1, 2),
-        mode: str = "trilinear",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, RandResizedCrop(prob, scale, spatial_axes, mode), allow_missing_keys)
 
-
-class RandInPlaneAffined(RandArrayd):
+class RandInPlaneAffined(RandArrayd, array=RandInPlaneAffine):
     """Dictionary twin of :class:`RandInPlaneAffine` (one affine for all ``keys``)."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 0.5,
-        max_rotation_deg: float = 45.0,
-        max_translation: float = 0.1,
-        scale_range: Sequence[float] = (0.9, 1.1),
-        mode: str = "bilinear",
-        padding_mode: str = "zeros",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        array = RandInPlaneAffine(prob, max_rotation_deg, max_translation, scale_range, mode, padding_mode)
-        super().__init__(keys, array, allow_missing_keys)
 
-
-class RandSO3Rotated(RandArrayd):
+class RandSO3Rotated(RandArrayd, array=RandSO3Rotate):
     """Dictionary twin of :class:`RandSO3Rotate` (one rotation for all ``keys``)."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prob: float = 1.0,
-        mode: str = "bilinear",
-        padding_mode: str = "zeros",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, RandSO3Rotate(prob, mode, padding_mode), allow_missing_keys)
 
-
-class RandShiftd(RandArrayd):
+class RandShiftd(RandArrayd, array=RandShift):
     """Dictionary twin of :class:`RandShift` (one shift for all ``keys``)."""
-
-    def __init__(self, keys: KeysCollection, prob: float = 1.0, max_shift: float = 1.0, mode: str = "bilinear",
-                 padding_mode: str = "zeros", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, RandShift(prob, max_shift, mode, padding_mode), allow_missing_keys)
