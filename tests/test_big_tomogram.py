@@ -57,6 +57,21 @@ def _sparse_tomogram(path, shape):
     return size
 
 
+def read_boxes_in_a_subprocess(tomogram, picks_zyx, folder) -> dict:
+    """Extract and build the inference dataset at ``picks_zyx`` of ``tomogram`` in a fresh process (:data:`READER`);
+    check every pick came out with its particle centred; return what the process reported (``max_rss``)."""
+    picks = folder / "picks.csv"
+    pd.DataFrame({"tomogram": [str(tomogram)] * len(picks_zyx), "x": [p[2] for p in picks_zyx],
+                  "y": [p[1] for p in picks_zyx], "z": [p[0] for p in picks_zyx]}).to_csv(picks, index=False)
+    run = subprocess.run([sys.executable, "-c", READER, str(picks), str(folder / "out")], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["extracted"] == got["items"] == len(picks_zyx)
+    assert all(abs(c - 16) <= 2 for peak in got["peaks"] for c in peak)  # each box holds its particle, centred
+    return got
+
+
 def test_extraction_and_inference_read_only_their_boxes(tmp_path):
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     nz = 640
@@ -68,15 +83,6 @@ def test_extraction_and_inference_read_only_their_boxes(tmp_path):
     if os.stat(tomo).st_blocks * 512 > 1e9:
         pytest.skip("this file system does not keep sparse files sparse")
     assert size > ram and size >= 40 * 2**30 and read_mrc_header(tomo).shape == (nz, ny, nx)
-    picks = tmp_path / "picks.csv"
-    pd.DataFrame({"tomogram": [str(tomo)] * len(PICKS_ZYX), "x": [p[2] for p in PICKS_ZYX],
-                  "y": [p[1] for p in PICKS_ZYX], "z": [p[0] for p in PICKS_ZYX]}).to_csv(picks, index=False)
-
-    run = subprocess.run([sys.executable, "-c", READER, str(picks), str(tmp_path / "out")], capture_output=True,
-                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert got["extracted"] == got["items"] == len(PICKS_ZYX)
-    assert all(abs(c - 16) <= 2 for peak in got["peaks"] for c in peak)  # each box holds its particle, centred
+    got = read_boxes_in_a_subprocess(tomo, PICKS_ZYX, tmp_path)
     print(f"peak RSS {got['max_rss'] / 1e9:.2f} GB reading a {size / 2**30:.0f} GiB tomogram")
     assert got["max_rss"] < PEAK_RSS_BOUND, f"peak RSS {got['max_rss'] / 1e9:.2f} GB for a {size / 2**30:.0f} GiB tomogram"

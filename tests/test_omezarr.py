@@ -8,12 +8,8 @@ stores get one-line errors; a sparse OME-Zarr tomogram far larger than the memor
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -155,20 +151,6 @@ def test_bad_stores_get_one_line_errors(tmp_path) -> None:
     assert "\n" not in str(err.value)
 
 
-READER = textwrap.dedent("""
-    import json, resource, sys
-    import numpy as np
-    from cryomonai.data.extract import extract_subtomograms
-    from cryomonai.data.picks import particle_dataset
-
-    picks, out = sys.argv[1], sys.argv[2]
-    result = extract_subtomograms(picks, out, box=32, progress=False)
-    dataset = particle_dataset(picks, box=32)  # what the bundle's inference reads
-    peaks = [np.unravel_index(int(np.argmax(np.asarray(item["image"])[0])), (32, 32, 32)) for item in dataset]
-    print(json.dumps({"extracted": result.n_extracted, "items": len(dataset),
-                      "peaks": [[int(v) for v in p] for p in peaks],
-                      "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-""")
 PICKS_ZYX = [(100, 500, 700), (320, 2048, 2048), (500, 3000, 1000), (200, 1000, 3500)]
 
 
@@ -189,13 +171,7 @@ def test_an_ome_zarr_tomogram_larger_than_memory_is_read_box_by_box(tmp_path) ->
                                        {"type": "scale", "scale": [10.0] * 3}]}]}]
     on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
     assert 4 * nz * ny * nx > 2 * ram and on_disk < 50e6
-    picks = tmp_path / "picks.csv"
-    pd.DataFrame({"tomogram": [str(store)] * len(PICKS_ZYX), "x": [p[2] for p in PICKS_ZYX],
-                  "y": [p[1] for p in PICKS_ZYX], "z": [p[0] for p in PICKS_ZYX]}).to_csv(picks, index=False)
-    run = subprocess.run([sys.executable, "-c", READER, str(picks), str(tmp_path / "out")], capture_output=True,
-                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert got["extracted"] == got["items"] == len(PICKS_ZYX)
-    assert all(abs(c - 16) <= 2 for peak in got["peaks"] for c in peak)
+    from test_big_tomogram import read_boxes_in_a_subprocess  # the same reading process as for the big MRC file
+
+    got = read_boxes_in_a_subprocess(store, PICKS_ZYX, tmp_path)
     assert got["max_rss"] < 1.5e9, f"peak RSS {got['max_rss'] / 1e9:.2f} GB"
