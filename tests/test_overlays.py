@@ -95,7 +95,7 @@ def _readme_commands() -> list[tuple[str, str, list[str]]]:
 
 def test_readme_commands_compose_the_run_ids_config_files():
     """The READMEs' ``monai.bundle run <id> --config_file [...]`` lists are ``RUN_CONFIGS[id]`` (the one
-    place the CLI, the grid and the benchmark take them from), plus method/encoder/multi-GPU overlays."""
+    place the CLI, the grid and the benchmark take them from), plus method/encoder/multi-GPU/tomogram overlays."""
     from cryomonai.pipeline import RUN_CONFIGS
 
     commands = _readme_commands()
@@ -104,5 +104,6 @@ def test_readme_commands_compose_the_run_ids_config_files():
         base = list(RUN_CONFIGS[run_id])
         assert files[: len(base)] == base, f"{where}: {files} does not start with RUN_CONFIGS[{run_id!r}] = {base}"
         extra = files[len(base):]
-        assert all(f.startswith(("methods/", "encoders/", "multi_gpu_")) for f in extra), f"{where}: {extra}"
+        assert all(f.startswith(("methods/", "encoders/", "multi_gpu_", "pretrain_tomograms")) for f in extra), \
+            f"{where}: {extra}"
         assert all((CONFIGS / f).is_file() for f in files), where

@@ -1,4 +1,5 @@
-"""From particle tables to MONAI data: data dicts, stratified splits, nested label subsets, caching.
+"""From particle tables to MONAI data: data dicts, stratified splits, nested label subsets, caching,
+and patches of whole tomograms for pretraining without picks (TorchIO).
 
 Names are imported on first use (PEP 562): ``cryomonai.data.stratified_split`` needs only numpy,
 while the datasets import torch and MONAI (the simulator's worker processes import this package's
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from cryomonai.data.dataset import VolumeStackDataset, build_volume_cache, table_to_data_dicts, validate_volumes
     from cryomonai.data.labelled import label_fraction_subset, read_labelled_rows, save_labelled_rows
     from cryomonai.data.splits import label_subset, stratified_split
+    from cryomonai.data.tomo_patches import TomogramPatchDataset, density_map
 
 _SOURCES = {
     "VolumeStackDataset": "dataset",
@@ -25,6 +27,8 @@ _SOURCES = {
     "save_labelled_rows": "labelled",
     "label_subset": "splits",
     "stratified_split": "splits",
+    "TomogramPatchDataset": "tomo_patches",
+    "density_map": "tomo_patches",
 }
 
 __all__ = sorted(_SOURCES)
