@@ -44,13 +44,13 @@ def _torchrun(run_id: str, files: list[str], root: Path, i: int, *extra: str) ->
                     f"{(err.stderr or b'')[-2000:]!r}")
 
 
-def test_torchrun_pretrain_and_finetune_exit_cleanly_run_after_run(data):
-    for i in range(RUNS):
-        done = _torchrun("pretrain", ["common.json", "pretrain.json", "multi_gpu_pretrain.json"], data, i)
-        assert done.returncode == 0, f"pretrain run {i + 1}: exit {done.returncode}\n{done.stderr[-3000:]}"
-        assert (data / f"pretrain{i}" / "models" / "pretrain.pt").is_file()
-        pretrained = str(data / f"pretrain{i}" / "models" / "pretrain.pt")
-        done = _torchrun("finetune", ["common.json", "finetune.json", "multi_gpu_finetune.json"], data, i,
-                         "--pretrained", pretrained, "--label_fraction", "1.0")
-        assert done.returncode == 0, f"finetune run {i + 1}: exit {done.returncode}\n{done.stderr[-3000:]}"
-        assert (data / f"finetune{i}" / "models" / "finetune_best.pt").is_file()
+@pytest.mark.parametrize("i", range(RUNS))  # one round per test item (each within the suite's per-test timeout)
+def test_torchrun_pretrain_and_finetune_exit_cleanly_run_after_run(data, i):
+    done = _torchrun("pretrain", ["common.json", "pretrain.json", "multi_gpu_pretrain.json"], data, i)
+    assert done.returncode == 0, f"pretrain run {i + 1}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    assert (data / f"pretrain{i}" / "models" / "pretrain.pt").is_file()
+    pretrained = str(data / f"pretrain{i}" / "models" / "pretrain.pt")
+    done = _torchrun("finetune", ["common.json", "finetune.json", "multi_gpu_finetune.json"], data, i,
+                     "--pretrained", pretrained, "--label_fraction", "1.0")
+    assert done.returncode == 0, f"finetune run {i + 1}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    assert (data / f"finetune{i}" / "models" / "finetune_best.pt").is_file()
