@@ -21,7 +21,7 @@ VOXEL = 10.0
 PICKS_ZYX = [(100, 500, 700), (320, 2048, 2048), (500, 3000, 1000), (200, 1000, 3500), (600, 3900, 3900)]
 
 READER = textwrap.dedent("""
-    import json, resource, sys
+    import json, re, sys
     import numpy as np
     from cryomonai.data.extract import extract_subtomograms
     from cryomonai.data.picks import particle_dataset
@@ -32,7 +32,9 @@ READER = textwrap.dedent("""
     peaks = [np.unravel_index(int(np.argmax(np.asarray(item["image"])[0])), (32, 32, 32)) for item in dataset]
     print(json.dumps({"extracted": result.n_extracted, "items": len(dataset),
                       "peaks": [[int(v) for v in p] for p in peaks],
-                      "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                      # VmHWM: this process's own peak. ru_maxrss is not: after a (v)fork + exec, Linux carries the
+                      # parent's peak into it, so a large pytest process would be measured instead
+                      "max_rss": int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024}))
 """)
 
 

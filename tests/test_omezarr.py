@@ -174,4 +174,5 @@ def test_an_ome_zarr_tomogram_larger_than_memory_is_read_box_by_box(tmp_path) ->
     from test_big_tomogram import read_boxes_in_a_subprocess  # the same reading process as for the big MRC file
 
     got = read_boxes_in_a_subprocess(store, PICKS_ZYX, tmp_path)
+    print(f"peak RSS {got['max_rss'] / 1e9:.2f} GB reading a {4 * nz * ny * nx / 2**30:.0f} GiB OME-Zarr tomogram")
     assert got["max_rss"] < 1.5e9, f"peak RSS {got['max_rss'] / 1e9:.2f} GB"

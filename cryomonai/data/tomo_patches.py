@@ -70,9 +70,9 @@ def density_map(volume: Any, box: int) -> np.ndarray:
 
     Example:
         >>> vol = np.random.default_rng(0).normal(0, 0.1, (32, 32, 32)).astype(np.float32)
-        >>> vol[4:10, 4:10, 4:10] += 3.0  # one "particle"
+        >>> vol[6:9, 6:9, 6:9] += 3.0  # one "particle"
         >>> score = density_map(vol, box=8)
-        >>> score.shape, bool(score[7, 7, 7] > 4 * score[24, 24, 24])
+        >>> score.shape, bool(score[7, 7, 7] > 20 * score[24, 24, 24])
         ((32, 32, 32), True)
     """
     shape = tuple(int(n) for n in volume.shape)
