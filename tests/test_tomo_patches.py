@@ -78,10 +78,16 @@ def test_an_ome_zarr_tomogram_at_a_coarser_voxel_size(tmp_path: Path, tomo: Path
 
     volume, voxel = read_mrc(tomo.parent / "tomogram.mrc")
     store = write_ome_zarr(tmp_path / "t.zarr", volume, voxel, levels=1)
-    ds = TomogramPatchDataset([store], box=8, voxel_size=20.0, sampler="uniform")
+    from cryomonai.data.tomo_patches import _zarr_level
+
+    _zarr_level.cache_clear()
+    ds = TomogramPatchDataset([store], box=8, voxel_size=20.0, sampler="uniform", samples_per_volume=8)
     assert ds.source_box == 16  # 8 voxels of 20 Å from 16 of 10 Å, Fourier-cropped
     loc = ds[0]["location"].numpy()
     assert tuple(ds[0]["image"].shape) == (1, 8, 8, 8) and tuple(loc[3:] - loc[:3]) == (16, 16, 16)
+    for i in range(100):  # 13 visits of the queue to the tomogram: its level is read from the store once
+        ds[i]
+    assert _zarr_level.cache_info().misses == 1 and _zarr_level.cache_info().hits >= 10
 
 
 def test_bad_inputs_get_one_line_errors(tmp_path: Path, tomo: Path) -> None:

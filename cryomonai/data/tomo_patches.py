@@ -50,14 +50,23 @@ _MAP = "sampling_map"
 
 
 def _read_level(path: Any, level: str = "") -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader: ``(1, D, H, W)`` of one tomogram level (MRC: memory-mapped, no copy) and an identity affine."""
+    """TorchIO reader: ``(1, D, H, W)`` of one tomogram level and an identity affine.
+
+    MRC: memory-mapped, no copy. OME-Zarr: the level read once per process (:func:`_zarr_level`), not
+    on every visit of the queue to the tomogram.
+    """
     data = open_tomogram(path, level)
     if isinstance(data, np.memmap) and data.dtype.isnative:  # copy-on-write map: lazy, and writable for torch
-        data = np.memmap(data.filename, dtype=data.dtype, mode="c", offset=data.offset, shape=data.shape)
-    else:
-        data = np.asarray(data[:, :, :])
-        data = data.astype(data.dtype.newbyteorder("="), copy=False)
-    return torch.from_numpy(data)[None], np.eye(4)
+        return torch.from_numpy(np.memmap(data.filename, dtype=data.dtype, mode="c", offset=data.offset,
+                                          shape=data.shape))[None], np.eye(4)
+    return _zarr_level(str(path), level), np.eye(4)
+
+
+@functools.lru_cache(maxsize=4)
+def _zarr_level(path: str, level: str) -> torch.Tensor:
+    """One OME-Zarr (or non-native byte order MRC) level in memory, ``(1, D, H, W)``; the last few are kept."""
+    data = np.asarray(open_tomogram(path, level)[:, :, :])
+    return torch.from_numpy(data.astype(data.dtype.newbyteorder("="), copy=False))[None]
 
 
 def density_map(volume: Any, box: int) -> np.ndarray:
