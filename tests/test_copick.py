@@ -106,6 +106,7 @@ def test_predictions_go_back_as_one_pick_set_per_class(project: dict, tmp_path) 
         df = table.df.copy()
         df["label"] = [CLASSES[(CLASSES.index(c) + seed_shift) % 3] for c in df["label"]]
         df[MAX_PROBABILITY] = rng.uniform(0.4, 1.0, len(df))
+        df.index = np.arange(len(df))[::-1] * 2 + 7  # row labels that are not positions: scores follow the labels
         return ParticleTable(df, list(CLASSES), table.source)
 
     first = predict(1)

@@ -193,7 +193,7 @@ def write_copick_predictions(
     if unknown:
         raise CryoDataError(config, f"has no pickable object for the classes {unknown}",
                             "add them to pickable_objects, or classify with the project's own classes")
-    scores = df[MAX_PROBABILITY].to_numpy(float) if MAX_PROBABILITY in df else np.ones(len(df))
+    scores = pd.Series(df[MAX_PROBABILITY] if MAX_PROBABILITY in df else 1.0, index=df.index, dtype=float)
     written: dict[tuple[str, str], int] = {}
     for run_name, rows in df.groupby(RUN, sort=True):
         run = root.get_run(str(run_name))
@@ -203,6 +203,6 @@ def write_copick_predictions(
             mine = (rows["label"] == cls).to_numpy()
             pos = rows.loc[mine, ["x", "y", "z"]].to_numpy(float) * rows.loc[mine, [VOXEL_SIZE]].to_numpy(float)
             picks = run.new_picks(cls, session_id=session_id, user_id=user_id, exist_ok=True)
-            picks.from_numpy(pos, scores=scores[rows.index[mine]] if mine.any() else None)
+            picks.from_numpy(pos, scores=scores.loc[rows.index[mine]].to_numpy() if mine.any() else None)
             written[str(run_name), cls] = int(mine.sum())
     return written
