@@ -15,7 +15,9 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
 * :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV),
   :class:`ParticlePredictionsWriter` (predictions STAR/CSV and features of a particle table);
-* :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact).
+* :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact);
+* :mod:`~cryomonai.engines.weights` — :func:`weights_file` (a checkpoint path or the name of the
+  bundle's shipped weights), :func:`compact_checkpoint`.
 """
 
 from cryomonai.engines.checkpoints import (
@@ -41,6 +43,7 @@ from cryomonai.engines.perf import (
 from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
+from cryomonai.engines.weights import compact_checkpoint, shipped_weights, weights_file
 
 __all__ = [
     "AutocastInferer",
@@ -59,6 +62,7 @@ __all__ = [
     "release_ddp",
     "ViewSlicesHandler",
     "central_slices",
+    "compact_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",
@@ -66,6 +70,8 @@ __all__ = [
     "seed_run",
     "read_run_info",
     "resume_handlers",
+    "shipped_weights",
     "ssl_iteration",
     "unwrap_ssl_method",
+    "weights_file",
 ]

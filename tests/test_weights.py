@@ -1,0 +1,151 @@
+"""Shipped weights taken by name (``cryomonai.engines.weights``): compact copies of bundle checkpoints,
+their index and SHA-256, the one-line errors, and the bundle's ``finetune`` / ``inference`` / ``embed``
+reading a name where they read a path."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import run
+
+from cryomonai.engines import load_pretrained_encoder, read_run_info
+from cryomonai.engines.weights import SHIPPED_DIR, WEIGHTS_INDEX, compact_checkpoint, ship_weights, weights_file
+from cryomonai.errors import CryoDataError
+from cryomonai.networks import Classifier, build_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("1bxn", "3j9i", "1s3x")
+SMALL = {"channels": 8, "norm": "batch"}
+
+
+def _ssl_checkpoint(path: Path, seed: int = 0) -> dict:
+    """A pretraining-like checkpoint: an SSL method's state (encoder + projection head + queue) and run info."""
+    torch.manual_seed(seed)
+    enc = build_encoder("rb3d", **SMALL)
+    state = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
+    state.update({"head.0.weight": torch.randn(4, enc.num_features), "queue": torch.zeros(2, 8, 4)})
+    ckpt = {"model": state, "optimizer": {"state": {}, "param_groups": []},
+            "run_info": {"task": "pretrain", "encoder": "rb3d", "method": "simclr"}}
+    torch.save(ckpt, path)
+    return ckpt
+
+
+def _bundle_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "bundle"
+    shutil.copytree(REPO / "bundles" / "cryo_ssl" / "configs", root / "configs")
+    return root
+
+
+def test_compact_checkpoint_keeps_what_each_kind_needs(tmp_path: Path) -> None:
+    ckpt = _ssl_checkpoint(tmp_path / "p.pt")
+    enc = compact_checkpoint(ckpt, "encoder", box=16)
+    assert set(enc) == {"model", "run_info"} and enc["run_info"]["box"] == 16 and enc["run_info"]["method"] == "simclr"
+    assert enc["model"] and all(k.startswith("encoder.") for k in enc["model"])
+    clf = compact_checkpoint(ckpt, "classifier")
+    assert "head.0.weight" in clf["model"]
+    with pytest.raises(CryoDataError, match="no 'encoder"):
+        compact_checkpoint({"model": {"head.w": torch.ones(1)}, "run_info": {}}, "encoder")
+    with pytest.raises(CryoDataError, match="no 'model' weights or no 'run_info'"):
+        compact_checkpoint({"model": {}}, "encoder")
+
+
+def test_ship_and_resolve_by_name(tmp_path: Path) -> None:
+    root = _bundle_copy(tmp_path)
+    ckpt = _ssl_checkpoint(tmp_path / "p.pt")
+    path = ship_weights("tiny", tmp_path / "p.pt", "encoder", root, box=16, voxel_size=20.0)
+    assert path == root / SHIPPED_DIR / "tiny.pt"
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == {"model", "run_info"} and all(k.startswith("encoder.") for k in saved["model"])
+    index = json.loads((root / SHIPPED_DIR / WEIGHTS_INDEX).read_text())
+    assert index["tiny"]["kind"] == "encoder" and index["tiny"]["encoder"] == "rb3d" and len(index["tiny"]["sha256"]) == 64
+    # a name resolves to the shipped file, and its encoder weights load exactly
+    assert weights_file("tiny", root) == str(path)
+    model = load_pretrained_encoder(Classifier(build_encoder("rb3d", **SMALL), 3), weights_file("tiny", root), "rb3d")
+    for k, v in model.encoder.state_dict().items():
+        torch.testing.assert_close(v, ckpt["model"][f"encoder.{k}"])
+    # no checkpoint, an existing path, and a missing path pass through
+    assert weights_file("", root) is None and weights_file(None, root) is None
+    assert weights_file(tmp_path / "p.pt", root) == str(tmp_path / "p.pt")
+    assert weights_file("runs/none/pretrain.pt", root) == "runs/none/pretrain.pt"
+
+
+def test_weights_errors_are_one_line(tmp_path: Path) -> None:
+    root = _bundle_copy(tmp_path)
+    _ssl_checkpoint(tmp_path / "p.pt")
+    with pytest.raises(CryoDataError, match=r"neither a checkpoint file nor .* shipped names: none"):
+        weights_file("simclr_typo", root)
+    path = ship_weights("tiny", tmp_path / "p.pt", "encoder", root)
+    with pytest.raises(CryoDataError, match=r"shipped names: tiny$"):
+        weights_file("simclr_typo", root)
+    with pytest.raises(CryoDataError, match="is a shipped encoder, and this run needs a classifier — fix: fine-tune it first"):
+        weights_file("tiny", root, "classifier")
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(CryoDataError, match="SHA-256 mismatch"):
+        weights_file("tiny", root)
+    path.unlink()
+    with pytest.raises(CryoDataError, match="are missing"):
+        weights_file("tiny", root)
+    (root / SHIPPED_DIR / WEIGHTS_INDEX).write_text("{")
+    with pytest.raises(CryoDataError, match="not valid JSON"):
+        weights_file("tiny", root)
+    with pytest.raises(ValueError):
+        ship_weights("../evil", tmp_path / "p.pt", "encoder", root)
+
+
+@pytest.fixture(scope="module")
+def shipped_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A bundle copy shipping an encoder (a real ``pretrain`` run, 2 epochs) and a classifier fine-tuned from it
+    by name; a tiny simulated dataset (3 classes × 8, SNR ∞, 16³)."""
+    from cryomonai.simulate.dataset import simulate_dataset
+
+    tmp = tmp_path_factory.mktemp("shipped")
+    root = _bundle_copy(tmp)
+    simulate_dataset(tmp / "data", n_per_class=8, snr=math.inf, box=16, classes=CLASSES, n_neighbours=0, max_shift=1.0,
+                     seed=0, workers=0, progress=False)
+    common = {"bundle_root": str(root), "dataset_dir": str(tmp / "data"), "simulate": False, "progress": False, "box": 16,
+              "batch_size": 8, "network_def#channels": 8, "network_def#norm": "batch"}
+    cfg = [str(root / "configs" / f) for f in ("common.json", "pretrain.json")]
+    run("pretrain", config_file=cfg, ckpt_dir=str(tmp / "pre"), output_dir=str(tmp / "pre_eval"), epochs=2, **common)
+    ship_weights("tiny_enc", tmp / "pre" / "pretrain.pt", "encoder", root, box=16)
+    return {"tmp": tmp, "root": root, "common": common}
+
+
+def test_finetune_takes_shipped_weights_by_name(shipped_bundle: dict) -> None:
+    tmp, root, common = shipped_bundle["tmp"], shipped_bundle["root"], shipped_bundle["common"]
+    cfg = [str(root / "configs" / f) for f in ("common.json", "finetune.json")]
+    # a frozen encoder trained for one epoch keeps exactly the shipped weights
+    run("finetune", config_file=cfg, ckpt_dir=str(tmp / "ft"), output_dir=str(tmp / "ft_eval"), epochs=1,
+        pretrained="tiny_enc", freeze_encoder=True, **common)
+    shipped = torch.load(root / SHIPPED_DIR / "tiny_enc.pt", weights_only=True)["model"]
+    tuned = torch.load(tmp / "ft" / "finetune_best.pt", weights_only=True)["model"]
+    for k, v in shipped.items():
+        if "running_" not in k and "num_batches" not in k:  # BatchNorm statistics move in train mode
+            torch.testing.assert_close(tuned[k], v, msg=k)
+    assert read_run_info(tmp / "ft" / "finetune_best.pt")["pretrained"] == "tiny_enc"
+    ship_weights("tiny_clf", tmp / "ft" / "finetune_best.pt", "classifier", root, box=16)
+    # inference and evaluate take the shipped classifier by name; an encoder name is a one-line error
+    inf = [str(root / "configs" / f) for f in ("common.json", "inference.json")]
+    run("inference", config_file=inf, checkpoint="tiny_clf", output_dir=str(tmp / "pred"),
+        infer_table=str(tmp / "data" / "particles.star"), **common)
+    assert (tmp / "pred" / "predictions.star").is_file()
+    with pytest.raises(RuntimeError) as info:  # MONAI wraps an expression's error; the CLI prints the cause's line
+        run("inference", config_file=inf, checkpoint="tiny_enc", output_dir=str(tmp / "pred2"),
+            infer_table=str(tmp / "data" / "particles.star"), **common)
+    assert isinstance(info.value.__cause__, CryoDataError)
+    assert "is a shipped encoder, and this run needs a classifier" in str(info.value.__cause__)
+    ev = [str(root / "configs" / f) for f in ("common.json", "finetune.json", "evaluate.json")]
+    run("evaluate", config_file=ev, checkpoint="tiny_clf", ckpt_dir=str(tmp / "ft"), output_dir=str(tmp / "ev"), **common)
+    assert (tmp / "ev" / "predictions_test.csv").is_file()
+
+
+def test_embed_takes_shipped_weights_by_name(shipped_bundle: dict) -> None:
+    tmp, root, common = shipped_bundle["tmp"], shipped_bundle["root"], shipped_bundle["common"]
+    cfg = [str(root / "configs" / f) for f in ("common.json", "inference.json", "embed.json")]
+    run("embed", config_file=cfg, checkpoint="tiny_enc", output_dir=str(tmp / "emb"), n_clusters=3,
+        infer_table=str(tmp / "data" / "particles.star"), **common)
+    assert (tmp / "emb" / "clusters.star").is_file() and (tmp / "emb" / "embedding.png").is_file()
