@@ -185,6 +185,27 @@ def test_finetune_writes_the_best_checkpoint(finetuned: dict) -> None:
     assert last["trainer"]["iteration"] == 2 * last["trainer"]["epoch_length"]
 
 
+def test_min_steps_scales_epochs_validation_and_schedule_by_one_whole_factor(env: dict) -> None:
+    out = env["root"] / "min_steps"
+    overrides = {**env["overrides"], "ckpt_dir": str(out / "models"), "output_dir": str(out / "eval")}
+    workflow = create_workflow(config_file=FINETUNE, **overrides, pretrained="", epochs=2, val_interval=1,
+                               min_steps=17, run_id="finetune")
+    steps = len(workflow.parser.get_parsed_content("train#dataloader"))
+    scale = -(-17 // (2 * steps))
+    assert scale > 1 and workflow.parser.get_parsed_content("epoch_scale") == scale
+    validated: list[int] = []
+    workflow.parser.get_parsed_content("validate#evaluator").add_event_handler(
+        Events.COMPLETED, lambda _: validated.append(workflow.parser.get_parsed_content("train#trainer").state.epoch))
+    workflow.run()
+    workflow.finalize()
+    state = workflow.parser.get_parsed_content("train#trainer").state
+    assert state.max_epochs == 2 * scale and state.iteration == 2 * scale * steps >= 17
+    assert validated == [scale, 2 * scale]  # as many validations as 2 epochs at val_interval 1 give
+    assert workflow.parser.get_parsed_content("lr_scheduler").T_max == 2 * scale
+    default = create_workflow(config_file=FINETUNE, **overrides, pretrained="", epochs=2, run_id="finetune")
+    assert default.parser.get_parsed_content("epoch_scale") == 1  # min_steps 0: epochs as set
+
+
 def test_resume_continues_from_the_saved_epoch_with_the_same_queue(env: dict, pretrained: Path) -> None:
     ckpt_dir = env["root"] / "resume"
     ckpt_dir.mkdir()

@@ -9,7 +9,8 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
 * :mod:`~cryomonai.engines.distributed` — :func:`release_ddp` (DDP freed before its process group);
 * :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
-  view made on the training device, the bundle's ``augment_on_device``);
+  view made on the training device, the bundle's ``augment_on_device``), :func:`epoch_scale` (the
+  bundle's ``min_steps``);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
@@ -30,7 +31,7 @@ from cryomonai.engines.checkpoints import (
     resume_handlers,
 )
 from cryomonai.engines.distributed import release_ddp
-from cryomonai.engines.finetune import SupervisedPrepareBatch
+from cryomonai.engines.finetune import SupervisedPrepareBatch, epoch_scale
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import (
     AutocastInferer,
@@ -58,6 +59,7 @@ __all__ = [
     "SSLStep",
     "SupervisedPrepareBatch",
     "TrackMeta",
+    "epoch_scale",
     "native_bf16",
     "release_ddp",
     "ViewSlicesHandler",

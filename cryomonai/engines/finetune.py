@@ -28,7 +28,30 @@ import torch
 from cryomonai.engines.perf import PrepareBatchMemoryFormat
 from cryomonai.errors import CryoDataError
 
-__all__ = ["SupervisedPrepareBatch"]
+__all__ = ["SupervisedPrepareBatch", "epoch_scale"]
+
+
+def epoch_scale(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """How many times ``epochs`` to train so that fine-tuning takes at least ``min_steps`` optimizer steps.
+
+    A fixed epoch count gives few steps when there are few labels (50 labels in batches of 16 are
+    4 steps an epoch: 20 epochs are 80 steps). The bundle multiplies its ``epochs``, its validation
+    interval and the cosine schedule's length by this whole factor, so a run keeps the shape of its
+    recipe (as many validations, the same schedule) and takes ``>= min_steps`` steps. ``min_steps``
+    0 (the default) keeps ``epochs`` as is.
+
+    Example:
+        >>> epoch_scale(20, 600, 4), epoch_scale(20, 600, 15), epoch_scale(20, 600, 30), epoch_scale(20, 0, 4)
+        (8, 2, 1, 1)
+    """
+    epochs, min_steps, steps_per_epoch = int(epochs), int(min_steps), int(steps_per_epoch)
+    if epochs < 1 or min_steps < 0:
+        raise CryoDataError("min_steps", f"epochs {epochs} and min_steps {min_steps}",
+                            "set epochs >= 1 and min_steps >= 0 in finetune.json")
+    if steps_per_epoch < 1:
+        raise CryoDataError("train#dataloader", "no training batch",
+                            "label at least one training particle (label_fraction > 0, a 'train' split)")
+    return max(1, -(-min_steps // (epochs * steps_per_epoch)))
 
 
 class SupervisedPrepareBatch(PrepareBatchMemoryFormat):
