@@ -17,7 +17,7 @@ import pytest
 
 from cryomonai.networks import ENCODERS
 from cryomonai.pipeline import bundle_dir
-from cryomonai.ssl import METHODS
+from cryomonai.ssl import METHODS, SSLMethod
 
 CONFIGS = bundle_dir() / "configs"
 _MISSING = object()
@@ -31,7 +31,13 @@ def _base() -> dict:
 
 
 def _defaults(factory) -> dict:
-    return {n: p.default for n, p in inspect.signature(factory).parameters.items() if p.default is not inspect.Parameter.empty}
+    """The keyword defaults of ``factory``; a method's ``**head`` adds :meth:`SSLMethod.projection_head`'s
+    (where they are written), under the method's own (MoCo's ``head_norm``)."""
+    params = inspect.signature(factory).parameters
+    defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    if "head" in params and params["head"].kind is inspect.Parameter.VAR_KEYWORD:
+        defaults = {**_defaults(SSLMethod.projection_head), **defaults}
+    return defaults
 
 
 def _overlays():
@@ -72,6 +78,14 @@ def test_the_check_catches_a_restated_default_and_a_typo(tmp_path):
     bad.write_text(json.dumps({"method": "moco", "ssl_method#queue_size": 128, "ssl_method#queue_sise": 64, "lr": 1e-4}))
     problems = _problems(bad, METHODS, "ssl_method#", "method")
     assert len(problems) == 3 and "restates" in problems[0] and "unknown" in problems[1] and "restates" in problems[2]
+    head = tmp_path / "simclr.json"  # the head's keys reach projection_head through **head: checked there
+    head.write_text(json.dumps({"method": "simclr", "ssl_method#proj_dim": 128, "ssl_method#proj_dm": 64,
+                                "ssl_method#head_norm": None}))
+    problems = _problems(head, METHODS, "ssl_method#", "method")
+    assert len(problems) == 2 and "restates" in problems[0] and "unknown" in problems[1]
+    moco = tmp_path / "moco.json"  # MoCo's own head_norm default (None) wins over the head's ("batch")
+    moco.write_text(json.dumps({"method": "moco", "ssl_method#head_norm": "batch", "ssl_method#proj_dim": 64}))
+    assert _problems(moco, METHODS, "ssl_method#", "method") == []
 
 
 def test_every_registered_method_and_encoder_has_an_overlay():

@@ -107,14 +107,7 @@ class RB3DBlock(nn.Module):
     Shapes: ``(B, C, *S) → (B, C, *S)``.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        channels: int = 32,
-        act: str | tuple = "relu",
-        norm: NormType = None,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, spatial_dims: int, channels: int, act: str | tuple, norm: NormType, dropout: float) -> None:
         super().__init__()
         half = channels // 2
         self.right = nn.Sequential(*_conv(spatial_dims, channels, half, 3, act, norm))
@@ -132,15 +125,12 @@ class RB3DBlock(nn.Module):
 
 
 def rb3d_trunk(
-    spatial_dims: int = 3,
-    in_channels: int = 1,
-    channels: int = 32,
-    n_blocks: int = 4,
-    act: str | tuple = "relu",
-    norm: NormType = None,
-    dropout: float = 0.0,
+    spatial_dims: int, in_channels: int, channels: int, n_blocks: int, act: str | tuple, norm: NormType, dropout: float
 ) -> nn.Sequential:
     """The RB3D trunk: ``conv0 (3³) → [norm0] → act0 → pool0 (max 2) → block1 … blockN``.
+
+    The arguments are those of :class:`RB3D` (whose defaults are the paper's); the builders below
+    the public encoders take them all explicitly, so each default is written once.
 
     Shapes: ``(B, in_channels, *S) → (B, channels, *(S // 2))``.
     """
@@ -206,11 +196,13 @@ class RB3DOriginal(nn.Module):
         img_size: the box size the network is built for (int or per-axis); the input must match it.
         channels: trunk width (32).
         n_blocks: number of bottleneck blocks (4).
-        hidden: width of the two fully connected layers (1024); this is ``num_features``.
-        block_dropout: dropout in the blocks' left branch (0.7).
-        fc_dropout: dropout after each FC layer (0.5).
         act: activation.
         norm: ``None`` (paper) or a MONAI norm for the convolutions.
+        block_dropout: dropout in the blocks' left branch (0.7).
+        hidden: width of the two fully connected layers (1024); this is ``num_features``.
+        fc_dropout: dropout after each FC layer (0.5).
+
+    The arguments come in the order of the layers they shape: the trunk's, then the FC layers'.
 
     Shapes: ``(B, C, *img_size) → (B, hidden)``.
     """
@@ -222,11 +214,11 @@ class RB3DOriginal(nn.Module):
         img_size: int | Sequence[int] = 32,
         channels: int = 32,
         n_blocks: int = 4,
-        hidden: int = 1024,
-        block_dropout: float = 0.7,
-        fc_dropout: float = 0.5,
         act: str | tuple = "relu",
         norm: NormType = None,
+        block_dropout: float = 0.7,
+        hidden: int = 1024,
+        fc_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.img_size = tuple(int(s) for s in ensure_tuple_rep(img_size, spatial_dims))

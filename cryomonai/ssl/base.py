@@ -12,7 +12,8 @@ and ``method(x)`` gives encoder features ``(B, F)``. Under ``torch.distributed``
 ``training_step`` inside ``forward`` (``broadcast_buffers=False``: SwAV's queue is per process; MoCo's
 is kept identical on all ranks by gathering; add ``find_unused_parameters=True`` while SwAV's
 prototypes are frozen). Constructor keyword arguments, with the papers'
-defaults, are the config schema. All state (queues, pointers, the step counter) lives in buffers, so
+defaults, are the config schema; the projection head's (``proj_dim``, ``hidden_dim``, ``head_norm``)
+are :meth:`SSLMethod.projection_head`'s, passed on by the methods' ``**head``. All state (queues, pointers, the step counter) lives in buffers, so
 ``state_dict`` and MONAI's checkpoint handlers save and resume it exactly.
 """
 
@@ -70,13 +71,18 @@ class SSLMethod(nn.Module):
         """Called after ``optimizer.step()``; ``step`` optimizer steps are done out of ``total``."""
         self.steps_done.fill_(int(step))
 
-    def _projection_head(self, proj_dim: int, hidden_dim: int | None, norm: str | tuple | None) -> MLPHead:
+    def projection_head(
+        self, proj_dim: int = 128, hidden_dim: int | None = None, head_norm: str | tuple | None = "batch"
+    ) -> MLPHead:
         """The head ``F → hidden_dim (None: F) → proj_dim`` on the encoder's features (SimCLR, MoCo, SwAV).
 
-        ``norm`` goes after the hidden Linear (``"batch"`` → BatchNorm1d, ``None`` for none).
+        Its keyword arguments are part of the config schema of every method with such a head: they
+        reach it through the method's ``**head`` (``ssl_method#proj_dim``, ``ssl_method#head_norm``), so
+        their defaults are written here only. ``head_norm`` goes after the hidden Linear (``"batch"`` →
+        BatchNorm1d, ``None`` for none).
         """
         f = self.encoder.num_features
-        return MLPHead([f, hidden_dim or f, proj_dim], norm=norm)
+        return MLPHead([f, hidden_dim or f, proj_dim], norm=head_norm)
 
     def _check_views(self, views: Sequence[torch.Tensor]) -> None:
         if len(views) != self.n_views or len({tuple(v.shape) for v in views}) != 1:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +46,7 @@ class MoCo(SSLMethod):
 
     Args:
         encoder: query encoder ``f_q`` (``num_features = F``); the key encoder is a deep copy.
-        proj_dim: embedding size ``P`` of the MLP head (128).
-        hidden_dim: hidden width of the head (``None`` → ``F``).
-        head_norm: norm in the head (``None``, as MoCo v2).
+        head_norm: norm in the MLP head (``None``, as MoCo v2).
         queue_size: ``K``, number of negative keys (128).
         momentum: ``m`` of the key encoder update (0.999).
         temperature: ``τ`` (0.2).
@@ -57,13 +56,13 @@ class MoCo(SSLMethod):
             the paper.
         shuffle_bn: shuffle the key batch across ranks; ``None`` → when distributed and the
             encoder has BatchNorm.
+        head: the MLP head's ``proj_dim`` (embedding size ``P``, 128) and ``hidden_dim`` (``None`` →
+            ``F``): :meth:`SSLMethod.projection_head`.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
-        proj_dim: int = 128,
-        hidden_dim: int | None = None,
         head_norm: str | tuple | None = None,
         queue_size: int = 128,
         momentum: float = 0.999,
@@ -71,16 +70,17 @@ class MoCo(SSLMethod):
         symmetric: bool = False,
         momentum_cosine: bool = False,
         shuffle_bn: bool | None = None,
+        **head: Any,
     ) -> None:
         super().__init__(encoder)
-        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
+        self.head = self.projection_head(head_norm=head_norm, **head)
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.key_head = copy.deepcopy(self.head).requires_grad_(False)
         self.momentum, self.temperature = momentum, temperature
         self.symmetric, self.momentum_cosine = symmetric, momentum_cosine
         has_bn = any(isinstance(m, _BatchNorm) for m in encoder.modules())
         self.shuffle_bn = has_bn if shuffle_bn is None else shuffle_bn
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))  # (K, P)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, self.head.out_features), dim=1))  # (K, P)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()

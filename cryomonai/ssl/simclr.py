@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,22 +36,14 @@ class SimCLR(SSLMethod):
 
     Args:
         encoder: backbone ``f`` with ``num_features = F``.
-        proj_dim: output size of the projection head ``g`` (128).
-        hidden_dim: hidden width of ``g`` (``None`` → ``F``).
-        head_norm: norm in the head's hidden layer (``"batch"``; ``None`` for none).
         temperature: ``τ`` (0.5).
+        head: the projection head ``g``'s ``proj_dim`` (128), ``hidden_dim`` (``None`` → ``F``) and
+            ``head_norm`` (``"batch"``): :meth:`SSLMethod.projection_head`.
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        proj_dim: int = 128,
-        hidden_dim: int | None = None,
-        head_norm: str | tuple | None = "batch",
-        temperature: float = 0.5,
-    ) -> None:
+    def __init__(self, encoder: nn.Module, temperature: float = 0.5, **head: Any) -> None:
         super().__init__(encoder)
-        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
+        self.head = self.projection_head(**head)
         self.temperature = temperature
 
     def training_step(self, views: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,6 @@ class SwAV(SSLMethod):
 
     Args:
         encoder: backbone with ``num_features = F``.
-        proj_dim: embedding size ``P`` (128).
-        hidden_dim: hidden width of the head (``None`` → ``F``).
-        head_norm: norm in the head's hidden layer (``"batch"``).
         n_prototypes: ``K`` (30).
         temperature: ``τ`` of the prediction softmax (0.1).
         sinkhorn_eps: ``ε`` (0.05).
@@ -53,14 +51,13 @@ class SwAV(SSLMethod):
         freeze_prototypes_steps: the prototypes get no gradient while fewer optimizer steps are done.
         queue_length: embeddings kept per view (0: no queue).
         queue_start_step: the queue is filled from this step on and used once full.
+        head: the projection head's ``proj_dim`` (embedding size ``P``, 128), ``hidden_dim`` (``None``
+            → ``F``) and ``head_norm`` (``"batch"``): :meth:`SSLMethod.projection_head`.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
-        proj_dim: int = 128,
-        hidden_dim: int | None = None,
-        head_norm: str | tuple | None = "batch",
         n_prototypes: int = 30,
         temperature: float = 0.1,
         sinkhorn_eps: float = 0.05,
@@ -68,9 +65,11 @@ class SwAV(SSLMethod):
         freeze_prototypes_steps: int = 100,
         queue_length: int = 128,
         queue_start_step: int = 500,
+        **head: Any,
     ) -> None:
         super().__init__(encoder)
-        self.head = self._projection_head(proj_dim, hidden_dim, head_norm)
+        self.head = self.projection_head(**head)
+        proj_dim = self.head.out_features
         self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)  # weight: (K, P)
         self.temperature, self.sinkhorn_eps, self.sinkhorn_iters = temperature, sinkhorn_eps, sinkhorn_iters
         self.freeze_prototypes_steps, self.queue_start_step = freeze_prototypes_steps, queue_start_step
