@@ -1,0 +1,68 @@
+"""tools/compare_grids.py: two runs of one grid compared cell by cell, arm by arm, conclusion by conclusion."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_grids.py"
+spec = importlib.util.spec_from_file_location("compare_grids", TOOL)
+compare_grids = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_grids)
+
+
+def _results(ssl_gain: float, jitter: float, seed: int) -> pd.DataFrame:
+    """A grid's results: random vs simclr at 10 and 100 % labels, 3 repeats; SimCLR ``ssl_gain`` better."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for frac, base in ((0.1, 0.20), (1.0, 0.50)):
+        for method in ("random", "simclr"):
+            for repeat in range(3):
+                mean = base + (ssl_gain if method == "simclr" and frac == 0.1 else 0.0)
+                acc = mean + 0.01 * (repeat - 1) + jitter * rng.standard_normal()
+                rows.append({"dataset": "d", "method": method, "label_fraction": frac, "repeat": repeat,
+                             "recipe": "adam_1e-3", "test_accuracy": acc, "linear_probe_accuracy": acc - 0.05,
+                             "knn_accuracy": acc - 0.1})
+    return pd.DataFrame(rows)
+
+
+def _write(tmp_path: Path, name: str, df: pd.DataFrame) -> str:
+    path = tmp_path / f"{name}.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_run_against_itself_is_identical_and_agrees(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
+    text, agree = compare_grids.report(a, a, ("native", "again"))
+    assert agree and "12 in common, 12 identical in every metric" in text
+    assert "| test accuracy | 12 | 12 | 0.00 | 0.00 |" in text
+
+
+def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
+    b = _write(tmp_path, "b", _results(0.15, 0.005, 1))
+    text, agree = compare_grids.report(a, b, ("native", "avx2"))
+    assert agree and "0 identical in every metric" in text
+    largest = float(text.split("| test accuracy | 12 | 0 | ")[1].split(" |")[0])
+    assert 0 < largest < 3  # points: 0.5-point noise, at most a few standard deviations
+    assert compare_grids.main([a, b]) == 0
+
+
+def test_a_lost_ssl_gain_is_a_changed_conclusion(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
+    b = _write(tmp_path, "b", _results(0.0, 0.0, 0))
+    text, agree = compare_grids.report(a, b, ("native", "avx2"))
+    assert not agree and "| **no** |" in text and "Every conclusion the same: **no**" in text
+    assert compare_grids.main([a, b]) == 1
+
+
+def test_runs_of_different_presets_are_refused(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
+    other = _results(0.15, 0.0, 0).assign(dataset="other")
+    with pytest.raises(SystemExit, match="no cell in common"):
+        compare_grids.report(a, _write(tmp_path, "b", other), ("a", "b"))

@@ -1,0 +1,166 @@
+"""Compare two runs of one grid preset: what changed per cell, per arm, and in the conclusions.
+
+The same preset run twice — on two processors, with oneDNN capped to an older instruction set
+(``ONEDNN_MAX_CPU_ISA=AVX2``), in float32 vs bf16, before and after a refactor — gives two
+``results.csv``. This prints a Markdown report:
+
+* **cells**: how many (dataset, method, label fraction, repeat) cells both runs have, how many give
+  bit-identical numbers, the chosen recipes, and the largest and median per-cell difference
+  (points) of test accuracy, linear probe and kNN;
+* **arms**: per (dataset, method, fraction, metric) mean ± std over repeats in each run, the
+  difference, Welch's p, and the largest |difference| / its standard error;
+* **conclusions**: per (dataset, fraction, SSL method) the SSL − baseline difference and the
+  Student's t-test p of each run (:func:`cryomonai.evaluation.stats.ttest_vs_baseline`, as in the
+  grid report), each run's verdict (better / worse at p < ``--alpha``, else no difference) and
+  whether the verdicts are the same; and
+  per fraction whether the fine-tuned baseline beats the probe on its own frozen features in each.
+
+Usage::
+
+    python tools/compare_grids.py docs/grid_cpu/results.csv runs/grid_cpu_avx2/results.csv \\
+        --names "native (AVX-512, AMX; bf16)" "AVX2 cap (float32)" > docs/reproducibility/compare.md
+
+Exit status 0 when the conclusions agree, 1 when any differs (so a script can check it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from cryomonai.evaluation.stats import read_results, ttest_vs_baseline
+
+KEYS = ["dataset", "method", "label_fraction", "repeat"]
+METRICS = [("test_accuracy", "test accuracy"), ("linear_probe_accuracy", "linear probe"), ("knn_accuracy", "kNN")]
+
+
+def _metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
+    return [(col, name) for col, name in METRICS if col in df.columns]
+
+
+def paired_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The cells both runs have, one row each, columns ``<metric>_a`` / ``<metric>_b`` (and recipes)."""
+    a, b = a.copy(), b.copy()
+    for df in (a, b):
+        df["label_fraction"] = df["label_fraction"].astype(float).round(6)
+    cols = [c for c, _ in _metrics(a)] + (["recipe"] if "recipe" in a.columns and "recipe" in b.columns else [])
+    return a[KEYS + cols].merge(b[KEYS + cols], on=KEYS, suffixes=("_a", "_b"), validate="one_to_one")
+
+
+def cell_lines(cells: pd.DataFrame, metrics: list[tuple[str, str]]) -> tuple[list[str], int]:
+    """Markdown of the per-cell agreement, and the number of cells identical in every metric."""
+    same_all = np.ones(len(cells), dtype=bool)
+    lines = ["| metric | cells | bit-identical | largest \\|Δ\\| (points) | median \\|Δ\\| (points) |",
+             "|---|---:|---:|---:|---:|"]
+    for col, name in metrics:
+        x, y = cells[f"{col}_a"].to_numpy(float), cells[f"{col}_b"].to_numpy(float)
+        same = x == y
+        same_all &= same
+        d = 100 * np.abs(y - x)
+        lines.append(f"| {name} | {len(cells)} | {int(same.sum())} | {d.max():.2f} | {np.median(d):.2f} |")
+    if "recipe_a" in cells.columns:
+        agree = int((cells["recipe_a"] == cells["recipe_b"]).sum())
+        lines += ["", f"Chosen recipe the same in {agree} of {len(cells)} cells."]
+    return lines, int(same_all.sum())
+
+
+def arm_lines(a: pd.DataFrame, b: pd.DataFrame, metrics: list[tuple[str, str]], names: tuple[str, str]) -> list[str]:
+    """Markdown of mean ± std per arm in each run, the difference and Welch's p."""
+    lines = [f"| dataset | method | labels | metric | {names[0]} (%) | {names[1]} (%) | difference | Welch p |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    worst = 0.0
+    for (ds, method, frac), block in a.groupby(["dataset", "method", "label_fraction"], sort=False):
+        other = b[(b["dataset"] == ds) & (b["method"] == method) & (b["label_fraction"].round(6) == round(frac, 6))]
+        if other.empty:
+            continue
+        for col, name in metrics:
+            x, y = 100 * block[col].to_numpy(float), 100 * other[col].to_numpy(float)
+            se = (x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)) ** 0.5 if min(len(x), len(y)) > 1 else 0.0
+            p = stats.ttest_ind(x, y, equal_var=False).pvalue if se > 0 else 1.0
+            worst = max(worst, abs(y.mean() - x.mean()) / se if se > 0 else 0.0)
+            lines.append(f"| `{ds}` | {method} | {100 * frac:g} % | {name} | {x.mean():.1f} ± {x.std(ddof=1):.1f} "
+                         f"| {y.mean():.1f} ± {y.std(ddof=1):.1f} | {y.mean() - x.mean():+.1f} | {p:.2f} |")
+    return lines + ["", f"Largest |difference| / standard error of the difference: {worst:.2f}"]
+
+
+def conclusions(a: pd.DataFrame, b: pd.DataFrame, baseline: str, alpha: float) -> pd.DataFrame:
+    """Per (dataset, fraction, method): SSL − baseline difference and p in each run, and whether they agree."""
+    ta, tb = (ttest_vs_baseline(df, baseline=baseline) for df in (a, b))
+    for t in (ta, tb):
+        t["label_fraction"] = t["label_fraction"].astype(float).round(6)
+        t["diff"] = 100 * (t["mean"] - t["baseline_mean"])
+    both = ta.merge(tb, on=["dataset", "label_fraction", "method"], suffixes=("_a", "_b"))
+    for side in ("a", "b"):
+        sig = both[f"p_{side}"] < alpha
+        both[f"verdict_{side}"] = np.where(~sig, "no difference", np.where(both[f"diff_{side}"] > 0, "better", "worse"))
+    both["agree"] = both["verdict_a"] == both["verdict_b"]
+    return both
+
+
+def conclusion_lines(both: pd.DataFrame, names: tuple[str, str], baseline: str, alpha: float) -> list[str]:
+    lines = [f"| dataset | labels | method vs {baseline} | {names[0]}: Δ (points), p, verdict "
+             f"| {names[1]}: Δ (points), p, verdict | same |", "|---|---:|---|---:|---:|:---:|"]
+    for r in both.itertuples():
+        lines.append(f"| `{r.dataset}` | {100 * r.label_fraction:g} % | {r.method} "
+                     f"| {r.diff_a:+.1f}, {r.p_a:.3f}, {r.verdict_a} | {r.diff_b:+.1f}, {r.p_b:.3f}, {r.verdict_b} "
+                     f"| {'yes' if r.agree else '**no**'} |")
+    return lines + ["", f"Verdict: `better` / `worse` when p < {alpha:g}, else `no difference`."]
+
+
+def baseline_checks(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per (dataset, fraction): does the fine-tuned ``baseline`` beat the probe on its frozen features, in each run?"""
+    rows = []
+    for (ds, frac), block in a[a["method"] == baseline].groupby(["dataset", "label_fraction"], sort=False):
+        other = b[(b["method"] == baseline) & (b["dataset"] == ds) & (b["label_fraction"].round(6) == round(frac, 6))]
+        if other.empty or "linear_probe_accuracy" not in a.columns:
+            continue
+        passes = [bool(df["test_accuracy"].mean() > df["linear_probe_accuracy"].mean()) for df in (block, other)]
+        rows.append({"dataset": ds, "label_fraction": frac, "a": passes[0], "b": passes[1]})
+    return pd.DataFrame(rows, columns=["dataset", "label_fraction", "a", "b"])
+
+
+def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "random", alpha: float = 0.05) -> tuple[str, bool]:
+    """The Markdown report of two results tables, and whether every conclusion agrees."""
+    a, b = read_results(a_path), read_results(b_path)
+    metrics = _metrics(a)
+    cells = paired_cells(a, b)
+    if cells.empty:
+        raise SystemExit(f"{a_path} and {b_path} have no cell in common — compare two runs of one preset")
+    cell_md, identical = cell_lines(cells, metrics)
+    both = conclusions(a, b, baseline, alpha)
+    checks = baseline_checks(a, b, baseline)
+    agree = bool(both["agree"].all()) and bool((checks["a"] == checks["b"]).all())
+    check_md = [f"| dataset | labels | {names[0]} | {names[1]} |", "|---|---:|:---:|:---:|"] + [
+        f"| `{r.dataset}` | {100 * r.label_fraction:g} % | {'yes' if r.a else 'no'} | {'yes' if r.b else 'no'} |"
+        for r in checks.itertuples()]
+    out = [f"# {names[0]} vs {names[1]}", "",
+           f"`{a_path}` ({len(a)} cells) vs `{b_path}` ({len(b)} cells): {len(cells)} in common, "
+           f"{identical} identical in every metric.", "", "## Cells", "", *cell_md, "",
+           "## Arms (mean ± std over repeats)", "", *arm_lines(a, b, metrics, names), "",
+           f"## Conclusions (Student's t-test against `{baseline}`, as in the grid report)", "",
+           *conclusion_lines(both, names, baseline, alpha), "",
+           f"Fair-baseline check: `{baseline}` fine-tuned beats the linear probe on its own frozen features "
+           "(mean test accuracy > mean probe accuracy)", "", *check_md, "",
+           f"Every conclusion the same: **{'yes' if agree else 'no'}**."]
+    return "\n".join(out) + "\n", agree
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="results.csv of the first run (the reference)")
+    parser.add_argument("b", help="results.csv of the second run")
+    parser.add_argument("--names", nargs=2, default=("A", "B"), help="how to call the two runs")
+    parser.add_argument("--baseline", default="random")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    text, agree = report(args.a, args.b, tuple(args.names), args.baseline, args.alpha)
+    sys.stdout.write(text)
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
