@@ -34,6 +34,9 @@ def test_presets_load_and_enumerate():
     big = load_preset("label_efficiency")
     n = big.datasets[0]["n_per_class"] * 10
     assert n * 0.2 >= 1000 and n * 0.6 >= 4000 and 0.01 in big.label_fractions  # >= 1,000 test subtomograms
+    # fine-tuning takes at least the selection fraction's optimizer steps at every fraction (min_steps)
+    per_epoch = -(-round(n * 0.6 * big.selection_fractions[0]) // big.common["batch_size"])
+    assert big.finetune["min_steps"] == per_epoch * big.finetune["epochs"] == 600
     with pytest.raises(CryoDataError, match="grid preset not found"):
         load_preset("nosuchpreset")
     with pytest.raises(CryoDataError, match="outside"):
