@@ -35,7 +35,7 @@ def simulate(
     box: int = 32,
     seed: int = 0,
     workers: int | None = None,
-    n_neighbours: int = 4,
+    n_neighbours: int | tuple[int, int] = 4,
     classes: str | None = None,
     overwrite: bool = False,
     binning: int = 1,
@@ -50,7 +50,7 @@ def simulate(
         box: cube size in voxels (paper: 32).
         seed: random seed (the data are a deterministic function of it).
         workers: processes (default: all cores).
-        n_neighbours: crowding neighbours per subtomogram.
+        n_neighbours: crowding neighbours per subtomogram; ``[0,4]`` draws 0 to 4 per subtomogram.
         classes: comma list of template ids (default: the 10 SHREC classes).
         overwrite: replace existing folders.
         binning: simulate at ``box × binning`` (10 Å voxels), then Fourier-bin to ``box``.

@@ -1,11 +1,14 @@
 """Simulator: geometry, crowded subtomograms, the dataset writer and the whole-tomogram mode."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from cryomonai.errors import CryoDataError
+from cryomonai.io import read_particle_table
 from cryomonai.simulate.dataset import build_simulator
 from cryomonai.simulate.geometry import (
     euler_zyz,
@@ -116,6 +119,27 @@ def test_crowding_adds_neighbour_density(sim):
     assert p["n_neighbours"] >= 2 and lone["n_neighbours"] == 0
     # same target draw, plus neighbours → the observed box holds more signal than the target alone
     assert np.abs(p["signal"]).sum() > 1.2 * np.abs(lone["signal"]).sum()
+
+
+def test_a_neighbour_range_varies_the_crowding_and_a_count_draws_nothing(sim):
+    varied = build_simulator(SMALL, 32, [0, 4], 8.0, ImagingParams())
+    placed = [varied.layout(np.random.default_rng(i), target=0).classes.size - 1 for i in range(200)]
+    counts = np.bincount(placed, minlength=5)
+    assert counts[0] >= 20 and counts[1:].sum() >= 100 and max(placed) <= 4  # isolated and crowded boxes alike
+    fixed = build_simulator(SMALL, 32, [4, 4], 8.0, ImagingParams())  # [n, n] is n: the same draws as before
+    a, b = sim(np.random.default_rng(3), target=1, snr=0.05), fixed(np.random.default_rng(3), target=1, snr=0.05)
+    assert np.array_equal(a["observed"], b["observed"]) and a["n_neighbours"] == b["n_neighbours"]
+    for bad in (-1, [3, 1], [0, 1, 2], 2.5):
+        with pytest.raises(CryoDataError, match="n_neighbours"):
+            build_simulator(SMALL, 32, bad, 8.0, ImagingParams())
+
+
+def test_a_dataset_with_varied_crowding_records_each_count(tmp_path):
+    table = read_particle_table(_dataset(tmp_path, "varied", snr=math.inf, n_per_class=10, n_neighbours=[0, 3]))
+    placed = table.df["cryoNeighbours"].astype(int)
+    assert placed.min() == 0 and placed.max() >= 2 and placed.max() <= 3
+    meta = json.loads((tmp_path / "varied" / "simulation.json").read_text())
+    assert meta["n_neighbours"] == [0, 3]
 
 
 def _dataset(tmp_path, name, **kw):

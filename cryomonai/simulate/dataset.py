@@ -29,6 +29,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from cryomonai.io.atomic import atomic_write
 from cryomonai.io.mrc import write_mrc
 from cryomonai.io.table import write_particle_table
 from cryomonai.simulate.imaging import ImagingParams
-from cryomonai.simulate.subtomogram import SubtomogramSimulator, box_and_target_snr
+from cryomonai.simulate.subtomogram import SubtomogramSimulator, box_and_target_snr, neighbour_range
 from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
 
 __all__ = ["simulate_dataset", "build_simulator"]
@@ -53,7 +54,7 @@ __all__ = ["simulate_dataset", "build_simulator"]
 _WORKER: dict = {}
 
 
-def build_simulator(classes, box: int, n_neighbours: int, max_shift: float, imaging: ImagingParams):
+def build_simulator(classes, box: int, n_neighbours: int | Sequence[int], max_shift: float, imaging: ImagingParams):
     """A :class:`SubtomogramSimulator` over the packaged templates ``classes`` (in that order)."""
     temps = load_templates(list(classes))
     stack = torch.stack([torch.from_numpy(temps[c]) for c in classes])
@@ -137,7 +138,7 @@ def simulate_dataset(
     box: int = 32,
     classes: tuple[str, ...] | None = None,
     seed: int = 0,
-    n_neighbours: int = 4,
+    n_neighbours: int | Sequence[int] = 4,
     max_shift: float = 8.0,
     imaging: ImagingParams | dict | None = None,
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
@@ -156,7 +157,9 @@ def simulate_dataset(
         box: cube size in voxels (the paper: 32 simulated, 28 real).
         classes: template ids (default the 10 SHREC classes, :data:`templates.SHREC_10`).
         seed: the dataset is a deterministic function of the seed and the parameters.
-        n_neighbours, max_shift: crowding and target displacement (voxels).
+        n_neighbours, max_shift: crowding and target displacement (voxels); ``n_neighbours=[lo, hi]``
+            draws the crowding per subtomogram from ``lo..hi`` (the table's ``cryoNeighbours`` says
+            how many were placed).
         imaging: :class:`ImagingParams` or a dict of its fields (CTF, wedge, band-pass).
         split_fractions: stratified train/val/test fractions written to the table's ``split``.
         workers: processes (default: all cores; 0 = in this process).
@@ -183,6 +186,8 @@ def simulate_dataset(
     if out.exists() and not overwrite:
         raise CryoDataError(out, "output folder already exists", "choose another folder or pass overwrite=True")
     classes = tuple(classes or SHREC_10)
+    lo, hi = neighbour_range(n_neighbours)  # a bad value fails here, before any folder is made
+    n_neighbours = lo if lo == hi else [lo, hi]
     imaging = _imaging_params(imaging, noise_model)
     snr = float(snr)
     tmp = out.with_name(out.name + ".partial")

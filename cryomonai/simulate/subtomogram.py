@@ -21,15 +21,17 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from cryomonai.errors import CryoDataError
 from cryomonai.simulate.geometry import euler_zyz, pack_neighbours, random_rotations, rotate_shift
 from cryomonai.simulate.imaging import ImagingParams, image_volume, imaged_signal, measured_snr
 
-__all__ = ["Layout", "SubtomogramSimulator", "paste", "place_templates", "box_and_target_snr"]
+__all__ = ["Layout", "SubtomogramSimulator", "box_and_target_snr", "neighbour_range", "paste", "place_templates"]
 
 
 class Layout(NamedTuple):
@@ -89,6 +91,22 @@ def place_templates(
         paste(canvas, v, st)
 
 
+def neighbour_range(n_neighbours: int | Sequence[int]) -> tuple[int, int]:
+    """``(lo, hi)`` of a neighbour count: an integer ``n`` → ``(n, n)``; a pair ``[lo, hi]`` as given.
+
+    Example:
+        >>> neighbour_range(4), neighbour_range([0, 4])
+        ((4, 4), (0, 4))
+    """
+    values = [n_neighbours] if np.ndim(n_neighbours) == 0 else list(n_neighbours)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or any(int(v) != v or v < 0 for v in values) or values[0] > values[1]:
+        raise CryoDataError("n_neighbours", f"{n_neighbours!r} is not a count >= 0 or a pair [lo, hi] with lo <= hi",
+                            "give e.g. 4, or [0, 4] for 0 to 4 neighbours drawn per subtomogram")
+    return int(values[0]), int(values[1])
+
+
 class SubtomogramSimulator:
     """Simulates labelled subtomograms from a stack of density templates.
 
@@ -96,7 +114,9 @@ class SubtomogramSimulator:
         templates: (C, S, S, S) float templates (z, y, x), one per class, centred in a common box.
         radii: (C,) bounding-sphere radius of each template in voxels.
         box: output box size (e.g. 28, 32, 64).
-        n_neighbours: number of neighbours packed around the target (fewer if they do not fit).
+        n_neighbours: number of neighbours packed around the target (fewer if they do not fit); a
+            pair ``[lo, hi]`` draws it uniformly from ``lo..hi`` per subtomogram (varied crowding, so
+            a classifier also sees isolated particles); an integer draws nothing.
         max_shift: the target's centre is shifted uniformly by up to ± this many voxels per axis.
         imaging: the imaging model.
         centre_margin: each neighbour's centre is at least this many voxels farther from the box
@@ -108,13 +128,14 @@ class SubtomogramSimulator:
         templates: torch.Tensor,
         radii: np.ndarray,
         box: int = 32,
-        n_neighbours: int = 4,
+        n_neighbours: int | Sequence[int] = 4,
         max_shift: float = 8.0,
         imaging: ImagingParams = ImagingParams(),
         centre_margin: float = 2.0,
     ) -> None:
         self.templates = torch.as_tensor(templates, dtype=torch.float32)
         self.radii = np.asarray(radii, dtype=float)
+        self.neighbour_range = neighbour_range(n_neighbours)
         self.box, self.n_neighbours, self.max_shift, self.imaging = box, n_neighbours, max_shift, imaging
         self.centre_margin = float(centre_margin)
         s = self.templates.shape[-1]
@@ -128,7 +149,9 @@ class SubtomogramSimulator:
         """Draw the geometry of one subtomogram of class ``target`` (no imaging; consumes ``rng``)."""
         shift_zyx = rng.uniform(-self.max_shift, self.max_shift, size=3)
         target_c = self.centre + shift_zyx
-        nb_cls = rng.integers(0, len(self.templates), size=self.n_neighbours)
+        lo, hi = self.neighbour_range
+        n_nb = lo if lo == hi else int(rng.integers(lo, hi + 1))  # a fixed count draws nothing (datasets unchanged)
+        nb_cls = rng.integers(0, len(self.templates), size=n_nb)
         nb_c, placed = pack_neighbours(
             rng, target_c, self.radii[target], self.radii[nb_cls], box_centre=np.full(3, float(self.centre)),
             margin=self.centre_margin,
