@@ -43,6 +43,19 @@ def test_a_run_against_itself_is_identical_and_agrees(tmp_path: Path) -> None:
     assert "| test accuracy | 12 | 12 | 0.00 | 0.00 |" in text
 
 
+def test_recipe_selection_is_compared_when_both_runs_have_it(tmp_path: Path) -> None:
+    for name, val, chosen in (("a", 0.30, "adam_1e-3"), ("b", 0.31, "adam_enc_1e-4")):
+        folder = tmp_path / name
+        folder.mkdir()
+        _write(folder, "results", _results(0.15, 0.0, 0))
+        pd.DataFrame([{"dataset": "d", "method": "random", "recipe": r, "label_fraction": 0.1, "repeat": 0,
+                       "best_val_accuracy": val if r == "adam_1e-3" else 0.2, "chosen": r == chosen}
+                      for r in ("adam_1e-3", "adam_enc_1e-4")]).to_csv(folder / "selection.csv", index=False)
+    text, _ = compare_grids.report(str(tmp_path / "a" / "results.csv"), str(tmp_path / "b" / "results.csv"), ("a", "b"))
+    assert "2 selection runs in common; best validation accuracy bit-identical in 1, largest difference 1.00 points" in text
+    assert "**different**" in text
+
+
 def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path) -> None:
     a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
     b = _write(tmp_path, "b", _results(0.15, 0.005, 1))

@@ -4,6 +4,8 @@ The same preset run twice — on two processors, with oneDNN capped to an older 
 (``ONEDNN_MAX_CPU_ISA=AVX2``), in float32 vs bf16, before and after a refactor — gives two
 ``results.csv``. This prints a Markdown report:
 
+* **recipe selection** (when ``selection.csv`` sits next to both): the validation accuracies of
+  the selection runs and the recipes chosen;
 * **cells**: how many (dataset, method, label fraction, repeat) cells both runs have, how many give
   bit-identical numbers, the chosen recipes, and the largest and median per-cell difference
   (points) of test accuracy, linear probe and kNN;
@@ -123,6 +125,30 @@ def baseline_checks(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> pd.DataF
     return pd.DataFrame(rows, columns=["dataset", "label_fraction", "a", "b"])
 
 
+def selection_lines(a_path: str, b_path: str) -> list[str]:
+    """Markdown of the recipe selection (``selection.csv`` next to each ``results.csv``), if both have one."""
+    from pathlib import Path
+
+    paths = [Path(p).with_name("selection.csv") for p in (a_path, b_path)]
+    if not all(p.is_file() for p in paths):
+        return []
+    a, b = (pd.read_csv(p) for p in paths)
+    keys = ["dataset", "method", "recipe", "label_fraction"]
+    for df in (a, b):
+        df["label_fraction"] = df["label_fraction"].astype(float).round(6)
+    both = a.merge(b, on=keys, suffixes=("_a", "_b"))
+    if both.empty:
+        return []
+    same = int((both["best_val_accuracy_a"] == both["best_val_accuracy_b"]).sum())
+    d = 100 * (both["best_val_accuracy_b"] - both["best_val_accuracy_a"]).abs()
+    chosen = [sorted(set(df.loc[df["chosen"].astype(bool), "recipe"] + " (" + df.loc[df["chosen"].astype(bool), "method"] + ")"))
+              for df in (a, b)]
+    return ["## Recipe selection (validation split, `selection.csv`)", "",
+            f"{len(both)} selection runs in common; best validation accuracy bit-identical in {same}, "
+            f"largest difference {d.max():.2f} points. Chosen: {', '.join(chosen[0])} vs {', '.join(chosen[1])} — "
+            f"**{'the same' if chosen[0] == chosen[1] else 'different'}**.", ""]
+
+
 def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "random", alpha: float = 0.05) -> tuple[str, bool]:
     """The Markdown report of two results tables, and whether every conclusion agrees."""
     a, b = read_results(a_path), read_results(b_path)
@@ -139,7 +165,7 @@ def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "ra
         for r in checks.itertuples()]
     out = [f"# {names[0]} vs {names[1]}", "",
            f"`{a_path}` ({len(a)} cells) vs `{b_path}` ({len(b)} cells): {len(cells)} in common, "
-           f"{identical} identical in every metric.", "", "## Cells", "", *cell_md, "",
+           f"{identical} identical in every metric.", "", *selection_lines(a_path, b_path), "## Cells", "", *cell_md, "",
            "## Arms (mean ± std over repeats)", "", *arm_lines(a, b, metrics, names), "",
            f"## Conclusions (Student's t-test against `{baseline}`, as in the grid report)", "",
            *conclusion_lines(both, names, baseline, alpha), "",
