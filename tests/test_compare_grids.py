@@ -63,7 +63,9 @@ def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path) -> No
     assert agree and "0 identical in every metric" in text
     largest = float(text.split("| test accuracy | 12 | 0 | ")[1].split(" |")[0])
     assert 0 < largest < 3  # points: 0.5-point noise, at most a few standard deviations
-    assert compare_grids.main([a, b]) == 0
+    png = tmp_path / "side_by_side.png"
+    assert compare_grids.main([a, b, "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_a_lost_ssl_gain_is_a_changed_conclusion(tmp_path: Path) -> None:

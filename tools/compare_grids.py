@@ -20,7 +20,7 @@ The same preset run twice — on two processors, with oneDNN capped to an older 
 Usage::
 
     python tools/compare_grids.py docs/grid_cpu/results.csv runs/grid_cpu_avx2/results.csv \\
-        --names "native (AVX-512, AMX; bf16)" "AVX2 cap (float32)" > docs/reproducibility/compare.md
+        --names "native (AVX-512, AMX; bf16)" "AVX2 cap (float32)" --png compare.png > compare.md
 
 Exit status 0 when the conclusions agree, 1 when any differs (so a script can check it).
 """
@@ -175,6 +175,17 @@ def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "ra
     return "\n".join(out) + "\n", agree
 
 
+def plot_side_by_side(a_path: str, b_path: str, names: tuple[str, str], path: str) -> None:
+    """PNG: test accuracy against labelled fraction, one panel per run (the grid report's figure)."""
+    from cryomonai.visualize.results import plot_accuracy_vs_labels
+
+    frames = []
+    for results, name in ((a_path, names[0]), (b_path, names[1])):
+        df = read_results(results).drop(columns=["snr"], errors="ignore")
+        frames.append(df.assign(dataset=f"{name}" + (f" · {df['dataset'].iloc[0]}" if df["dataset"].nunique() > 1 else "")))
+    plot_accuracy_vs_labels(pd.concat(frames, ignore_index=True), path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", help="results.csv of the first run (the reference)")
@@ -182,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="how to call the two runs")
     parser.add_argument("--baseline", default="random")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--png", help="also draw both runs' accuracy against labels side by side here")
     args = parser.parse_args(argv)
     text, agree = report(args.a, args.b, tuple(args.names), args.baseline, args.alpha)
+    if args.png:
+        plot_side_by_side(args.a, args.b, tuple(args.names), args.png)
     sys.stdout.write(text)
     return 0 if agree else 1
 
