@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from cryomonai.evaluation.stats import read_results, ttest_vs_baseline
+from cryomonai.visualize.results import plot_accuracy_vs_labels
 
 KEYS = ["dataset", "method", "label_fraction", "repeat"]
 METRICS = [("test_accuracy", "test accuracy"), ("linear_probe_accuracy", "linear probe"), ("knn_accuracy", "kNN")]
@@ -127,8 +129,6 @@ def baseline_checks(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> pd.DataF
 
 def selection_lines(a_path: str, b_path: str) -> list[str]:
     """Markdown of the recipe selection (``selection.csv`` next to each ``results.csv``), if both have one."""
-    from pathlib import Path
-
     paths = [Path(p).with_name("selection.csv") for p in (a_path, b_path)]
     if not all(p.is_file() for p in paths):
         return []
@@ -177,8 +177,6 @@ def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "ra
 
 def plot_side_by_side(a_path: str, b_path: str, names: tuple[str, str], path: str) -> None:
     """PNG: test accuracy against labelled fraction, one panel per run (the grid report's figure)."""
-    from cryomonai.visualize.results import plot_accuracy_vs_labels
-
     frames = []
     for results, name in ((a_path, names[0]), (b_path, names[1])):
         df = read_results(results).drop(columns=["snr"], errors="ignore")
