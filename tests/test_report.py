@@ -286,3 +286,15 @@ def test_load_finetuned_classifier_round_trip(tmp_path: Path) -> None:
     torch.save({"model": net.state_dict(), "run_info": {"encoder": "rb3d", "classes": ["a", "b"]}}, tmp_path / "bad.pt")
     with pytest.raises(CryoDataError, match="do not fit"):
         load_finetuned_classifier(tmp_path / "bad.pt")
+
+
+def test_baseline_check_says_where_the_fine_tuned_baseline_beats_its_random_feature_probe() -> None:
+    from cryomonai.evaluation.stats import baseline_check
+
+    df = pd.DataFrame({"dataset": "d", "method": ["random"] * 4 + ["simclr"] * 2, "label_fraction": [0.1, 0.1, 1.0, 1.0, 0.1, 1.0],
+                       "test_accuracy": [0.12, 0.14, 0.50, 0.52, 0.3, 0.6],
+                       "linear_probe_accuracy": [0.15, 0.15, 0.20, 0.22, 0.25, 0.4]})
+    check = baseline_check(df)
+    assert check["passes"].tolist() == [False, True] and check["label_fraction"].tolist() == [0.1, 1.0]
+    assert check["finetuned_mean"].round(3).tolist() == [0.13, 0.51] and check["probe_mean"].round(3).tolist() == [0.15, 0.21]
+    assert baseline_check(df.drop(columns="linear_probe_accuracy")).empty

@@ -35,11 +35,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cryomonai.evaluation.stats import read_results, ttest_vs_baseline
+from cryomonai.evaluation.stats import baseline_check, read_results, ttest_vs_baseline
 from cryomonai.visualize.results import plot_accuracy_vs_labels
 
 KEYS = ["dataset", "method", "label_fraction", "repeat"]
 METRICS = [("test_accuracy", "test accuracy"), ("linear_probe_accuracy", "linear probe"), ("knn_accuracy", "kNN")]
+
+
+def _read(path: str) -> pd.DataFrame:
+    """``read_results`` with ``label_fraction`` rounded, so the two runs' fractions compare equal."""
+    df = read_results(path)
+    df["label_fraction"] = df["label_fraction"].round(6)
+    return df
 
 
 def _metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -48,9 +55,6 @@ def _metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 def paired_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """The cells both runs have, one row each, columns ``<metric>_a`` / ``<metric>_b`` (and recipes)."""
-    a, b = a.copy(), b.copy()
-    for df in (a, b):
-        df["label_fraction"] = df["label_fraction"].astype(float).round(6)
     cols = [c for c, _ in _metrics(a)] + (["recipe"] if "recipe" in a.columns and "recipe" in b.columns else [])
     return a[KEYS + cols].merge(b[KEYS + cols], on=KEYS, suffixes=("_a", "_b"), validate="one_to_one")
 
@@ -78,7 +82,7 @@ def arm_lines(a: pd.DataFrame, b: pd.DataFrame, metrics: list[tuple[str, str]], 
              "|---|---|---:|---|---:|---:|---:|---:|"]
     worst = 0.0
     for (ds, method, frac), block in a.groupby(["dataset", "method", "label_fraction"], sort=False):
-        other = b[(b["dataset"] == ds) & (b["method"] == method) & (b["label_fraction"].round(6) == round(frac, 6))]
+        other = b[(b["dataset"] == ds) & (b["method"] == method) & (b["label_fraction"] == frac)]
         if other.empty:
             continue
         for col, name in metrics:
@@ -95,7 +99,6 @@ def conclusions(a: pd.DataFrame, b: pd.DataFrame, baseline: str, alpha: float) -
     """Per (dataset, fraction, method): SSL − baseline difference and p in each run, and whether they agree."""
     ta, tb = (ttest_vs_baseline(df, baseline=baseline) for df in (a, b))
     for t in (ta, tb):
-        t["label_fraction"] = t["label_fraction"].astype(float).round(6)
         t["diff"] = 100 * (t["mean"] - t["baseline_mean"])
     both = ta.merge(tb, on=["dataset", "label_fraction", "method"], suffixes=("_a", "_b"))
     for side in ("a", "b"):
@@ -117,14 +120,9 @@ def conclusion_lines(both: pd.DataFrame, names: tuple[str, str], baseline: str, 
 
 def baseline_checks(a: pd.DataFrame, b: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per (dataset, fraction): does the fine-tuned ``baseline`` beat the probe on its frozen features, in each run?"""
-    rows = []
-    for (ds, frac), block in a[a["method"] == baseline].groupby(["dataset", "label_fraction"], sort=False):
-        other = b[(b["method"] == baseline) & (b["dataset"] == ds) & (b["label_fraction"].round(6) == round(frac, 6))]
-        if other.empty or "linear_probe_accuracy" not in a.columns:
-            continue
-        passes = [bool(df["test_accuracy"].mean() > df["linear_probe_accuracy"].mean()) for df in (block, other)]
-        rows.append({"dataset": ds, "label_fraction": frac, "a": passes[0], "b": passes[1]})
-    return pd.DataFrame(rows, columns=["dataset", "label_fraction", "a", "b"])
+    keys = ["dataset", "label_fraction"]
+    ca, cb = (baseline_check(df, baseline)[keys + ["passes"]] for df in (a, b))
+    return ca.merge(cb, on=keys, suffixes=("_a", "_b")).rename(columns={"passes_a": "a", "passes_b": "b"})
 
 
 def selection_lines(a_path: str, b_path: str) -> list[str]:
@@ -151,7 +149,7 @@ def selection_lines(a_path: str, b_path: str) -> list[str]:
 
 def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "random", alpha: float = 0.05) -> tuple[str, bool]:
     """The Markdown report of two results tables, and whether every conclusion agrees."""
-    a, b = read_results(a_path), read_results(b_path)
+    a, b = _read(a_path), _read(b_path)
     metrics = _metrics(a)
     cells = paired_cells(a, b)
     if cells.empty:

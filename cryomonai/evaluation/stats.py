@@ -9,6 +9,8 @@ pooled-variance test of two independent samples (``scipy.stats.ttest_ind(equal_v
 * :func:`summarise` — n, mean and sample std (``ddof=1``) of a metric per (dataset, method, fraction);
 * :func:`ttest_vs_baseline` — the same per method ≠ baseline, next to the baseline's, with ``t`` and
   the two-tailed ``p``;
+* :func:`baseline_check` — the fair-baseline check: the fine-tuned baseline against a linear
+  probe on its own frozen (random) features;
 * :func:`seconds_summary` — the grid's total fine-tuning and pretraining time;
 * :func:`timing_table` — where a grid's time went, per phase (set-up vs compute), as Markdown;
 * how results are named and ordered in tables and figures: :func:`method_label`,
@@ -38,7 +40,7 @@ from scipy.stats import ttest_ind
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["METHOD_LABELS", "METHOD_ORDER", "dataset_title", "method_label", "order_datasets", "order_methods",
+__all__ = ["METHOD_LABELS", "METHOD_ORDER", "baseline_check", "dataset_title", "method_label", "order_datasets", "order_methods",
            "read_results", "seconds_summary", "summarise", "timing_table", "ttest_vs_baseline"]
 
 #: column order of the paper's Table 1 (random init first), then methods the paper did not run
@@ -181,6 +183,29 @@ def ttest_vs_baseline(
     columns = ["dataset", "label_fraction", "method", "n", "mean", "std", "baseline_n", "baseline_mean",
                "baseline_std", "t", "p", "note"]
     return _sorted(pd.DataFrame(rows, columns=columns), df, ["dataset", "label_fraction", "method"])
+
+
+def baseline_check(results: pd.DataFrame | str | os.PathLike, baseline: str = "random") -> pd.DataFrame:
+    """The fair-baseline check per (dataset, label_fraction): does the fine-tuned ``baseline`` beat a
+    linear probe on its own frozen (random) features? If the probe wins, the baseline's fine-tuning
+    is broken (under-trained), not SSL good.
+
+    Returns:
+        columns ``dataset, label_fraction, finetuned_mean, finetuned_std, probe_mean, probe_std,
+        passes`` (sample std, ``ddof=1``; ``passes``: the fine-tuned mean is higher); no rows when the
+        results have no baseline or no probe.
+    """
+    columns = ["dataset", "label_fraction", "finetuned_mean", "finetuned_std", "probe_mean", "probe_std", "passes"]
+    df = read_results(results)
+    base = df[df["method"] == baseline]
+    if base.empty or not {"linear_probe_accuracy", "test_accuracy"} <= set(base.columns) \
+            or not np.isfinite(base["linear_probe_accuracy"].astype(float)).any():
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (dataset, fraction), block in base.groupby(["dataset", "label_fraction"]):
+        ft, probe = block["test_accuracy"].astype(float), block["linear_probe_accuracy"].astype(float)
+        rows.append([dataset, fraction, ft.mean(), ft.std(), probe.mean(), probe.std(), bool(ft.mean() > probe.mean())])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def seconds_summary(results: pd.DataFrame) -> dict[str, float]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.stats import (
+    baseline_check,
     dataset_title,
     method_label,
     order_datasets,
@@ -124,15 +125,12 @@ def _baseline_check_lines(results: pd.DataFrame, baseline: str) -> list[str]:
 
     If the probe wins, the baseline's fine-tuning is broken (under-trained), not SSL good.
     """
-    need = {"linear_probe_accuracy", "test_accuracy"}
-    base = results[results["method"] == baseline]
-    if base.empty or not need <= set(base.columns) or not np.isfinite(base["linear_probe_accuracy"].astype(float)).any():
+    check = baseline_check(results, baseline)
+    if check.empty:
         return []
-    rows = []
-    for (dataset, fraction), block in base.groupby(["dataset", "label_fraction"]):
-        ft, probe = block["test_accuracy"].astype(float), block["linear_probe_accuracy"].astype(float)
-        rows.append([dataset, f"{100 * fraction:g}", f"{100 * ft.mean():.1f} ± {100 * ft.std():.1f}",
-                     f"{100 * probe.mean():.1f} ± {100 * probe.std():.1f}", "yes" if ft.mean() > probe.mean() else "**no**"])
+    rows = [[r.dataset, f"{100 * r.label_fraction:g}", f"{100 * r.finetuned_mean:.1f} ± {100 * r.finetuned_std:.1f}",
+             f"{100 * r.probe_mean:.1f} ± {100 * r.probe_std:.1f}", "yes" if r.passes else "**no**"]
+            for r in check.itertuples()]
     return ["## Fair-baseline check: fine-tuned random init vs a linear probe on frozen random features", "",
             "Test accuracy (%) over the repeats; a fine-tuned baseline that does not beat the probe on its own "
             "random features is under-trained.", "",
