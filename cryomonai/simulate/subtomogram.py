@@ -136,7 +136,7 @@ class SubtomogramSimulator:
         self.templates = torch.as_tensor(templates, dtype=torch.float32)
         self.radii = np.asarray(radii, dtype=float)
         self.neighbour_range = neighbour_range(n_neighbours)
-        self.box, self.n_neighbours, self.max_shift, self.imaging = box, n_neighbours, max_shift, imaging
+        self.box, self.max_shift, self.imaging = box, max_shift, imaging
         self.centre_margin = float(centre_margin)
         s = self.templates.shape[-1]
         size = box + s
