@@ -325,6 +325,32 @@ def test_finetune_trains_on_augmented_views_per_sample_or_on_the_device(env: dic
     assert not torch.allclose(device["image"], torch.as_tensor(device_batch["image"]), atol=0.1)  # ... the device augmented
 
 
+def _one_epoch(env: dict, name: str, **overrides) -> tuple[dict, dict[str, torch.Tensor]]:
+    """One epoch of augmented fine-tuning from random weights: the first batch and the trained weights."""
+    out = env["root"] / f"meta_{name}"
+    paths = {"ckpt_dir": str(out / "models"), "output_dir": str(out / "eval")}
+    workflow = create_workflow(config_file=FINETUNE, **{**env["overrides"], **paths}, epochs=1, pretrained="",
+                               run_id="finetune", **{"network_def#channels": 8}, **overrides)
+    seen: list[dict] = []
+    workflow.parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.ITERATION_COMPLETED(once=1), lambda engine: seen.append(dict(engine.state.batch)))
+    workflow.run()
+    weights = {k: v.clone() for k, v in workflow.parser.get_parsed_content("classifier").state_dict().items()}
+    workflow.finalize()
+    return seen[0], weights
+
+
+def test_finetune_loader_hands_plain_tensors_and_trains_exactly_as_with_metadata(env: dict) -> None:
+    """``track_meta`` false (the default since 0.7.1) only drops MONAI's metadata from the training
+    batches: same volumes, same random draws, bit-identical weights after an epoch."""
+    assert _parser(*FINETUNE).get_parsed_content("track_meta") is False
+    plain_batch, plain = _one_epoch(env, "off")
+    meta_batch, meta = _one_epoch(env, "on", track_meta=True)
+    assert type(plain_batch["image"]) is torch.Tensor and type(meta_batch["image"]).__name__ == "MetaTensor"
+    assert torch.equal(plain_batch["image"], meta_batch["image"].as_tensor())
+    assert plain.keys() == meta.keys() and all(torch.equal(plain[k], meta[k]) for k in plain)
+
+
 def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained: Path) -> None:
     workflow = create_workflow(config_file=FINETUNE, **env["overrides"], encoder="resnet10", run_id="finetune")
     with pytest.raises(RuntimeError) as info:

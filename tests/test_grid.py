@@ -1,5 +1,7 @@
 """The experiment grid end to end (tiny): every cell through the bundle, results.csv, resume."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,8 +59,24 @@ def tiny_grid(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(grid, "run_bundle", recording)  # where the grid looks it up
-        first = run_grid(_tiny(), out, report=False, progress=False, max_cells=7)
+        first = run_grid(_tiny(), out, report=True, progress=False, max_cells=7)  # no final report: cells missing
     return out, first, calls
+
+
+def test_interim_report_after_the_first_finished_repeat(tiny_grid):
+    """7 of 8 cells: repeat 0 (4 cells) is finished, repeat 1 is not — an interim report of repeat 0 only."""
+    out, first, _ = tiny_grid
+    assert not (out / "table.md").exists() and not (out / "summary.json").exists()
+    interim = out / "interim"
+    table = (interim / "table.md").read_text()
+    assert table.startswith("> **Interim report: 1 of 2 repeats finished.**") and "no t-test yet" in table
+    assert "| 50 |" in table and "| 100 |" in table and "p=n/a" in table
+    rows = pd.read_csv(interim / "results.csv")
+    assert len(rows) == 4 and set(rows["repeat"]) == {0}
+    pd.testing.assert_frame_equal(rows.drop(columns="run_dir"), first[first["repeat"] == 0].drop(columns="run_dir"))
+    assert all(Path(d).is_absolute() and (Path(d) / "eval" / "predictions_test.csv").is_file() for d in rows["run_dir"])
+    assert sorted(p.name for p in interim.glob("*.png")) == [
+        "accuracy_vs_labels.png", "confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
 
 
 def test_recipes_chosen_on_validation_before_the_test_split_is_read(tiny_grid):
@@ -134,6 +152,7 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
 def test_tiny_grid_report(tiny_grid):
     out, _, _ = tiny_grid
     run_grid(_tiny(), out, report=True, progress=False)
+    assert not (out / "interim").exists()  # the final report replaces the interim one
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
                  "ttest_test_accuracy.csv"):
         assert (out / name).is_file(), name

@@ -14,8 +14,8 @@ c. **bare step + views** — (a) in the bundle's switches with (b) before each s
 d. **bundle** — the ``finetune`` run id itself on a simulated dataset of the main job's kind:
    Ignite events time each iteration (fetch + step) and each epoch; ``epoch_overhead`` is an epoch's
    time outside its iterations (validation, checkpoints, logging). Rates in samples/s. Once with
-   the bundle's defaults (``track_meta`` true: the loader hands MONAI ``MetaTensor`` objects) and once
-   with ``track_meta`` false (plain tensors, as pretraining does). The VM's speed drifts: compare within one run.
+   the bundle's defaults (``track_meta`` false: plain tensors) and with ``track_meta`` true (MONAI
+   ``MetaTensor`` objects), alternated twice. The VM's speed drifts: compare within one run.
 
 Ratios: (c)/(a) = what the views cost, (d)/(c) = what the bundle's engine costs per iteration.
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +39,9 @@ from cryomonai.engines import native_bf16
 from cryomonai.io.atomic import atomic_write
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.transforms import finetune_views
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+from bench_machine import machine  # noqa: E402
 
 BOX, BATCH, CLASSES = 16, 16, 10
 
@@ -111,10 +114,12 @@ def bench_bundle(work: Path, epochs: int, quick: bool, **overrides: Any) -> dict
         simulate_dataset(data, n_per_class=n_per_class, snr=float("inf"), box=BOX, binning=2, max_shift=2.0,
                          n_neighbours=4, seed=0, workers=None, progress=False)
     run = RunLayout(work / f"run{len(list(work.glob('run*')))}")
-    clock: dict[str, list[float]] = {"iteration": [], "epoch": [], "fetch": []}
+    clock: dict[str, Any] = {"iteration": [], "epoch": [], "fetch": []}
     marks: dict[str, float] = {}
 
     def attach(trainer):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=1),
+                                  lambda e: clock.__setitem__("batch_type", type(e.state.batch["image"]).__name__))
         trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda _: marks.__setitem__("fetch", time.perf_counter()))
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED,
                                   lambda _: clock["fetch"].append(time.perf_counter() - marks["fetch"]))
@@ -134,7 +139,7 @@ def bench_bundle(work: Path, epochs: int, quick: bool, **overrides: Any) -> dict
         "finetune", encoder="rb3d_bn", pretrained="", on_ready=ready, dataset_dir=str(data),
         cache_path=str(data / "cache" / "volumes.npy"), simulate=False, progress=False, batch_size=BATCH,
         num_workers=0, augment_on_device=True, label_fraction=1.0, epochs=epochs, val_interval=5, lr=1e-3,
-        **run.bundle_paths(),
+        **run.bundle_paths(), **overrides,
     )
     total = time.perf_counter() - t0
     iters = clock["iteration"][len(clock["iteration"]) // epochs:]  # the first epoch is warm-up
@@ -148,26 +153,28 @@ def bench_bundle(work: Path, epochs: int, quick: bool, **overrides: Any) -> dict
         "epoch_overhead_s_median": round(statistics.median(overhead), 3),
         "fetch_ms_median": round(1e3 * statistics.median(clock["fetch"]), 2),
         "run_seconds": round(total, 1), "setup_seconds": round(wf.seconds["setup"], 2),
-        "n_train": per_epoch * BATCH,
+        "n_train": per_epoch * BATCH, "batch_type": clock["batch_type"],
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few tiny iterations (tests the tool)")
     ap.add_argument("--out", default=None, help="JSON output (written atomically)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     steps, warmup = (3, 1) if args.quick else (30, 5)
     t0 = time.perf_counter()
-    res: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    res: dict[str, Any] = {"machine": machine(torch.device("cpu")), "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "native_bf16": native_bf16("cpu"), "box": BOX, "batch": BATCH}
     res["a_bare_step"] = bench_bare(steps, warmup)
     res["b_views"] = bench_views(steps)
     res["c_bare_step_with_views"] = bench_bare(steps, warmup, finetune_views(pixel_size_nm=2.0).batched())
     with tempfile.TemporaryDirectory() as tmp:
         epochs = 2 if args.quick else 6
-        res["d_bundle"] = bench_bundle(Path(tmp), epochs, args.quick)  # the bundle's defaults (track_meta true)
-        res["d_bundle_no_meta"] = bench_bundle(Path(tmp), epochs, args.quick, track_meta=False)  # plain tensors
+        for _ in range(1 if args.quick else 2):  # alternated, so that the VM's drift hits both alike
+            # the bundle's defaults (track_meta false: plain tensors), then with MONAI's MetaTensor
+            res.setdefault("d_bundle", []).append(bench_bundle(Path(tmp), epochs, args.quick))
+            res.setdefault("d_bundle_meta", []).append(bench_bundle(Path(tmp), epochs, args.quick, track_meta=True))
     best = max(res["a_bare_step"].items(), key=lambda kv: kv[1]["samples_per_s"])
     mode = "channels_last_3d_" + ("bf16" if native_bf16("cpu") else "fp32")  # the bundle's switches here
     res["ratios"] = {
@@ -175,13 +182,18 @@ def main() -> None:
         "c_over_a (views cost)": round(res["c_bare_step_with_views"][mode]["samples_per_s"]
                                        / res["a_bare_step"][mode]["samples_per_s"], 3),
         "d_over_c (bundle iteration vs bare loop with views)": round(
-            res["d_bundle"]["iteration"]["samples_per_s"] / res["c_bare_step_with_views"][mode]["samples_per_s"], 3),
+            statistics.median(d["iteration"]["samples_per_s"] for d in res["d_bundle"])
+            / res["c_bare_step_with_views"][mode]["samples_per_s"], 3),
+        "fetch_ms track_meta false / true (medians over the alternated runs)": [
+            statistics.median(d["fetch_ms_median"] for d in res["d_bundle"]),
+            statistics.median(d["fetch_ms_median"] for d in res["d_bundle_meta"])],
     }
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(res, indent=1))
     if args.out:
         with atomic_write(args.out, "w") as fh:
             fh.write(json.dumps(res, indent=1))
+    return res
 
 
 if __name__ == "__main__":

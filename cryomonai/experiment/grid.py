@@ -44,6 +44,8 @@ Layout of ``out_dir``::
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked
     results.csv, preset.json             one row per cell; the preset the grid ran with
     timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
+    interim/                             while running: the report over the repeats finished so far
+                                         (table.md with a banner; removed by the final report)
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,7 @@ from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.evaluation.stats import timing_table
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
 from cryomonai.experiment.record import GridRecord
-from cryomonai.experiment.report_grid import write_grid_report
+from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.lock import FolderLock
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
@@ -425,11 +428,12 @@ class GridRunner:
                               "the fraction)", UserWarning, stacklevel=3)
 
     # -- the grid -------------------------------------------------------------------------------
-    def run(self, max_cells: int | None = None) -> pd.DataFrame:
+    def run(self, max_cells: int | None = None, on_repeat: Callable[[int], None] | None = None) -> pd.DataFrame:
         """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows.
 
         Per dataset, each method's recipe is chosen (on validation) before any of its cells is
-        evaluated on the test split.
+        evaluated on the test split. ``on_repeat(k)`` is called when a cell completes the first
+        ``k`` repeats of every dataset (k < the preset's ``repeats``): e.g. to write an interim report.
         """
         self.out.mkdir(parents=True, exist_ok=True)
         _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
@@ -444,7 +448,16 @@ class GridRunner:
             print(f"[grid {self.preset.name}] cell {i + 1}/{len(todo)}: {cell}", flush=True)
             row = self.run_cell(cell, chosen[(cell.dataset, cell.method)])
             self._append(self.results_path, RESULT_COLUMNS, row)
+            if on_repeat is not None and (k := self.repeats_done()) < self.preset.repeats and k == cell.repeat + 1:
+                on_repeat(k)
         return self.results()
+
+    def repeats_done(self) -> int:
+        """The largest ``k`` such that every cell of repeats ``0 … k-1`` (all datasets) is in ``results.csv``."""
+        done = self._done(self.results())
+        missing = [c.repeat for c in grid_cells(self.preset)
+                   if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
+        return min(missing, default=int(self.preset.repeats))
 
 
 def _has_split(path: Path) -> bool:
@@ -481,12 +494,18 @@ def run_grid(
     if not isinstance(preset, GridPreset):
         preset = load_preset(preset, **overrides)
     runner = GridRunner(preset, out_dir, progress)
+
+    def interim(k: int) -> None:
+        table = write_interim_report(runner.record(), k)
+        print(f"[grid {preset.name}] {k} of {preset.repeats} repeats done: interim report {table}", flush=True)
+
     with FolderLock(runner.out):  # one grid per folder: a second one fails at once, naming this one's pid
-        results = runner.run(max_cells)
+        results = runner.run(max_cells, on_repeat=interim if report else None)
         n_cells = sum(1 for _ in grid_cells(preset))
         if report and len(results) >= n_cells:
             t0 = time.perf_counter()
             write_grid_report(runner.record())
+            remove_interim_report(runner.out)
             runner.record_timing("report", {"compute": time.perf_counter() - t0})
             _write_text(runner.out / "timing.md", timing_table(runner.timings()))
     return results

@@ -10,11 +10,16 @@ first dataset and the best SSL method (highest mean test accuracy at the lowest 
   subtomograms, fine-tuned from random init vs from the pretrained encoder, at the lowest label
   fraction, repeat 0 (the paper's Figure 8);
 * ``summary.json`` — the preset, the cell count and the total run time.
+
+While a grid runs, :func:`write_interim_report` writes ``interim/`` after each finished repeat:
+the tables, t-tests and plots of :func:`~cryomonai.experiment.report.write_report` over the repeats
+done so far, under a banner saying how many; the final report removes it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,10 @@ from cryomonai.transforms import eval_transform
 from cryomonai.visualize.embedding import plot_embeddings_before_after
 from cryomonai.visualize.gradcam import plot_gradcam_overlays
 
-__all__ = ["write_grid_report"]
+__all__ = ["INTERIM", "remove_interim_report", "write_grid_report", "write_interim_report"]
+
+#: the folder of the interim report, inside the grid's folder
+INTERIM = "interim"
 
 
 def _best_method(results, dataset: str) -> str | None:
@@ -128,3 +136,33 @@ def write_grid_report(record: GridRecord) -> dict[str, Path]:
         fh.write(json.dumps(summary, indent=2))
     written["summary"] = out / "summary.json"
     return written
+
+
+def write_interim_report(record: GridRecord, repeats_done: int) -> Path:
+    """The report over the first ``repeats_done`` repeats of a grid still running, in ``<out>/interim/``.
+
+    Only :func:`~cryomonai.experiment.report.write_report`'s files (no embedding, Grad-CAM or
+    summary); ``table.md`` opens with a banner naming the repeats done and the total. Returns ``table.md``.
+    """
+    out = record.out / INTERIM
+    out.mkdir(parents=True, exist_ok=True)
+    results = record.results()
+    results = results[results["repeat"] < repeats_done].copy()
+    results["run_dir"] = [str((record.out / d).resolve()) for d in results["run_dir"]]  # read from interim/
+    with atomic_write(out / "results.csv", "w", newline="") as fh:
+        results.to_csv(fh, index=False)
+    dataset = order_datasets(results)[0]
+    classes = list(read_particle_table(record.tables[dataset], check_files=False).class_names)
+    written = write_report(out / "results.csv", out, classes, recipes=record.preset.recipe_overrides())
+    n = int(record.preset.repeats)
+    banner = (f"> **Interim report: {repeats_done} of {n} repeats finished.** The grid is still running; "
+              f"its final report (`../table.md`, with all {n} repeats) replaces this folder. "
+              + ("With one repeat there is no spread and no t-test yet.\n\n" if repeats_done == 1 else "\n\n"))
+    with atomic_write(written["table"], "w") as fh:
+        fh.write(banner + Path(written["table"]).read_text())
+    return written["table"]
+
+
+def remove_interim_report(out: Path) -> None:
+    """Remove ``<out>/interim/`` (once the final report is written)."""
+    shutil.rmtree(Path(out) / INTERIM, ignore_errors=True)
