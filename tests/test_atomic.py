@@ -173,7 +173,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_or_the_new_file(kind: str, tmp
     target = WRITERS[kind](tmp_path)
     rng = np.random.default_rng(0)
     current: int | None = None  # the version on disk (None: nothing written yet)
-    first, left = 1, 0
+    first = 1
     for _ in range(KILLS):
         started, done = ctx.Value("q", -1), ctx.Value("q", -1)
         proc = ctx.Process(target=_write_versions, args=(kind, target, first, started, done), daemon=True)

@@ -256,3 +256,39 @@ def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
                  columns=SELECTION_COLUMNS).to_csv(runner.selection_path, index=False)
     assert runner.choose_recipe("snr_1", "random") == "first"  # nothing to run: every selection row is there
     assert runner.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
+
+
+def test_parallel_workers_compute_the_serial_grid(tmp_path):
+    """``workers`` 2: the training runs happen in two spawned processes, the rest here. With one thread
+    everywhere (so that floating point cannot differ), every number, the recipes, the rows' order and
+    the interim report are the serial grid's; every training run is timed once; and no test split is
+    read before every arm's recipe is chosen."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_grid(_tiny(), tmp_path / "serial", report=False, progress=False)
+        parallel = run_grid(_tiny(workers=2), tmp_path / "parallel", report=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    numbers = ["dataset", "method", "label_fraction", "repeat", "recipe", "n_labelled", "best_val_accuracy",
+               "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "run_dir"]
+    pd.testing.assert_frame_equal(parallel[numbers], serial[numbers])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "parallel" / "selection.csv"),
+                                  pd.read_csv(tmp_path / "serial" / "selection.csv"))
+    timings = pd.read_csv(tmp_path / "parallel" / "timings.csv")
+    counts, expected = timings["phase"].value_counts(), pd.read_csv(tmp_path / "serial" / "timings.csv")["phase"].value_counts()
+    for phase in ("data", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts"):
+        assert counts[phase] == expected[phase], phase
+    phases = list(timings["phase"])
+    n_selection = len(pd.read_csv(tmp_path / "parallel" / "selection.csv"))
+    assert phases.index("evaluate_test") > [i for i, p in enumerate(phases) if p == "evaluate_val"][n_selection - 1]
+    assert (tmp_path / "parallel" / "table.md").is_file() and not (tmp_path / "parallel" / "interim").exists()
+    assert '"workers": 2' in (tmp_path / "parallel" / "preset.json").read_text()
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_whole_number_of_processes(workers):
+    with pytest.raises(CryoDataError, match="workers"):
+        _tiny(workers=workers)

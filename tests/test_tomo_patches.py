@@ -9,7 +9,6 @@ better than the same encoder's random features.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

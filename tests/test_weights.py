@@ -212,7 +212,6 @@ def test_the_shipped_encoder_beats_random_features(fresh_simulation: tuple) -> N
 
 
 def test_the_shipped_classifier_classifies_unseen_subtomograms(fresh_simulation: tuple) -> None:
-    import numpy as np
     from torch.utils.data import DataLoader
 
     from cryomonai.data import VolumeStackDataset

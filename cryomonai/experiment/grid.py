@@ -214,50 +214,79 @@ class GridRunner:
         return next(d for d in self.preset.datasets if d["name"] == name)
 
     # -- the steps ------------------------------------------------------------------------------
+    def train_pretraining(self, dataset: str, method: str, pretrain_seed: int) -> dict[str, float] | None:
+        """Pretrain ``method`` on ``dataset`` with ``pretrain_seed`` unless done (a half-done run resumes).
+
+        Returns the bundle run's ``{"setup", "compute"}`` seconds, or None if it was already done;
+        records nothing (the caller does: a worker process must not write the grid's tables).
+        """
+        run = RunLayout(self.pretrain_dir(dataset, method, pretrain_seed))
+        if run.pretrain.is_file():
+            return None
+        ds = self._dataset(dataset)
+        overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
+        t0 = time.perf_counter()
+        wf = run_bundle(
+            "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), **run.bundle_paths(),
+            **{**self._common(ds, pretrain_seed), **overrides},
+        )
+        _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.1f}\n")
+        return wf.seconds
+
     def pretrained_checkpoint(self, ds: dict[str, Any], method: str, pretrain_seed: int) -> str:
         """Pretrain ``method`` on dataset ``ds`` with ``pretrain_seed`` unless done; the checkpoint ("" for random)."""
         if method == "random":
             return ""
-
+        seconds = self.train_pretraining(ds["name"], method, pretrain_seed)
+        if seconds is not None:
+            self.record_timing("pretrain", seconds, ds["name"], method, repeat=pretrain_seed - self.preset.seed)
         run = RunLayout(self.pretrain_dir(ds["name"], method, pretrain_seed))
-        final = run.pretrain
         key = (ds["name"], method, pretrain_seed)
-        if not final.is_file():
-            overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
-            t0 = time.perf_counter()
-            wf = run_bundle(
-                "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), **run.bundle_paths(),
-                **{**self._common(ds, pretrain_seed), **overrides},
-            )
-            seconds = time.perf_counter() - t0
-            _write_text(run.root / "seconds.txt", f"{seconds:.1f}\n")
-            self.record_timing("pretrain", wf.seconds, ds["name"], method, repeat=pretrain_seed - self.preset.seed)
         if key not in self._pretrain_seconds:
             stamp = run.root / "seconds.txt"
             self._pretrain_seconds[key] = float(stamp.read_text()) if stamp.is_file() else float("nan")
-        return str(final)
+        return str(run.pretrain)
+
+    def _keys(self, cell: GridCell, recipe: str) -> dict[str, Any]:
+        """The bundle overrides that locate ``cell``'s run with ``recipe`` (data, labelled subset, folders, seed)."""
+        run = RunLayout(self.out / cell.run_dir(recipe))
+        seed = self.preset.seed + cell.repeat
+        return dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(),
+                    **self._common(self._dataset(cell.dataset), seed))
+
+    def train_finetune(self, cell: GridCell, recipe: str) -> dict[str, float] | None:
+        """Fine-tune ``cell`` with ``recipe`` unless done (a half-done run resumes); its SSL pretraining must
+        be done. Returns the bundle run's seconds, or None if it was already done; records nothing."""
+        run = RunLayout(self.out / cell.run_dir(recipe))
+        if run.finetune_final.is_file():
+            return None
+        pretrained = ""
+        if cell.method != "random":
+            pretrained = str(RunLayout(self.pretrain_dir(cell.dataset, cell.method, self.preset.seed + cell.repeat)).pretrain)
+            if not Path(pretrained).is_file():
+                raise CryoDataError(pretrained, f"missing: {cell} needs its pretraining first",
+                                    "run the grid (it pretrains before it fine-tunes)")
+        t0 = time.perf_counter()
+        wf = run_bundle(
+            "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
+            **{**self._keys(cell, recipe), **self.preset.recipe_overrides()[recipe]},
+        )
+        _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
+        return wf.seconds
 
     def _finetune(self, cell: GridCell, recipe: str) -> tuple[RunLayout, dict[str, Any], float]:
         """Fine-tune ``cell`` with ``recipe`` unless done and score its best model on the validation split.
 
         Returns the run folder, the bundle overrides that locate it, and the validation accuracy.
         """
-        ds = self._dataset(cell.dataset)
-        seed = self.preset.seed + cell.repeat
-        pretrained = self.pretrained_checkpoint(ds, cell.method, seed)
-        run = RunLayout(self.out / cell.run_dir(recipe))
-        keys = dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(), **self._common(ds, seed))
-        if not run.finetune_final.is_file():
-            t0 = time.perf_counter()
-            wf = run_bundle(
-                "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
-                **{**keys, **self.preset.recipe_overrides()[recipe]},
-            )
-            _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
-            self.record_timing("finetune", wf.seconds, *self._where(cell, recipe))
+        self.pretrained_checkpoint(self._dataset(cell.dataset), cell.method, self.preset.seed + cell.repeat)
+        seconds = self.train_finetune(cell, recipe)
+        if seconds is not None:
+            self.record_timing("finetune", seconds, *self._where(cell, recipe))
+        keys = self._keys(cell, recipe)
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "val"}, **keys)
         self.record_timing("evaluate_val", wf.seconds, *self._where(cell, recipe))
-        return run, keys, _metric(wf)
+        return RunLayout(self.out / cell.run_dir(recipe)), keys, _metric(wf)
 
     @staticmethod
     def _where(cell: GridCell, recipe: str) -> tuple[str, str, float, int, str]:
@@ -432,24 +461,37 @@ class GridRunner:
         """Run every cell not yet in ``results.csv`` (at most ``max_cells``); returns all rows.
 
         Per dataset, each method's recipe is chosen (on validation) before any of its cells is
-        evaluated on the test split. ``on_repeat(k)`` is called when a cell completes the first
+        evaluated on the test split. With the preset's ``workers`` > 1 the training runs happen in
+        worker processes (:func:`cryomonai.experiment.parallel.run_parallel`), the rest as here. ``on_repeat(k)`` is called when a cell completes the first
         ``k`` repeats of every dataset (k < the preset's ``repeats``): e.g. to write an interim report.
         """
         self.out.mkdir(parents=True, exist_ok=True)
         _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
         done = self._done(self.results())
         todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
+        n_todo, todo = len(todo), todo[:max_cells]
+        count = iter(range(1, n_todo + 1))
+
+        def evaluate(cell: GridCell, recipe: str) -> None:
+            print(f"[grid {self.preset.name}] cell {next(count)}/{n_todo}: {cell}", flush=True)
+            self._append(self.results_path, RESULT_COLUMNS, self.run_cell(cell, recipe))
+            if on_repeat is not None and (k := self.repeats_done()) < self.preset.repeats and k == cell.repeat + 1:
+                on_repeat(k)
+
+        if self.preset.workers > 1 and todo:
+            from cryomonai.experiment.parallel import run_parallel  # it builds on this class
+
+            for name in dict.fromkeys(c.dataset for c in todo):
+                self.prepare_data(name)
+            run_parallel(self, self.preset.workers, todo, evaluate)
+            return self.results()
         chosen: dict[tuple[str, str], str] = {}
-        for i, cell in enumerate(todo[:max_cells]):
+        for cell in todo:
             self.prepare_data(cell.dataset)
             if (cell.dataset, cell.method) not in chosen:
                 for method in self.preset.methods:  # all of this dataset's selections first
                     chosen[(cell.dataset, method)] = self.choose_recipe(cell.dataset, method)
-            print(f"[grid {self.preset.name}] cell {i + 1}/{len(todo)}: {cell}", flush=True)
-            row = self.run_cell(cell, chosen[(cell.dataset, cell.method)])
-            self._append(self.results_path, RESULT_COLUMNS, row)
-            if on_repeat is not None and (k := self.repeats_done()) < self.preset.repeats and k == cell.repeat + 1:
-                on_repeat(k)
+            evaluate(cell, chosen[(cell.dataset, cell.method)])
         return self.results()
 
     def repeats_done(self) -> int:

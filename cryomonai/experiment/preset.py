@@ -51,6 +51,9 @@ class GridPreset:
             ``None``: all of ``label_fractions``.
         readouts: also compute linear-probe and kNN accuracy on frozen features.
         report: arguments of the report (``gradcam_examples``, ``embedding``).
+        workers: training processes at once (:mod:`~cryomonai.experiment.parallel`; 1: every run in
+            this process, one after another). With more, the CPU's threads are shared out among them,
+            which changes floating-point results within their noise, not what the grid computes.
     """
 
     name: str
@@ -68,9 +71,12 @@ class GridPreset:
     selection_fractions: list[float] | None = None
     readouts: bool = True
     report: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
 
     def __post_init__(self) -> None:
         where = f"grid preset {self.name!r}"
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise CryoDataError(where, f"workers={self.workers!r}", "give a whole number >= 1 (1: one run at a time)")
         if not self.datasets or not self.methods:
             raise CryoDataError(where, "needs at least one dataset and one method", "list them in the preset JSON")
         names = [d.get("name") for d in self.datasets]

@@ -1,0 +1,210 @@
+"""A grid's training runs in parallel worker processes (the preset's ``workers`` > 1).
+
+The protocol is the serial grid's (:meth:`~cryomonai.experiment.grid.GridRunner.run`); only *who
+trains when* changes. The small networks of the CPU presets do not keep two cores busy from one
+process (data loading, Python and small tensor operations run on one core between the parallel
+kernels), so ``workers`` processes, each with its share of the threads, train several runs at once:
+
+* **workers** (spawned processes, ``torch.set_num_threads(threads // workers)``) only *train*:
+  pretrainings, recipe-selection fine-tunings and cell fine-tunings, each as soon as what it needs
+  is done (a cell after its pretraining and its arm's recipe; a pretrained arm's selection runs
+  after the repeat-0 pretraining). They write their run folders and nothing else.
+* **this process** keeps the bookkeeping and everything that reads the validation or test split:
+  it records each finished run's time in ``timings.csv``; chooses an arm's recipe on validation
+  once its selection runs are trained (:meth:`~cryomonai.experiment.grid.GridRunner.choose_recipe`),
+  and only then hands that arm's cells to the workers; and evaluates the cells **in the grid's
+  order** (:meth:`~cryomonai.experiment.grid.GridRunner.run_cell`: validation, the one test read,
+  readouts, the ``results.csv`` row), a dataset's cells only after every arm of it has its recipe —
+  the serial grid's rule — so ``results.csv``, ``selection.csv``, resuming and the interim reports
+  are the serial grid's.
+
+Which runs go first: lower repeat first, and within a repeat pretraining, then selection, then
+cells; so the first repeat, and with it the first interim report, is done early.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Callable
+
+import torch
+
+from cryomonai.experiment.grid import GridRunner
+from cryomonai.experiment.preset import GridCell, GridPreset
+from cryomonai.layout import RunLayout
+
+__all__ = ["run_parallel"]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One training run: ``("pretrain", dataset, method, seed)`` or ``("finetune", cell, recipe)``."""
+
+    kind: str
+    args: tuple
+    after: tuple = ()  # the jobs it needs done first
+    order: tuple = field(default=(), compare=False)  # (repeat, stage): lower runs first
+
+
+def _init_worker(threads: int, start_method: str) -> None:
+    """A worker's threads; and the parent's start method back for the worker's own DataLoader processes
+    (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s)."""
+    torch.set_num_threads(threads)
+    multiprocessing.set_start_method(start_method, force=True)
+
+
+def _train(preset: GridPreset, out: str, job: _Job) -> dict[str, float] | None:
+    """In a worker: train ``job`` (nothing if already done); its seconds."""
+    runner = GridRunner(preset, out, progress=False)
+    if job.kind == "pretrain":
+        return runner.train_pretraining(*job.args)
+    return runner.train_finetune(*job.args)
+
+
+class _Schedule:
+    """The jobs still to train, what each needs first, and which are done."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple, _Job] = {}
+        self.done: set[tuple] = set()
+
+    @staticmethod
+    def key(job: _Job) -> tuple:
+        return (job.kind, *job.args)
+
+    def add(self, job: _Job) -> tuple:
+        key = self.key(job)
+        if key not in self.done and key not in self.pending:
+            self.pending[key] = job
+        return key
+
+    def ready(self, running: set[tuple]) -> list[_Job]:
+        """Jobs whose needs are done, lowest ``order`` first."""
+        jobs = [j for k, j in self.pending.items() if k not in running and all(a in self.done for a in j.after)]
+        return sorted(jobs, key=lambda j: j.order)
+
+
+def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
+                 on_row: Callable[[GridCell, str], None]) -> None:
+    """Train the runs that ``todo``'s cells need in ``workers`` processes; evaluate the cells here, in order.
+
+    ``on_row(cell, recipe)`` evaluates a cell whose training is done (the grid's
+    :meth:`~cryomonai.experiment.grid.GridRunner.run_cell` plus its row); it is called in ``todo``'s
+    order, and for a dataset only once every method of it has its recipe.
+    """
+    preset = runner.preset
+    threads = max(1, torch.get_num_threads() // workers)
+    schedule = _Schedule()
+    recipes = list(preset.recipe_overrides())
+    pairs = list(dict.fromkeys((c.dataset, c.method) for c in todo))
+    datasets = list(dict.fromkeys(c.dataset for c in todo))
+    for name in datasets:  # a dataset's recipes are chosen for all its methods, as in the serial grid
+        pairs += [(name, m) for m in preset.methods if (name, m) not in pairs]
+
+    def pretraining(dataset: str, method: str, repeat: int) -> tuple:
+        if method == "random":
+            return ()
+        job = _Job("pretrain", (dataset, method, preset.seed + repeat), order=(repeat, 0))
+        if not _trained(runner, job):
+            return (schedule.add(job),)
+        schedule.done.add(schedule.key(job))
+        return (schedule.key(job),)
+
+    def finetuning(cell: GridCell, recipe: str, stage: int) -> tuple:
+        job = _Job("finetune", (cell, recipe), pretraining(cell.dataset, cell.method, cell.repeat), (cell.repeat, stage))
+        if _trained(runner, job):
+            schedule.done.add(schedule.key(job))
+        else:
+            schedule.add(job)
+        return schedule.key(job)
+
+    selection: dict[tuple[str, str], list[tuple]] = {}
+    for dataset, method in pairs:
+        have = runner.selection()
+        have = have[(have["dataset"] == dataset) & (have["method"] == method)]
+        tried = {(r.recipe, round(float(r.label_fraction), 6)) for r in have.itertuples()}
+        selection[(dataset, method)] = [
+            finetuning(GridCell(dataset, method, frac, 0), recipe, 1)
+            for recipe in (recipes if len(recipes) > 1 else []) for frac in preset.selection_cells()
+            if (recipe, round(frac, 6)) not in tried]
+    for cell in todo:  # pretrain early: the serial grid would pretrain a repeat before its first cell
+        pretraining(cell.dataset, cell.method, cell.repeat)
+
+    chosen: dict[tuple[str, str], str] = {}
+    running: dict[Future, _Job] = {}
+    env_threads = os.environ.get("OMP_NUM_THREADS")
+    own_threads = torch.get_num_threads()
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the spawned workers' OpenMP pools, before they import torch
+    torch.set_num_threads(threads)  # this process evaluates while they train
+    # spawned, not forked: a process forked after this one ran OpenMP kernels can hang in its own (libgomp)
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, multiprocessing.get_start_method()))
+    try:
+        while todo:
+            for pair in pairs:
+                if pair not in chosen and all(k in schedule.done for k in selection[pair]):
+                    chosen[pair] = runner.choose_recipe(*pair)  # reads validation only
+                    for cell in todo:
+                        if (cell.dataset, cell.method) == pair:
+                            finetuning(cell, chosen[pair], 2)
+            while todo and _evaluable(todo[0], chosen, schedule, preset):
+                cell = todo.pop(0)
+                on_row(cell, chosen[(cell.dataset, cell.method)])
+            if not todo:
+                break
+            busy = {schedule.key(j) for j in running.values()}
+            for job in schedule.ready(busy)[:workers - len(running)]:
+                print(f"[grid {preset.name}] training: {_describe(job)}", flush=True)
+                running[pool.submit(_train, preset, str(runner.out), job)] = job
+            if not running:
+                raise RuntimeError(f"grid {preset.name}: nothing to train and cells left ({todo[0]}): a scheduling bug")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                seconds = future.result()  # a worker's error stops the grid here, with its message
+                key = schedule.key(job)
+                schedule.pending.pop(key, None)
+                schedule.done.add(key)
+                if seconds is not None:
+                    _record(runner, job, seconds)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(own_threads)
+        if env_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_threads
+
+
+def _trained(runner: GridRunner, job: _Job) -> bool:
+    if job.kind == "pretrain":
+        return RunLayout(runner.pretrain_dir(*job.args)).pretrain.is_file()
+    cell, recipe = job.args
+    return RunLayout(runner.out / cell.run_dir(recipe)).finetune_final.is_file()
+
+
+def _evaluable(cell: GridCell, chosen: dict, schedule: _Schedule, preset: GridPreset) -> bool:
+    if not all((cell.dataset, m) in chosen for m in preset.methods):
+        return False
+    return ("finetune", cell, chosen[(cell.dataset, cell.method)]) in schedule.done
+
+
+def _record(runner: GridRunner, job: _Job, seconds: dict[str, float]) -> None:
+    if job.kind == "pretrain":
+        dataset, method, seed = job.args
+        runner.record_timing("pretrain", seconds, dataset, method, repeat=seed - runner.preset.seed)
+    else:
+        cell, recipe = job.args
+        runner.record_timing("finetune", seconds, cell.dataset, cell.method, cell.label_fraction, cell.repeat, recipe)
+
+
+def _describe(job: _Job) -> str:
+    if job.kind == "pretrain":
+        return "pretrain {1} on {0}, seed {2}".format(*job.args)
+    cell, recipe = job.args
+    return f"fine-tune {cell.method} on {cell.dataset}, {100 * cell.label_fraction:g} % labels, repeat {cell.repeat}, recipe {recipe}"
+
