@@ -177,6 +177,7 @@ def test_tiny_grid_report(tiny_grid):
     timing = (out / "timing.md").read_text()
     for phase in ("data", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report", "**all**"):
         assert f"| {phase} |" in timing, phase
+    assert "Wall time of the run that finished the grid" in timing and "at a time" not in timing  # serial
     import scipy.stats
 
     ttest = pd.read_csv(out / "ttest_test_accuracy.csv")
@@ -286,6 +287,7 @@ def test_parallel_workers_compute_the_serial_grid(tmp_path):
     assert phases.index("evaluate_test") > [i for i, p in enumerate(phases) if p == "evaluate_val"][n_selection - 1]
     assert (tmp_path / "parallel" / "table.md").is_file() and not (tmp_path / "parallel" / "interim").exists()
     assert '"workers": 2' in (tmp_path / "parallel" / "preset.json").read_text()
+    assert "ran 2 at a time in worker processes" in (tmp_path / "parallel" / "timing.md").read_text()
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])

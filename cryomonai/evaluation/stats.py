@@ -218,11 +218,13 @@ def seconds_summary(results: pd.DataFrame) -> dict[str, float]:
 TIMING_PHASES = ("data", "pretrain", "finetune", "evaluate_val", "evaluate_test", "readouts", "report")
 
 
-def timing_table(timings: pd.DataFrame) -> str:
+def timing_table(timings: pd.DataFrame, wall_seconds: float | None = None, workers: int = 1) -> str:
     """Markdown table of a grid's ``timings.csv``: per phase the steps run, set-up, compute, total and share.
 
     Set-up is a bundle run's time outside its Ignite engine (parsing, building, opening the data,
-    saving); compute is the engine's run (for fine-tuning, with its validation passes).
+    saving); compute is the engine's run (for fine-tuning, with its validation passes). With
+    ``wall_seconds`` a closing line gives the wall time of the run that wrote the table and, for
+    ``workers`` > 1, says that the steps overlapped (the totals are process time, not wall time).
     """
     df = timings.copy()
     df["total"] = df["setup_seconds"] + df["compute_seconds"]
@@ -235,4 +237,9 @@ def timing_table(timings: pd.DataFrame) -> str:
                      f"| {block['total'].sum():.0f} | {100 * block['total'].sum() / grand:.1f} % |")
     lines.append(f"| **all** | {len(df)} | {df['setup_seconds'].sum():.0f} | {df['compute_seconds'].sum():.0f} "
                  f"| {df['total'].sum():.0f} | 100 % |")
+    if wall_seconds is not None:
+        overlap = (f"; the training steps ran {workers} at a time in worker processes, so the totals above are "
+                   "process time and add up to more than the wall time" if workers > 1 else "")
+        lines += ["", f"Wall time of the run that finished the grid (a resumed grid: its last invocation only): "
+                      f"{wall_seconds:.0f} s{overlap}."]
     return "\n".join(lines) + "\n"

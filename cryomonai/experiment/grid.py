@@ -536,6 +536,7 @@ def run_grid(
     if not isinstance(preset, GridPreset):
         preset = load_preset(preset, **overrides)
     runner = GridRunner(preset, out_dir, progress)
+    start = time.perf_counter()
 
     def interim(k: int) -> None:
         table = write_interim_report(runner.record(), k)
@@ -549,5 +550,6 @@ def run_grid(
             write_grid_report(runner.record())
             remove_interim_report(runner.out)
             runner.record_timing("report", {"compute": time.perf_counter() - t0})
-            _write_text(runner.out / "timing.md", timing_table(runner.timings()))
+            _write_text(runner.out / "timing.md",
+                        timing_table(runner.timings(), time.perf_counter() - start, preset.workers))
     return results

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# wait for the label_efficiency rerun, then the cpu preset with oneDNN and ATen capped at AVX2, at 69bfc34 (the commit of docs/grid_cpu)
+# wait for the label_efficiency rerun, then the cpu preset with oneDNN and ATen capped at AVX2, at 69bfc34 (the commit of docs/grid_cpu_serial)
 while kill -0 14748 2>/dev/null; do sleep 10; done
 cd /work/avx2_tree
 export ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 PYTHONPATH=/work/avx2_tree

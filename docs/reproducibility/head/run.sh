@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# after the AVX2 grid: the cpu preset natively at the current HEAD, repeat 0 only (6 cells + selection), to compare with docs/grid_cpu (69bfc34)
+# after the AVX2 grid: the cpu preset natively at the current HEAD, repeat 0 only (6 cells + selection), to compare with docs/grid_cpu_serial (69bfc34)
 while pgrep -f queue_avx2.sh >/dev/null; do sleep 10; done
 cd /work/grid_tree
 export PYTHONPATH=/work/grid_tree
