@@ -166,8 +166,13 @@ class GridRunner:
             "recipe": recipe, "setup_seconds": round(seconds.get("setup", 0.0), 3),
             "compute_seconds": round(seconds.get("compute", 0.0), 3)})
 
+    @staticmethod
+    def _cell_key(cell: Any) -> tuple:
+        """A cell (or a ``results.csv`` row) as ``(dataset, method, label fraction rounded, repeat)``."""
+        return cell.dataset, cell.method, round(float(cell.label_fraction), 6), int(cell.repeat)
+
     def _done(self, df: pd.DataFrame) -> set[tuple]:
-        return {(r.dataset, r.method, round(float(r.label_fraction), 6), int(r.repeat)) for r in df.itertuples()}
+        return {self._cell_key(r) for r in df.itertuples()}
 
     def _append(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
         df = pd.concat([self._table(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True)
@@ -292,6 +297,12 @@ class GridRunner:
     def _where(cell: GridCell, recipe: str) -> tuple[str, str, float, int, str]:
         return cell.dataset, cell.method, cell.label_fraction, cell.repeat, recipe
 
+    def tried_recipes(self, dataset: str, method: str) -> set[tuple[str, float]]:
+        """``(recipe, selection fraction rounded)`` of ``method`` on ``dataset`` already in ``selection.csv``."""
+        done = self.selection()
+        done = done[(done["dataset"] == dataset) & (done["method"] == method)]
+        return {(r.recipe, round(float(r.label_fraction), 6)) for r in done.itertuples()}
+
     def choose_recipe(self, dataset: str, method: str) -> str:
         """The recipe of ``method`` on ``dataset``: the only one, or the best on the validation split.
 
@@ -302,9 +313,7 @@ class GridRunner:
         if len(recipes) == 1:
             return recipes[0]
         seed = self.preset.seed
-        done = self.selection()
-        done = done[(done["dataset"] == dataset) & (done["method"] == method)]
-        have = {(r.recipe, round(float(r.label_fraction), 6)) for r in done.itertuples()}
+        have = self.tried_recipes(dataset, method)
         for recipe in recipes:
             for frac in self.preset.selection_cells():
                 if (recipe, round(frac, 6)) in have:
@@ -468,7 +477,7 @@ class GridRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
         done = self._done(self.results())
-        todo = [c for c in grid_cells(self.preset) if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
+        todo = [c for c in grid_cells(self.preset) if self._cell_key(c) not in done]
         n_todo, todo = len(todo), todo[:max_cells]
         count = iter(range(1, n_todo + 1))
 
@@ -497,8 +506,7 @@ class GridRunner:
     def repeats_done(self) -> int:
         """The largest ``k`` such that every cell of repeats ``0 … k-1`` (all datasets) is in ``results.csv``."""
         done = self._done(self.results())
-        missing = [c.repeat for c in grid_cells(self.preset)
-                   if (c.dataset, c.method, round(c.label_fraction, 6), c.repeat) not in done]
+        missing = [c.repeat for c in grid_cells(self.preset) if self._cell_key(c) not in done]
         return min(missing, default=int(self.preset.repeats))
 
 

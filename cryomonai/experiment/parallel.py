@@ -76,10 +76,13 @@ class _Schedule:
     def key(job: _Job) -> tuple:
         return (job.kind, *job.args)
 
-    def add(self, job: _Job) -> tuple:
+    def add(self, job: _Job, trained: bool) -> tuple:
+        """Schedule ``job`` unless ``trained`` (then it counts as done); its key."""
         key = self.key(job)
-        if key not in self.done and key not in self.pending:
-            self.pending[key] = job
+        if trained:
+            self.done.add(key)
+        elif key not in self.done:
+            self.pending.setdefault(key, job)
         return key
 
     def ready(self, running: set[tuple]) -> list[_Job]:
@@ -109,24 +112,15 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
         if method == "random":
             return ()
         job = _Job("pretrain", (dataset, method, preset.seed + repeat), order=(repeat, 0))
-        if not _trained(runner, job):
-            return (schedule.add(job),)
-        schedule.done.add(schedule.key(job))
-        return (schedule.key(job),)
+        return (schedule.add(job, _trained(runner, job)),)
 
     def finetuning(cell: GridCell, recipe: str, stage: int) -> tuple:
         job = _Job("finetune", (cell, recipe), pretraining(cell.dataset, cell.method, cell.repeat), (cell.repeat, stage))
-        if _trained(runner, job):
-            schedule.done.add(schedule.key(job))
-        else:
-            schedule.add(job)
-        return schedule.key(job)
+        return schedule.add(job, _trained(runner, job))
 
     selection: dict[tuple[str, str], list[tuple]] = {}
     for dataset, method in pairs:
-        have = runner.selection()
-        have = have[(have["dataset"] == dataset) & (have["method"] == method)]
-        tried = {(r.recipe, round(float(r.label_fraction), 6)) for r in have.itertuples()}
+        tried = runner.tried_recipes(dataset, method)
         selection[(dataset, method)] = [
             finetuning(GridCell(dataset, method, frac, 0), recipe, 1)
             for recipe in (recipes if len(recipes) > 1 else []) for frac in preset.selection_cells()
