@@ -103,10 +103,8 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
     threads = max(1, torch.get_num_threads() // workers)
     schedule = _Schedule()
     recipes = list(preset.recipe_overrides())
-    pairs = list(dict.fromkeys((c.dataset, c.method) for c in todo))
-    datasets = list(dict.fromkeys(c.dataset for c in todo))
-    for name in datasets:  # a dataset's recipes are chosen for all its methods, as in the serial grid
-        pairs += [(name, m) for m in preset.methods if (name, m) not in pairs]
+    # a dataset's recipes are chosen for all its methods, in the preset's order, as in the serial grid
+    pairs = [(name, m) for name in dict.fromkeys(c.dataset for c in todo) for m in preset.methods]
 
     def pretraining(dataset: str, method: str, repeat: int) -> tuple:
         if method == "random":
@@ -139,12 +137,15 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
                                initargs=(threads, multiprocessing.get_start_method()))
     try:
         while todo:
-            for pair in pairs:
-                if pair not in chosen and all(k in schedule.done for k in selection[pair]):
-                    chosen[pair] = runner.choose_recipe(*pair)  # reads validation only
-                    for cell in todo:
-                        if (cell.dataset, cell.method) == pair:
-                            finetuning(cell, chosen[pair], 2)
+            for pair in pairs:  # in order, so that selection.csv is written as by the serial grid
+                if pair in chosen:
+                    continue
+                if not all(k in schedule.done for k in selection[pair]):
+                    break
+                chosen[pair] = runner.choose_recipe(*pair)  # reads validation only
+                for cell in todo:
+                    if (cell.dataset, cell.method) == pair:
+                        finetuning(cell, chosen[pair], 2)
             while todo and _evaluable(todo[0], chosen, schedule, preset):
                 cell = todo.pop(0)
                 on_row(cell, chosen[(cell.dataset, cell.method)])
