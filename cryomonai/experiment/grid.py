@@ -219,6 +219,14 @@ class GridRunner:
         return next(d for d in self.preset.datasets if d["name"] == name)
 
     # -- the steps ------------------------------------------------------------------------------
+    def pretrained(self, dataset: str, method: str, pretrain_seed: int) -> bool:
+        """Whether that pretraining is done (its ``pretrain.pt`` is written)."""
+        return RunLayout(self.pretrain_dir(dataset, method, pretrain_seed)).pretrain.is_file()
+
+    def finetuned(self, cell: GridCell, recipe: str) -> bool:
+        """Whether ``cell``'s fine-tuning with ``recipe`` is done (its final checkpoint is written)."""
+        return RunLayout(self.out / cell.run_dir(recipe)).finetune_final.is_file()
+
     def train_pretraining(self, dataset: str, method: str, pretrain_seed: int) -> dict[str, float] | None:
         """Pretrain ``method`` on ``dataset`` with ``pretrain_seed`` unless done (a half-done run resumes).
 
@@ -226,7 +234,7 @@ class GridRunner:
         records nothing (the caller does: a worker process must not write the grid's tables).
         """
         run = RunLayout(self.pretrain_dir(dataset, method, pretrain_seed))
-        if run.pretrain.is_file():
+        if self.pretrained(dataset, method, pretrain_seed):
             return None
         ds = self._dataset(dataset)
         overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
@@ -262,9 +270,9 @@ class GridRunner:
     def train_finetune(self, cell: GridCell, recipe: str) -> dict[str, float] | None:
         """Fine-tune ``cell`` with ``recipe`` unless done (a half-done run resumes); its SSL pretraining must
         be done. Returns the bundle run's seconds, or None if it was already done; records nothing."""
-        run = RunLayout(self.out / cell.run_dir(recipe))
-        if run.finetune_final.is_file():
+        if self.finetuned(cell, recipe):
             return None
+        run = RunLayout(self.out / cell.run_dir(recipe))
         pretrained = ""
         if cell.method != "random":
             pretrained = str(RunLayout(self.pretrain_dir(cell.dataset, cell.method, self.preset.seed + cell.repeat)).pretrain)

@@ -35,7 +35,6 @@ import torch
 
 from cryomonai.experiment.grid import GridRunner
 from cryomonai.experiment.preset import GridCell, GridPreset
-from cryomonai.layout import RunLayout
 
 __all__ = ["run_parallel"]
 
@@ -84,6 +83,12 @@ class _Schedule:
         elif key not in self.done:
             self.pending.setdefault(key, job)
         return key
+
+    def finish(self, job: _Job) -> None:
+        """``job`` is trained."""
+        key = self.key(job)
+        self.pending.pop(key, None)
+        self.done.add(key)
 
     def ready(self, running: set[tuple]) -> list[_Job]:
         """Jobs whose needs are done, lowest ``order`` first."""
@@ -161,9 +166,7 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
             for future in finished:
                 job = running.pop(future)
                 seconds = future.result()  # a worker's error stops the grid here, with its message
-                key = schedule.key(job)
-                schedule.pending.pop(key, None)
-                schedule.done.add(key)
+                schedule.finish(job)
                 if seconds is not None:
                     _record(runner, job, seconds)
     finally:
@@ -176,10 +179,7 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
 
 
 def _trained(runner: GridRunner, job: _Job) -> bool:
-    if job.kind == "pretrain":
-        return RunLayout(runner.pretrain_dir(*job.args)).pretrain.is_file()
-    cell, recipe = job.args
-    return RunLayout(runner.out / cell.run_dir(recipe)).finetune_final.is_file()
+    return runner.pretrained(*job.args) if job.kind == "pretrain" else runner.finetuned(*job.args)
 
 
 def _evaluable(cell: GridCell, chosen: dict, schedule: _Schedule, preset: GridPreset) -> bool:
