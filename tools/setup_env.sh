@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv in the repository root and install cryomonai into it.
-# torch==2.13.0 (the CPU wheel) goes in first, so nothing pulls a CUDA build; then the package + [dev].
+# torch==2.13.0 (the CPU wheel) goes in first, so nothing pulls a CUDA build; then the package.
+# Usage: setup_env.sh [dev|run]  — dev (default; tools/test.sh): the package + its [dev] extras (pytest,
+# import-linter, copick, …); run (tools/demo.sh): the package alone, what the main job needs (copick
+# alone brings ~60 packages). A dev venv serves both.
+# The installer is uv (installed into the venv by pip), with pip as the fallback: on the 2-core Xeon a
+# run venv took 16 s with uv (cold cache) against 86 s with pip (warm cache), a dev venv 163 s with pip.
+# uv does not read pip's configuration: pip's find-links (where a local torch wheel lies) are handed over.
 # Re-running is cheap: the install is skipped while setup.cfg is unchanged.
 set -euo pipefail
+want_kind=${1:-dev}
+case "$want_kind" in dev) spec=".[dev]" ;; run) spec="." ;; *) echo "setup_env.sh: unknown kind '$want_kind' (use dev or run)" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.cryomonai-installed
 want=$(sha1sum setup.cfg setup.py | sha1sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
-  echo "$want" > "$stamp"
+have="" have_kind=""
+[ -f "$stamp" ] && read -r have have_kind < "$stamp" || true
+if [ "${have:-}" != "$want" ] || { [ "$want_kind" = dev ] && [ "${have_kind:-dev}" != dev ]; }; then
+  pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+  if "${pip[@]}" uv 2>/dev/null && [ -x .venv/bin/uv ]; then
+    links=${PIP_FIND_LINKS:-$(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true)}
+    install=(.venv/bin/uv pip install -q --python .venv/bin/python)
+    for dir in $links; do install+=(--find-links "$dir"); done
+  else
+    echo "setup_env.sh: uv not available, installing with pip" >&2
+    "${pip[@]}" --upgrade pip
+    install=("${pip[@]}")
+  fi
+  "${install[@]}" torch==2.13.0
+  "${install[@]}" -e "$spec"
+  echo "$want $want_kind" > "$stamp"
 fi
