@@ -24,7 +24,7 @@ def _tiny(**kw) -> GridPreset:
 
 
 def test_presets_load_and_enumerate():
-    for name in ("cpu", "paper", "label_efficiency"):
+    for name in ("cpu", "cpu_full", "paper", "label_efficiency"):
         p = load_preset(name)
         cells = list(grid_cells(p))
         assert len(cells) == len(p.datasets) * len(p.methods) * len(p.label_fractions) * p.repeats
@@ -41,6 +41,18 @@ def test_presets_load_and_enumerate():
     assert big.finetune["min_steps"] == per_epoch * big.finetune["epochs"] == 600
     with pytest.raises(CryoDataError, match="grid preset not found"):
         load_preset("nosuchpreset")
+
+
+def test_cpu_preset_is_cpu_full_scaled_down():
+    """The main job (``cpu``, 15 minutes) is ``cpu_full``'s protocol with fewer fractions, pretraining epochs
+    and selection fractions — the same data, arms, repeats, augmentation, fine-tuning and recipe space."""
+    quick, full = load_preset("cpu"), load_preset("cpu_full")
+    differ = {k for k in quick.__dataclass_fields__ if getattr(quick, k) != getattr(full, k)}
+    assert differ == {"name", "label_fractions", "pretrain", "selection_fractions"}
+    assert set(quick.label_fractions) < set(full.label_fractions) and set(quick.selection_fractions) <= set(full.selection_fractions)
+    assert {k: v for k, v in quick.pretrain.items() if k != "epochs"} == {k: v for k, v in full.pretrain.items() if k != "epochs"}
+    assert quick.pretrain["epochs"] < full.pretrain["epochs"]
+    assert quick.workers == full.workers == 2
     with pytest.raises(CryoDataError, match="outside"):
         _tiny(label_fractions=[0.0, 1.0])
 
