@@ -94,8 +94,9 @@ def demo(
     out: str = "runs/demo", n_per_class: int = 60, snr: float = 0.5, pretrain_epochs: int = 10,
     finetune_epochs: int = 20, label_fraction: float = 0.25, method: str = "moco", seed: int = 0,
 ) -> None:
-    """The main job on built-in simulated data: simulate → pretrain (MoCo) → fine-tune on 25 % of
-    the labels from the pretrained encoder and from random init → test accuracy of both."""
+    """A quick pipeline check on built-in simulated data: simulate → pretrain (MoCo) → fine-tune on 25 %
+    of the labels from the pretrained encoder and from random init → test accuracy of both. Its
+    defaults are too small to show the effect; the main job is ``cryomonai grid --preset cpu``."""
     from cryomonai.pipeline import demo as run_demo  # lazy: MONAI, only when run
 
     t0 = time.time()
@@ -190,7 +191,8 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
     Args:
-        preset: ``cpu`` (the main job, 2 CPU cores), ``paper`` (Gupta et al. 2022 sizes, a GPU),
+        preset: ``cpu`` (the main job, 2 CPU cores, ~13 min), ``cpu_full`` (with 100 % labels, ~30 min),
+            ``paper`` (Gupta et al. 2022 sizes, a GPU),
             ``real`` (a table of your own, with ``--dataset_table``) or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
         out: the grid folder; rerunning the same command skips the finished cells.
         report: write the report once every cell is done.

@@ -19,7 +19,7 @@ The same preset run twice — on two processors, with oneDNN capped to an older 
 
 Usage::
 
-    python tools/compare_grids.py docs/grid_cpu/results.csv runs/grid_cpu_avx2/results.csv \\
+    python tools/compare_grids.py docs/grid_cpu_full/results.csv runs/grid_cpu_avx2/results.csv \\
         --names "native (AVX-512, AMX; bf16)" "AVX2 cap (float32)" --png compare.png > compare.md
 
 Exit status 0 when the conclusions agree, 1 when any differs (so a script can check it).
