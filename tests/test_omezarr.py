@@ -75,12 +75,14 @@ def test_levels_voxel_sizes_and_the_level_chosen(tomo) -> None:
     _, mrc, store = tomo
     assert is_ome_zarr(store) and not is_ome_zarr(mrc)
     levels = tomogram_levels(store)
-    assert [(lv.level, lv.shape, lv.voxel_size) for lv in levels] == [("0", SHAPE, 10.0), ("1", (20, 48, 48), 20.0)]
-    assert choose_level(levels, None).level == "0"
-    assert choose_level(levels, 15.0).level == "0"  # never read coarser than asked
-    assert choose_level(levels, 20.0).level == "1" and choose_level(levels, 35.0).level == "1"
-    assert choose_level(levels, 5.0).level == "0"  # finer than any level: the finest, Fourier-padded
-    box = open_tomogram(store, "0")[3:7, 10:20, 30:33]
+    names = [lv.level for lv in levels]  # the writer's level paths: "0", "1" (ome-zarr < 0.12) or "s0", "s1"
+    assert names in (["0", "1"], ["s0", "s1"])
+    assert [(lv.shape, lv.voxel_size) for lv in levels] == [(SHAPE, 10.0), ((20, 48, 48), 20.0)]
+    assert choose_level(levels, None).level == names[0]
+    assert choose_level(levels, 15.0).level == names[0]  # never read coarser than asked
+    assert choose_level(levels, 20.0).level == names[1] and choose_level(levels, 35.0).level == names[1]
+    assert choose_level(levels, 5.0).level == names[0]  # finer than any level: the finest, Fourier-padded
+    box = open_tomogram(store, names[0])[3:7, 10:20, 30:33]
     np.testing.assert_array_equal(box, read_mrc(mrc)[0][3:7, 10:20, 30:33])
 
 
@@ -101,13 +103,14 @@ def test_a_coarser_voxel_size_reads_the_coarser_level(tomo, tmp_path) -> None:
     star, _, store = tomo
     picks = read_picks(_zarr_picks(star, store, tmp_path / "zarr_picks.star"))
     located = locate_picks(picks, box=8, voxel_size=20.0)
-    assert set(located["tomogram_level"]) == {"1"} and set(located["source_box"]) == {8}
+    coarse_level = tomogram_levels(store)[1].level
+    assert set(located["tomogram_level"]) == {coarse_level} and set(located["source_box"]) == {8}
     assert set(located["tomogram_voxel"]) == {20.0}
     np.testing.assert_array_equal(located[["cz", "cy", "cx"]].to_numpy(),
                                   np.rint(picks.df[["z", "y", "x"]].to_numpy(float) / 2).astype(int))
     ok = located.index[located["status"] == "ok"]
     dataset = particle_dataset(picks, box=8, voxel_size=20.0)  # the inference dataset (boxes as read)
-    level0, level1 = open_tomogram(store, "0"), open_tomogram(store, "1")
+    level0, level1 = (open_tomogram(store, lv.level) for lv in tomogram_levels(store))
     corr = []
     for i, row in enumerate(located.loc[ok].itertuples()):
         coarse = np.asarray(dataset[i]["image"])[0]
@@ -130,16 +133,18 @@ def test_channel_axis_and_nanometre_units(tmp_path) -> None:
 
 def test_bad_stores_get_one_line_errors(tmp_path) -> None:
     plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
-    plain.create_dataset("0", data=np.zeros((4, 4, 4), np.float32))
+    plain.create_dataset("0", data=np.zeros((4, 4, 4), np.float32), shape=(4, 4, 4))
     with pytest.raises(CryoDataError, match="no OME-Zarr 'multiscales' metadata"):
         tomogram_levels(tmp_path / "plain.zarr")
     with pytest.raises(CryoDataError, match="not a readable Zarr group"):
         tomogram_levels(tmp_path / "missing.zarr")
     yx = write_ome_zarr(tmp_path / "yx.zarr", np.zeros((4, 4, 4), np.float32), 10.0, levels=1)
     meta = zarr.open_group(str(yx), mode="r+")
-    ms = meta.attrs["multiscales"]
+    key = "ome" if "ome" in meta.attrs else "multiscales"  # OME-NGFF 0.5 (zarr 3) keeps it under "ome"
+    attrs = meta.attrs[key]
+    ms = attrs["multiscales"] if key == "ome" else attrs
     ms[0]["axes"] = [{"name": a, "type": "space"} for a in "xyz"]
-    meta.attrs["multiscales"] = ms
+    meta.attrs[key] = attrs
     with pytest.raises(CryoDataError, match=r"do not end in z, y, x"):
         tomogram_levels(yx)
     with pytest.raises(CryoDataError, match="has no level '7'"):

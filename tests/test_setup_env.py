@@ -53,8 +53,8 @@ def test_uv_installs_torch_first_then_the_package(repo):
     rc, calls = _run(repo, "run")
     assert rc == 0
     installs = [c for c in calls if c.startswith("uv pip install")]
-    assert installs == ["uv pip install -q --python .venv/bin/python --find-links /opt/wheels torch==2.13.0",
-                        "uv pip install -q --python .venv/bin/python --find-links /opt/wheels -e ."]
+    assert installs == ["uv pip install -q --python .venv/bin/python --prerelease disallow --find-links /opt/wheels torch==2.13.0",
+                        "uv pip install -q --python .venv/bin/python --prerelease disallow --find-links /opt/wheels -e ."]
     assert (repo / ".venv" / ".cryomonai-installed").read_text().split()[1] == "run"
     # dev after run: the extras are installed; run after dev: nothing to do
     rc, calls = _run(repo, "dev")

@@ -6,7 +6,8 @@
 # alone brings ~60 packages). A dev venv serves both.
 # The installer is uv (installed into the venv by pip), with pip as the fallback: on the 2-core Xeon a
 # run venv took 16 s with uv (cold cache) against 86 s with pip (warm cache), a dev venv 163 s with pip.
-# uv does not read pip's configuration: pip's find-links (where a local torch wheel lies) are handed over.
+# uv does not read pip's configuration: pip's find-links (where a local torch wheel lies) are handed over,
+# and pre-releases are refused as pip does.
 # Re-running is cheap: the install is skipped while setup.cfg is unchanged.
 set -euo pipefail
 want_kind=${1:-dev}
@@ -22,7 +23,8 @@ if [ "${have:-}" != "$want" ] || { [ "$want_kind" = dev ] && [ "${have_kind:-dev
   pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
   if "${pip[@]}" uv 2>/dev/null && [ -x .venv/bin/uv ]; then
     links=${PIP_FIND_LINKS:-$(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true)}
-    install=(.venv/bin/uv pip install -q --python .venv/bin/python)
+    # no pre-releases, as pip: uv's own default took copick 2.0.0a6 (and with it zarr 3) for [dev] on 2026-11-30
+    install=(.venv/bin/uv pip install -q --python .venv/bin/python --prerelease disallow)
     for dir in $links; do install+=(--find-links "$dir"); done
   else
     echo "setup_env.sh: uv not available, installing with pip" >&2

@@ -19,8 +19,8 @@ Example:
     >>> import tempfile, pathlib, numpy as np, zarr
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "tomo.zarr"
     >>> g = zarr.open_group(str(path), mode="w")
-    >>> _ = g.create_dataset("0", data=np.ones((8, 8, 8), np.float32))
-    >>> _ = g.create_dataset("1", data=np.ones((4, 4, 4), np.float32))
+    >>> _ = g.create_dataset("0", data=np.ones((8, 8, 8), np.float32), shape=(8, 8, 8))
+    >>> _ = g.create_dataset("1", data=np.ones((4, 4, 4), np.float32), shape=(4, 4, 4))
     >>> g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": a, "type": "space", "unit": "angstrom"}
     ...     for a in "zyx"], "datasets": [{"path": p, "coordinateTransformations": [{"type": "scale",
     ...     "scale": [s] * 3}]} for p, s in (("0", 10.0), ("1", 20.0))]}]
