@@ -18,12 +18,8 @@ kernels), so ``workers`` processes, each with its share of the threads, train se
   the serial grid's rule — so ``results.csv``, ``selection.csv``, resuming and the interim reports
   are the serial grid's.
 
-Which runs go first: the pretrainings, lowest seed first — they are the longest runs and every
-cell of an SSL repeat waits for its own, so a pretraining started last would leave the other workers
-idle at the end while its cells train — then the fine-tunings, lower repeat first and within a
-repeat selection before cells, so that the first repeat, and with it the first interim report, is
-done early. (On the main job, `cpu` preset, with repeats first the last SimCLR pretraining started
-at ~60 % of the grid's time, and a worker then idled ~45 s waiting for it.)
+Which runs go first: lower repeat first, and within a repeat pretraining, then selection, then
+cells; so the first repeat, and with it the first interim report, is done early.
 """
 
 from __future__ import annotations
@@ -50,7 +46,7 @@ class _Job:
     kind: str
     args: tuple
     after: tuple = ()  # the jobs it needs done first
-    order: tuple = field(default=(), compare=False)  # lower runs first: pretrainings, then by (repeat, stage)
+    order: tuple = field(default=(), compare=False)  # (repeat, stage): lower runs first
 
 
 def _init_worker(threads: int, start_method: str) -> None:
@@ -118,11 +114,11 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
     def pretraining(dataset: str, method: str, repeat: int) -> tuple:
         if method == "random":
             return ()
-        job = _Job("pretrain", (dataset, method, preset.seed + repeat), order=(0, repeat))
+        job = _Job("pretrain", (dataset, method, preset.seed + repeat), order=(repeat, 0))
         return (schedule.add(job, _trained(runner, job)),)
 
     def finetuning(cell: GridCell, recipe: str, stage: int) -> tuple:
-        job = _Job("finetune", (cell, recipe), pretraining(cell.dataset, cell.method, cell.repeat), (1, cell.repeat, stage))
+        job = _Job("finetune", (cell, recipe), pretraining(cell.dataset, cell.method, cell.repeat), (cell.repeat, stage))
         return schedule.add(job, _trained(runner, job))
 
     selection: dict[tuple[str, str], list[tuple]] = {}
