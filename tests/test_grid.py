@@ -41,6 +41,8 @@ def test_presets_load_and_enumerate():
     assert big.finetune["min_steps"] == per_epoch * big.finetune["epochs"] == 600
     with pytest.raises(CryoDataError, match="grid preset not found"):
         load_preset("nosuchpreset")
+    with pytest.raises(CryoDataError, match="outside"):
+        _tiny(label_fractions=[0.0, 1.0])
 
 
 def test_cpu_preset_is_cpu_full_scaled_down():
@@ -53,8 +55,6 @@ def test_cpu_preset_is_cpu_full_scaled_down():
     assert {k: v for k, v in quick.pretrain.items() if k != "epochs"} == {k: v for k, v in full.pretrain.items() if k != "epochs"}
     assert quick.pretrain["epochs"] < full.pretrain["epochs"]
     assert quick.workers == full.workers == 2
-    with pytest.raises(CryoDataError, match="outside"):
-        _tiny(label_fractions=[0.0, 1.0])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ stamp=.venv/.cryomonai-installed
 want=$(sha1sum setup.cfg setup.py | sha1sum | cut -d' ' -f1)
 have="" have_kind=""
 [ -f "$stamp" ] && read -r have have_kind < "$stamp" || true
-if [ "${have:-}" != "$want" ] || { [ "$want_kind" = dev ] && [ "${have_kind:-dev}" != dev ]; }; then
+if [ "$have" != "$want" ] || { [ "$want_kind" = dev ] && [ "${have_kind:-dev}" != dev ]; }; then
   pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
   if "${pip[@]}" uv 2>/dev/null && [ -x .venv/bin/uv ]; then
     links=${PIP_FIND_LINKS:-$(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true)}
