@@ -14,7 +14,7 @@ from pathlib import Path
 
 import fire
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import CryoDataError, GridJobError
 
 __all__ = ["main"]
 
@@ -186,7 +186,7 @@ def embed(
 
 
 def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
-         max_cells: int | None = None, **overrides) -> str:
+         max_cells: int | None = None, executor: str | None = None, **overrides) -> str:
     """Run (or resume) the paper's experiment grid and write its report (``results.csv``,
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
@@ -198,14 +198,30 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
         report: write the report once every cell is done.
         progress: per-run progress bars (the grid prints one line per cell either way).
         max_cells: stop after this many new cells.
+        executor: who trains the runs: ``local`` (this machine: the preset's ``workers``), ``slurm`` (every
+            pretraining and fine-tuning its own SLURM job, through submitit; logs in ``<out>/jobs/``) or
+            ``debug`` (submitit's, in this process). With it, any key of the preset's ``executor``
+            section: ``--partition gpu --account lab --gpus_per_job 1 --cpus_per_job 8 --mem_gb 32
+            --time_min 240 --sbatch '{constraint: a100}' --max_jobs 64``, and ``--nodes 2
+            --tasks_per_node 4`` for multi-node DDP pretraining.
         overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``; and
             ``--dataset_table PATH``: your particle table (STAR/CSV) as the preset's table dataset
             (``--preset real``: the paper's Table 2 protocol on your own particles).
     """
-    from cryomonai.experiment.grid import run_grid  # lazy: MONAI, scikit-learn, matplotlib, only when run
+    from dataclasses import fields  # lazy, as every command's imports
 
+    from cryomonai.experiment.executors import ExecutorSpec
+    from cryomonai.experiment.grid import load_preset, run_grid  # lazy: MONAI, scikit-learn, matplotlib, only when run
+
+    keys = {f.name for f in fields(ExecutorSpec)} - {"kind"}
+    section = {k: overrides.pop(k) for k in list(overrides) if k in keys}
+    if executor is not None:
+        section["kind"] = executor
+    spec = load_preset(preset, **overrides)
+    spec.executor = {**spec.executor, **section}
+    ExecutorSpec.from_dict(spec.executor)  # a one-line error before anything runs
     out = out or f"runs/grid_{Path(preset).stem}"
-    run_grid(preset, out, report=report, progress=progress, max_cells=max_cells, **overrides)
+    run_grid(spec, out, report=report, progress=progress, max_cells=max_cells)
     return str(Path(out).resolve())
 
 
@@ -226,7 +242,8 @@ def _user_error(err: BaseException):
 
 
 def main() -> None:
-    """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2."""
+    """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2; a
+    failed cluster job of a grid prints its run and log tail, exit status 1."""
     argv = sys.argv[1:]
     if "--" not in argv and any(a in ("-h", "--help") for a in argv):
         # fire hands a flag it does not know to a command's **overrides (grid, demo), and with other
@@ -234,6 +251,9 @@ def main() -> None:
         argv = [*argv[:1], "--", "--help"] if argv[0] in COMMANDS else ["--", "--help"]
     try:
         fire.Fire(COMMANDS, command=argv, name="cryomonai")
+    except GridJobError as err:  # a cluster job failed: its run, its job and its log tail, no traceback of ours
+        print(f"cryomonai: {err}", file=sys.stderr)
+        sys.exit(1)
     except Exception as err:  # noqa: BLE001 - only our user-facing errors are caught, the rest re-raised
         user = _user_error(err)
         if user is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CryoDataError"]
+__all__ = ["CryoDataError", "GridJobError"]
 
 
 class CryoDataError(ValueError):
@@ -34,3 +34,8 @@ class CryoDataError(ValueError):
         if self.fix:
             msg += f" — fix: {self.fix}"
         super().__init__(msg)
+
+
+class GridJobError(RuntimeError):
+    """A training run of a grid failed in its cluster job: which run, which job and state, and the
+    tail of the job's log (several lines: the log is what the user needs to see)."""

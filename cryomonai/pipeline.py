@@ -49,10 +49,14 @@ def bundle_dir(name: str = "cryo_ssl") -> Path:
     return path
 
 
-def bundle_configs(run_id: str, method: str | None = None, encoder: str | None = None, bundle: Path | None = None) -> list[str]:
-    """The config files for ``run_id`` plus the method/encoder overlays, as the CLI composes them."""
+def bundle_configs(run_id: str, method: str | None = None, encoder: str | None = None, bundle: Path | None = None,
+                   distributed: bool = False) -> list[str]:
+    """The config files for ``run_id`` plus the method/encoder overlays, as the CLI composes them;
+    ``distributed``: with ``multi_gpu_<run_id>.json`` (DDP, one process per rank)."""
     cfg = (bundle or bundle_dir()) / "configs"
     files = [cfg / f for f in RUN_CONFIGS[run_id]]
+    if distributed:
+        files.append(cfg / f"multi_gpu_{run_id}.json")
     if method and run_id == "pretrain":
         files.append(cfg / "methods" / f"{method}.json")
     if encoder:
@@ -64,10 +68,11 @@ def bundle_configs(run_id: str, method: str | None = None, encoder: str | None =
 
 
 def run_bundle(run_id: str, method: str | None = None, encoder: str | None = None,
-               on_ready: Callable[[Any], None] | None = None, **overrides: Any) -> Any:
+               on_ready: Callable[[Any], None] | None = None, distributed: bool = False, **overrides: Any) -> Any:
     """Run ``run_id`` of the bundle with ``overrides`` (bundle keys, e.g. ``epochs=2``).
 
-    ``on_ready(wf)``, if given, is called after ``initialize`` and before the run (the parsed
+    ``distributed``: this process is one rank of a DDP run (``multi_gpu_<run_id>.json``; the caller sets
+    ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` …). ``on_ready(wf)``, if given, is called after ``initialize`` and before the run (the parsed
     objects it touches are the ones the run uses). Returns the workflow's parsed config (``monai.bundle.ConfigWorkflow``) so callers can read
     e.g. ``wf.parser.get_parsed_content("validate#evaluator").state.metrics``. Its ``seconds``
     attribute splits the wall time: ``compute`` is the run id's engine run (:data:`RUN_ENGINES`;
@@ -76,7 +81,7 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
     """
     t0 = time.perf_counter()
     bundle = bundle_dir()
-    configs = bundle_configs(run_id, method, encoder, bundle)
+    configs = bundle_configs(run_id, method, encoder, bundle, distributed)
     overrides.setdefault("bundle_root", str(bundle))
     if method:
         overrides.setdefault("method", method)

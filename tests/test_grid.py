@@ -271,7 +271,7 @@ def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
     assert runner.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
 
 
-def test_parallel_workers_compute_the_serial_grid(tmp_path):
+def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_path):
     """``workers`` 2: the training runs happen in two spawned processes, the rest here. With one thread
     everywhere (so that floating point cannot differ), every number, the recipes, the rows' order and
     the interim report are the serial grid's; every training run is timed once; and no test split is
@@ -283,11 +283,15 @@ def test_parallel_workers_compute_the_serial_grid(tmp_path):
     try:
         serial = run_grid(_tiny(), tmp_path / "serial", report=False, progress=False)
         parallel = run_grid(_tiny(workers=2), tmp_path / "parallel", report=True, progress=False)
+        debug = run_grid(_tiny(executor={"kind": "debug"}), tmp_path / "debug", report=False, progress=False)
     finally:
         torch.set_num_threads(threads)
     numbers = ["dataset", "method", "label_fraction", "repeat", "recipe", "n_labelled", "best_val_accuracy",
                "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "run_dir"]
     pd.testing.assert_frame_equal(parallel[numbers], serial[numbers])
+    # submitit's debug executor (every run a "job" in this process, as the slurm executor's path) too
+    pd.testing.assert_frame_equal(debug[numbers], serial[numbers])
+    assert (tmp_path / "debug" / "jobs").is_dir() and not (tmp_path / "debug" / "jobs.csv").exists()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "parallel" / "selection.csv"),
                                   pd.read_csv(tmp_path / "serial" / "selection.csv"))
     timings = pd.read_csv(tmp_path / "parallel" / "timings.csv")
@@ -306,3 +310,37 @@ def test_parallel_workers_compute_the_serial_grid(tmp_path):
 def test_workers_must_be_a_whole_number_of_processes(workers):
     with pytest.raises(CryoDataError, match="workers"):
         _tiny(workers=workers)
+
+
+@pytest.mark.parametrize("section, match", [({"kind": "pbs"}, "kind='pbs'"), ({"cpus_per_job": 0}, "cpus_per_job"),
+                                            ({"partiton": "gpu"}, "unknown keys")])
+def test_a_bad_executor_section_is_a_one_line_error(section, match):
+    with pytest.raises(CryoDataError, match=match) as err:
+        _tiny(executor=section)
+    assert "\n" not in str(err.value)
+
+
+def test_executor_section_becomes_sbatch_parameters():
+    from cryomonai.experiment.executors import ExecutorSpec
+
+    spec = ExecutorSpec.from_dict({"kind": "slurm", "partition": "gpu", "account": "lab", "gpus_per_job": 1,
+                                   "cpus_per_job": 8, "mem_gb": 32, "time_min": 240, "sbatch": {"constraint": "a100"},
+                                   "nodes": 2, "tasks_per_node": 4})
+    one = spec.slurm_parameters("cryomonai-finetune", distributed=False)
+    assert one == {"name": "cryomonai-finetune", "timeout_min": 240, "cpus_per_task": 8, "nodes": 1, "tasks_per_node": 1,
+                   "gpus_per_node": 1, "mem_gb": 32, "slurm_partition": "gpu", "slurm_account": "lab",
+                   "slurm_additional_parameters": {"constraint": "a100"}}
+    ddp = spec.slurm_parameters("cryomonai-pretrain", distributed=True)
+    assert ddp["nodes"] == 2 and ddp["tasks_per_node"] == 4
+
+
+def test_cli_grid_takes_executor_options(tmp_path, monkeypatch):
+    """``cryomonai grid --executor slurm --partition gpu …`` lands in the preset's executor section."""
+    from cryomonai import cli
+    from cryomonai.experiment import grid as grid_module
+
+    seen = {}
+    monkeypatch.setattr(grid_module, "run_grid", lambda preset, out, **kw: seen.setdefault("preset", preset))
+    cli.grid("cpu", out=str(tmp_path), executor="slurm", partition="gpu", time_min=30, repeats=1)
+    assert seen["preset"].executor == {"kind": "slurm", "partition": "gpu", "time_min": 30}
+    assert seen["preset"].repeats == 1

@@ -99,3 +99,61 @@ def test_a_bundle_checkpoint_folder_is_held_while_training(holder, tmp_path):
                             "l = FolderLock(sys.argv[1]).acquire(); print(json.dumps(l.took_over))", str(mine)],
                            capture_output=True, text=True)
     assert again.returncode == 0 and json.loads(again.stdout) == {}
+
+
+NO_FLOCK_HOLDER = textwrap.dedent("""
+    import errno, sys, time
+    from cryomonai.io import lock
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    lock._flock = no_flock
+    lock.FolderLock(sys.argv[1]).acquire()
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def _no_flock(code: int):
+    def flock(fd, op):
+        raise OSError(code, os.strerror(code))
+    return flock
+
+
+@pytest.mark.parametrize("code", [38, 37, 95])  # ENOSYS, ENOLCK, EOPNOTSUPP: a file system without flock
+def test_without_flock_a_lock_file_stands_in_and_says_so(code, tmp_path, monkeypatch, caplog):
+    from cryomonai.io import lock
+
+    monkeypatch.setattr(lock, "_flock", _no_flock(code))
+    folder = tmp_path / "run"
+    with caplog.at_level("WARNING"), FolderLock(folder) as held:
+        assert held.held and (folder / lock.SOFT_LOCK_NAME).exists()
+        assert read_holder(folder)["pid"] == os.getpid()
+    assert "does not support flock" in caplog.text and lock.SOFT_LOCK_NAME in caplog.text
+    assert not (folder / lock.SOFT_LOCK_NAME).exists()  # released: the lock file is gone
+
+
+def test_without_flock_a_second_run_is_refused_naming_the_lock_file(tmp_path, monkeypatch):
+    from cryomonai.io import lock
+
+    folder = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", NO_FLOCK_HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        monkeypatch.setattr(lock, "_flock", _no_flock(37))
+        with pytest.raises(CryoDataError, match="no flock") as err:
+            FolderLock(folder).acquire()
+        message = str(err.value)
+        assert "\n" not in message and f"pid {proc.pid}" in message and str(folder / lock.SOFT_LOCK_NAME) in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_another_flock_error_is_not_called_a_busy_folder(tmp_path, monkeypatch):
+    from cryomonai.io import lock
+
+    monkeypatch.setattr(lock, "_flock", _no_flock(5))  # EIO
+    with pytest.raises(CryoDataError, match="cannot lock the folder") as err:
+        FolderLock(tmp_path / "run").acquire()
+    assert "in use" not in str(err.value)

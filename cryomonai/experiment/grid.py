@@ -70,6 +70,7 @@ from cryomonai.engines.checkpoints import latest_checkpoint
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.evaluation.stats import timing_table
+from cryomonai.experiment.executors import ExecutorSpec, make_pool
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
@@ -227,8 +228,12 @@ class GridRunner:
         """Whether ``cell``'s fine-tuning with ``recipe`` is done (its final checkpoint is written)."""
         return RunLayout(self.out / cell.run_dir(recipe)).finetune_final.is_file()
 
-    def train_pretraining(self, dataset: str, method: str, pretrain_seed: int) -> dict[str, float] | None:
+    def train_pretraining(self, dataset: str, method: str, pretrain_seed: int,
+                          distributed: bool = False) -> dict[str, float] | None:
         """Pretrain ``method`` on ``dataset`` with ``pretrain_seed`` unless done (a half-done run resumes).
+
+        ``distributed``: this process is one rank of a DDP pretraining (the bundle's
+        ``multi_gpu_pretrain.json``; ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` … set by the caller).
 
         Returns the bundle run's ``{"setup", "compute"}`` seconds, or None if it was already done;
         records nothing (the caller does: a worker process must not write the grid's tables).
@@ -240,7 +245,8 @@ class GridRunner:
         overrides = {**copy.deepcopy(self.preset.pretrain), **copy.deepcopy(self.preset.pretrain_by_method.get(method, {}))}
         t0 = time.perf_counter()
         wf = run_bundle(
-            "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), **run.bundle_paths(),
+            "pretrain", method, self.preset.encoder, resume=_resumable(run.models, "pretrain"), distributed=distributed,
+            **run.bundle_paths(),
             **{**self._common(ds, pretrain_seed), **overrides},
         )
         _write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.1f}\n")
@@ -495,12 +501,13 @@ class GridRunner:
             if on_repeat is not None and (k := self.repeats_done()) < self.preset.repeats and k == cell.repeat + 1:
                 on_repeat(k)
 
-        if self.preset.workers > 1 and todo:
+        spec = ExecutorSpec.from_dict(self.preset.executor)
+        if (self.preset.workers > 1 or spec.kind != "local") and todo:
             from cryomonai.experiment.parallel import run_parallel  # it builds on this class
 
             for name in dict.fromkeys(c.dataset for c in todo):
                 self.prepare_data(name)
-            run_parallel(self, self.preset.workers, todo, evaluate)
+            run_parallel(self, make_pool(self, spec, self.preset.workers), todo, evaluate)
             return self.results()
         chosen: dict[tuple[str, str], str] = {}
         for cell in todo:

@@ -1,11 +1,12 @@
-"""A grid's training runs in parallel worker processes (the preset's ``workers`` > 1).
+"""A grid's training runs in parallel: worker processes (the preset's ``workers`` > 1) or cluster jobs.
 
 The protocol is the serial grid's (:meth:`~cryomonai.experiment.grid.GridRunner.run`); only *who
 trains when* changes. The small networks of the CPU presets do not keep two cores busy from one
 process (data loading, Python and small tensor operations run on one core between the parallel
 kernels), so ``workers`` processes, each with its share of the threads, train several runs at once:
 
-* **workers** (spawned processes, ``torch.set_num_threads(threads // workers)``) only *train*:
+* **the pool** (:mod:`~cryomonai.experiment.executors`: spawned processes with
+  ``torch.set_num_threads(threads // workers)``, or one SLURM job per run through submitit) only *train*:
   pretrainings, recipe-selection fine-tunings and cell fine-tunings, each as soon as what it needs
   is done (a cell after its pretraining and its arm's recipe; a pretrained arm's selection runs
   after the repeat-0 pretraining). They write their run folders and nothing else.
@@ -24,14 +25,8 @@ cells; so the first repeat, and with it the first interim report, is done early.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
-from typing import Callable
-
-import torch
+from typing import Any, Callable
 
 from cryomonai.experiment.grid import GridRunner
 from cryomonai.experiment.preset import GridCell, GridPreset
@@ -47,21 +42,6 @@ class _Job:
     args: tuple
     after: tuple = ()  # the jobs it needs done first
     order: tuple = field(default=(), compare=False)  # (repeat, stage): lower runs first
-
-
-def _init_worker(threads: int, start_method: str) -> None:
-    """A worker's threads; and the parent's start method back for the worker's own DataLoader processes
-    (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s)."""
-    torch.set_num_threads(threads)
-    multiprocessing.set_start_method(start_method, force=True)
-
-
-def _train(preset: GridPreset, out: str, job: _Job) -> dict[str, float] | None:
-    """In a worker: train ``job`` (nothing if already done); its seconds."""
-    runner = GridRunner(preset, out, progress=False)
-    if job.kind == "pretrain":
-        return runner.train_pretraining(*job.args)
-    return runner.train_finetune(*job.args)
 
 
 class _Schedule:
@@ -96,16 +76,16 @@ class _Schedule:
         return sorted(jobs, key=lambda j: j.order)
 
 
-def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
+def run_parallel(runner: GridRunner, pool: Any, todo: list[GridCell],
                  on_row: Callable[[GridCell, str], None]) -> None:
-    """Train the runs that ``todo``'s cells need in ``workers`` processes; evaluate the cells here, in order.
+    """Train the runs that ``todo``'s cells need in ``pool`` (an executor of
+    :mod:`~cryomonai.experiment.executors`: worker processes or submitit jobs); evaluate the cells here, in order.
 
     ``on_row(cell, recipe)`` evaluates a cell whose training is done (the grid's
     :meth:`~cryomonai.experiment.grid.GridRunner.run_cell` plus its row); it is called in ``todo``'s
     order, and for a dataset only once every method of it has its recipe.
     """
     preset = runner.preset
-    threads = max(1, torch.get_num_threads() // workers)
     schedule = _Schedule()
     recipes = list(preset.recipe_overrides())
     # a dataset's recipes are chosen for all its methods, in the preset's order, as in the serial grid
@@ -132,14 +112,7 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
         pretraining(cell.dataset, cell.method, cell.repeat)
 
     chosen: dict[tuple[str, str], str] = {}
-    running: dict[Future, _Job] = {}
-    env_threads = os.environ.get("OMP_NUM_THREADS")
-    own_threads = torch.get_num_threads()
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the spawned workers' OpenMP pools, before they import torch
-    torch.set_num_threads(threads)  # this process evaluates while they train
-    # spawned, not forked: a process forked after this one ran OpenMP kernels can hang in its own (libgomp)
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads, multiprocessing.get_start_method()))
+    running: dict[Any, _Job] = {}  # a pool's handle → its run
     try:
         while todo:
             for pair in pairs:  # in order, so that selection.csv is written as by the serial grid
@@ -157,25 +130,19 @@ def run_parallel(runner: GridRunner, workers: int, todo: list[GridCell],
             if not todo:
                 break
             busy = {schedule.key(j) for j in running.values()}
-            for job in schedule.ready(busy)[:workers - len(running)]:
+            for job in schedule.ready(busy)[:pool.capacity - len(running)]:
                 print(f"[grid {preset.name}] training: {_describe(job)}", flush=True)
-                running[pool.submit(_train, preset, str(runner.out), job)] = job
+                running[pool.submit(job, _describe(job))] = job
             if not running:
                 raise RuntimeError(f"grid {preset.name}: nothing to train and cells left ({todo[0]}): a scheduling bug")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = running.pop(future)
-                seconds = future.result()  # a worker's error stops the grid here, with its message
+            for handle in pool.wait(list(running)):
+                job = running.pop(handle)
+                seconds = pool.result(handle, _describe(job))  # a failed run stops the grid here, naming it
                 schedule.finish(job)
                 if seconds is not None:
                     _record(runner, job, seconds)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(own_threads)
-        if env_threads is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env_threads
+        pool.close()
 
 
 def _trained(runner: GridRunner, job: _Job) -> bool:

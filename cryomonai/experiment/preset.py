@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cryomonai.errors import CryoDataError
+from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.pipeline import bundle_dir
 
 __all__ = ["DEFAULT_RECIPE", "TABLE_KEYS", "GridCell", "GridPreset", "grid_cells", "load_preset", "preset_dir"]
@@ -51,6 +52,9 @@ class GridPreset:
             ``None``: all of ``label_fractions``.
         readouts: also compute linear-probe and kNN accuracy on frozen features.
         report: arguments of the report (``gradcam_examples``, ``embedding``).
+        executor: who trains the runs (:class:`~cryomonai.experiment.executors.ExecutorSpec`):
+            ``{"kind": "local"}`` (this machine, the default), ``{"kind": "slurm", "partition": …,
+            "gpus_per_job": 1, "time_min": 240, …}`` (one SLURM job per run) or ``{"kind": "debug"}``.
         workers: training processes at once (:mod:`~cryomonai.experiment.parallel`; 1: every run in
             this process, one after another). With more, the CPU's threads are shared out among them,
             which changes floating-point results within their noise, not what the grid computes.
@@ -72,11 +76,13 @@ class GridPreset:
     readouts: bool = True
     report: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
+    executor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"grid preset {self.name!r}"
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise CryoDataError(where, f"workers={self.workers!r}", "give a whole number >= 1 (1: one run at a time)")
+        ExecutorSpec.from_dict(self.executor)  # a one-line error for a bad section
         if not self.datasets or not self.methods:
             raise CryoDataError(where, "needs at least one dataset and one method", "list them in the preset JSON")
         names = [d.get("name") for d in self.datasets]

@@ -11,6 +11,11 @@ its folder while its bundle runs hold their own run folders). The lock file itse
 when released: unlinking it would let two processes lock two different files of one name.
 
 Linux/macOS (``fcntl``); on network file systems ``flock`` is as reliable as the server makes it.
+Where the file system does not support ``flock`` at all (some Lustre and NFS mounts answer
+``ENOSYS``, ``ENOLCK`` or ``EOPNOTSUPP``), the lock falls back to a lock *file*
+(``filelock.SoftFileLock`` on ``<folder>/.cryomonai.softlock``: it exists while a run holds the
+folder) and says so in a warning. Such a lock cannot tell that its holder died: a run killed there
+leaves it behind, and the next run's error says which file to remove.
 
 Example:
     >>> import tempfile
@@ -22,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -32,17 +38,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from cryomonai.errors import CryoDataError
 
-__all__ = ["LOCK_NAME", "FolderLock", "read_holder"]
+__all__ = ["LOCK_NAME", "SOFT_LOCK_NAME", "FolderLock", "read_holder"]
 
 #: the lock file's name inside the locked folder
 LOCK_NAME = ".cryomonai.lock"
+#: the fallback lock file where the file system has no ``flock`` (it exists while a run holds the folder)
+SOFT_LOCK_NAME = ".cryomonai.softlock"
+#: ``flock`` errors that mean "this file system cannot lock", not "someone else holds it"
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 log = logging.getLogger(__name__)
 
-#: folders this process holds: resolved path → [file descriptor, depth]
-_HELD: dict[str, list[int]] = {}
+#: folders this process holds: resolved path → [file descriptor, depth, soft lock or None]
+_HELD: dict[str, list[Any]] = {}
 
 
 def read_holder(folder: str | os.PathLike) -> dict[str, Any]:
@@ -100,14 +112,20 @@ class FolderLock:
         except OSError as err:
             raise CryoDataError(path, f"cannot open the lock file ({err.strerror})",
                                 "choose an output folder you may write to") from None
+        soft = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise CryoDataError(self.folder, f"is in use by another cryomonai run: {_describe(read_holder(self.folder))}",
-                                "wait for that run to finish (or stop it), or give this run another output folder") from None
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in NO_FLOCK:
+                os.close(fd)
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise CryoDataError(self.folder, f"is in use by another cryomonai run: {_describe(read_holder(self.folder))}",
+                                        "wait for that run to finish (or stop it), or give this run another output folder") from None
+                raise CryoDataError(path, f"cannot lock the folder ({err.strerror})",
+                                    "choose an output folder on a file system you may write to") from None
+            soft = self._soft_lock(fd, err)
         previous = read_holder(self.folder)
-        if previous:  # its process is gone: the kernel released its flock
+        if previous and soft is None:  # its process is gone: the kernel released its flock
             self.took_over = previous
             log.warning("%s: took over the stale lock of %s (that run is no longer running)", self.folder,
                         _describe(previous))
@@ -115,9 +133,23 @@ class FolderLock:
                   "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300] if sys.argv else "python"}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
-        _HELD[key] = [fd, 1]
+        _HELD[key] = [fd, 1, soft]
         self._key = key
         return self
+
+    def _soft_lock(self, fd: int, err: OSError) -> filelock.SoftFileLock:
+        """The lock file instead of ``flock`` (which failed with ``err``); a one-line error if it exists."""
+        soft = filelock.SoftFileLock(self.folder / SOFT_LOCK_NAME, timeout=0)
+        try:
+            soft.acquire()
+        except filelock.Timeout:
+            os.close(fd)
+            raise CryoDataError(self.folder, f"is in use by another cryomonai run ({_describe(read_holder(self.folder))}); "
+                                f"this file system has no flock ({err.strerror}), so a lock left by a killed run stays",
+                                f"wait for that run, or if none is running here remove {self.folder / SOFT_LOCK_NAME}") from None
+        log.warning("%s: the file system does not support flock (%s); locked with the lock file %s instead",
+                    self.folder, err.strerror, SOFT_LOCK_NAME)
+        return soft
 
     def release(self) -> None:
         """Give the lock back (the outermost release in this process empties the file and unlocks it)."""
@@ -129,11 +161,14 @@ class FolderLock:
         if entry[1] > 0:
             return
         del _HELD[key]
-        fd = entry[0]
+        fd, soft = entry[0], entry[2]
         try:
             os.ftruncate(fd, 0)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if soft is None:
+                _flock(fd, fcntl.LOCK_UN)
+            else:
+                soft.release()
             os.close(fd)
 
     def __enter__(self) -> FolderLock:
@@ -141,3 +176,8 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _flock(fd: int, operation: int) -> None:
+    """``fcntl.flock`` (one place, so that a test can stand in a file system without it)."""
+    fcntl.flock(fd, operation)

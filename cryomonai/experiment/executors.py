@@ -1,0 +1,362 @@
+"""Who trains a grid's runs: worker processes on this machine, or jobs handed to submitit (SLURM, debug).
+
+The grid's driver (:func:`~cryomonai.experiment.parallel.run_parallel`) decides *what* runs and
+*when*; an executor only trains one run (a pretraining, a recipe-selection or a cell fine-tuning)
+and says when it is done:
+
+* ``local`` (:class:`LocalPool`): ``workers`` spawned processes on this machine, each with its
+  share of the threads (the one-machine default; ``workers: 1`` is the serial grid).
+* ``slurm`` (:class:`SubmititPool`): every run is its own SLURM job through submitit
+  (``submitit.AutoExecutor``): the preset's ``executor`` section gives partition, account, GPUs,
+  CPUs, memory, time limit and extra sbatch options. A job that reaches its time limit or is
+  preempted gets submitit's ``USR2`` signal, is requeued (:class:`TrainRun` is
+  ``submitit.helpers.Checkpointable``) and resumes from its last epoch checkpoint. Its threads
+  follow ``SLURM_CPUS_PER_TASK``. Job ids go to ``<grid>/jobs.csv``: a driver that is killed and
+  rerun attaches to the jobs still queued or running and resubmits none of them; logs are
+  ``<grid>/jobs/<job id>/``. Job states are read with ``scontrol`` (no accounting database,
+  ``sacct``, is needed): a job that leaves the queue without a result is a failure, reported with
+  its log tail and its run, never waited on forever.
+* ``debug``: submitit's debug executor, every run in this process, one after another.
+
+A pretraining job with ``nodes`` × ``tasks_per_node`` > 1 is one multi-node DDP job: every task
+runs the bundle's ``multi_gpu_pretrain.json`` with the rendezvous taken from SLURM's environment
+(``submitit.helpers.TorchDistributedEnvironment``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields
+from multiprocessing import get_context, get_start_method, set_start_method
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cryomonai.errors import CryoDataError, GridJobError
+from cryomonai.io.atomic import atomic_write
+
+__all__ = ["EXECUTORS", "ExecutorSpec", "GridJobError", "LocalPool", "SubmititPool", "TrainRun", "job_overhead", "make_pool",
+           "slurm_state", "slurm_states"]
+
+log = logging.getLogger(__name__)
+
+#: the executor kinds a preset (``executor.kind``) or ``cryomonai grid --executor`` may name
+EXECUTORS = ("local", "slurm", "debug")
+#: SLURM job states after which a job will not run again
+_FINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT",
+          "GONE"}
+#: ``jobs.csv``: one row per submitted job; times in seconds since the epoch (``started``/``finished``: the
+#: run inside the job, after Python and the package are imported; ``collected``: the driver saw it done)
+JOB_COLUMNS = ["run", "job_id", "folder", "tasks", "submitted", "started", "finished", "collected"]
+
+
+@dataclass
+class ExecutorSpec:
+    """The preset's ``executor`` section (every key also a ``cryomonai grid --<key>`` option).
+
+    Attributes:
+        kind: ``local``, ``slurm`` or ``debug`` (see the module docstring).
+        partition / account: SLURM partition and account (``""``: the cluster's default).
+        gpus_per_job / cpus_per_job / mem_gb: what each job asks for (``mem_gb`` 0: the default).
+        time_min: each job's time limit in minutes; a run not done by then is requeued and resumes.
+        sbatch: extra sbatch options, e.g. ``{"constraint": "a100", "qos": "high"}``.
+        max_jobs: jobs queued or running at once.
+        nodes / tasks_per_node: a pretraining job's DDP size (1 × 1: one process).
+        poll_s: how often the driver looks at its jobs.
+    """
+
+    kind: str = "local"
+    partition: str = ""
+    account: str = ""
+    gpus_per_job: int = 0
+    cpus_per_job: int = 1
+    mem_gb: float = 0
+    time_min: int = 60
+    sbatch: dict[str, Any] = field(default_factory=dict)
+    max_jobs: int = 64
+    nodes: int = 1
+    tasks_per_node: int = 1
+    poll_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise CryoDataError("grid executor", f"kind={self.kind!r} is not one of {list(EXECUTORS)}",
+                                "use --executor local (this machine), slurm or debug")
+        for name in ("cpus_per_job", "time_min", "max_jobs", "nodes", "tasks_per_node"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CryoDataError("grid executor", f"{name}={value!r}", f"give {name} as a whole number >= 1")
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any] | None) -> ExecutorSpec:
+        """The section as written in a preset; unknown keys are a one-line error naming them."""
+        spec = dict(spec or {})
+        unknown = sorted(set(spec) - {f.name for f in fields(cls)})
+        if unknown:
+            raise CryoDataError("grid preset 'executor'", f"unknown keys {unknown}",
+                                f"use {sorted(f.name for f in fields(cls))}")
+        return cls(**spec)
+
+    def slurm_parameters(self, name: str, distributed: bool) -> dict[str, Any]:
+        """submitit's ``update_parameters`` for one job (``slurm_``-prefixed where submitit wants it)."""
+        params: dict[str, Any] = {"name": name, "timeout_min": self.time_min, "cpus_per_task": self.cpus_per_job,
+                                  "nodes": self.nodes if distributed else 1,
+                                  "tasks_per_node": self.tasks_per_node if distributed else 1}
+        if self.gpus_per_job:
+            params["gpus_per_node"] = self.gpus_per_job
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.account:
+            params["slurm_account"] = self.account
+        if self.sbatch:
+            params["slurm_additional_parameters"] = dict(self.sbatch)
+        return params
+
+
+class TrainRun:
+    """One training run of the grid as a callable a job runs: ``TrainRun(GridRunner, preset, out, job)()``.
+
+    Its threads follow ``SLURM_CPUS_PER_TASK`` inside a SLURM job. As a submitit
+    ``Checkpointable`` (the subclass :func:`_checkpointable` makes), a job signalled before its time
+    limit or preemption resubmits this same call, which resumes from the run's last epoch checkpoint.
+    """
+
+    def __init__(self, runner_cls: type, preset: Any, out: str, job: Any) -> None:
+        self.runner_cls, self.preset, self.out, self.job = runner_cls, preset, out, job
+
+    def __call__(self) -> dict[str, float] | None:
+        _handle_usr2_once()
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            torch.set_num_threads(int(cpus))
+        distributed = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and self.job.kind == "pretrain"
+        if distributed:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        runner = self.runner_cls(self.preset, self.out, progress=False)
+        started = time.time()
+        if self.job.kind == "pretrain":
+            seconds = runner.train_pretraining(*self.job.args, distributed=distributed)
+        else:
+            seconds = runner.train_finetune(*self.job.args)
+        return None if seconds is None else {**seconds, "started": started, "finished": time.time()}
+
+
+def _handle_usr2_once() -> None:
+    """Let submitit's checkpoint-and-requeue handler (on ``SIGUSR2``) act once, in this process only.
+
+    SLURM signals every process of the job step, DataLoader workers included, and a forked worker
+    inherits submitit's handler: it wrote the same checkpoint pickle as the main process, exited,
+    and the main process's "DataLoader worker exited unexpectedly" became the job's result although
+    the job was requeued (seen on Debian's SLURM 22.05 with ``scancel --signal=USR2``). The handler
+    now does nothing in any other process, and ignores a second delivery in this one.
+    """
+    handler = signal.getsignal(signal.SIGUSR2)
+    if not callable(handler) or getattr(handler, "__name__", "") == "once":
+        return
+    owner = os.getpid()
+
+    def once(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked worker: the main process checkpoints and requeues
+            return
+        signal.signal(signum, signal.SIG_IGN)
+        handler(signum, frame)
+
+    signal.signal(signal.SIGUSR2, once)
+
+
+def _checkpointable() -> type:
+    """:class:`TrainRun` as a ``submitit.helpers.Checkpointable`` (submitit imported only when used)."""
+    import submitit
+
+    return type("CheckpointableTrainRun", (TrainRun, submitit.helpers.Checkpointable), {"__module__": __name__})
+
+
+# -- this machine -----------------------------------------------------------------------------------
+def _init_worker(threads: int, start_method: str) -> None:
+    """A worker's threads; and the parent's start method back for the worker's own DataLoader processes
+    (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s)."""
+    torch.set_num_threads(threads)
+    set_start_method(start_method, force=True)
+
+
+def _train_local(run: TrainRun) -> dict[str, float] | None:
+    return run()
+
+
+class LocalPool:
+    """``workers`` spawned processes on this machine, each with ``threads // workers`` threads; this
+    process (which evaluates while they train) gets the same share until :meth:`close`."""
+
+    def __init__(self, runner: Any, workers: int) -> None:
+        self.runner, self.capacity = runner, workers
+        threads = max(1, torch.get_num_threads() // workers)
+        self._env, self._own = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the spawned workers' OpenMP pools, before they import torch
+        torch.set_num_threads(threads)
+        # spawned, not forked: a process forked after this one ran OpenMP kernels can hang in its own (libgomp)
+        self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                         initargs=(threads, get_start_method()))
+
+    def submit(self, job: Any, label: str) -> Future:
+        return self._pool.submit(_train_local, TrainRun(type(self.runner), self.runner.preset, str(self.runner.out), job))
+
+    def wait(self, handles: list[Future]) -> list[Future]:
+        return list(wait(handles, return_when=FIRST_COMPLETED)[0])
+
+    def result(self, handle: Future, label: str) -> dict[str, float] | None:
+        return handle.result()  # a worker's error stops the grid here, with its message
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self._own)
+        if self._env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = self._env
+
+
+# -- submitit: SLURM and debug ----------------------------------------------------------------------
+def slurm_states() -> dict[str, str]:
+    """Every job the controller knows: job id → state (``scontrol show job``; no accounting needed).
+
+    A job the controller has forgotten (done longer than its ``MinJobAge`` ago) is absent: callers
+    read a missing id as ``"GONE"``.
+    """
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 and "No jobs in the system" not in out.stdout + out.stderr:
+        raise GridJobError(f"scontrol show job failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    states = {}
+    for line in out.stdout.splitlines():
+        job, state = re.search(r"JobId=(\S+)", line), re.search(r"JobState=(\S+)", line)
+        if job and state:
+            states[job.group(1)] = state.group(1)
+    return states
+
+
+def slurm_state(job_id: str) -> str:
+    """One job's state, ``"GONE"`` if the controller no longer knows it."""
+    return slurm_states().get(str(job_id), "GONE")
+
+
+def _log_tail(job: Any, lines: int = 30) -> str:
+    texts = []
+    for path in (job.paths.stderr, job.paths.stdout):
+        if Path(path).is_file():
+            texts.append(f"---- {path}\n" + "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(texts) or f"(no log at {job.paths.stdout})"
+
+
+class SubmititPool:
+    """Every run a submitit job (``spec.kind``: ``slurm`` or ``debug``); see the module docstring."""
+
+    def __init__(self, runner: Any, spec: ExecutorSpec) -> None:
+        import submitit
+
+        self.runner, self.preset, self.out, self.spec = runner, runner.preset, Path(runner.out), spec
+        self.capacity = 1 if spec.kind == "debug" else spec.max_jobs
+        self.records = self.out / "jobs.csv"
+        self._executor = submitit.AutoExecutor(folder=self.out / "jobs" / "%j", cluster=spec.kind)
+        self._call = _checkpointable()
+
+    def _recorded(self) -> pd.DataFrame:
+        if not self.records.is_file():
+            return pd.DataFrame(columns=JOB_COLUMNS)
+        return pd.read_csv(self.records, dtype={"job_id": str})
+
+    def _attach(self, run: str) -> Any | None:
+        """The job recorded for ``run`` if it is still queued, running or has its result; else None."""
+        import submitit
+
+        rows = self._recorded()
+        rows = rows[rows["run"] == run]
+        if rows.empty:
+            return None
+        row = rows.iloc[-1]
+        job = submitit.SlurmJob(folder=row["folder"], job_id=str(row["job_id"]), tasks=tuple(range(int(row["tasks"]))))
+        if job.paths.result_pickle.exists() or slurm_state(job.job_id) not in _FINAL:
+            return job
+        return None
+
+    def submit(self, job: Any, label: str) -> Any:
+        run = repr((job.kind, *job.args))
+        if self.spec.kind == "slurm" and (attached := self._attach(run)) is not None:
+            log.info("attached to job %s: %s", attached.job_id, label)
+            print(f"[grid {self.preset.name}] attached to job {attached.job_id} (still queued or running): {label}", flush=True)
+            return attached
+        distributed = job.kind == "pretrain" and self.spec.nodes * self.spec.tasks_per_node > 1
+        self._executor.update_parameters(**self.spec.slurm_parameters(f"cryomonai-{job.kind}", distributed))
+        handle = self._executor.submit(self._call(type(self.runner), self.preset, str(self.out), job))
+        if self.spec.kind == "slurm":
+            row = {"run": run, "job_id": str(handle.job_id), "folder": str(self.out / "jobs" / "%j"),
+                   "tasks": handle.num_tasks, "submitted": time.time()}
+            self._write(pd.concat([self._recorded(), pd.DataFrame([row], columns=JOB_COLUMNS)], ignore_index=True))
+            print(f"[grid {self.preset.name}] job {handle.job_id}: {label}; log {handle.paths.stdout}", flush=True)
+        return handle
+
+    def _write(self, table: pd.DataFrame) -> None:
+        with atomic_write(self.records, "w") as fh:  # only the driver writes it
+            table.to_csv(fh, index=False)
+
+    def _finished(self, handle: Any, states: dict[str, str]) -> bool:
+        if all(handle.task(i).paths.result_pickle.exists() for i in range(handle.num_tasks)):
+            return True
+        return states.get(str(handle.job_id), "GONE").split("+")[0] in _FINAL
+
+    def wait(self, handles: list[Any]) -> list[Any]:
+        if self.spec.kind == "debug":
+            return handles[:1]  # a debug job runs in this process when its result is asked for
+        while True:
+            states = slurm_states()
+            done = [h for h in handles if self._finished(h, states)]
+            if done:
+                return done
+            time.sleep(self.spec.poll_s)
+
+    def result(self, handle: Any, label: str) -> dict[str, float] | None:
+        try:
+            seconds = handle.results()[0]  # the seconds of rank 0 (the only task unless DDP)
+        except Exception as err:  # submitit's FailedJobError / UncompletedJobError, or the run's own in debug
+            if self.spec.kind == "debug":
+                raise
+            state = slurm_state(handle.job_id)
+            raise GridJobError(f"grid {self.preset.name}: {label} failed in job {handle.job_id} (state {state}); "
+                               f"its log:\n{_log_tail(handle)}\n({type(err).__name__})") from None
+        if self.spec.kind == "slurm" and seconds is not None:
+            table = self._recorded()
+            row = table.index[table["job_id"] == str(handle.job_id)]
+            table.loc[row, ["started", "finished", "collected"]] = [seconds["started"], seconds["finished"], time.time()]
+            self._write(table)
+        return seconds
+
+    def close(self) -> None:
+        """Nothing to stop: jobs still queued or running stay recorded, and a rerun attaches to them."""
+
+
+def make_pool(runner: Any, spec: ExecutorSpec, workers: int) -> LocalPool | SubmititPool:
+    """The pool that trains the runs of ``runner`` (a grid's runner): ``local`` → :class:`LocalPool`
+    (``workers`` processes), ``slurm`` / ``debug`` → :class:`SubmititPool`."""
+    if spec.kind == "local":
+        return LocalPool(runner, workers)
+    return SubmititPool(runner, spec)
+
+
+def job_overhead(records: str | os.PathLike) -> pd.DataFrame:
+    """Where a SLURM grid's job time went (from ``jobs.csv``): per finished job, ``queued_s`` (submit →
+    the run starts inside the job: queueing, job start, Python imports), ``run_s`` (the run itself) and
+    ``collect_s`` (the run ends → the driver has its result)."""
+    jobs = pd.read_csv(records, dtype={"job_id": str}).dropna(subset=["collected"])
+    return pd.DataFrame({"run": jobs["run"], "job_id": jobs["job_id"],
+                         "queued_s": jobs["started"] - jobs["submitted"], "run_s": jobs["finished"] - jobs["started"],
+                         "collect_s": jobs["collected"] - jobs["finished"]})
