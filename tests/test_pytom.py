@@ -65,7 +65,7 @@ def test_extraction_at_pytom_picks_centres_each_candidate(pytom_job: Path, tmp_p
         assert np.unravel_index(int(np.argmax(vol)), vol.shape) == (4, 4, 4)
 
 
-@pytest.mark.parametrize("layout", ["mrc_next_to_it", "legacy_data_block", "unresolved"])
+@pytest.mark.parametrize("layout", ["mrc_next_to_it", "legacy_data_block", "early_ptm_columns", "unresolved"])
 def test_other_pytom_layouts(pytom_job: Path, tmp_path: Path, layout: str) -> None:
     (pytom_job.parent / "tomo_01_job.json").unlink()
     if layout == "mrc_next_to_it":
@@ -73,7 +73,11 @@ def test_other_pytom_layouts(pytom_job: Path, tmp_path: Path, layout: str) -> No
     elif layout == "legacy_data_block":  # before 0.7 pytom wrote the loop as a bare ``data_``
         pytom_job.write_text(pytom_job.read_text().replace("data_particles", "data_"))
         shutil.move(pytom_job.parents[1] / "tomograms" / "tomo_01.mrc", pytom_job.parent / "tomo_01.mrc")
+    elif layout == "early_ptm_columns":  # early versions: every column with the prefix ptm
+        pytom_job.write_text(pytom_job.read_text().replace("data_particles", "data_").replace("_rln", "_ptm"))
+        shutil.move(pytom_job.parents[1] / "tomograms" / "tomo_01.mrc", pytom_job.parent / "tomo_01.mrc")
     table = read_particle_table(pytom_job)
+    assert table.df["rlnLCCmax"].tolist() == SCORES
     expected = "tomo_01" if layout == "unresolved" else str((pytom_job.parent / "tomo_01.mrc").resolve())
     assert set(table.df["tomogram"]) == {expected}
     np.testing.assert_array_equal(table.df[["x", "y", "z"]].to_numpy(), np.array(XYZ, float))

@@ -2,7 +2,7 @@
 
 `pytom-match-pick <https://github.com/SBC-Utrecht/pytom-match-pick>`_'s ``pytom_extract_candidates.py``
 writes ``<tomo_id>_particles.star`` next to its job file ``<tomo_id>_job.json``: one loop (block
-``data_particles``; ``data_`` in versions before 0.7) with, per candidate,
+``data_particles``, or a bare ``data_`` in older versions) with, per candidate,
 
 =========================  ==================================================================
 ``rlnCoordinateX/Y/Z``     voxel of the tomogram (counted from 0), as cryomonai counts them
@@ -16,7 +16,9 @@ writes ``<tomo_id>_particles.star`` next to its job file ``<tomo_id>_job.json``:
 
 :func:`~cryomonai.io.table.read_particle_table` reads it like any picks table (``x, y, z`` from
 the coordinates, every other column kept, so the score ``rlnLCCmax`` travels through to the
-predictions) and calls :func:`resolve_pytom_tomograms` to turn each ``tomo_id`` into its tomogram:
+predictions) through :func:`read_pytom_loop`, which renames the ``ptm`` prefix of early versions'
+columns (``ptmCoordinateX`` … ``ptmMicrographName``) to ``rln`` (as pytom's own documentation
+advises for RELION) and turns each ``tomo_id`` into its tomogram:
 the ``"tomogram"`` of the job file ``<tomo_id>_job.json`` next to the STAR file, else
 ``<tomo_id>.mrc`` next to it (or one folder up). A name it cannot resolve is kept (the extraction
 then reports the missing tomogram; ``--tomogram`` names it). pytom's ``--relion5-compat`` output
@@ -26,6 +28,9 @@ Example:
     >>> import pandas as pd
     >>> is_pytom_loop(pd.DataFrame(columns=["rlnCoordinateX", "rlnLCCmax", "rlnCutOff", "rlnSearchStd"]))
     True
+    >>> old = pd.DataFrame({"ptmCoordinateX": [3], "ptmLCCmax": [0.4], "ptmCutOff": [0.2], "ptmSearchStd": [0.04]})
+    >>> list(read_pytom_loop(old, "tomo_particles.star").columns)
+    ['rlnCoordinateX', 'rlnLCCmax', 'rlnCutOff', 'rlnSearchStd']
 """
 
 from __future__ import annotations
@@ -35,15 +40,21 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["PYTOM_COLUMNS", "is_pytom_loop", "resolve_pytom_tomograms"]
+__all__ = ["PYTOM_COLUMNS", "is_pytom_loop", "read_pytom_loop"]
 
 #: the columns that mark a pytom-match-pick particle list (besides RELION's coordinates and angles)
 PYTOM_COLUMNS = ("rlnLCCmax", "rlnCutOff", "rlnSearchStd")
 
 
+def _rln(column: str) -> str:
+    """An early pytom column's RELION name (``ptmLCCmax`` → ``rlnLCCmax``); other names unchanged."""
+    return "rln" + column[3:] if column.startswith("ptm") else column
+
+
 def is_pytom_loop(loop: pd.DataFrame) -> bool:
     """Whether a STAR loop is a pytom-match-pick particle list (voxel coordinates + its score columns)."""
-    return set(PYTOM_COLUMNS) <= set(loop.columns) and "rlnCoordinateX" in loop.columns
+    columns = {_rln(str(c)) for c in loop.columns}
+    return set(PYTOM_COLUMNS) <= columns and "rlnCoordinateX" in columns
 
 
 def _tomogram_of(tomo_id: str, star: Path) -> str:
@@ -66,8 +77,8 @@ def _tomogram_of(tomo_id: str, star: Path) -> str:
     return tomo_id
 
 
-def resolve_pytom_tomograms(loop: pd.DataFrame, star: str | Path) -> pd.DataFrame:
-    """The loop with ``rlnMicrographName`` (pytom's ``tomo_id``) replaced by the tomogram's path.
+def read_pytom_loop(loop: pd.DataFrame, star: str | Path) -> pd.DataFrame:
+    """The loop with RELION column names and ``rlnMicrographName`` (``tomo_id``) replaced by the tomogram's path.
 
     Args:
         loop: the particle loop of ``star``, as :mod:`starfile` reads it.
@@ -76,6 +87,7 @@ def resolve_pytom_tomograms(loop: pd.DataFrame, star: str | Path) -> pd.DataFram
     Returns:
         a copy; the resolved paths are absolute, an unresolved name is kept as it was.
     """
+    loop = loop.rename(columns=_rln)
     if "rlnMicrographName" not in loop:
         return loop
     star = Path(star)

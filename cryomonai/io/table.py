@@ -52,7 +52,7 @@ import starfile
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
-from cryomonai.io.pytom import is_pytom_loop, resolve_pytom_tomograms
+from cryomonai.io.pytom import is_pytom_loop, read_pytom_loop
 
 __all__ = ["SPLITS", "ParticleTable", "format_particle_table", "read_particle_table", "write_particle_table"]
 
@@ -252,8 +252,8 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
         main = next((v for k, v in loops.items() if k not in ("classes", "optics")), pd.DataFrame())
     if len(main) == 0:
         raise CryoDataError(path, "the particle table has no rows", "add one row per subtomogram")
-    if is_pytom_loop(main):  # pytom-match-pick names each tomogram by its file stem
-        main = resolve_pytom_tomograms(main, path)
+    if is_pytom_loop(main):  # pytom-match-pick: tomograms named by file stem (and early versions' ptm columns)
+        main = read_pytom_loop(main, path)
     df = main.rename(columns=STAR_TO_COLUMN)
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
