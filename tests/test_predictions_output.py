@@ -164,3 +164,13 @@ def test_the_bundle_keys_reach_the_writer(predictions, tmp_path) -> None:
     default.read_config([str(configs / "common.json"), str(configs / "inference.json")])
     assert (default["infer_min_probability"], default["infer_split_by_class"], default["infer_coordinates"]) == (
         0.0, False, "auto")
+
+
+@pytest.mark.parametrize("given, expected", [(True, True), ("false", False), ("True", True), ("0", False)])
+def test_split_by_class_takes_command_line_words(predictions, given, expected) -> None:
+    writer = ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, split_by_class=given)
+    assert writer.split_by_class is expected
+    with pytest.raises(CryoDataError, match="split_by_class: 'maybe' is not true or false"):
+        ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, split_by_class="maybe")
+    with pytest.raises(CryoDataError, match="coordinates: unknown convention 'relion4'"):
+        ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, coordinates="relion4")

@@ -77,6 +77,14 @@ def _paths(batch: Mapping[str, Any], n: int) -> list[str]:
     return [""] * n
 
 
+def _flag(value: bool | str) -> bool:
+    """A yes/no setting: a bool, or ``true``/``false`` (``1``/``0``, ``yes``/``no``) as a command line gives it."""
+    word = str(value).strip().lower()
+    if isinstance(value, bool) or word in ("true", "false", "1", "0", "yes", "no"):
+        return value if isinstance(value, bool) else word in ("true", "1", "yes")
+    raise CryoDataError("split_by_class", f"{value!r} is not true or false", "give true or false")
+
+
 class PredictionsWriter:
     """Collect an evaluator's predictions and write them to ``filename`` as CSV at completion.
 
@@ -198,7 +206,7 @@ class ParticlePredictionsWriter:
     ) -> None:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
-        self.min_probability, self.split_by_class = check_min_probability(min_probability), bool(split_by_class)
+        self.min_probability, self.split_by_class = check_min_probability(min_probability), _flag(split_by_class)
         if coordinates not in COORDINATES:
             raise CryoDataError("coordinates", f"unknown convention {coordinates!r}", f"use one of {list(COORDINATES)}")
         self.coordinates = coordinates
