@@ -120,6 +120,9 @@ def test_relion5_output_and_back_through_relion3_keeps_the_voxels(predictions, t
     loop = starfile.read(written["star"], always_dict=True)["particles"]
     assert loop.loc[0, CENTRED[0]] == pytest.approx((4.0 - 40 / 2) * VOXEL)  # (x − n_x / 2) · voxel size
     assert list(loop["rlnTomoName"]) == [r[0] for r in ROWS] and "rlnCoordinateX" not in loop
+    csv = pd.read_csv(written["csv"])  # the CSV has both conventions
+    np.testing.assert_allclose(csv[CENTRED[0]], loop[CENTRED[0]])
+    np.testing.assert_allclose(csv["x"], df["x"])
     relion5 = read_picks(written["star"])  # finds tomograms.star next to it
     np.testing.assert_allclose(relion5.df[["x", "y", "z"]].to_numpy(float), df[["x", "y", "z"]].to_numpy(float))
     again = write_star_and_csv(relion5, second, "predictions", "relion3")

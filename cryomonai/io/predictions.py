@@ -25,7 +25,8 @@ follow ``coordinates`` (:data:`COORDINATES`):
   input had them), no centred columns and no ``rlnTomoName`` — what RELION 3/4 subtomogram jobs,
   Warp/M and ArtiaX read (:func:`to_relion3`).
 
-The CSV always holds every column (voxel *and* centred coordinates where known). With
+The CSV always holds every column (voxel coordinates, and centred ones where the input had them or
+``relion5`` computed them). With
 ``split_by_class`` one more STAR file per class, ``<prefix>_<class>.star`` (:func:`class_files`),
 in the same convention, holds the particles predicted as that class (an empty loop for none).
 :func:`filter_predictions` keeps the rows whose :data:`MAX_PROBABILITY` reaches a threshold.
@@ -203,14 +204,13 @@ def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, pref
     if coordinates not in COORDINATES:
         raise CryoDataError("coordinates", f"unknown convention {coordinates!r}", f"use one of {list(COORDINATES)}")
     out = Path(output_dir)
-    star_table, tomograms = to_relion5(table, out) if coordinates == "relion5" else (table, None)
-    star_table, table = _relative_tomograms(star_table, out), _relative_tomograms(table, out)
-    if coordinates == "relion3":
-        star_table = to_relion3(star_table)
+    full, tomograms = to_relion5(table, out) if coordinates == "relion5" else (table, None)
+    full = _relative_tomograms(full, out)  # every column: the CSV
+    star_table = to_relion3(full) if coordinates == "relion3" else full
     relion5 = set(CENTRED) <= set(star_table.df.columns)
     written = {"star": out / f"{prefix}.star", "csv": out / f"{prefix}.csv"}
     texts = {written["star"]: _star_text(star_table, written["star"], relion5),
-             written["csv"]: format_particle_table(table, written["csv"])}
+             written["csv"]: format_particle_table(full, written["csv"])}
     if tomograms is not None:
         written["tomograms"] = out / "tomograms.star"
         texts[written["tomograms"]] = starfile.to_string({"global": tomograms})
