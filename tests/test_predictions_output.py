@@ -94,6 +94,8 @@ def test_split_by_class_writes_one_star_per_class_in_the_main_files_convention(p
     assert centred == (coordinates == "relion5")
     assert (RELION3_STAR <= set(main.columns)) == (coordinates == "relion3")
     assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+    write_star_and_csv(_table(*predictions), out, "predictions", coordinates)  # a rerun without the split
+    assert sorted(p.name for p in out.glob("*.star")) == ["predictions.star"] + (["tomograms.star"] if centred else [])
 
 
 def test_relion3_output_reads_back_to_the_same_voxels(predictions, tmp_path) -> None:

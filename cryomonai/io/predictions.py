@@ -28,7 +28,8 @@ follow ``coordinates`` (:data:`COORDINATES`):
 The CSV always holds every column (voxel coordinates, and centred ones where the input had them or
 ``relion5`` computed them). With
 ``split_by_class`` one more STAR file per class, ``<prefix>_<class>.star`` (:func:`class_files`),
-in the same convention, holds the particles predicted as that class (an empty loop for none).
+in the same convention, holds the particles predicted as that class (an empty loop for none);
+without it, such files an earlier run left are removed, so none contradicts the new predictions.
 :func:`filter_predictions` keeps the rows whose :data:`MAX_PROBABILITY` reaches a threshold.
 
 Example:
@@ -220,6 +221,9 @@ def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, pref
             subset = star_table.subset((star_table.df["label"] == name).to_numpy())
             texts[out / file] = _star_text(subset, out / file, relion5)
     atomic_write_texts(texts)
+    if not split_by_class:  # an earlier run's per-class files would contradict the new predictions
+        for file in class_files(prefix, star_table.class_names).values():
+            (out / file).unlink(missing_ok=True)
     return written
 
 
