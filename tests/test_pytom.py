@@ -12,7 +12,7 @@ import pytest
 import starfile
 
 from cryomonai.data.extract import extract_subtomograms, read_picks
-from cryomonai.io import read_particle_table, write_mrc
+from cryomonai.io import read_mrc, read_particle_table, write_mrc
 from cryomonai.io.predictions import write_star_and_csv
 
 FIXTURE = Path(__file__).parent / "data" / "pytom" / "tomo_01_particles.star"
@@ -58,8 +58,6 @@ def test_extraction_at_pytom_picks_centres_each_candidate(pytom_job: Path, tmp_p
     assert res.n_extracted == len(XYZ)
     table = read_particle_table(res.table)
     assert table.df["rlnLCCmax"].tolist() == SCORES  # the score travels with the particle
-    from cryomonai.io import read_mrc
-
     for path in table.df["path"]:
         vol, _ = read_mrc(path)
         assert np.unravel_index(int(np.argmax(vol)), vol.shape) == (4, 4, 4)

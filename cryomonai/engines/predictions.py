@@ -40,11 +40,11 @@ from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.copick import is_copick_config, write_copick_predictions
 from cryomonai.io.predictions import (
-    COORDINATES,
     INPUT_CLASS,
     MAX_PROBABILITY,
     PREDICTED_NAME,
     PREDICTED_NUMBER,
+    check_coordinates,
     check_min_probability,
     confident_rows,
     prediction_columns,
@@ -207,9 +207,7 @@ class ParticlePredictionsWriter:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
         self.min_probability, self.split_by_class = check_min_probability(min_probability), _flag(split_by_class)
-        if coordinates not in COORDINATES:
-            raise CryoDataError("coordinates", f"unknown convention {coordinates!r}", f"use one of {list(COORDINATES)}")
-        self.coordinates = coordinates
+        self.coordinates = check_coordinates(coordinates)
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.feature_layer = feature_layer if class_names is not None else None

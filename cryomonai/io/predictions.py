@@ -62,8 +62,10 @@ __all__ = [
     "MAX_PROBABILITY",
     "PREDICTED_NAME",
     "PREDICTED_NUMBER",
+    "check_coordinates",
     "check_min_probability",
     "class_files",
+    "confident_rows",
     "filter_predictions",
     "prediction_columns",
     "to_relion3",
@@ -80,7 +82,6 @@ INPUT_CLASS = "cryoInputClassName"
 COORDINATES = ("auto", "relion5", "relion3")
 #: RELION's particle shifts in Å (x, y, z), 0 in a ``relion3`` file unless the input had them
 ORIGINS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
-_VOXELS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnMicrographName")
 
 
 def prediction_columns(class_names: Sequence[str]) -> list[str]:
@@ -112,6 +113,13 @@ def check_min_probability(value: float) -> float:
         raise CryoDataError("min_probability", f"{value!r} is not a probability between 0 and 1",
                             "give 0 (keep every prediction) up to 1 (keep only certain ones), e.g. 0.8")
     return number
+
+
+def check_coordinates(value: str) -> str:
+    """``value`` if it is one of :data:`COORDINATES` (:class:`~cryomonai.errors.CryoDataError` otherwise)."""
+    if value not in COORDINATES:
+        raise CryoDataError("coordinates", f"unknown convention {value!r}", f"use one of {list(COORDINATES)}")
+    return value
 
 
 def confident_rows(table: ParticleTable, min_probability: float) -> np.ndarray:
@@ -202,8 +210,7 @@ def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, pref
     Returns:
         the files by kind: ``star``, ``csv``, ``tomograms`` (a converted ``relion5``), ``star:<class>``.
     """
-    if coordinates not in COORDINATES:
-        raise CryoDataError("coordinates", f"unknown convention {coordinates!r}", f"use one of {list(COORDINATES)}")
+    check_coordinates(coordinates)
     out = Path(output_dir)
     full, tomograms = to_relion5(table, out) if coordinates == "relion5" else (table, None)
     full = _relative_tomograms(full, out)  # every column: the CSV
