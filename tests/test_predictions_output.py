@@ -179,3 +179,26 @@ def test_split_by_class_takes_command_line_words(predictions, given, expected) -
         ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, split_by_class="maybe")
     with pytest.raises(CryoDataError, match="coordinates: unknown convention 'relion4'"):
         ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, coordinates="relion4")
+
+
+def test_a_failed_write_leaves_the_previous_set(predictions, tmp_path, monkeypatch) -> None:
+    """The set is written before any file is replaced: a write that fails on the last file keeps all old ones."""
+    import cryomonai.io.atomic as atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = write_star_and_csv(_table(*predictions), out, "predictions", split_by_class=True)
+    before = {p: p.read_bytes() for p in first.values()}
+    real, calls = atomic.atomic_write, []
+
+    def failing(path, *args, **kwargs):  # the last file of the set runs out of space
+        calls.append(path)
+        if len(calls) == len(before):
+            raise CryoDataError(path, "ran out of space while writing", "free space")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "atomic_write", failing)
+    with pytest.raises(CryoDataError, match="ran out of space"):
+        write_star_and_csv(filter_predictions(_table(*predictions), 0.9), out, "predictions", "relion3", True)
+    assert {p: p.read_bytes() for p in first.values()} == before
+    assert not list(out.glob(".*.tmp"))
