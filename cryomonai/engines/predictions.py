@@ -13,7 +13,9 @@ row, the class *names* and the probabilities. Two handlers collect the evaluator
 * :class:`ParticlePredictionsWriter` (``inference``, ``embed``) joins the predictions to the input
   table and writes ``predictions.star`` + ``predictions.csv`` (every input column kept; the columns
   and the writing are :mod:`cryomonai.io.predictions`') and the encoder features
-  ``embeddings.npy``; see its docstring for the columns.
+  ``embeddings.npy``; see its docstring for the columns. ``min_probability`` keeps only confident
+  predictions, ``split_by_class`` adds one STAR file per class, ``coordinates`` chooses the STAR
+  file's convention (RELION 5 centred Å, or RELION 3/4 voxels for Warp and ArtiaX).
 
 Single process (in DDP, each rank would write its own share: give it ``filename`` per rank).
 """
@@ -42,6 +44,9 @@ from cryomonai.io.predictions import (
     MAX_PROBABILITY,
     PREDICTED_NAME,
     PREDICTED_NUMBER,
+    check_coordinates,
+    check_min_probability,
+    confident_rows,
     prediction_columns,
     write_star_and_csv,
 )
@@ -70,6 +75,14 @@ def _paths(batch: Mapping[str, Any], n: int) -> list[str]:
     if isinstance(image, list) and image and isinstance(image[0], MetaTensor):
         return [str(i.meta.get("filename_or_obj", "")) for i in image]
     return [""] * n
+
+
+def _flag(value: bool | str) -> bool:
+    """A yes/no setting: a bool, or ``true``/``false`` (``1``/``0``, ``yes``/``no``) as a command line gives it."""
+    word = str(value).strip().lower()
+    if isinstance(value, bool) or word in ("true", "false", "1", "0", "yes", "no"):
+        return value if isinstance(value, bool) else word in ("true", "1", "yes")
+    raise CryoDataError("split_by_class", f"{value!r} is not true or false", "give true or false")
 
 
 class PredictionsWriter:
@@ -144,6 +157,13 @@ class ParticlePredictionsWriter:
     features are captured by a forward hook on ``network.<feature_layer>`` (``(B, F)``) and saved
     as ``embeddings.npy`` (N, F) float32, row ``i`` = row ``i`` of the CSV/STAR.
 
+    Only the rows whose predicted class has a probability of at least ``min_probability`` are
+    written (to the STAR, CSV, per-class STAR files, ``embeddings.npy`` and copick alike); the
+    in-memory :attr:`features` and :attr:`probabilities` keep every row. With ``split_by_class``,
+    ``<prefix>_<class>.star`` per class as well, in the same convention as ``<prefix>.star``;
+    ``coordinates`` is that convention (:data:`~cryomonai.io.predictions.COORDINATES`: ``auto``,
+    ``relion5``, ``relion3``; see :mod:`cryomonai.io.predictions`).
+
     Without ``class_names`` the network's output *is* the features (an encoder: the ``embed``
     run id): only ``embeddings.npy`` is written (with ``write=True``) and the features are kept in
     :attr:`features` / :attr:`rows` for a clustering step.
@@ -159,6 +179,12 @@ class ParticlePredictionsWriter:
         copick_user_id: for a table read from a copick project, also write the predictions back into
             it as copick picks under this user id (:func:`~cryomonai.io.copick.write_copick_predictions`);
             None: do not.
+        min_probability: keep the predictions whose class probability is at least this (0 to 1; 0: all).
+        split_by_class: also write one STAR file per predicted class.
+        coordinates: the STAR files' coordinate convention: ``auto``, ``relion5`` or ``relion3``.
+
+    Raises:
+        CryoDataError: (at construction) ``min_probability`` outside [0, 1], an unknown ``coordinates``.
 
     Attributes:
         rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None.
@@ -174,9 +200,14 @@ class ParticlePredictionsWriter:
         pred_key: str = "pred",
         write: bool = True,
         copick_user_id: str | None = None,
+        min_probability: float = 0.0,
+        split_by_class: bool = False,
+        coordinates: str = "auto",
     ) -> None:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
+        self.min_probability, self.split_by_class = check_min_probability(min_probability), _flag(split_by_class)
+        self.coordinates = check_coordinates(coordinates)
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.feature_layer = feature_layer if class_names is not None else None
@@ -256,15 +287,21 @@ class ParticlePredictionsWriter:
         return ParticleTable(df.reset_index(drop=True), list(self.class_names), self.table.source)
 
     def write(self) -> dict[str, Path]:
-        """Write the files; returns them by kind (``star``, ``csv``, ``embeddings``)."""
+        """Write the files; returns them by kind (``star``, ``csv``, ``embeddings``, ``star:<class>`` …)."""
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
-        written = {"embeddings": out / "embeddings.npy"}
-        with atomic_write(written["embeddings"]) as f:
-            np.save(f, self.features.astype(np.float32))
+        written, features = {}, self.features
         if self.class_names is not None:
             predictions = self.predictions_table()
-            written.update(write_star_and_csv(predictions, out, self.prefix))
+            keep = confident_rows(predictions, self.min_probability)
+            predictions, features = predictions.subset(keep), features[keep]
+            logger.info("%d of %d predictions with probability >= %g written", len(predictions), len(keep),
+                        self.min_probability)
+            written.update(write_star_and_csv(predictions, out, self.prefix, self.coordinates, self.split_by_class))
+        written["embeddings"] = out / "embeddings.npy"
+        with atomic_write(written["embeddings"]) as f:
+            np.save(f, features.astype(np.float32))
+        if self.class_names is not None:
             source = self.table.source
             if self.copick_user_id and source is not None and is_copick_config(source):
                 counts = write_copick_predictions(predictions, source, user_id=self.copick_user_id)

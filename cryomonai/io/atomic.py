@@ -25,13 +25,13 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_texts"]
 
 
 #: errors of a write that ran out of room: a full disk, a quota, a file-size limit (``ulimit -f``)
@@ -151,3 +151,31 @@ def atomic_write(
         # "x": the uuid name is fresh, so exclusive creation only guards against a collision
         with open(tmp, mode.replace("w", "x"), encoding=encoding, newline=newline) as f:
             yield f
+
+
+def atomic_write_texts(texts: Mapping[str | os.PathLike, str]) -> list[Path]:
+    """Write several text files as one set: every file is written (to its temporary name) before any is renamed.
+
+    A writer that fails (a full disk, no permission) leaves every target as it was; only a crash
+    during the final renames (a few system calls) can leave some files new and some old.
+
+    Args:
+        texts: target file → its text (UTF-8). The folders must exist.
+
+    Returns:
+        the targets, in the order given.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> [p.name for p in atomic_write_texts({folder / "a.txt": "1", folder / "b.txt": "2"})]
+        ['a.txt', 'b.txt']
+        >>> (folder / "b.txt").read_text()
+        '2'
+    """
+    targets = [Path(p) for p in texts]
+    with contextlib.ExitStack() as stack:  # on exit (no error): each temporary file renamed onto its target
+        for path, text in zip(targets, texts.values()):
+            f = stack.enter_context(atomic_write(path, "w", newline="", size=len(text.encode())))
+            f.write(text)
+    return targets

@@ -49,8 +49,8 @@ from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.table import CLASS_NAME_COLUMN, COLUMNS, ParticleTable, read_particle_table
 
-__all__ = ["CENTRED", "centred_to_voxels", "is_relion5_particles", "read_relion5_picks", "read_tomograms_star",
-           "write_relion5_star"]
+__all__ = ["CENTRED", "centred_to_voxels", "format_relion5_star", "is_relion5_particles", "read_relion5_picks",
+           "read_tomograms_star", "write_relion5_star"]
 
 #: the RELION-5 centred coordinate columns, x, y, z (Å from the tomogram's centre)
 CENTRED = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst")
@@ -216,6 +216,14 @@ def write_relion5_star(table: ParticleTable, path: str | os.PathLike) -> Path:
     tomogram paths. The input file's other blocks (``data_general``, ``data_optics``) are copied.
     """
     path = Path(path)
+    text = format_relion5_star(table)
+    with atomic_write(path, "w", newline="", size=len(text.encode())) as fh:
+        fh.write(text)
+    return path
+
+
+def format_relion5_star(table: ParticleTable) -> str:
+    """The text :func:`write_relion5_star` writes, without writing it."""
     df = table.df
     out = pd.DataFrame({c: df[c].to_numpy() for c in df.columns if c not in COLUMNS}, index=range(len(df)))
     if table.class_names or (df["label_index"] >= 0).any():
@@ -231,7 +239,4 @@ def write_relion5_star(table: ParticleTable, path: str | os.PathLike) -> Path:
     if table.class_names:
         blocks["classes"] = pd.DataFrame({"rlnClassNumber": np.arange(1, len(table.class_names) + 1),
                                           CLASS_NAME_COLUMN: list(table.class_names)})
-    text = starfile.to_string(blocks)
-    with atomic_write(path, "w", newline="", size=len(text.encode())) as fh:
-        fh.write(text)
-    return path
+    return starfile.to_string(blocks)

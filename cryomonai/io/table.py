@@ -16,6 +16,8 @@ subtomograms are extracted) has no path column but a tomogram and x, y, z on eve
 ``cryoSplit``          ``train``/``val``/``test`` (our column)
 =====================  ==================================================================
 
+(a pytom-match-pick particle list is such a coordinate table: :mod:`cryomonai.io.pytom`)
+
 and an optional block ``data_classes`` with ``rlnClassNumber`` and ``cryoClassName`` (our
 column) naming the classes 1..K. Without it the class names are the numbers as strings
 (``"1"`` .. ``str(max class)``), so ``label_index == rlnClassNumber - 1`` always holds.
@@ -50,8 +52,9 @@ import starfile
 
 from cryomonai.errors import CryoDataError
 from cryomonai.io.atomic import atomic_write
+from cryomonai.io.pytom import is_pytom_loop, read_pytom_loop
 
-__all__ = ["SPLITS", "ParticleTable", "read_particle_table", "write_particle_table"]
+__all__ = ["SPLITS", "ParticleTable", "format_particle_table", "read_particle_table", "write_particle_table"]
 
 #: allowed values of the ``split`` column
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -176,6 +179,21 @@ def write_particle_table(
         CryoDataError: for an unknown suffix or a label not in ``class_names``.
     """
     path = Path(path)
+    text = format_particle_table(table_or_df, path, class_names)
+    with atomic_write(path, "w", newline="", size=len(text.encode())) as f:
+        f.write(text)
+    return path
+
+
+def format_particle_table(
+    table_or_df: ParticleTable | pd.DataFrame, path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> str:
+    """The text :func:`write_particle_table` writes to ``path`` (STAR or CSV by its suffix), without writing.
+
+    Paths are made relative to ``path``'s folder, as in :func:`write_particle_table`; the
+    arguments and errors are the same.
+    """
+    path = Path(path)
     if isinstance(table_or_df, ParticleTable):
         df, names = table_or_df.df, class_names if class_names is not None else table_or_df.class_names
     else:
@@ -193,9 +211,7 @@ def write_particle_table(
         text = _csv_frame(df, rel, names).to_csv(index=False)
     else:
         raise CryoDataError(path, f"unknown table format {path.suffix!r}", "write to a .star or .csv file")
-    with atomic_write(path, "w", newline="", size=len(text.encode())) as f:
-        f.write(text)
-    return path
+    return text
 
 
 # ----------------------------------------------------------------------------- reading
@@ -236,6 +252,8 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
         main = next((v for k, v in loops.items() if k not in ("classes", "optics")), pd.DataFrame())
     if len(main) == 0:
         raise CryoDataError(path, "the particle table has no rows", "add one row per subtomogram")
+    if is_pytom_loop(main):  # pytom-match-pick: tomograms named by file stem (and early versions' ptm columns)
+        main = read_pytom_loop(main, path)
     df = main.rename(columns=STAR_TO_COLUMN)
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
