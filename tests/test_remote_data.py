@@ -132,14 +132,40 @@ def test_extraction_over_http_equals_local_extraction(data: dict, serve, tmp_pat
 
 
 def test_a_small_extraction_fetches_only_the_chunks_it_needs(data: dict, serve, tmp_path: Path) -> None:
+    """One 16-voxel box at (x, y, z) = (48, 48, 20): z 12–27 spans z-chunks 0 and 1, y 40–55 and x 40–55 lie in chunk 1."""
     server = serve(data["site"])
-    picks = _picks(data, f"{server.url}/tomogram.zarr", tmp_path / "one.csv", rows=slice(0, 1))
-    result = extract_subtomograms(picks, tmp_path / "out", box=16, progress=False, edge="pad")
-    chunks = [p for p in server.requests if CHUNK.search(p)]
+    picks = tmp_path / "one.csv"
+    pd.DataFrame({"tomogram": [f"{server.url}/tomogram.zarr"], "x": [48], "y": [48], "z": [20]}).to_csv(picks, index=False)
+    result = extract_subtomograms(picks, tmp_path / "out", box=16, progress=False)
     assert result.n_extracted == 1
-    assert 1 <= len(chunks) <= 8 + 27, chunks  # never the 27 + 9 chunks of both levels…
-    box_chunks = set(chunks)
-    print(f"{len(server.requests)} requests, {len(box_chunks)} distinct chunks of 36")
+    chunks = sorted(re.sub(r"[/.]", ".", p.split("/tomogram.zarr/")[1].split("/", 1)[1]) for p in server.requests
+                    if CHUNK.search(p))
+    assert chunks == ["0.1.1", "1.1.1"], server.requests  # 2 of level 0's 27 chunks, none of level 1's 9
+    np.testing.assert_array_equal(read_mrc(Path(read_picks(result.table).df["path"][0]))[0].shape, (16, 16, 16))
+
+
+def test_pretraining_and_inference_datasets_read_urls(data: dict, serve, tmp_path: Path) -> None:
+    """Pick-free pretraining patches are the tomogram's own voxels; the inference dataset's boxes match local ones."""
+    import torch
+
+    from cryomonai.data.picks import particle_dataset
+    from cryomonai.data.tomo_patches import TomogramPatchDataset
+
+    server = serve(data["site"])
+    url = f"{server.url}/tomogram.zarr"
+    volume = np.asarray(read_mrc(data["star"].parent / "tomogram.mrc")[0])
+    torch.manual_seed(0)
+    patches = TomogramPatchDataset([url], box=16, samples_per_volume=2, queue_length=4, patches_per_epoch=2)
+    for i in range(2):
+        item = patches[i]
+        z0, y0, x0, z1, y1, x1 = (int(v) for v in item["location"])
+        assert item["tomogram"] == url
+        np.testing.assert_array_equal(np.asarray(item["image"][0]), volume[z0:z1, y0:y1, x0:x1])
+    remote = particle_dataset(read_picks(_picks(data, url, tmp_path / "r.csv")), box=16)
+    local = particle_dataset(read_picks(_picks(data, str(data["store"]), tmp_path / "l.csv")), box=16)
+    assert len(remote) == len(local) > 0
+    for i in range(len(local)):
+        assert np.array_equal(np.asarray(remote[i]["image"]), np.asarray(local[i]["image"]))
 
 
 def test_file_urls_work_as_local_paths(data: dict, tmp_path: Path) -> None:

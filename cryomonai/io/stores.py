@@ -94,7 +94,11 @@ def zarr_store(location: str | os.PathLike, cache_dir: str | os.PathLike | None 
         from zarr.storage import FsspecStore  # noqa: PLC0415
 
         return FsspecStore.from_url(url, storage_options=options, read_only=True)
-    return _strict_fsstore()(url, mode="r", exceptions=(KeyError,), **options)
+    try:
+        return _strict_fsstore()(url, mode="r", exceptions=(KeyError,), **options)
+    except ImportError as err:  # fsspec names the missing package (aiohttp for http, s3fs for s3)
+        raise CryoDataError(location, f"needs a package that is not installed ({err})",
+                            'pip install "cryomonai[remote]"') from None
 
 
 def _strict_fsstore() -> type:
