@@ -272,3 +272,17 @@ def test_a_copick_project_over_http_reads_and_extracts_as_the_local_one(project:
     with pytest.raises(CryoDataError, match=r"no tomogram of type wbp at voxel spacing 7\.0 Å.*\(10\.0, 'wbp'\)") as err:
         read_copick_picks(_remote_config(project, f"{server.url}/overlay", tmp_path), voxel_size=7.0, tomo_type="wbp")
     assert "\n" not in str(err.value)
+
+
+def test_the_remote_data_howto_runs_against_a_file_url(data: dict, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/howto/remote_data.md's Python example, as written but with its URL a ``file://`` one, cannot rot."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "howto" / "remote_data.md"
+    (block,) = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    code, n = re.subn(r'^url = "[^"]*"', f'url = "{data["store"].resolve().as_uri()}"', block, flags=re.M)
+    assert n == 1, "the example no longer sets url = \"…\" on one line"
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, str(page), "exec"), scope)  # noqa: S102 - our own documentation
+    assert scope["result"].n_extracted == 2 and scope["result"].voxel_size == 20.0
+    assert len(list((tmp_path / "subtomograms_remote" / "subtomograms").glob("*.mrc"))) == 2
