@@ -132,10 +132,11 @@ def test_extraction_over_http_equals_local_extraction(data: dict, serve, tmp_pat
 
 
 def test_a_small_extraction_fetches_only_the_chunks_it_needs(data: dict, serve, tmp_path: Path) -> None:
-    """One 16-voxel box at (x, y, z) = (48, 48, 20): z 12–27 spans z-chunks 0 and 1, y 40–55 and x 40–55 lie in chunk 1."""
+    """One 16-voxel box at (x, y, z) = (48, 48, 20): z 12–27 spans z-chunks 0 and 1; y, x 40–55 lie in chunk 1."""
     server = serve(data["site"])
     picks = tmp_path / "one.csv"
-    pd.DataFrame({"tomogram": [f"{server.url}/tomogram.zarr"], "x": [48], "y": [48], "z": [20]}).to_csv(picks, index=False)
+    pd.DataFrame({"tomogram": [f"{server.url}/tomogram.zarr"], "x": [48], "y": [48], "z": [20]}).to_csv(picks,
+                                                                                                     index=False)
     result = extract_subtomograms(picks, tmp_path / "out", box=16, progress=False)
     assert result.n_extracted == 1
     chunks = sorted(re.sub(r"[/.]", ".", p.split("/tomogram.zarr/")[1].split("/", 1)[1]) for p in server.requests
@@ -227,7 +228,8 @@ def test_missing_stores_arrays_and_failing_chunks_are_one_line(data: dict, serve
     _one_line(err)
     server = serve(site, fail=lambda path: 500 if CHUNK.search(path) else None)
     picks = _picks(data, f"{server.url}/tomogram.zarr", tmp_path / "r.csv")
-    with pytest.raises(CryoDataError, match=r"tomogram\.zarr/0: voxels cannot be read \(ClientResponseError: 500") as err:
+    failing = r"tomogram\.zarr/0: voxels cannot be read \(ClientResponseError: 500"
+    with pytest.raises(CryoDataError, match=failing) as err:
         extract_subtomograms(picks, tmp_path / "out", box=16, progress=False)  # never a silent zero box
     _one_line(err)
     with pytest.raises(CryoDataError, match="MRC file at a URL"):
@@ -269,7 +271,8 @@ def test_a_copick_project_over_http_reads_and_extracts_as_the_local_one(project:
                                           for r in ("TS_1", "TS_2")}
     _assert_same(_boxes(extract_subtomograms(remote, tmp_path / "http", box=16, progress=False)),
                  _boxes(extract_subtomograms(local, tmp_path / "local", box=16, progress=False)))
-    with pytest.raises(CryoDataError, match=r"no tomogram of type wbp at voxel spacing 7\.0 Å.*\(10\.0, 'wbp'\)") as err:
+    lacking = r"no tomogram of type wbp at voxel spacing 7\.0 Å.*\(10\.0, 'wbp'\)"  # the voxel sizes it has
+    with pytest.raises(CryoDataError, match=lacking) as err:
         read_copick_picks(_remote_config(project, f"{server.url}/overlay", tmp_path), voxel_size=7.0, tomo_type="wbp")
     assert "\n" not in str(err.value)
 

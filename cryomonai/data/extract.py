@@ -293,7 +293,8 @@ def _tomogram_levels(where: object, rows: pd.Index, paths: pd.Series) -> dict[st
         try:
             levels[p] = tomogram_levels(p)
         except CryoDataError as err:
-            fix = err.fix if is_url(p) else "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram"
+            fix = (err.fix if is_url(p)
+                   else "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
             raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}", fix) from None
     return levels
 

@@ -103,6 +103,8 @@ class SpatialArray:
         key = key if isinstance(key, tuple) else (key,)
         try:
             return np.asarray(self.array[(0,) * self.n_lead + key])
+        except (IndexError, TypeError):  # a bad key is the caller's bug, not the store's
+            raise
         except Exception as err:  # a refused connection, a server error, a corrupt chunk
             raise read_error(self.where, err, "voxels") from None
 
@@ -147,8 +149,10 @@ def _multiscales(store: Path | str) -> list[dict]:
     except Exception as err:  # not a group, missing, unreadable
         if is_url(store) and not isinstance(err, _NO_GROUP):
             raise read_error(store, err) from None  # a refused connection, a server error
-        cached = " (or the server is down and the cache holds no copy)" if is_url(store) and cached_url(str(store))[1] else ""
-        raise CryoDataError(store, f"is not a readable Zarr group{cached} ({type(err).__name__}: {err})", _FIX) from None
+        remote_cache = is_url(store) and cached_url(str(store))[1]
+        cached = " (or the server is down and the cache holds no copy)" if remote_cache else ""
+        problem = f"is not a readable Zarr group{cached} ({type(err).__name__}: {err})"
+        raise CryoDataError(store, problem, _FIX) from None
     attrs = dict(group.attrs)
     found = attrs.get("multiscales", attrs.get("ome", {}).get("multiscales"))
     if not found:

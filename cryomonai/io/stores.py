@@ -92,7 +92,7 @@ def zarr_store(location: str | os.PathLike, cache_dir: str | os.PathLike | None 
         return str(location)
     url, options = cached_url(str(location), cache_dir)
     try:
-        if ZARR3:  # pragma: no cover - the venv has zarr 2 (copick 1.x); checked with zarr 3.1 in docs/checks/remote_zarr3
+        if ZARR3:  # pragma: no cover - the dev venv has zarr 2 (copick 1.x); see docs/checks/remote_zarr3
             return _fsspec_store(url, options)
         return _strict_fsstore()(url, mode="r", exceptions=(KeyError,), **options)
     except ImportError as err:  # fsspec names the missing package (aiohttp for http, s3fs for s3)
@@ -168,7 +168,7 @@ def read_error(location: str | os.PathLike, err: BaseException, what: str = "") 
         return CryoDataError(location, f"{subject}not found {detail}",
                              "check the path or URL (an OME-Zarr image folder, e.g. …/tomogram.zarr) and its level")
     if isinstance(err, (OSError, TimeoutError)):  # aiohttp's connection errors are OSErrors too
-        return CryoDataError(location, f"{subject}cannot connect {detail}".strip(),
-                             f"check the URL and that the server is up; a copy cached earlier ({CACHE_ENV}) is read without it")
+        return CryoDataError(location, f"{subject}cannot connect {detail}", "check the URL and that the server is up; "
+                             f"a copy cached earlier ({CACHE_ENV}) is read without it")
     return CryoDataError(location, f"{subject}cannot be read {detail}",
                          "check the URL, your credentials (fsspec storage options) and the server's answer")
