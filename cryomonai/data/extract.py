@@ -9,7 +9,8 @@ columns ``tomogram,x,y,z``; a plain ``x y z`` text file such as IMOD ``model2poi
   is 0), in voxels of ``pick_voxel_size`` Å (default: the tomogram's own voxel size, so a pick
   made on a 4× binned tomogram is given with ``pick_voxel_size`` = 4 × its pixel size when
   extracting from the unbinned one). They are rounded to the nearest voxel.
-* **Tomogram paths** relative to the table's folder, as ``rlnImageName`` paths are.
+* **Tomogram paths** relative to the table's folder, as ``rlnImageName`` paths are; or URLs of
+  OME-Zarr images (``https://``, ``s3://``, ``file://``; :mod:`cryomonai.io.stores`), kept as given.
 * **Box**: the subtomogram is ``box³`` voxels with the pick at voxel ``box // 2`` on each axis,
   axes (z, y, x), beam along z. With ``voxel_size`` (Å) the source cube of
   ``round(box · voxel_size / tomogram voxel size)`` voxels is resampled to ``box³`` by Fourier
@@ -60,6 +61,7 @@ from cryomonai.io.atomic import atomic_write
 from cryomonai.io.copick import is_copick_config, read_copick_picks
 from cryomonai.io.mrc import write_mrc
 from cryomonai.io.relion5 import is_relion5_particles, read_relion5_picks
+from cryomonai.io.stores import is_url
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 from cryomonai.io.tomogram import TomogramLevel, choose_level, open_tomogram, tomogram_levels
 
@@ -87,11 +89,12 @@ _TEXT_SUFFIXES = (".txt", ".coords", ".pts", ".xyz", ".dat")
 
 
 def tomogram_paths(table: ParticleTable) -> pd.Series:
-    """Absolute tomogram path of every row (relative ones are taken relative to the table's folder)."""
+    """Absolute tomogram path of every row (relative ones are taken relative to the table's folder; URLs as given)."""
     folder = table.source.resolve().parent if table.source is not None else Path.cwd()
     return pd.Series(
-        [None if v is None or pd.isna(v) else os.path.normpath(folder / os.path.expanduser(str(v)))
-         for v in table.df["tomogram"]], index=table.df.index, dtype=object,
+        [None if v is None or pd.isna(v) else str(v) if is_url(v)
+         else os.path.normpath(folder / os.path.expanduser(str(v))) for v in table.df["tomogram"]],
+        index=table.df.index, dtype=object,
     )
 
 
@@ -138,7 +141,7 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
         return read_particle_table(path, check_files=False)
     if not path.is_file():
         raise CryoDataError(path, "picks file not found", "check the path")
-    tomo = str(Path(tomogram).expanduser().resolve())
+    tomo = str(tomogram) if is_url(tomogram) else str(Path(tomogram).expanduser().resolve())
     with tempfile.TemporaryDirectory() as tmp:  # rewrite the tomogram column, then read as a table
         copy = Path(tmp) / ("picks.star" if suffix == ".star" else "picks.csv")
         if suffix == ".star":
@@ -290,8 +293,9 @@ def _tomogram_levels(where: object, rows: pd.Index, paths: pd.Series) -> dict[st
         try:
             levels[p] = tomogram_levels(p)
         except CryoDataError as err:
-            raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}",
-                                "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
+            fix = (err.fix if is_url(p)
+                   else "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
+            raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}", fix) from None
     return levels
 
 
@@ -471,6 +475,8 @@ def extract_subtomograms(
 
 
 def _relative(path: str, folder: Path) -> str:
+    if is_url(path):
+        return path
     try:
         return os.path.relpath(path, folder.resolve())
     except ValueError:  # another drive

@@ -9,7 +9,9 @@ bundle overlay ``configs/pretrain_tomograms.json``).
 
 * **Reading**: an MRC tomogram is memory-mapped (TorchIO crops copy only the patch, so a tomogram
   larger than the memory is read patch by patch); of an OME-Zarr tomogram the resolution level
-  chosen for ``voxel_size`` (:func:`~cryomonai.io.tomogram.choose_level`) is read into memory.
+  chosen for ``voxel_size`` (:func:`~cryomonai.io.tomogram.choose_level`) is read into memory, also
+  from a URL (``https://``, ``s3://``, ``file://``; :mod:`cryomonai.io.stores`), where that level is
+  downloaded once per process.
 * **Voxel size**: with ``voxel_size`` (Å) a patch of ``round(box · voxel_size / tomogram voxel)``
   voxels is drawn and Fourier-cropped to ``box³`` (as extraction does).
 * **Where patches come from** (``sampler``):
@@ -41,6 +43,7 @@ from torch.utils.data import Dataset
 
 from cryomonai.data.extract import fourier_resize
 from cryomonai.errors import CryoDataError
+from cryomonai.io.stores import is_url
 from cryomonai.io.tomogram import choose_level, open_tomogram, tomogram_levels
 
 __all__ = ["SAMPLERS", "TomogramPatchDataset", "density_map"]
@@ -60,6 +63,37 @@ def _read_level(path: Any, level: str = "") -> tuple[torch.Tensor, np.ndarray]:
         return torch.from_numpy(np.memmap(data.filename, dtype=data.dtype, mode="c", offset=data.offset,
                                           shape=data.shape))[None], np.eye(4)
     return _zarr_level(str(path), level), np.eye(4)
+
+
+class _UrlScalarImage(tio.ScalarImage):
+    """A ScalarImage at a URL: its path is never looked for on disk (TorchIO re-creates images per patch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"verify_path": False, **kwargs})
+
+
+class _UrlLabelMap(tio.LabelMap):
+    """A LabelMap at a URL (see :class:`_UrlScalarImage`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"verify_path": False, **kwargs})
+
+
+def _image(path: str, level: str, label: bool = False) -> tio.Image:
+    """A TorchIO image (``label``: a LabelMap) of one tomogram level, read on first use by :func:`_read_level`.
+
+    TorchIO makes a ``Path`` of the path (``https://h`` → ``https:/h``): a URL goes to the reader as given.
+    """
+    if is_url(path):
+        kind = _UrlLabelMap if label else _UrlScalarImage
+        return kind(path, reader=functools.partial(_read_url_level, path, level))
+    kind = tio.LabelMap if label else tio.ScalarImage
+    return kind(path, reader=functools.partial(_read_level, level=level))
+
+
+def _read_url_level(url: str, level: str, _path: Any) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`_read_level` of ``url`` (TorchIO's own path argument, a mangled URL, is ignored)."""
+    return _read_level(url, level)
 
 
 @functools.lru_cache(maxsize=4)
@@ -158,7 +192,7 @@ class TomogramPatchDataset(Dataset):
                 raise CryoDataError(path, f"is {level.shape} voxels, smaller than a {source}-voxel patch",
                                     "give a smaller box or a coarser voxel_size")
             sizes.add(source)
-            image = tio.ScalarImage(path, reader=functools.partial(_read_level, level=level.level))
+            image = _image(path, level.level)
             subject = {"image": image}
             if sampler == "density":
                 score = density_map(open_tomogram(path, level.level), source)
@@ -168,7 +202,7 @@ class TomogramPatchDataset(Dataset):
                 if tuple(mask_level.shape) != tuple(level.shape):
                     raise CryoDataError(masks[i], f"is {mask_level.shape} voxels, its tomogram {level.shape}",
                                         "give a mask of the tomogram's shape")
-                subject[_MAP] = tio.LabelMap(masks[i], reader=functools.partial(_read_level, level=mask_level.level))
+                subject[_MAP] = _image(str(masks[i]), mask_level.level, label=True)
             subjects.append(tio.Subject(subject, tomogram=path))
         if len(sizes) > 1:
             raise CryoDataError("pretrain_tomograms", f"voxel sizes need patches of {sorted(sizes)} voxels",

@@ -3,13 +3,17 @@
 `copick <https://github.com/copick/copick>`_ is the CZ cryo-ET data portal's project format: a JSON
 configuration (pickable objects, storage roots) over runs, each with tomograms per voxel spacing
 (OME-Zarr, read here by :mod:`cryomonai.io.omezarr`) and pick sets per (object, user, session)
-whose points are in Å. This module uses copick's own API on a **local** (filesystem) project:
+whose points are in Å. This module uses copick's own API on a filesystem project (``config_type``
+``filesystem``) whose configuration JSON is local and whose ``static_root`` / ``overlay_root`` are
+local folders or any fsspec URL (``https://``, ``s3://``, ``file://``): tomograms on remote storage
+are listed as URLs and read by chunks (:mod:`cryomonai.io.stores`):
 
 * :func:`read_copick_picks` → a picks :class:`~cryomonai.io.ParticleTable`: one row per point,
   ``tomogram`` = the run's OME-Zarr tomogram of ``tomo_type`` at ``voxel_size``, ``x, y, z`` in its
   voxels (Å / voxel size; copick puts voxel ``i``'s centre at ``i · voxel size``, as cryomonai counts
   voxels from 0), ``label`` = the object's name, classes = the project's particle objects by their
   ``label`` id; extra columns :data:`RUN`, :data:`VOXEL_SIZE`, :data:`USER`, :data:`SESSION`.
+  ``tomogram`` is a local path for a project on local disk, else the OME-Zarr image's URL.
 * :func:`write_copick_predictions` → for every run and every class, one pick set under a user id of
   ours (:data:`DEFAULT_USER`), the predicted particles as points with the class probability as the
   score (a rerun replaces those sets; nobody else's are touched).
@@ -65,14 +69,13 @@ def _open(config: str | os.PathLike) -> Any:
                             "give a copick configuration JSON (config_type 'filesystem')") from None
 
 
-def _local_path(tomogram: Any, where: str) -> str:
-    """The local folder of a copick tomogram's OME-Zarr store."""
+def _tomogram_location(tomogram: Any) -> str:
+    """Where a copick tomogram's OME-Zarr image is: its local folder, or its fsspec URL."""
     read_only = getattr(tomogram, "read_only", False)
     fs = tomogram.fs_static if read_only else tomogram.fs_overlay
+    path = tomogram.static_path if read_only else tomogram.overlay_path
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    if not {"file", "local"} & set(protocols):
-        raise CryoDataError(where, f"tomogram on {protocols[0]!r} storage", "copy the project to a local folder first")
-    return tomogram.static_path if read_only else tomogram.overlay_path
+    return path if {"file", "local"} & set(protocols) else fs.unstrip_protocol(path)
 
 
 def _tomogram(run: Any, voxel_size: float | None, tomo_type: str | None, where: str) -> tuple[float, Any]:
@@ -99,7 +102,7 @@ def read_copick_picks(
     objects: Sequence[str] | None = None,
     runs: Sequence[str] | None = None,
 ) -> ParticleTable:
-    """A local copick project's picks as a labelled picks table (see the module docstring).
+    """A copick project's picks as a labelled picks table (see the module docstring).
 
     Args:
         config: the project's configuration JSON.
@@ -132,7 +135,7 @@ def read_copick_picks(
         run = all_runs[name]
         where = f"{config}, run {name}"
         voxel, tomogram = _tomogram(run, voxel_size, tomo_type, where)
-        path = _local_path(tomogram, where)
+        path = _tomogram_location(tomogram)
         for obj in wanted:
             sets = [p for p in run.get_picks(object_name=obj, user_id=user_id, session_id=session_id) if p.points]
             if len(sets) > 1:

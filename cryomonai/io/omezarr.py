@@ -11,7 +11,11 @@ coordinate transformation, and the axes with their units. Conventions here:
   converted; an axis without a unit is taken as Å, as copick writes);
 * nothing is read until it is sliced: :meth:`OmeZarrLevel.open` returns an array-like whose
   ``[z0:z1, y0:y1, x0:x1]`` reads only the chunks that box touches, so a tomogram larger than the
-  memory works.
+  memory works;
+* the image is a local folder or any fsspec URL (``https://``, ``s3://``, ``file://``, a chained
+  ``simplecache::…``), optionally cached in a local folder: see :mod:`cryomonai.io.stores`. A chunk
+  that is not there (HTTP 404, no such file) reads as the array's fill value, as Zarr specifies; a
+  refused connection or any other failed read is an error, never a silent zero.
 
 Every problem with a store is a one-line :class:`~cryomonai.errors.CryoDataError` naming it.
 
@@ -40,16 +44,28 @@ import numpy as np
 import zarr
 
 from cryomonai.errors import CryoDataError
+from cryomonai.io.stores import cached_url, is_url, join, read_error, url_suffix, zarr_store
 
 __all__ = ["OmeZarrLevel", "SpatialArray", "is_ome_zarr", "read_ome_zarr_levels"]
 
 #: Å per unit of the OME-NGFF space units we accept
 _UNIT_ANGSTROM = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4}
 _FIX = "give an OME-Zarr image group (multiscales metadata, z y x axes), e.g. a copick or data-portal tomogram"
+#: suffixes of MRC tomograms, which are never taken for OME-Zarr URLs
+_MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".map", ".st", ".ali")
+#: what zarr raises for a store that holds no group (zarr 2, zarr 3)
+_NO_GROUP = (getattr(zarr.errors, "GroupNotFoundError", KeyError), KeyError, FileNotFoundError)
 
 
 def is_ome_zarr(path: str | os.PathLike) -> bool:
-    """True for a folder that is a Zarr group (``.zgroup``/``.zattrs`` or ``zarr.json``) or named ``*.zarr``."""
+    """True for a folder that is a Zarr group (``.zgroup``/``.zattrs`` or ``zarr.json``) or named ``*.zarr``,
+    and for any URL not naming an MRC file (nothing is fetched).
+
+    >>> is_ome_zarr("https://host/TS_1.zarr"), is_ome_zarr("s3://bucket/run/"), is_ome_zarr("https://host/TS_1.mrc")
+    (True, True, False)
+    """
+    if is_url(path):
+        return url_suffix(path) not in _MRC_SUFFIXES
     p = Path(path)
     return p.suffix.lower() == ".zarr" or (p.is_dir() and any((p / f).is_file() for f in (".zgroup", "zarr.json")))
 
@@ -57,11 +73,12 @@ def is_ome_zarr(path: str | os.PathLike) -> bool:
 class SpatialArray:
     """A lazily read (z, y, x) view of a Zarr array whose leading non-spatial axes have length 1.
 
-    Slicing reads only the chunks it touches and returns a NumPy array in the stored dtype.
+    Slicing reads only the chunks it touches and returns a NumPy array in the stored dtype; a failed
+    read is a one-line :class:`~cryomonai.errors.CryoDataError` naming ``where``.
     """
 
-    def __init__(self, array: Any, n_lead: int) -> None:
-        self.array, self.n_lead = array, int(n_lead)
+    def __init__(self, array: Any, n_lead: int, where: str = "OME-Zarr array") -> None:
+        self.array, self.n_lead, self.where = array, int(n_lead), str(where)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -84,7 +101,12 @@ class SpatialArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self.array[(0,) * self.n_lead + key])
+        try:
+            return np.asarray(self.array[(0,) * self.n_lead + key])
+        except (IndexError, TypeError):  # a bad key is the caller's bug, not the store's
+            raise
+        except Exception as err:  # a refused connection, a server error, a corrupt chunk
+            raise read_error(self.where, err, "voxels") from None
 
 
 @dataclass(frozen=True)
@@ -92,14 +114,14 @@ class OmeZarrLevel:
     """One resolution level of an OME-Zarr tomogram.
 
     Attributes:
-        store: the image group's folder.
+        store: the image group's folder (a ``Path``) or URL (a ``str``, see :mod:`cryomonai.io.stores`).
         path: the level's array path inside the group (``datasets[i].path``, e.g. ``"0"``).
         shape: spatial shape (z, y, x) in voxels.
         voxel_size: voxel size along x in Å.
         n_lead: leading non-spatial axes (each of length 1).
     """
 
-    store: Path
+    store: Path | str
     path: str
     shape: tuple[int, int, int]
     voxel_size: float
@@ -108,17 +130,29 @@ class OmeZarrLevel:
     def open(self) -> SpatialArray:
         """The level's voxels, read lazily (see :class:`SpatialArray`)."""
         try:
-            array = zarr.open_array(str(self.store / self.path), mode="r")
+            array = _open_array(self.store, self.path)
         except Exception as err:  # zarr raises several kinds for a missing or corrupt array
+            if is_url(self.store):
+                raise read_error(self.store, err, f"level {self.path!r}") from None
             raise CryoDataError(self.store, f"cannot open level {self.path!r} ({type(err).__name__}: {err})", _FIX)
-        return SpatialArray(array, self.n_lead)
+        return SpatialArray(array, self.n_lead, join(self.store, self.path))
 
 
-def _multiscales(store: Path) -> list[dict]:
+def _open_array(store: Path | str, path: str) -> Any:
+    """The Zarr array ``path`` of the image at ``store`` (a local folder or a URL), read-only."""
+    return zarr.open_array(zarr_store(join(store, path)), mode="r")
+
+
+def _multiscales(store: Path | str) -> list[dict]:
     try:
-        group = zarr.open_group(str(store), mode="r")
+        group = zarr.open_group(zarr_store(store), mode="r")
     except Exception as err:  # not a group, missing, unreadable
-        raise CryoDataError(store, f"is not a readable Zarr group ({type(err).__name__}: {err})", _FIX)
+        if is_url(store) and not isinstance(err, _NO_GROUP):
+            raise read_error(store, err) from None  # a refused connection, a server error
+        remote_cache = is_url(store) and cached_url(str(store))[1]
+        cached = " (or the server is down and the cache holds no copy)" if remote_cache else ""
+        problem = f"is not a readable Zarr group{cached} ({type(err).__name__}: {err})"
+        raise CryoDataError(store, problem, _FIX) from None
     attrs = dict(group.attrs)
     found = attrs.get("multiscales", attrs.get("ome", {}).get("multiscales"))
     if not found:
@@ -137,13 +171,14 @@ def _scale(transforms: list[dict] | None, n_axes: int) -> np.ndarray:
 def read_ome_zarr_levels(path: str | os.PathLike) -> list[OmeZarrLevel]:
     """The resolution levels of an OME-Zarr image (its first multiscale), finest first.
 
-    Reads metadata and array shapes only.
+    Reads metadata and array shapes only. ``path``: a local folder or an fsspec URL (see
+    :mod:`cryomonai.io.stores`).
 
     Raises:
         CryoDataError: not a Zarr group, no multiscales, axes other than (…, z, y, x) or non-singleton
             leading axes, a level missing, a non-positive scale.
     """
-    store = Path(path)
+    store: Path | str = str(path) if is_url(path) else Path(path)
     ms = _multiscales(store)[0]
     axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes", [{"name": n} for n in "zyx"])]
     names = [str(a.get("name", "")).lower() for a in axes]
@@ -158,9 +193,12 @@ def read_ome_zarr_levels(path: str | os.PathLike) -> list[OmeZarrLevel]:
     for ds in ms.get("datasets", []):
         level_path = str(ds["path"])
         try:
-            shape = tuple(int(n) for n in zarr.open_array(str(store / level_path), mode="r").shape)
+            shape = tuple(int(n) for n in _open_array(store, level_path).shape)
         except Exception as err:  # missing or corrupt level
-            raise CryoDataError(store, f"level {level_path!r} is unreadable ({type(err).__name__}: {err})", _FIX)
+            if is_url(store) and isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+                raise read_error(store, err, f"level {level_path!r}") from None
+            raise CryoDataError(store, f"level {level_path!r} is unreadable ({type(err).__name__}: {err})",
+                                _FIX) from None
         if len(shape) != len(names) or any(n != 1 for n in shape[:n_lead]):
             raise CryoDataError(store, f"level {level_path!r} has shape {shape} for axes {names}",
                                 "give one 3D volume (leading t/c axes of length 1)")

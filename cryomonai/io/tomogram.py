@@ -1,5 +1,8 @@
 """Open a tomogram whatever its format: an MRC file (memory-mapped) or an OME-Zarr image (chunked).
 
+An OME-Zarr image may also be a URL (``https://``, ``s3://``, ``file://``, optionally cached; see
+:mod:`cryomonai.io.stores`): only the chunks of the boxes sliced are fetched. An MRC file must be local.
+
 Extraction and inference read a few boxes of a tomogram that may be larger than the memory; both
 formats give a lazily read (z, y, x) array-like, sliced box by box. An OME-Zarr image has several
 resolution levels: :func:`choose_level` takes the coarsest level that is still at least as fine as
@@ -25,6 +28,7 @@ from typing import Any
 from cryomonai.errors import CryoDataError
 from cryomonai.io.mrc import read_mrc, read_mrc_header
 from cryomonai.io.omezarr import is_ome_zarr, read_ome_zarr_levels
+from cryomonai.io.stores import is_url
 
 __all__ = ["TomogramLevel", "choose_level", "open_tomogram", "tomogram_levels"]
 
@@ -58,6 +62,7 @@ def tomogram_levels(path: str | os.PathLike) -> list[TomogramLevel]:
     path = str(path)
     if is_ome_zarr(path):
         return [TomogramLevel(path, lv.path, lv.shape, lv.voxel_size) for lv in read_ome_zarr_levels(path)]
+    _local_mrc(path)
     info = read_mrc_header(path)
     if len(info.shape) != 3:
         raise CryoDataError(path, f"is not a 3D tomogram (shape {info.shape})", "give the reconstructed tomogram")
@@ -84,4 +89,12 @@ def open_tomogram(path: str | os.PathLike, level: str = "") -> Any:
             raise CryoDataError(path, f"has no level {level!r} (levels: {[lv.path for lv in levels]})",
                                 "give one of its levels (or none: the finest)")
         return chosen.open()
+    _local_mrc(path)
     return read_mrc(Path(path), mmap=True)[0]
+
+
+def _local_mrc(path: str | os.PathLike) -> None:
+    """Refuse an MRC file at a URL (it cannot be read by chunks)."""
+    if is_url(path):
+        raise CryoDataError(path, "is an MRC file at a URL, which cannot be read by chunks",
+                            "download it, or convert it to OME-Zarr (e.g. a copick project)")
