@@ -18,8 +18,8 @@ on the target's class (a small target's nearest neighbour is farther from its su
 The defaults, :data:`NEIGHBOUR_GAP` = (0, 8) voxels, :data:`N_NEIGHBOURS` = (0, 4) and
 ``"largest"``, give near and far neighbours and isolated boxes alike. With ``"target"`` the shell of
 neighbours still tells a classifier the target's size, even with a (0, 8) gap (a context-only
-classifier scored 42 % for 4 classes of different sizes, chance 25 %; 25 % with ``"largest"``:
-``tests/test_context_control.py``). The old setting, :data:`TOUCHING_SHELL` (4 neighbours, gap
+classifier scored 36–45 % for 4 classes of different sizes, chance 25 %; 26–30 % with
+``"largest"``, 78–81 % with the touching shell: ``tests/test_context_control.py``). The old setting, :data:`TOUCHING_SHELL` (4 neighbours, gap
 0–2 voxels beyond contact with the target), draws exactly as before when given explicitly.
 
 **The context control.** ``sim(rng, target, snr, context=True)`` also returns ``context``: the same
