@@ -137,3 +137,26 @@ def test_the_context_control_fails_on_the_touching_shell_and_passes_on_the_defau
     free = _context_accuracy(n_neighbours=[0, 4])  # the defaults: gap 0–8, contact "largest"
     assert touching >= chance + 0.35 and not context_valid(touching, len(SIZES))
     assert free <= chance + 0.12 and context_valid(free, len(SIZES), tol=0.12)
+
+
+def test_an_existing_dataset_simulated_otherwise_is_not_reused_silently(tmp_path):
+    """ensure_dataset uses an existing table as it is, but warns when its simulation.json records
+    other data-defining parameters (a record without neighbour_gap is the touching shell)."""
+    import warnings
+
+    from cryomonai.simulate.prepare import ensure_dataset
+
+    kw = dict(n_per_class=1, snr=math.inf, box=12, classes=SIZES[:2], workers=0)
+    table = ensure_dataset(tmp_path / "d" / "particles.star", progress=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ensure_dataset(table, progress=False, **kw) == table  # the same simulation: silent
+        ensure_dataset(table, simulate=False)  # a table given as it is: nothing to compare
+    with pytest.warns(UserWarning, match=r"n_neighbours=\[0, 4\] \(asked: 4\)"):
+        ensure_dataset(table, progress=False, **kw, n_neighbours=4)
+    record = table.parent / "simulation.json"
+    meta = json.loads(record.read_text())
+    del meta["neighbour_gap"], meta["neighbour_contact"]  # as written before issue 26
+    record.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="neighbour_gap=.*neighbour_contact='target'"):
+        ensure_dataset(table, progress=False, **kw)

@@ -19,8 +19,9 @@ The defaults, :data:`NEIGHBOUR_GAP` = (0, 8) voxels, :data:`N_NEIGHBOURS` = (0, 
 ``"largest"``, give near and far neighbours and isolated boxes alike. With ``"target"`` the shell of
 neighbours still tells a classifier the target's size, even with a (0, 8) gap (a context-only
 classifier scored 36–45 % for 4 classes of different sizes, chance 25 %; 26–30 % with
-``"largest"``, 78–81 % with the touching shell: ``tests/test_context_control.py``). The old setting, :data:`TOUCHING_SHELL` (4 neighbours, gap
-0–2 voxels beyond contact with the target), draws exactly as before when given explicitly.
+``"largest"``, 78–81 % with the touching shell: ``tests/test_context_control.py``). The old
+setting, :data:`TOUCHING_SHELL` (4 neighbours, gap 0–2 voxels beyond contact with the target),
+draws exactly as before when given explicitly.
 
 **The context control.** ``sim(rng, target, snr, context=True)`` also returns ``context``: the same
 box without the target — same neighbours and poses, same filters, and the *same noise*
@@ -55,8 +56,8 @@ from cryomonai.simulate.geometry import euler_zyz, pack_neighbours, random_rotat
 from cryomonai.simulate.imaging import ImagingParams, imaged_signal, measured_snr, signal_and_noise
 
 __all__ = [
-    "N_NEIGHBOURS", "NEIGHBOUR_CONTACTS", "NEIGHBOUR_GAP", "TOUCHING_SHELL", "Layout", "SubtomogramSimulator", "box_and_target_snr",
-    "gap_range", "neighbour_range", "paste", "place_templates",
+    "N_NEIGHBOURS", "NEIGHBOUR_CONTACTS", "NEIGHBOUR_GAP", "TOUCHING_SHELL", "Layout", "SubtomogramSimulator",
+    "box_and_target_snr", "gap_range", "neighbour_range", "paste", "place_templates",
 ]
 
 #: default neighbour count, drawn per box from ``lo..hi`` (isolated to crowded)
