@@ -160,3 +160,20 @@ def test_an_existing_dataset_simulated_otherwise_is_not_reused_silently(tmp_path
     record.write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="neighbour_gap=.*neighbour_contact='target'"):
         ensure_dataset(table, progress=False, **kw)
+
+
+def test_the_touching_shell_draws_exactly_as_before():
+    """TOUCHING_SHELL reproduces the simulator before issue 26 (layouts recorded with that code,
+    commit cd12742, ``build_simulator(SIZES, 32, 4, 8.0, ImagingParams())``)."""
+    recorded = [
+        ([0, 2, 1, 3, 0], [[36.880047, 36.927053, 32.245209], [38.011981, 31.224921, 24.147964],
+                           [35.475899, 42.207912, 25.759709], [26.497288, 32.591896, 39.141694],
+                           [44.080253, 34.737302, 35.080139]]),
+        ([1, 3, 3, 3, 2], [[36.387267, 31.531563, 35.134086], [39.054376, 18.390306, 41.436021],
+                           [23.114076, 31.547142, 28.771289], [35.65683, 35.292521, 49.875894],
+                           [42.853048, 36.266194, 26.960988]]),
+    ]
+    s = build_simulator(SIZES, 32, max_shift=8.0, imaging=ImagingParams(), **TOUCHING_SHELL)
+    for i, (classes, centres) in enumerate(recorded):
+        lay = s.layout(np.random.default_rng([5, i]), i)
+        assert lay.classes.tolist() == classes and np.allclose(lay.centres_zyx, centres, atol=1e-6)
