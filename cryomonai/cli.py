@@ -35,11 +35,14 @@ def simulate(
     box: int = 32,
     seed: int = 0,
     workers: int | None = None,
-    n_neighbours: int | tuple[int, int] = 4,
+    n_neighbours: int | tuple[int, int] = (0, 4),
     classes: str | None = None,
     overwrite: bool = False,
     binning: int = 1,
     max_shift: float = 8.0,
+    neighbour_gap: float | tuple[float, float] = (0.0, 8.0),
+    neighbour_contact: str = "largest",
+    context: bool = False,
 ) -> list[str]:
     """Simulate labelled subtomogram datasets, one folder per SNR: ``<out>/snr_<snr>/particles.star``.
 
@@ -50,11 +53,20 @@ def simulate(
         box: cube size in voxels (paper: 32).
         seed: random seed (the data are a deterministic function of it).
         workers: processes (default: all cores).
-        n_neighbours: crowding neighbours per subtomogram; ``[0,4]`` draws 0 to 4 per subtomogram.
+        n_neighbours: crowding neighbours per subtomogram; ``[0,4]`` (default) draws 0 to 4 per
+            subtomogram, an integer fixes it.
         classes: comma list of template ids (default: the 10 SHREC classes).
         overwrite: replace existing folders.
         binning: simulate at ``box × binning`` (10 Å voxels), then Fourier-bin to ``box``.
         max_shift: target displacement from the box centre, ± voxels per axis (unbinned).
+        neighbour_gap: each neighbour's distance beyond contact, ``[lo,hi]`` voxels drawn per
+            neighbour (default ``[0,8]``).
+        neighbour_contact: contact with a sphere of the ``largest`` template's radius around the
+            target (default: the neighbours do not reveal the target's size) or the ``target``'s own;
+            ``--n_neighbours 4 --neighbour_gap "[0,2]" --neighbour_contact target`` is the old
+            touching shell.
+        context: also write each box without its target (``<name>_context.mrc``, table column
+            ``cryoContextPath``): the context control.
     """
     from cryomonai.simulate.dataset import simulate_dataset  # lazy: torch and the simulator, only when run
 
@@ -64,7 +76,8 @@ def simulate(
         t0 = time.time()
         folder = Path(out) / f"snr_{'inf' if math.isinf(s) else f'{s:g}'}"
         table = simulate_dataset(folder, n_per_class, s, box, cls, seed, n_neighbours, max_shift=max_shift,
-                                 workers=workers, overwrite=overwrite, binning=binning)
+                                 workers=workers, overwrite=overwrite, binning=binning,
+                                 neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact, context=context)
         n = n_per_class * len(cls or range(10))
         dt = time.time() - t0
         print(f"{table}: {n} subtomograms in {dt:.1f} s ({n / dt:.1f} subtomograms/s)", file=sys.stderr)

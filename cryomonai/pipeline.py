@@ -139,7 +139,8 @@ def demo(
     out = Path(out).resolve()
     common = dict(
         dataset_dir=str(out / "data"),
-        simulation={"n_per_class": n_per_class, "snr": snr, "box": 32, "seed": seed, "workers": None},
+        simulation={"n_per_class": n_per_class, "snr": snr, "box": 32, "seed": seed, "workers": None,
+                    "n_neighbours": 4, "neighbour_gap": [0, 2], "neighbour_contact": "target"},  # the touching shell
         batch_size=batch_size, seed=seed, progress=progress,
     )
     pre = RunLayout(out / "pretrain")

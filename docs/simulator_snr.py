@@ -9,7 +9,8 @@ def main():
     print(f"# measured SNR per particle, 10 SHREC classes x 20, 32^3, defaults; {cpu}; docs/simulator_snr.py")
     for model, snr in (("split", 0.05), ("filtered", 0.05), ("aitom", 0.05), ("aitom", 0.03)):
         d = pathlib.Path(tempfile.mkdtemp()) / "s"
-        simulate_dataset(d, n_per_class=20, snr=snr, noise_model=model, workers=2, progress=False)
+        simulate_dataset(d, n_per_class=20, snr=snr, noise_model=model, workers=2, progress=False,
+                         n_neighbours=4, neighbour_gap=[0, 2], neighbour_contact="target")  # the touching shell (the default before issue 26)
         df = read_particle_table(d / "particles.star").df
         q = lambda c: np.percentile(df[c].astype(float), [25, 50, 75])
         b, t = q("cryoSNRBox"), q("cryoSNRTarget")

@@ -184,6 +184,7 @@ def fresh_simulation(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     root = tmp_path_factory.mktemp("fresh")
     table = ensure_dataset(root / "data" / "particles.star", root / "data" / "cache" / "volumes.npy", progress=False,
                            n_per_class=30, snr=math.inf, box=16, binning=2, max_shift=2.0, n_neighbours=4, seed=11,
+                           neighbour_gap=[0, 2], neighbour_contact="target",  # the touching shell they were trained on
                            workers=0)
     return read_particle_table(table), root / "data" / "cache" / "volumes.npy"
 

@@ -112,7 +112,7 @@ def bench_bundle(work: Path, epochs: int, quick: bool, **overrides: Any) -> dict
     data = work / "data"
     if not data.exists():
         simulate_dataset(data, n_per_class=n_per_class, snr=float("inf"), box=BOX, binning=2, max_shift=2.0,
-                         n_neighbours=4, seed=0, workers=None, progress=False)
+                         n_neighbours=4, seed=0, workers=None, progress=False, neighbour_gap=[0, 2], neighbour_contact="target")
     run = RunLayout(work / f"run{len(list(work.glob('run*')))}")
     clock: dict[str, Any] = {"iteration": [], "epoch": [], "fetch": []}
     marks: dict[str, float] = {}

@@ -217,7 +217,7 @@ def _simulate(root: Path, n_per_class: int, box: int, quick: bool) -> Path:
 
     classes = QUICK_CLASSES if quick else None
     simulate_dataset(root, n_per_class=n_per_class, snr=0.05, box=box, classes=classes, seed=0,
-                     workers=0 if quick else None, progress=False)
+                     workers=0 if quick else None, progress=False, n_neighbours=4, neighbour_gap=[0, 2], neighbour_contact="target")
     return root
 
 
@@ -351,7 +351,7 @@ def bench_simulator(box: int, n: int, quick: bool) -> dict[str, Any]:
     from cryomonai.simulate.templates import SHREC_10
 
     classes = QUICK_CLASSES if quick else SHREC_10
-    sim = build_simulator(classes, box, 4, 8.0, ImagingParams())
+    sim = build_simulator(classes, box, 4, 8.0, ImagingParams(), neighbour_gap=[0, 2], neighbour_contact="target")
     sim(np.random.default_rng([1, 0]), 0, 0.05)  # warm-up
     times = []
     for i in range(n):

@@ -3,11 +3,14 @@
 * :mod:`~cryomonai.evaluation.stats` — mean ± std over repeats, the paper's t-test against random init;
 * :mod:`~cryomonai.evaluation.readouts` — linear probe and kNN on frozen encoder features;
 * :mod:`~cryomonai.evaluation.gradcam` — 3D Grad-CAM maps of fine-tuned classifiers;
-* :mod:`~cryomonai.evaluation.embedding` — clusters and 2D maps of features (the ``embed`` run id).
+* :mod:`~cryomonai.evaluation.embedding` — clusters and 2D maps of features (the ``embed`` run id);
+* :mod:`~cryomonai.evaluation.context` — the context control: boxes without their target, and whether
+  a classifier's accuracy on them stays at chance.
 
 Figures of all of these are drawn by :mod:`cryomonai.visualize`.
 """
 
+from cryomonai.evaluation.context import context_table, context_valid
 from cryomonai.evaluation.embedding import Clusters, cluster_features, cluster_particles, embedding_2d
 from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
@@ -17,6 +20,8 @@ __all__ = [
     "Clusters",
     "cluster_features",
     "cluster_particles",
+    "context_table",
+    "context_valid",
     "embedding_2d",
     "encoder_features",
     "frozen_readouts",

@@ -4,6 +4,8 @@ Layout of ``out_dir`` (written to ``<out_dir>.partial`` and renamed at the end, 
 run never leaves a half-written dataset behind)::
 
     subtomograms/000000.mrc ...   observed subtomograms (float32, voxel size in the header)
+    subtomograms/000000_context.mrc ...  with ``context=True``: the same boxes without their target
+                                  (same neighbours and noise; table column ``cryoContextPath``)
     particles.star                RELION-style table (+ data_classes block with the names)
     particles.csv                 the same table as CSV: path,label,split,...
     clean.npy                     (n, box, box, box) float16: each target's clean density box
@@ -12,6 +14,13 @@ run never leaves a half-written dataset behind)::
 Each particle ``i`` draws from its own generator ``np.random.default_rng([seed, i])``, so the data
 are identical whatever the number of worker processes. Classes cycle (``i % n_classes``) so any
 prefix is balanced; splits are stratified (60/20/20 by default, the paper's simulated split).
+
+Crowding defaults to 0–4 neighbours per box, each 0–8 voxels beyond contact with a sphere of the
+largest template's radius around the target, so the neighbours do not reveal the target's size
+(:data:`~cryomonai.simulate.subtomogram.N_NEIGHBOURS`, :data:`~cryomonai.simulate.subtomogram.NEIGHBOUR_GAP`);
+``n_neighbours=4, neighbour_gap=(0, 2), neighbour_contact="target"`` is the old "touching shell",
+whose neighbours do (see :mod:`cryomonai.simulate.subtomogram`). ``context=True`` writes the context
+control next to each subtomogram.
 
 Example (tiny):
     >>> import tempfile, pathlib
@@ -46,7 +55,15 @@ from cryomonai.io.atomic import atomic_write
 from cryomonai.io.mrc import write_mrc
 from cryomonai.io.table import write_particle_table
 from cryomonai.simulate.imaging import ImagingParams
-from cryomonai.simulate.subtomogram import SubtomogramSimulator, box_and_target_snr, neighbour_range
+from cryomonai.simulate.subtomogram import (
+    N_NEIGHBOURS,
+    NEIGHBOUR_CONTACTS,
+    NEIGHBOUR_GAP,
+    SubtomogramSimulator,
+    box_and_target_snr,
+    gap_range,
+    neighbour_range,
+)
 from cryomonai.simulate.templates import SHREC_10, load_templates, template_radius
 
 __all__ = ["simulate_dataset", "build_simulator"]
@@ -54,12 +71,16 @@ __all__ = ["simulate_dataset", "build_simulator"]
 _WORKER: dict = {}
 
 
-def build_simulator(classes, box: int, n_neighbours: int | Sequence[int], max_shift: float, imaging: ImagingParams):
+def build_simulator(
+    classes, box: int, n_neighbours: int | Sequence[int], max_shift: float, imaging: ImagingParams,
+    neighbour_gap: float | Sequence[float] = NEIGHBOUR_GAP, neighbour_contact: str = "largest",
+) -> SubtomogramSimulator:
     """A :class:`SubtomogramSimulator` over the packaged templates ``classes`` (in that order)."""
     temps = load_templates(list(classes))
     stack = torch.stack([torch.from_numpy(temps[c]) for c in classes])
     radii = np.array([template_radius(temps[c]) for c in classes])
-    return SubtomogramSimulator(stack, radii, box=box, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging)
+    return SubtomogramSimulator(stack, radii, box=box, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging,
+                                neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact)
 
 
 def _init_worker(cfg: dict, own_process: bool = True) -> None:
@@ -73,10 +94,10 @@ def _init_worker(cfg: dict, own_process: bool = True) -> None:
 def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
     """Simulate and write particles ``indices``; returns (record, clean float16 box) per particle."""
     sim, seed, snr, n_cls = _WORKER["sim"], _WORKER["seed"], _WORKER["snr"], _WORKER["n_classes"]
-    binning = _WORKER.get("binning", 1)
+    binning, context = _WORKER.get("binning", 1), _WORKER.get("context", False)
     out = []
     for i in indices:
-        p = sim(np.random.default_rng([seed, i]), target=i % n_cls, snr=snr)
+        p = sim(np.random.default_rng([seed, i]), target=i % n_cls, snr=snr, context=context)
         if binning > 1:
             p = _bin(p, binning)
         rel = f"subtomograms/{i:06d}.mrc"
@@ -96,6 +117,9 @@ def _simulate_chunk(indices: list[int]) -> list[tuple[dict, np.ndarray]]:
             "cryoSNRTarget": p["snr_target"],
             "cryoNeighbours": p["n_neighbours"],
         }
+        if context:  # relative to the table's folder, like the rename-proof dataset itself
+            rec["cryoContextPath"] = f"subtomograms/{i:06d}_context.mrc"
+            write_mrc(Path(_WORKER["root"]) / rec["cryoContextPath"], p["context"], voxel_size=_WORKER["voxel_size"])
         out.append((rec, p["clean"].astype(np.float16)))
     return out
 
@@ -105,7 +129,7 @@ def _bin(particle: dict, binning: int) -> dict:
     binned SNRs (binning removes the noise above the new Nyquist)."""
     size = (particle["observed"].shape[-1] // binning,) * 3
     out = dict(particle)
-    for key in ("observed", "clean", "signal", "target_signal"):
+    for key in ("observed", "clean", "signal", "target_signal") + (("context",) if "context" in particle else ()):
         out[key] = np.asarray(fourier_resize(particle[key], size), dtype=np.float32)
     out["shift"] = np.asarray(particle["shift"]) / binning
     out["snr_box"], out["snr_target"] = box_and_target_snr(out["observed"], out["signal"], out["target_signal"])
@@ -138,7 +162,7 @@ def simulate_dataset(
     box: int = 32,
     classes: tuple[str, ...] | None = None,
     seed: int = 0,
-    n_neighbours: int | Sequence[int] = 4,
+    n_neighbours: int | Sequence[int] = N_NEIGHBOURS,
     max_shift: float = 8.0,
     imaging: ImagingParams | dict | None = None,
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
@@ -147,6 +171,9 @@ def simulate_dataset(
     progress: bool = True,
     binning: int = 1,
     noise_model: str | None = None,
+    neighbour_gap: float | Sequence[float] = NEIGHBOUR_GAP,
+    neighbour_contact: str = "largest",
+    context: bool = False,
 ) -> Path:
     """Simulate ``n_per_class × len(classes)`` subtomograms at ``snr`` and write the dataset.
 
@@ -158,8 +185,8 @@ def simulate_dataset(
         classes: template ids (default the 10 SHREC classes, :data:`templates.SHREC_10`).
         seed: the dataset is a deterministic function of the seed and the parameters.
         n_neighbours, max_shift: crowding and target displacement (voxels); ``n_neighbours=[lo, hi]``
-            draws the crowding per subtomogram from ``lo..hi`` (the table's ``cryoNeighbours`` says
-            how many were placed).
+            draws the crowding per subtomogram from ``lo..hi`` (default 0–4; the table's
+            ``cryoNeighbours`` says how many were placed); an integer fixes it.
         imaging: :class:`ImagingParams` or a dict of its fields (CTF, wedge, band-pass).
         split_fractions: stratified train/val/test fractions written to the table's ``split``.
         workers: processes (default: all cores; 0 = in this process).
@@ -174,6 +201,15 @@ def simulate_dataset(
         noise_model: ``"split"``, ``"filtered"`` or ``"aitom"`` (:attr:`ImagingParams.noise_model`;
             with ``"aitom"``, ``snr`` is AITom's nominal SNR, not the box's); ``None`` keeps the
             imaging parameters' own (default ``"split"``).
+        neighbour_gap: ``[lo, hi]`` voxels: each neighbour's extra distance beyond contact, drawn
+            per neighbour (default 0–8).
+        neighbour_contact: contact with a sphere of the ``"largest"`` template's radius around the
+            target (default; the neighbours' places do not depend on its class) or of the
+            ``"target"``'s own. ``n_neighbours=4, neighbour_gap=[0, 2], neighbour_contact="target"``
+            is the touching shell, the default before issue 26.
+        context: also write each box without its target (same neighbours, filters and noise) as
+            ``subtomograms/<i>_context.mrc``, named in the table's ``cryoContextPath`` (relative to
+            the table's folder): the context control.
 
     The table records per particle the requested ``cryoSNR`` and the measured ``cryoSNRBox``
     (var(noise-free imaged box) / var(noise)) and ``cryoSNRTarget`` (var(imaged target alone) /
@@ -188,6 +224,10 @@ def simulate_dataset(
     classes = tuple(classes or SHREC_10)
     lo, hi = neighbour_range(n_neighbours)  # a bad value fails here, before any folder is made
     n_neighbours = lo if lo == hi else [lo, hi]
+    neighbour_gap = list(gap_range(neighbour_gap))
+    if neighbour_contact not in NEIGHBOUR_CONTACTS:
+        raise CryoDataError("simulate_dataset", f"neighbour_contact={neighbour_contact!r}",
+                            f"use one of {list(NEIGHBOUR_CONTACTS)}")
     imaging = _imaging_params(imaging, noise_model)
     snr = float(snr)
     tmp = out.with_name(out.name + ".partial")
@@ -199,9 +239,10 @@ def simulate_dataset(
     if int(binning) != binning or binning < 1:
         raise CryoDataError("simulate_dataset", f"binning={binning} is not a positive integer", "use 1, 2 or 4")
     binning = int(binning)
-    sim_cfg = dict(classes=classes, box=box * binning, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging)
+    sim_cfg = dict(classes=classes, box=box * binning, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging,
+                   neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact)
     cfg = dict(sim=sim_cfg, seed=seed, snr=snr, n_classes=len(classes), root=str(tmp),
-               voxel_size=imaging.pixel_size_nm * 10 * binning, binning=binning)
+               voxel_size=imaging.pixel_size_nm * 10 * binning, binning=binning, context=bool(context))
     n = n_per_class * len(classes)
     workers = (os.cpu_count() or 1) if workers is None else workers
     results = _run(list(range(n)), cfg, min(workers, max(1, n // 32)) if workers else 0, progress)
@@ -217,7 +258,9 @@ def simulate_dataset(
     write_particle_table(df, tmp / "particles.csv", list(classes))
     meta = {
         "n_per_class": n_per_class, "snr": snr if math.isfinite(snr) else "inf", "box": box, "binning": binning, "classes": list(classes),
-        "seed": seed, "n_neighbours": n_neighbours, "max_shift": max_shift, "noise_model": imaging.noise_model,
+        "seed": seed, "n_neighbours": n_neighbours, "neighbour_gap": neighbour_gap,
+        "neighbour_contact": neighbour_contact, "context": bool(context),
+        "max_shift": max_shift, "noise_model": imaging.noise_model,
         "split_fractions": list(split_fractions),
         "imaging": dataclasses.asdict(imaging), "voxel_size_A": cfg["voxel_size"], "cryomonai": __version__,
     }

@@ -75,8 +75,9 @@ def pack_neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pack spheres around a target sphere without overlap (bounding-sphere packing).
 
-    Each neighbour ``i`` is placed in contact with the target (distance ``radius + r_i + gap``)
-    in a uniformly random direction, rejecting positions that overlap an earlier neighbour and,
+    Each neighbour ``i`` is placed at distance ``radius + r_i + g_i`` from the target, ``g_i`` drawn
+    uniformly from ``gap`` per neighbour (the extra distance beyond contact; the default ``(0, 2)``
+    is the "touching shell"), in a uniformly random direction, rejecting positions that overlap an earlier neighbour and,
     with ``box_centre``, positions whose centre is not at least ``margin`` farther from
     ``box_centre`` than the target's centre (so the target stays the particle nearest to it).
     The result is a deterministic function of the generator's state.
@@ -86,7 +87,7 @@ def pack_neighbours(
         centre: (3,) target centre (any consistent axis order).
         radius: target bounding radius.
         neighbour_radii: (n,) radii of the candidate neighbours, in placement order.
-        gap: range of the extra distance between touching spheres.
+        gap: ``(lo, hi)`` range of the extra distance beyond contact, drawn per neighbour.
         max_tries: directions tried per neighbour before it is left out.
         box_centre: (3,) the point the target must stay nearest to (same axis order); ``None``
             places neighbours anywhere around the target.

@@ -34,7 +34,8 @@ For these two the noise is scaled so that **SNR = var(signal) / var(noise)** in 
   skips the CTF's small gain, so over the whole volume var(signal) / var(noise) is ≈ 0.46 × the
   nominal SNR for 32³ (0.56 × for 64³); a box cropped around the particles holds more than its
   share of the map's signal, so its ratio is higher (≈ 3 × nominal in
-  :class:`~cryomonai.simulate.subtomogram.SubtomogramSimulator`'s 32³ boxes of a 64³ map; AITom's
+  :class:`~cryomonai.simulate.subtomogram.SubtomogramSimulator`'s 32³ boxes of a 64³ map with the
+  touching shell of 4 neighbours, less with the default farther and fewer neighbours; AITom's
   packing map, sized by its ``get_box_size``, is larger and emptier, so higher still there).
   AITom's ``missing_wedge_angle`` 30° is ``tilt_range=(-60, 60)``. Differences from AITom, all
   negligible for the noise level: the Nyquist sphere is our band-pass ``(0, 1)`` (AITom's is
@@ -72,6 +73,7 @@ __all__ = [
     "imaged_signal",
     "imaged_noise",
     "image_volume",
+    "signal_and_noise",
     "measured_snr",
     "aitom_filters",
     "aitom_noise_variance",
@@ -409,6 +411,41 @@ def aitom_noise_variance(density: torch.Tensor, snr: float, params: ImagingParam
     return 0.5 * ref.var().item() / (g_ref * snr)
 
 
+def signal_and_noise(
+    density: torch.Tensor,
+    snr: float,
+    params: ImagingParams = ImagingParams(),
+    generator: torch.Generator | None = None,
+    crop: tuple[slice, slice, slice] | None = None,
+    n_realisations: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of :func:`image_volume`'s output, kept apart: ``observed = signal + noise``.
+
+    Same arguments as :func:`image_volume`. The noise's level is set by ``density`` (its imaged
+    variance over the crop, or over the whole map with noise_model="aitom"), and the noise itself is
+    drawn from ``generator`` alone, so adding it to another imaged density (e.g. the box without its
+    target, a context control) gives that density under the very same noise.
+
+    Returns:
+        ``(signal, noise)``: the noise-free imaged signal (*crop shape) and the imaged noise
+        (n_realisations, *crop shape), both float64; the noise is zero for ``snr=inf``.
+    """
+    crop = crop or (slice(None),) * 3
+    signal = imaged_signal(density, params)[crop]
+    if math.isinf(snr):
+        return signal, torch.zeros((n_realisations, *signal.shape), dtype=signal.dtype, device=signal.device)
+    if snr <= 0:
+        raise ValueError(f"snr must be > 0 (or inf), got {snr}")
+    if params.noise_model == "aitom":
+        shape = tuple(density.shape)
+        _, _, _, g1, g2 = _aitom_terms(shape, params, density.device)
+        var = aitom_noise_variance(density, snr, params) * (g1 + g2)
+        return signal, imaged_noise(shape, var, params, generator, n_realisations, density.device)[(slice(None), *crop)]
+    # the noise is stationary: draw it directly at the crop's size (cheaper, and its wedge stays exact)
+    return signal, imaged_noise(tuple(signal.shape), signal.var().item() / snr, params, generator, n_realisations,
+                                density.device)
+
+
 def image_volume(
     density: torch.Tensor,
     snr: float,
@@ -433,20 +470,7 @@ def image_volume(
 
     Returns:
         ``(observed, signal)``: observed (n_realisations, *crop shape) and the noise-free imaged
-        signal (*crop shape), both float32.
+        signal (*crop shape), both float32 (:func:`signal_and_noise` keeps the noise apart).
     """
-    crop = crop or (slice(None),) * 3
-    signal = imaged_signal(density, params)[crop]
-    if math.isinf(snr):
-        return signal.float().expand(n_realisations, *signal.shape).clone(), signal.float()
-    if snr <= 0:
-        raise ValueError(f"snr must be > 0 (or inf), got {snr}")
-    if params.noise_model == "aitom":
-        shape = tuple(density.shape)
-        _, _, _, g1, g2 = _aitom_terms(shape, params, density.device)
-        var = aitom_noise_variance(density, snr, params) * (g1 + g2)
-        noise = imaged_noise(shape, var, params, generator, n_realisations, density.device)[(slice(None), *crop)]
-        return (signal + noise).float(), signal.float()
-    # the noise is stationary: draw it directly at the crop's size (cheaper, and its wedge stays exact)
-    noise = imaged_noise(tuple(signal.shape), signal.var().item() / snr, params, generator, n_realisations, density.device)
+    signal, noise = signal_and_noise(density, snr, params, generator, crop, n_realisations)
     return (signal + noise).float(), signal.float()

@@ -29,7 +29,7 @@ for n in range(5):
     folder = root / f"nb{n}"
     table = read_particle_table(ensure_dataset(folder / "particles.star", folder / "cache" / "volumes.npy", progress=False,
                                                n_per_class=20, snr=math.inf, box=16, binning=2, max_shift=2.0,
-                                               n_neighbours=n, seed=11, workers=0))
+                                               n_neighbours=n, seed=11, workers=0, neighbour_gap=[0, 2], neighbour_contact="target"))
     loader = DataLoader(VolumeStackDataset(table, folder / "cache" / "volumes.npy", transform=eval_transform(), progress=False),
                         batch_size=64)
     with torch.no_grad():

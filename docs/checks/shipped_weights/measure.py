@@ -11,7 +11,7 @@ from cryomonai.transforms import eval_transform
 from cryomonai.networks import Classifier, build_encoder
 root = Path(sys.argv[1])
 t = ensure_dataset(root / "particles.star", root / "cache" / "volumes.npy", progress=False, n_per_class=30, snr=math.inf, box=16,
-                   binning=2, max_shift=2.0, n_neighbours=4, seed=11, workers=0)
+                   binning=2, max_shift=2.0, n_neighbours=4, seed=11, workers=0, neighbour_gap=[0, 2], neighbour_contact="target")
 table, cache = read_particle_table(t), root / "cache" / "volumes.npy"
 train = np.flatnonzero(table.df["split"].to_numpy() == "train")
 ps = frozen_readouts(encoder_features(table, cache, "rb3d_bn", weights_file("simclr_rb3d_bn_16", bundle_dir())), table, train)
