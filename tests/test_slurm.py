@@ -12,6 +12,7 @@ with 2 tasks runs as DDP (gloo) through the same path.
 """
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import torch
 
 from cryomonai.experiment.executors import job_overhead, slurm_state
 from cryomonai.experiment.grid import load_preset, run_grid
+from cryomonai.io.table import read_particle_table
 
 REQUIRED = os.environ.get("CRYOMONAI_SLURM_TESTS") == "1"
 
@@ -183,8 +185,9 @@ def test_ddp_pretraining_as_one_job_of_two_tasks(tmp_path):
     assert _driver(preset, out, log).wait(timeout=300) == 0, log.read_text()[-3000:]
     ckpt = torch.load(out / "pretrain" / "snr_1" / "moco" / "s3" / "models" / "pretrain_checkpoint_epoch=2.pt",
                       weights_only=True)
-    train = 14  # 60 % of 24 particles (stratified): padded to 14 over 2 ranks, 7 each, batch 2, drop_last: 3 steps
-    steps = (train // 2) // 2
+    train = int((read_particle_table(out / "data" / "snr_1" / "particles.star").df["split"] == "train").sum())
+    steps = math.ceil(train / 2) // 2  # the training split padded over 2 ranks, batch 2, drop_last
+    assert steps != train // 2  # what one process would have run
     assert ckpt["trainer"]["epoch_length"] == steps and ckpt["trainer"]["iteration"] == 2 * steps
     assert int(ckpt["model"]["queue_ptr"]) == (2 * steps * 2 * 2) % 12  # both ranks' keys enqueued
     jobs = pd.read_csv(out / "jobs.csv", dtype={"job_id": str})
