@@ -4,8 +4,9 @@ The predictions report is built from a :class:`ParticlePredictionsWriter` run by
 engine on a tiny network (a 40×64×80 tomogram, 24 picks; no training); the grid report from a
 hand-made ``results.csv`` and ``table.md``. Chromium is driven over the DevTools protocol by
 Playwright's Python package (``executable_path=/usr/bin/chromium``: no browser download); each
-page must render without console errors, the probability filter must change the picks shown, and a
-screenshot must not be blank. Without chromium the browser tests are skipped, unless
+page must render without console errors (or network requests), the probability filter must
+change the picks shown, hovering a point must show its particle's slice, and a screenshot must
+not be blank. Without chromium the browser tests are skipped, unless
 ``CRYOMONAI_BROWSER_TESTS=1`` (CI), where they fail; ``CRYOMONAI_CHROMIUM`` names another binary.
 """
 
@@ -194,6 +195,13 @@ def test_the_predictions_report_in_chromium(browser, tmp_path: Path) -> None:
     tab.wait_for_function(f"document.querySelectorAll('{shown}').length === {expected}")
     assert tab.inner_text("#n-shown") == str(expected)
     assert tab.locator("#tomogram-0 .scatterlayer .point").count() == 3 * expected  # xy, xz and yz
+    point = tab.locator(shown).first  # the mouse over a point: its particle's slice in the hover box
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    tab.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    tab.wait_for_function("getComputedStyle(document.getElementById('hover-box')).display === 'block'")
+    assert tab.get_attribute("#hover-img", "src").startswith("data:image/png;base64,")
+    assert "#" in tab.inner_text("#hover-text") and "p = " in tab.inner_text("#hover-text")
     tab.locator("#tomogram-0").scroll_into_view_if_needed()
     _screenshot(tab, tmp_path / "predictions.png")
     assert errors == []

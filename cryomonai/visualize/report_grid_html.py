@@ -52,7 +52,8 @@ def accuracy_figure(results: pd.DataFrame, metric: str = "test_accuracy") -> go.
                 hovertemplate=f"{html.escape(method)}<br>%{{x:g}} % labelled<br>{metric} %{{y:.3f}} "
                               "± %{error_y.array:.3f} (n = %{customdata})<extra></extra>",
             ), 1, col)
-        fig.update_xaxes(type="log", title_text="labelled fraction (%)", row=1, col=col)
+        ticks = sorted(set(100 * summary.loc[summary["dataset"] == dataset, "label_fraction"]))
+        fig.update_xaxes(type="log", title_text="labelled fraction (%)", tickvals=ticks, row=1, col=col)
     fig.update_yaxes(title_text=f"{metric} (mean ± std)", row=1, col=1)
     fig.update_layout(height=420, margin={"l": 60, "r": 10, "t": 40, "b": 50})
     return fig

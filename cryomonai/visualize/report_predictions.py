@@ -4,9 +4,10 @@ The bundle's ``inference`` run writes it next to ``predictions.star``
 (:func:`write_inference_report`, after the evaluator: the writer itself sits in
 :mod:`cryomonai.engines`, below this layer). Its sections (page assembly: :mod:`cryomonai.visualize.html`):
 
-* **Tomograms** — central xy, xz and yz slices of each tomogram (up to ``max_tomograms``) with every
-  pick projected onto them as a ring coloured by its predicted class (skipped, with a note, for
-  predictions on extracted subtomograms);
+* **Tomograms** — central xy, xz and yz slices of each tomogram (up to ``max_tomograms``; the mean
+  of a :data:`SLAB`-voxel slab, for contrast; the coarsest level of an OME-Zarr image with at least
+  :data:`SLICE_PIXELS` voxels along its longest side) with every pick projected onto them as a
+  ring coloured by its predicted class (skipped, with a note, for predictions on extracted subtomograms);
 * **Probability** — histograms of the predicted class's probability, per class;
 * **Galleries** — per class, the central xy slices of its most and least confident particles;
 * **Embedding** — t-SNE or PCA of the encoder features (:func:`~cryomonai.evaluation.embedding.embedding_2d`).
@@ -48,6 +49,8 @@ __all__ = ["write_inference_report", "write_predictions_report"]
 
 #: the longest side of a tomogram slice in the page, in pixels (slices are strided down to it)
 SLICE_PIXELS = 400
+#: the thickness (voxels of the level shown) of the central slabs averaged into the tomogram's slices
+SLAB = 9
 #: the trace ``meta`` that marks the points the probability filter shows or hides
 FILTERED = "prob-filter"
 
@@ -113,23 +116,26 @@ def _points(df: pd.DataFrame, u: str, v: str, classes: Sequence[str], legend: bo
     return traces
 
 
-def _central_planes(path: str) -> tuple[list[np.ndarray], float, tuple[int, int, int]]:
-    """The central xy, xz, yz slices of a tomogram, strided to ≤ :data:`SLICE_PIXELS`; the pixel size in
-    voxels of the finest level (the picks' unit) and the finest level's shape (z, y, x)."""
+def _central_planes(path: str) -> tuple[list[np.ndarray], float, tuple[int, int, int], int]:
+    """The mean of each central slab (:data:`SLAB` voxels thick) across z, y and x of a tomogram, strided
+    to ≤ :data:`SLICE_PIXELS`; the pixel size in voxels of the finest level (the picks' unit), the
+    finest level's shape (z, y, x) and the slab's half thickness in those voxels."""
     levels = tomogram_levels(path)  # finest first
     level = next((lv for lv in reversed(levels) if max(lv.shape) >= SLICE_PIXELS), levels[0])
     t = open_tomogram(path, level.level)
-    nz, ny, nx = level.shape
+    (nz, ny, nx), h = level.shape, SLAB // 2
     step = max(1, -(-max(level.shape) // SLICE_PIXELS))
-    planes = [t[nz // 2, ::step, ::step], t[::step, ny // 2, ::step], t[::step, ::step, nx // 2]]
+    planes = [np.asarray(t[max(nz // 2 - h, 0):nz // 2 + h + 1, ::step, ::step], np.float32).mean(0),
+              np.asarray(t[::step, max(ny // 2 - h, 0):ny // 2 + h + 1, ::step], np.float32).mean(1),
+              np.asarray(t[::step, ::step, max(nx // 2 - h, 0):nx // 2 + h + 1], np.float32).mean(2)]
     scale = levels[0].shape[2] / nx  # finest voxels per voxel of this level
-    return [np.asarray(p, np.float32) for p in planes], step * scale, levels[0].shape
+    return planes, step * scale, levels[0].shape, round(h * scale)
 
 
 def _tomogram_figure(path: str, picks: pd.DataFrame, classes: Sequence[str]) -> go.Figure:
     """xy / xz / yz central slices of the tomogram at ``path`` with ``picks`` (x, y, z voxels) as rings."""
-    planes, pixel, (nz, ny, nx) = _central_planes(path)
-    titles = (f"xy (z = {nz // 2})", f"xz (y = {ny // 2})", f"yz (x = {nx // 2})")
+    planes, pixel, (nz, ny, nx), h = _central_planes(path)
+    titles = (f"xy (z = {nz // 2} ± {h})", f"xz (y = {ny // 2} ± {h})", f"yz (x = {nx // 2} ± {h})")
     fig = make_subplots(1, 3, subplot_titles=titles, column_widths=[nx, nx, ny], horizontal_spacing=0.04)
     for col, (plane, (u, v)) in enumerate(zip(planes, (("x", "y"), ("x", "z"), ("y", "z"))), start=1):
         fig.add_trace(go.Image(source=png_data_uri(plane), x0=0, dx=pixel, y0=0, dy=pixel, hoverinfo="skip"), 1, col)
