@@ -30,6 +30,7 @@ from torch import nn
 from cryomonai.engines.predictions import ParticlePredictionsWriter
 from cryomonai.io import read_particle_table, write_mrc
 from cryomonai.io.predictions import MAX_PROBABILITY
+from cryomonai.visualize import report_predictions
 from cryomonai.visualize.report_grid_html import write_grid_html
 from cryomonai.visualize.report_predictions import write_inference_report
 
@@ -204,6 +205,19 @@ def test_the_predictions_report_in_chromium(browser, tmp_path: Path) -> None:
     assert "#" in tab.inner_text("#hover-text") and "p = " in tab.inner_text("#hover-text")
     tab.locator("#tomogram-0").scroll_into_view_if_needed()
     _screenshot(tab, tmp_path / "predictions.png")
+    assert errors == []
+
+
+def test_many_particles_are_drawn_with_webgl_and_filtered_alike(browser, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(report_predictions, "SVG_POINTS", 0)  # as if there were more than SVG_POINTS particles
+    writer = _writer(tmp_path)
+    tab, errors = _open(browser, write_inference_report(writer, method="pca"))
+    lengths = "document.getElementById('embedding').data.map(t => t.type + ':' + t.x.length)"
+    assert {t.split(":")[0] for t in tab.evaluate(lengths)} == {"scattergl"}
+    probs = writer.predictions_table().df[MAX_PROBABILITY].to_numpy()
+    tab.locator("#min-prob").fill("0.8")
+    tab.wait_for_function(f"document.getElementById('n-shown').textContent === '{int((probs >= 0.8).sum())}'")
+    assert sum(int(t.split(":")[1]) for t in tab.evaluate(lengths)) == int((probs >= 0.8).sum())
     assert errors == []
 
 

@@ -199,7 +199,8 @@ class ParticlePredictionsWriter:
         min_probability: keep the predictions whose class probability is at least this (0 to 1; 0: all).
         split_by_class: also write one STAR file per predicted class.
         coordinates: the STAR files' coordinate convention: ``auto``, ``relion5`` or ``relion3``.
-        keep_slices: keep each input's central xy slice (1 byte per pixel) for the report's thumbnails.
+        keep_slices: keep each input's central xy slice (1 byte per pixel) for the report's thumbnails
+            (a classifier's run only).
 
     Raises:
         CryoDataError: (at construction) ``min_probability`` outside [0, 1], an unknown ``coordinates``.
@@ -227,10 +228,11 @@ class ParticlePredictionsWriter:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
         self.min_probability, self.split_by_class = check_min_probability(min_probability), _flag(split_by_class)
-        self.coordinates, self.keep_slices = check_coordinates(coordinates), bool(keep_slices)
+        self.coordinates = check_coordinates(coordinates)
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.feature_layer = feature_layer if class_names is not None else None
+        self.keep_slices = bool(keep_slices) and class_names is not None  # thumbnails of a classifier's report
         self._rows: list[torch.Tensor] = []
         self._features: list[torch.Tensor] = []
         self._probs: list[torch.Tensor] = []

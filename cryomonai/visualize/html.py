@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.image import imsave
+from PIL import Image
 from plotly.graph_objects import Figure
 from plotly.offline import get_plotlyjs
 
@@ -68,16 +68,15 @@ def figure_html(fig: Figure, div_id: str) -> str:
 
 
 def png_data_uri(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> str:
-    """A 2D image (H, W) as a grey PNG ``data:`` URI; float images are scaled between their ``percentiles``,
-    uint8 ones shown as they are (row 0 at the top)."""
+    """A 2D image (H, W) as an 8-bit grey PNG ``data:`` URI (~1.4 KB for a noisy 32² slice); float
+    images are scaled between their ``percentiles``, uint8 ones shown as they are (row 0 at the top)."""
     image = np.asarray(image)
-    if image.dtype == np.uint8:
-        lo, hi = 0.0, 255.0
-    else:
+    if image.dtype != np.uint8:
         image = image.astype(np.float32)
         lo, hi = (float(v) for v in np.percentile(image, percentiles))
+        image = np.round(np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1) * 255).astype(np.uint8)
     buffer = io.BytesIO()
-    imsave(buffer, image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, format="png")
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -51,6 +51,8 @@ __all__ = ["write_inference_report", "write_predictions_report"]
 SLICE_PIXELS = 400
 #: the thickness (voxels of the level shown) of the central slabs averaged into the tomogram's slices
 SLAB = 9
+#: above this many particles the markers are drawn with WebGL (``Scattergl``), not as SVG elements
+SVG_POINTS = 5000
 #: the trace ``meta`` that marks the points the probability filter shows or hides
 FILTERED = "prob-filter"
 
@@ -100,11 +102,11 @@ def _points(df: pd.DataFrame, u: str, v: str, classes: Sequence[str], legend: bo
 
     ``customdata`` per point is (probability, particle row); the filter and the hover box read it.
     """
-    traces = []
+    traces, scatter = [], go.Scattergl if len(df) > SVG_POINTS else go.Scatter
     for name, colour in zip(classes, _colours(len(classes))):
         sel = df[df["label"] == name]
         extra = "" if INPUT_CLASS not in sel else "<br>input class %{text}"
-        traces.append(go.Scatter(
+        traces.append(scatter(
             x=sel[u].astype(float).tolist(), y=sel[v].astype(float).tolist(), mode="markers", name=name,
             legendgroup=name, showlegend=legend, meta=FILTERED,
             customdata=np.c_[sel[MAX_PROBABILITY].to_numpy(float), sel.index.to_numpy()].tolist(),
