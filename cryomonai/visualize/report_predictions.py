@@ -208,13 +208,12 @@ def _embedding_figure(df: pd.DataFrame, coords: np.ndarray, classes: Sequence[st
     return fig
 
 
-def _summary_section(df: pd.DataFrame, classes: Sequence[str]) -> str:
-    """HTML table: per predicted class, its particles and their mean probability."""
+def _summary_section(df: pd.DataFrame, classes: Sequence[str], prefix: str) -> str:
+    """HTML table: per predicted class, its particles and their mean probability; links to ``<prefix>.star/.csv``."""
     rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{int((df['label'] == c).sum())}</td>"
                    f"<td>{df.loc[df['label'] == c, MAX_PROBABILITY].mean():.3f}</td></tr>" for c in classes)
     return (f"<table><tr><th>predicted class</th><th>particles</th><th>mean probability</th></tr>{rows}</table>"
-            '<p>Files: <a href="predictions.star">predictions.star</a>, <a href="predictions.csv">predictions.csv</a>'
-            "</p>")
+            f'<p>Files: <a href="{prefix}.star">{prefix}.star</a>, <a href="{prefix}.csv">{prefix}.csv</a></p>')
 
 
 def _controls(n: int, min_probability: float) -> str:
@@ -237,6 +236,7 @@ def write_predictions_report(
     gallery_size: int = 6,
     max_tomograms: int = 4,
     max_thumbnails: int = 2000,
+    prefix: str = "predictions",
 ) -> Path:
     """Write ``report.html`` (see the module docstring) for a table of predictions; returns its path.
 
@@ -253,11 +253,12 @@ def write_predictions_report(
         gallery_size: particles per gallery row.
         max_tomograms: tomograms with slices shown (the first ones of the table).
         max_thumbnails: the most particles whose hover thumbnails are embedded (beyond: none).
+        prefix: the base name of the STAR/CSV files next to the page (linked from it).
     """
     df, classes = predictions.df.reset_index(drop=True), list(predictions.class_names)
     if slices is not None and len(slices) != len(df):
         raise CryoDataError("report", f"{len(slices)} slices for {len(df)} predictions", "give one slice per row")
-    sections = [("Summary", _summary_section(df, classes)),
+    sections = [("Summary", _summary_section(df, classes, prefix)),
                 ("Tomograms", _tomograms_section(df, classes, max_tomograms)),
                 ("Probability", figure_html(_histogram_figure(df, classes), "histogram")),
                 ("Galleries", _gallery_section(df, classes, slices, gallery_size))]
@@ -286,6 +287,7 @@ def write_inference_report(writer: ParticlePredictionsWriter, method: str = "tsn
     if writer.class_names is None or writer.probabilities is None:
         return None
     path = write_predictions_report(writer.output_dir / filename, writer.predictions_table(), writer.features,
-                                    writer.slices, writer.min_probability, method, seed, **kwargs)
+                                    writer.slices, writer.min_probability, method, seed,
+                                    **{"prefix": writer.prefix, **kwargs})
     logger.info("%s written", path)
     return path
