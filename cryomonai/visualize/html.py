@@ -5,11 +5,11 @@ Why Plotly (``plotly`` on PyPI): it writes a figure as a standalone HTML fragmen
 inlined *once* per page (:func:`plotly.offline.get_plotlyjs`). The page then needs no network, no
 server and no X display: copy it off the cluster and open it in any browser. Zoom, pan, hover and
 legend toggling come with every figure; Plotly's JavaScript API (``Plotly.restyle``, ``plotly_hover``
-events) covers the little interactivity it has no widget for (a probability filter, a hover thumbnail).
-Its ``Image`` trace takes an inline PNG
-(the tomogram slices, drawn under the picks' markers) at a fraction of a heatmap's size. Bokeh
-would do as well; Altair's standalone HTML loads Vega from a CDN unless more packages are
-installed. matplotlib's PNGs stay the static figures (:mod:`cryomonai.visualize`).
+events) covers the little interactivity it has no widget for (a probability filter, a hover
+thumbnail). Its ``Image`` trace takes an inline PNG (the tomogram slices, drawn under the picks'
+markers) at a fraction of a heatmap's size. Bokeh would do as well; Altair's standalone HTML loads
+Vega from a CDN unless more packages are installed. matplotlib's PNGs stay the static figures
+(:mod:`cryomonai.visualize`).
 
 * :func:`figure_html` — a Plotly figure as a ``<div>`` (no library);
 * :func:`png_data_uri` — a 2D image (a slice) as an inline ``data:image/png;base64,…`` URI;

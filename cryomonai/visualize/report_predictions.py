@@ -16,7 +16,7 @@ A slider at the top (``id="min-prob"``) hides the picks and embedding points bel
 (starting at the writer's ``min_probability``) and shows the count left (``id="n-shown"``);
 hovering a point shows the particle's index, class and probability, and its central slice in a box
 at the bottom right (up to ``max_thumbnails`` particles). Plotly has no widget that filters points
-by a value, so ~30 lines of JavaScript (:data:`_SCRIPT`) call ``Plotly.restyle``.
+by a value, so ~40 lines of JavaScript (:data:`_SCRIPT`) call ``Plotly.restyle`` and fill the hover box.
 """
 
 from __future__ import annotations
