@@ -166,12 +166,14 @@ def test_tiny_grid_report(tiny_grid):
     run_grid(_tiny(), out, report=True, progress=False)
     assert not (out / "interim").exists()  # the final report replaces the interim one
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
-                 "ttest_test_accuracy.csv"):
+                 "ttest_test_accuracy.csv", "report.html"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
     table = (out / "table.md").read_text()
     assert "| 50 |" in table and "| 100 |" in table and "±" in table
     assert "Fair-baseline check" in table and "Random features, linear probe" in table
+    page = (out / "report.html").read_text()  # the same table, the figures and a link per cell (test_report_html.py)
+    assert "Fair-baseline check" in page and page.count('class="cell" href="cells/') == len(pd.read_csv(out / "results.csv"))
     assert "## Fine-tuning recipe per arm" in table and '`{"epochs": 2, "lr": 0.0001}`' in table
     results = pd.read_csv(out / "results.csv")
     # where the time went: one row per step the grid ran, every phase in the timing table

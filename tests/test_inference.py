@@ -77,6 +77,8 @@ def test_inference_from_tomogram_and_picks_recovers_the_classes(trained: dict) -
     embeddings = np.load(out / "embeddings.npy")
     assert embeddings.shape == (15, 64) and embeddings.dtype == np.float32 and np.isfinite(embeddings).all()
     assert (out / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()  # the interactive report (tests/test_report_html.py)
+    assert 'id="tomogram-0"' in page and 'id="embedding"' in page and 'id="n-shown"' in page
     # the tomogram path is rewritten relative to the output folder
     assert (out / p["rlnMicrographName"].iloc[0]).resolve() == (trained["picks"].parent / "tomogram.mrc").resolve()
     # readable as a particle table: a classified picks table

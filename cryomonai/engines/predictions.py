@@ -77,6 +77,19 @@ def _paths(batch: Mapping[str, Any], n: int) -> list[str]:
     return [""] * n
 
 
+def _central_slices(image: Any) -> np.ndarray | None:
+    """The central xy slice of each volume of a batch, ``(B, 1, D, H, W)`` → ``(B, H, W)`` uint8 (1–99 % scaled per
+    volume: a thumbnail for the report), or None when the batch holds no 3D images."""
+    if isinstance(image, (list, tuple)) and image and isinstance(image[0], torch.Tensor):
+        image = torch.stack([torch.as_tensor(i) for i in image])
+    if not isinstance(image, torch.Tensor) or image.ndim != 5:
+        return None
+    xy = convert_to_tensor(image[:, 0, image.shape[2] // 2], track_meta=False).detach().float().cpu()  # (B, H, W)
+    lo, hi = torch.quantile(xy.reshape(len(xy), -1), torch.tensor([0.01, 0.99]), dim=1)[:, :, None, None]
+    scaled = (xy - lo) / torch.clamp(hi - lo, min=1e-6)
+    return (scaled.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
 def _flag(value: bool | str) -> bool:
     """A yes/no setting: a bool, or ``true``/``false`` (``1``/``0``, ``yes``/``no``) as a command line gives it."""
     word = str(value).strip().lower()
@@ -168,6 +181,10 @@ class ParticlePredictionsWriter:
     run id): only ``embeddings.npy`` is written (with ``write=True``) and the features are kept in
     :attr:`features` / :attr:`rows` for a clustering step.
 
+    With ``keep_slices``, the central xy slice of each input volume (as the network saw it) is kept
+    in :attr:`slices` (N, H, W) uint8, for the thumbnails of ``report.html``
+    (:func:`cryomonai.visualize.report_predictions.write_inference_report`, the bundle's next step).
+
     Args:
         output_dir: folder for the files (created).
         table: the particle table the dataset was made from (its rows are the batches' ``"index"``).
@@ -182,12 +199,15 @@ class ParticlePredictionsWriter:
         min_probability: keep the predictions whose class probability is at least this (0 to 1; 0: all).
         split_by_class: also write one STAR file per predicted class.
         coordinates: the STAR files' coordinate convention: ``auto``, ``relion5`` or ``relion3``.
+        keep_slices: keep each input's central xy slice (1 byte per pixel) for the report's thumbnails
+            (a classifier's run only).
 
     Raises:
         CryoDataError: (at construction) ``min_probability`` outside [0, 1], an unknown ``coordinates``.
 
     Attributes:
-        rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None.
+        rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None;
+        slices: (N, H, W) uint8 central xy slices, or None (``keep_slices`` off, or no 3D images).
     """
 
     def __init__(
@@ -203,6 +223,7 @@ class ParticlePredictionsWriter:
         min_probability: float = 0.0,
         split_by_class: bool = False,
         coordinates: str = "auto",
+        keep_slices: bool = True,
     ) -> None:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
@@ -211,12 +232,15 @@ class ParticlePredictionsWriter:
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.feature_layer = feature_layer if class_names is not None else None
+        self.keep_slices = bool(keep_slices) and class_names is not None  # thumbnails of a classifier's report
         self._rows: list[torch.Tensor] = []
         self._features: list[torch.Tensor] = []
         self._probs: list[torch.Tensor] = []
+        self._slices: list[np.ndarray] = []
         self._hooked: torch.Tensor | None = None
         self._handle: Any = None
         self.rows, self.features, self.probabilities = np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None
+        self.slices: np.ndarray | None = None
 
     def attach(self, engine: Engine) -> None:
         """Hook the feature layer and reset at ``STARTED``, collect per iteration, write at ``COMPLETED``."""
@@ -225,7 +249,7 @@ class ParticlePredictionsWriter:
         engine.add_event_handler(Events.COMPLETED, self._complete)
 
     def _start(self, engine: Engine) -> None:
-        for collected in (self._rows, self._features, self._probs):
+        for collected in (self._rows, self._features, self._probs, self._slices):
             collected.clear()
         if self.feature_layer is not None and self._handle is None:
             network = getattr(engine, "network", None)
@@ -253,6 +277,9 @@ class ParticlePredictionsWriter:
             self._probs.append(torch.softmax(pred, dim=1))
             features = self._hooked.detach().float().cpu() if self._hooked is not None else torch.zeros(n, 0)
         self._features.append(features.reshape(n, -1))
+        slices = _central_slices(batch.get("image")) if self.keep_slices else None
+        if slices is not None:
+            self._slices.append(slices)
         self._rows.append(convert_to_tensor(batch["index"], track_meta=False).reshape(-1).long().cpu())
 
     def _complete(self, engine: Engine | None = None) -> None:
@@ -266,6 +293,8 @@ class ParticlePredictionsWriter:
         self.rows, self.features = self.rows[order], self.features[order]
         if self.probabilities is not None:
             self.probabilities = self.probabilities[order]
+        same = len({s.shape[1:] for s in self._slices}) == 1 and sum(map(len, self._slices)) == len(order)
+        self.slices = np.concatenate(self._slices)[order] if self._slices and same else None
         if self.write_files:
             self.write()
 

@@ -9,7 +9,9 @@ first dataset and the best SSL method (highest mean test accuracy at the lowest 
 * ``gradcam.png`` — 3D Grad-CAM (orthogonal central slices) of ``gradcam_examples`` test
   subtomograms, fine-tuned from random init vs from the pretrained encoder, at the lowest label
   fraction, repeat 0 (the paper's Figure 8);
-* ``summary.json`` — the preset, the cell count and the total run time.
+* ``summary.json`` — the preset, the cell count and the total run time;
+* ``report.html`` — all of the above in one self-contained page, with an interactive accuracy
+  curve and a link to each cell's run folder (:func:`~cryomonai.visualize.report_grid_html.write_grid_html`).
 
 While a grid runs, :func:`write_interim_report` writes ``interim/`` after each finished repeat:
 the tables, t-tests and plots of :func:`~cryomonai.experiment.report.write_report` over the repeats
@@ -38,6 +40,7 @@ from cryomonai.layout import RunLayout
 from cryomonai.transforms import eval_transform
 from cryomonai.visualize.embedding import plot_embeddings_before_after
 from cryomonai.visualize.gradcam import plot_gradcam_overlays
+from cryomonai.visualize.report_grid_html import write_grid_html
 
 __all__ = ["INTERIM", "remove_interim_report", "write_grid_report", "write_interim_report"]
 
@@ -135,7 +138,19 @@ def write_grid_report(record: GridRecord) -> dict[str, Path]:
     with atomic_write(out / "summary.json", "w") as fh:
         fh.write(json.dumps(summary, indent=2))
     written["summary"] = out / "summary.json"
+    written["html"] = write_grid_html(out, record.results_path, _figure_captions(written),
+                                      title=f"Grid report: {preset.name}")
     return written
+
+
+def _figure_captions(written: dict[str, Path]) -> dict[str, Path]:
+    """The PNG figures of a report by caption, in reading order (accuracy, confusion matrices, embedding, Grad-CAM)."""
+    captions = {"accuracy": "Accuracy vs labelled fraction", "embedding": "Embeddings before and after pretraining",
+                "gradcam": "3D Grad-CAM, random init vs pretrained"}
+    out = {captions["accuracy"]: written["accuracy"]} if "accuracy" in written else {}
+    out.update({k.replace("confusion_", "Confusion matrices, "): p for k, p in written.items() if k.startswith("confusion_")})
+    out.update({captions[k]: written[k] for k in ("embedding", "gradcam") if k in written})
+    return out
 
 
 def write_interim_report(record: GridRecord, repeats_done: int) -> Path:

@@ -4,6 +4,10 @@ Every figure is a plain :class:`matplotlib.figure.Figure` written by
 :func:`~cryomonai.visualize.figure.save_png` (atomic PNG; no pyplot, no GUI backend, the user's
 matplotlib backend untouched). The numbers drawn come from :mod:`cryomonai.evaluation` and
 :mod:`cryomonai.simulate`; nothing is computed here.
+
+The interactive pages (``report.html``; Plotly, imported only by them) are not re-exported here:
+:mod:`cryomonai.visualize.html` assembles a page, :mod:`cryomonai.visualize.report_predictions`
+writes the inference run's, :mod:`cryomonai.visualize.report_grid_html` a grid's.
 """
 
 from cryomonai.visualize.curves import plot_training_curves
