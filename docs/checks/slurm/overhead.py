@@ -47,10 +47,11 @@ def empty_jobs(folder: Path, n: int = 5) -> list[float]:
 def main(work: Path) -> None:
     torch.set_num_threads(1)
     walls = {}
-    for name, preset in [("serial (1 thread)", tiny()), ("local pool, 2 workers", tiny(workers=2)),
-                         ("slurm, 1-CPU jobs", tiny(executor={"kind": "slurm", "poll_s": 1.0}))]:
+    for name, folder, preset in [("serial (1 thread)", "serial", tiny()),
+                                 ("local pool, 2 workers", "local", tiny(workers=2)),
+                                 ("slurm, 1-CPU jobs", "slurm", tiny(executor={"kind": "slurm", "poll_s": 1.0}))]:
         t0 = time.time()
-        results = run_grid(preset, work / name.split()[0], report=False, progress=False)
+        results = run_grid(preset, work / folder, report=False, progress=False)
         walls[name] = (time.time() - t0, results)
     jobs = job_overhead(work / "slurm" / "jobs.csv")
     empty = empty_jobs(work / "empty")
