@@ -147,9 +147,7 @@ def run_parallel(runner: GridRunner, pool: Any, todo: list[GridCell],
                 job = running.pop(handle)
                 seconds = pool.result(handle, _describe(job))  # a failed run stops the grid here, naming it
                 schedule.finish(job)
-                runner.finished("pretrain" if job.kind == "pretrain" else "finetune", _describe(job), bundle_seconds(seconds))
-                if seconds is not None:
-                    _record(runner, job, seconds)
+                _record(runner, job, seconds)
     finally:
         pool.close()
 
@@ -164,7 +162,11 @@ def _evaluable(cell: GridCell, chosen: dict, schedule: _Schedule, preset: GridPr
     return ("finetune", cell, chosen[(cell.dataset, cell.method)]) in schedule.done
 
 
-def _record(runner: GridRunner, job: _Job, seconds: dict[str, float]) -> None:
+def _record(runner: GridRunner, job: _Job, seconds: dict[str, float] | None) -> None:
+    """A collected run: counted in the grid's progress; its time in ``timings.csv`` (None: it was already trained)."""
+    runner.finished("pretrain" if job.kind == "pretrain" else "finetune", _describe(job), bundle_seconds(seconds))
+    if seconds is None:
+        return
     if job.kind == "pretrain":
         dataset, method, seed = job.args
         runner.record_timing("pretrain", seconds, dataset, method, repeat=seed - runner.preset.seed)
