@@ -3,10 +3,15 @@
 Each command imports what it runs inside its body (torch, MONAI, the simulator take seconds to
 import), so ``cryomonai --help`` and a command's ``--help`` start at once. These, and MONAI's in
 :mod:`cryomonai.io.mrc` (``MrcReader``), are the package's only function-local imports.
+
+What the commands say as they go are log lines on stderr (``<date> <time> INFO cryomonai.…: …``,
+:mod:`cryomonai.logs`); the long ones (``grid``, ``simulate``, ``extract``, ``embed``) also append
+them to ``--log_file PATH``. A user error is one ``cryomonai: <error>`` line, not a log line.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -15,8 +20,11 @@ from pathlib import Path
 import fire
 
 from cryomonai.errors import CryoDataError, GridJobError
+from cryomonai.logs import logging_to
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 
 def _snrs(snr) -> list[float]:
@@ -43,6 +51,7 @@ def simulate(
     neighbour_gap: float | tuple[float, float] = (0.0, 8.0),
     neighbour_contact: str = "largest",
     context: bool = False,
+    log_file: str | None = None,
 ) -> list[str]:
     """Simulate labelled subtomogram datasets, one folder per SNR: ``<out>/snr_<snr>/particles.star``.
 
@@ -67,21 +76,23 @@ def simulate(
             touching shell.
         context: also write each box without its target (``<name>_context.mrc``, table column
             ``cryoContextPath``): the context control.
+        log_file: also append the log lines to this file.
     """
     from cryomonai.simulate.dataset import simulate_dataset  # lazy: torch and the simulator, only when run
 
     cls = tuple(classes.split(",")) if isinstance(classes, str) else classes
     tables = []
-    for s in _snrs(snr):
-        t0 = time.time()
-        folder = Path(out) / f"snr_{'inf' if math.isinf(s) else f'{s:g}'}"
-        table = simulate_dataset(folder, n_per_class, s, box, cls, seed, n_neighbours, max_shift=max_shift,
-                                 workers=workers, overwrite=overwrite, binning=binning,
-                                 neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact, context=context)
-        n = n_per_class * len(cls or range(10))
-        dt = time.time() - t0
-        print(f"{table}: {n} subtomograms in {dt:.1f} s ({n / dt:.1f} subtomograms/s)", file=sys.stderr)
-        tables.append(str(table))
+    with logging_to(log_file):
+        for s in _snrs(snr):
+            t0 = time.time()
+            folder = Path(out) / f"snr_{'inf' if math.isinf(s) else f'{s:g}'}"
+            table = simulate_dataset(folder, n_per_class, s, box, cls, seed, n_neighbours, max_shift=max_shift,
+                                     workers=workers, overwrite=overwrite, binning=binning,
+                                     neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact, context=context)
+            n = n_per_class * len(cls or range(10))
+            dt = time.time() - t0
+            log.info("%s: %d subtomograms in %.1f s (%.1f subtomograms/s)", table, n, dt, n / dt)
+            tables.append(str(table))
     return tables
 
 
@@ -130,7 +141,7 @@ def extract(
     picks: str, out: str, box: int = 32, voxel_size: float | None = None, edge: str = "report",
     tomogram: str | None = None, pick_voxel_size: float | None = None, normalise: bool = True, overwrite: bool = False,
     tomograms_star: str | None = None, copick_tomo_type: str | None = None, copick_voxel_spacing: float | None = None,
-    copick_user_id: str | None = None, copick_session_id: str | None = None,
+    copick_user_id: str | None = None, copick_session_id: str | None = None, log_file: str | None = None,
 ) -> str:
     """Extract subtomograms at particle picks → ``<out>/particles.star`` (+ MRC files, ``rejected_picks.csv``).
 
@@ -150,21 +161,26 @@ def extract(
         copick_tomo_type, copick_voxel_spacing: for a copick project, the tomograms to extract from
             (default: the only type; the finest spacing that has it).
         copick_user_id, copick_session_id: for a copick project, the pick sets to read (default: any).
+        log_file: also append the log lines to this file.
     """
     from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch, only when run
 
-    table = read_picks(picks, tomogram, tomograms_star, _copick(copick_tomo_type, copick_voxel_spacing, copick_user_id,
-                                                               copick_session_id))
-    res = extract_subtomograms(table, out, box, voxel_size, edge, normalise, pick_voxel_size, None, overwrite)
-    rejected = f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})" if len(res.rejected) else "no pick rejected"
-    print(f"{res.table}: {res.n_extracted} subtomograms of {box}^3 voxels at {res.voxel_size:g} A; {rejected}", file=sys.stderr)
+    with logging_to(log_file):
+        table = read_picks(picks, tomogram, tomograms_star, _copick(copick_tomo_type, copick_voxel_spacing,
+                                                                   copick_user_id, copick_session_id))
+        res = extract_subtomograms(table, out, box, voxel_size, edge, normalise, pick_voxel_size, None, overwrite)
+        rejected = (f"{len(res.rejected)} picks rejected (listed in {res.table.parent / REJECTED_FILE})"
+                    if len(res.rejected) else "no pick rejected")
+        log.info("%s: %d subtomograms of %d^3 voxels at %g A; %s", res.table, res.n_extracted, box, res.voxel_size,
+                 rejected)
     return str(res.table)
 
 
 def embed(
     table: str, checkpoint: str, out: str = "runs/embed", n_clusters: int = 10, method: str = "kmeans",
     embedding_map: str = "tsne", box: int = 32, voxel_size: float | None = None, edge: str = "report",
-    encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, tomograms_star: str | None = None, **overrides,
+    encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, tomograms_star: str | None = None,
+    log_file: str | None = None, **overrides,
 ) -> str:
     """Cluster particles without labels: encoder features → clusters → ``<out>/clusters.star`` + PNGs.
 
@@ -183,6 +199,7 @@ def embed(
         batch_size: particles per batch.
         progress: show a progress bar.
         tomograms_star: a RELION-5 particles file's ``tomograms.star`` (default: next to ``table``).
+        log_file: also append cryomonai's log lines to this file (MONAI's own go to stdout).
         overrides: any other bundle key (e.g. ``device``).
     """
     from monai.bundle import run  # lazy: MONAI, only when run
@@ -190,16 +207,19 @@ def embed(
     from cryomonai.pipeline import bundle_configs, bundle_dir  # lazy: MONAI, only when run
 
     cfg = bundle_dir() / "configs"
-    run("embed", config_file=bundle_configs("embed", encoder=encoder), meta_file=str(cfg / "metadata.json"),
-        logging_file=str(cfg / "logging.conf"),
-        bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
-        cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
-        batch_size=batch_size, progress=progress, infer_tomograms_star=tomograms_star, **overrides)
+    with logging_to(log_file):
+        log.info("embed: %s with %s into %s", table, checkpoint, out)
+        run("embed", config_file=bundle_configs("embed", encoder=encoder), meta_file=str(cfg / "metadata.json"),
+            logging_file=str(cfg / "logging.conf"),
+            bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
+            cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
+            batch_size=batch_size, progress=progress, infer_tomograms_star=tomograms_star, **overrides)
+        log.info("embed: clusters in %s", Path(out) / "clusters.star")
     return str(Path(out) / "clusters.star")
 
 
 def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
-         max_cells: int | None = None, executor: str | None = None, **overrides) -> str:
+         max_cells: int | None = None, executor: str | None = None, log_file: str | None = None, **overrides) -> str:
     """Run (or resume) the paper's experiment grid and write its report (``results.csv``,
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
@@ -209,7 +229,9 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
             ``real`` (a table of your own, with ``--dataset_table``) or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
         out: the grid folder; rerunning the same command skips the finished cells.
         report: write the report once every cell is done.
-        progress: per-run progress bars (the grid prints one line per cell either way).
+        progress: per-run progress bars, on a terminal (here and in local workers; never in SLURM jobs). The
+            grid's own bar over all its runs with an ETA shows either way, or, when stderr is not a
+            terminal (a SLURM log), one timestamped line per finished run: ``k/n runs, ETA hh:mm``.
         max_cells: stop after this many new cells.
         executor: who trains the runs: ``local`` (this machine: the preset's ``workers``), ``slurm`` (every
             pretraining and fine-tuning its own SLURM job, through submitit; logs in ``<out>/jobs/``) or
@@ -220,6 +242,7 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
         overrides: top-level preset keys, e.g. ``--repeats 2`` or ``--methods '[random,moco]'``; and
             ``--dataset_table PATH``: your particle table (STAR/CSV) as the preset's table dataset
             (``--preset real``: the paper's Table 2 protocol on your own particles).
+        log_file: also append the grid's log lines to this file (e.g. ``<out>/grid.log``).
     """
     from dataclasses import fields  # lazy, as every command's imports
 
@@ -234,7 +257,8 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     spec.executor = {**spec.executor, **section}
     ExecutorSpec.from_dict(spec.executor)  # a one-line error before anything runs
     out = out or f"runs/grid_{Path(preset).stem}"
-    run_grid(spec, out, report=report, progress=progress, max_cells=max_cells)
+    with logging_to(log_file):
+        run_grid(spec, out, report=report, progress=progress, max_cells=max_cells)
     return str(Path(out).resolve())
 
 
@@ -263,7 +287,8 @@ def main() -> None:
         # flags given it would run the command first: show the command's help, run nothing
         argv = [*argv[:1], "--", "--help"] if argv[0] in COMMANDS else ["--", "--help"]
     try:
-        fire.Fire(COMMANDS, command=argv, name="cryomonai")
+        with logging_to():  # the cryomonai logger, once: timestamped lines on stderr
+            fire.Fire(COMMANDS, command=argv, name="cryomonai")
     except GridJobError as err:  # a cluster job failed: its run, its job and its log tail, no traceback of ours
         print(f"cryomonai: {err}", file=sys.stderr)
         sys.exit(1)

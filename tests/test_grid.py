@@ -1,5 +1,6 @@
 """The experiment grid end to end (tiny): every cell through the bundle, results.csv, resume."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from cryomonai.errors import CryoDataError
 from cryomonai.experiment.grid import RESULT_COLUMNS, GridPreset, grid_cells, load_preset, run_grid
+from test_progress import STAMP, captured_lines
 
 
 def _tiny(**kw) -> GridPreset:
@@ -59,7 +61,7 @@ def test_cpu_preset_is_cpu_full_scaled_down():
 
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
-    """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order."""
+    """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order, and its log lines."""
     import cryomonai.experiment.grid as grid
 
     out = tmp_path_factory.mktemp("grid")
@@ -69,15 +71,20 @@ def tiny_grid(tmp_path_factory):
         calls.append((run_id, kw.get("validate#split"), kw.get("ckpt_dir", ""), kw.get("seed"), kw.get("lr")))
         return real(run_id, *args, **kw)
 
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, captured_lines() as lines:
         mp.setattr(grid, "run_bundle", recording)  # where the grid looks it up
         first = run_grid(_tiny(), out, report=True, progress=False, max_cells=7)  # no final report: cells missing
-    return out, first, calls
+    return out, first, calls, lines
+
+
+def _runs(lines: list[str]) -> list[str]:
+    """The ``k/n runs`` of the grid's progress lines."""
+    return [m.group(1) for line in lines if (m := re.search(r"\] (\d+/\d+) runs, ETA ", line))]
 
 
 def test_interim_report_after_the_first_finished_repeat(tiny_grid):
     """7 of 8 cells: repeat 0 (4 cells) is finished, repeat 1 is not — an interim report of repeat 0 only."""
-    out, first, _ = tiny_grid
+    out, first, *_ = tiny_grid
     assert not (out / "table.md").exists() and not (out / "summary.json").exists()
     interim = out / "interim"
     table = (interim / "table.md").read_text()
@@ -94,7 +101,7 @@ def test_interim_report_after_the_first_finished_repeat(tiny_grid):
 def test_recipes_chosen_on_validation_before_the_test_split_is_read(tiny_grid):
     """Every arm's recipe comes from validation runs only; the test split is read once per reported
     cell, after its arm's selection, and never for a recipe that was not chosen."""
-    out, first, calls = tiny_grid
+    out, first, calls, _ = tiny_grid
     selection = pd.read_csv(out / "selection.csv")
     assert sorted(selection["recipe"].unique()) == ["fast", "slow"] and set(selection["method"]) == {"random", "moco"}
     assert len(selection) == 4 and selection["label_fraction"].eq(1.0).all() and selection["repeat"].eq(0).all()
@@ -115,7 +122,7 @@ def test_recipes_chosen_on_validation_before_the_test_split_is_read(tiny_grid):
 
 def test_ssl_repeats_pretrain_independently(tiny_grid):
     """Each repeat of an SSL arm has its own pretraining run and seed (so the t-test includes pretraining)."""
-    out, first, calls = tiny_grid
+    out, first, calls, _ = tiny_grid
     pretrains = [c for c in calls if c[0] == "pretrain"]
     assert sorted(c[3] for c in pretrains) == [3, 4]  # seed + repeat, one run each
     moco = first[first["method"] == "moco"]
@@ -126,11 +133,13 @@ def test_ssl_repeats_pretrain_independently(tiny_grid):
 
 
 def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
-    out, first, _ = tiny_grid
+    out, first, *_ = tiny_grid
     assert len(first) == 7 and list(first.columns) == RESULT_COLUMNS
     rows_before = (out / "results.csv").read_text()
     selection_before = (out / "selection.csv").read_text()
-    results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 8th cell runs
+    with captured_lines() as lines:
+        results = run_grid(_tiny(), out, report=False, progress=False)  # resumes: only the 8th cell runs
+    assert _runs(lines) == ["1/2", "2/2"]  # its fine-tuning and its evaluation
     assert (out / "selection.csv").read_text() == selection_before  # the recipes are not chosen again
     assert len(results) == 8
     assert (out / "results.csv").read_text().startswith(rows_before)
@@ -161,8 +170,23 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
     pd.testing.assert_frame_equal(again, results)
 
 
+def test_the_grid_counts_its_runs_and_logs_an_eta_for_each(tiny_grid):
+    """7 of 8 cells: 2 pretrainings, 4 selection runs (2 arms × 2 recipes), 5 cell fine-tunings (the 2
+    cells at the selection fraction were trained as selection runs) and 7 evaluations: 18 runs. Off a
+    terminal, one timestamped line per finished run with the ETA; the grid's other lines as before."""
+    *_, lines = tiny_grid
+    assert _runs(lines) == [f"{k}/18" for k in range(1, 19)]
+    progress = [line for line in lines if " runs, ETA " in line]
+    assert all(re.match(rf"{STAMP} INFO cryomonai.experiment.progress: \[grid tiny\] \d+/18 runs, ETA \d\d:\d\d "
+                        r"(\+\d+d )?\(\d+:\d\d:\d\d left\): ", line) for line in progress), progress
+    assert progress[0].endswith("fine-tune random on snr_1, 100 % labels, repeat 0, recipe fast")
+    assert "(0:00:00 left): evaluate " in progress[-1]
+    assert any("INFO cryomonai.experiment.grid: [grid tiny] cell 1/8: " in line for line in lines)
+    assert any("[grid tiny] recipe selection: " in line for line in lines)
+
+
 def test_tiny_grid_report(tiny_grid):
-    out, _, _ = tiny_grid
+    out, *_ = tiny_grid
     run_grid(_tiny(), out, report=True, progress=False)
     assert not (out / "interim").exists()  # the final report replaces the interim one
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
@@ -283,11 +307,14 @@ def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_pat
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        serial = run_grid(_tiny(), tmp_path / "serial", report=False, progress=False)
-        parallel = run_grid(_tiny(workers=2), tmp_path / "parallel", report=True, progress=False)
-        debug = run_grid(_tiny(executor={"kind": "debug"}), tmp_path / "debug", report=False, progress=False)
+        with captured_lines() as lines:
+            serial = run_grid(_tiny(), tmp_path / "serial", report=False, progress=False)
+            parallel = run_grid(_tiny(workers=2), tmp_path / "parallel", report=True, progress=False)
+            debug = run_grid(_tiny(executor={"kind": "debug"}), tmp_path / "debug", report=False, progress=False)
     finally:
         torch.set_num_threads(threads)
+    # each grid: 2 pretrainings, 4 selection runs, 6 cell fine-tunings, 8 evaluations, counted as they finish
+    assert _runs(lines) == [f"{k}/20" for k in range(1, 21)] * 3
     numbers = ["dataset", "method", "label_fraction", "repeat", "recipe", "n_labelled", "best_val_accuracy",
                "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "run_dir"]
     pd.testing.assert_frame_equal(parallel[numbers], serial[numbers])

@@ -18,9 +18,10 @@ from monai.bundle import run
 
 from cryomonai.data.extract import read_picks
 from cryomonai.data.picks import PickDataset
-from cryomonai.data.tomo_patches import TomogramPatchDataset, density_map
+from cryomonai.data.tomo_patches import TomogramPatchDataset, density_map, memory_estimate
 from cryomonai.errors import CryoDataError
 from cryomonai.io import read_mrc, write_mrc
+from cryomonai.io.tomogram import tomogram_levels
 from cryomonai.networks import build_encoder
 from cryomonai.simulate.tomogram import simulate_tomogram
 
@@ -105,6 +106,27 @@ def test_bad_inputs_get_one_line_errors(tmp_path: Path, tomo: Path) -> None:
     write_mrc(tmp_path / "small_mask.mrc", np.ones((8, 8, 8), np.float32), voxel_size=10.0)
     with pytest.raises(CryoDataError, match="give a mask of the tomogram's shape"):
         TomogramPatchDataset([mrc], box=16, sampler="mask", masks=[tmp_path / "small_mask.mrc"])
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_before_reading(tomo: Path, monkeypatch) -> None:
+    """The density sampler holds ~32 bytes per voxel (TorchIO's float64 map and CDF) + the uint8 map:
+    (48, 192, 192) voxels → ~58 MB, refused with 50 MB available; a memory-mapped MRC with the
+    uniform sampler needs nothing of the kind and runs."""
+    import cryomonai.data.memory as memory
+
+    assert memory.available_memory() > 0  # this machine's, read from /proc/meminfo (and the cgroup)
+    mrc = tomo.parent / "tomogram.mrc"
+    monkeypatch.setattr(memory, "available_memory", lambda: 50 * 2**20)
+    with pytest.raises(CryoDataError) as err:
+        TomogramPatchDataset([mrc], box=16, sampler="density")
+    text = str(err.value)
+    assert text.startswith(f"{mrc} (density sampler): needs about 0.1 GiB of host memory (") and "\n" not in text
+    assert "0.05 GiB available" not in text and "0.0 GiB available" in text  # 50 MB, rounded to GiB
+    assert "weighted sampler (float64 map + CDF)" in text and "'uniform' sampler" in text and "more memory" in text
+    where, parts = memory_estimate(tomogram_levels(mrc), "density")
+    assert where == str(mrc) and parts["weighted sampler (float64 map + CDF)"] == 32 * 48 * 192 * 192
+    assert parts["density maps (uint8)"] == 48 * 192 * 192 and parts["tomogram levels read whole"] == 0
+    assert len(TomogramPatchDataset([mrc], box=16, sampler="uniform", patches_per_epoch=2)) == 2
 
 
 def _probe(encoder: torch.nn.Module, x: torch.Tensor, y: np.ndarray) -> float:

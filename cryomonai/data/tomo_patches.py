@@ -22,6 +22,10 @@ bundle overlay ``configs/pretrain_tomograms.json``).
   - ``"mask"``: :class:`torchio.WeightedSampler` over the user's masks (``masks``, one per
     tomogram, same shape; 0 = never).
 
+* **Memory**: before anything is read, the host memory the run will hold is estimated
+  (:func:`memory_estimate`) and a run that would not fit is refused in one line naming the
+  tomogram, the estimate, what is available and the fix.
+
 Random numbers come from torch's global generator (TorchIO's samplers and queue), so the bundle's
 seed and its checkpointed RNG state make a run reproducible and resumable.
 """
@@ -42,14 +46,19 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from cryomonai.data.extract import fourier_resize
+from cryomonai.data.memory import check_memory
 from cryomonai.errors import CryoDataError
 from cryomonai.io.stores import is_url
-from cryomonai.io.tomogram import choose_level, open_tomogram, tomogram_levels
+from cryomonai.io.tomogram import TomogramLevel, choose_level, open_tomogram, tomogram_levels
 
-__all__ = ["SAMPLERS", "TomogramPatchDataset", "density_map"]
+__all__ = ["SAMPLERS", "TomogramPatchDataset", "density_map", "memory_estimate"]
 
 SAMPLERS: tuple[str, ...] = ("uniform", "density", "mask")
 _MAP = "sampling_map"
+#: bytes per voxel of TorchIO's WeightedSampler at its peak: the float64 map, its flattened copy, the
+#: normalised copy and the cumulative sum (``process_probability_map`` + ``get_cumulative_distribution_function``)
+_WEIGHTED_BYTES = 32
+_KEPT_LEVELS = 4  # levels read whole that stay in memory (:func:`_zarr_level`'s cache)
 
 
 def _read_level(path: Any, level: str = "") -> tuple[torch.Tensor, np.ndarray]:
@@ -137,6 +146,35 @@ def density_map(volume: Any, box: int) -> np.ndarray:
     return np.round(full * 255).astype(np.uint8)
 
 
+def _whole_bytes(level: TomogramLevel) -> int:
+    """Bytes of ``level`` if it is read into memory whole (OME-Zarr, a URL, a non-native MRC), else 0 (memory-mapped)."""
+    data = open_tomogram(level.path, level.level)
+    if isinstance(data, np.memmap) and data.dtype.isnative:
+        return 0
+    return int(np.prod(level.shape)) * np.dtype(data.dtype).itemsize
+
+
+def memory_estimate(levels: Sequence[TomogramLevel], sampler: str) -> tuple[str, dict[str, int]]:
+    """The host memory a pretraining on ``levels`` with ``sampler`` holds at its peak, in bytes by part,
+    and the tomogram that needs the most.
+
+    Parts: ``"weighted sampler (float64 map + CDF)"`` (``density``/``mask``: 32 bytes per voxel of the
+    largest tomogram, TorchIO's map as float64, flattened, normalised and summed), ``"density maps
+    (uint8)"`` (``density``: 1 byte per voxel of every tomogram, kept for the run) and ``"tomogram
+    levels read whole"`` (OME-Zarr or URL levels, the largest few kept in a cache). The density maps
+    are computed slab by slab from the tomogram, with transient float32 copies (~17 bytes per voxel)
+    that the weighted sampler's peak exceeds.
+    """
+    voxels = [int(np.prod(lv.shape)) for lv in levels]
+    whole = [_whole_bytes(lv) for lv in levels]
+    weighted = sampler in ("density", "mask")
+    need = [(_WEIGHTED_BYTES * n if weighted else 0) + w for n, w in zip(voxels, whole)]
+    parts = {"weighted sampler (float64 map + CDF)": _WEIGHTED_BYTES * max(voxels) if weighted else 0,
+             "density maps (uint8)": sum(voxels) if sampler == "density" else 0,
+             "tomogram levels read whole": sum(sorted(whole)[-_KEPT_LEVELS:])}
+    return levels[need.index(max(need))].path, parts
+
+
 class TomogramPatchDataset(Dataset):
     """Random ``box³`` subvolumes of whole tomograms through a :class:`torchio.Queue` (see the module docstring).
 
@@ -159,7 +197,7 @@ class TomogramPatchDataset(Dataset):
 
     Raises:
         CryoDataError: no tomograms, an unreadable one, an unknown sampler, missing or mis-shaped
-            masks, a tomogram smaller than a patch.
+            masks, a tomogram smaller than a patch, not enough host memory (:func:`memory_estimate`).
     """
 
     def __init__(
@@ -185,8 +223,11 @@ class TomogramPatchDataset(Dataset):
                                 "give one mask per tomogram (same shape), or use sampler 'uniform' / 'density'")
         self.box, self.transform, self.patches_per_epoch = int(box), transform, int(patches_per_epoch)
         subjects, sizes = [], set()
-        for i, path in enumerate(paths):
-            level = choose_level(tomogram_levels(path), voxel_size)
+        levels = [choose_level(tomogram_levels(path), voxel_size) for path in paths]
+        where, parts = memory_estimate(levels, sampler)
+        check_memory(f"{where} ({sampler} sampler)", parts, "pretrain on a coarser level (a larger pretrain_voxel_size)"
+                     + (", with the 'uniform' sampler" if sampler != "uniform" else "") + " or on a node with more memory")
+        for i, (path, level) in enumerate(zip(paths, levels)):
             source = self.box if voxel_size is None else max(2, int(round(self.box * float(voxel_size) / level.voxel_size)))
             if any(n < source for n in level.shape):
                 raise CryoDataError(path, f"is {level.shape} voxels, smaller than a {source}-voxel patch",

@@ -5,6 +5,8 @@
   repeats, every cell a run of the ``cryo_ssl`` bundle (:mod:`cryomonai.pipeline`), resumable;
 * :mod:`~cryomonai.experiment.parallel` — the grid's training runs in worker processes (the
   preset's ``workers``), the rest of the protocol unchanged;
+* :mod:`~cryomonai.experiment.progress` — the grid's progress: its runs counted, one bar (or one log
+  line per finished run) with an ETA;
 * :mod:`~cryomonai.experiment.record` — :class:`GridRecord`: what a grid ran and where, the one
   thing the grid hands its report;
 * :mod:`~cryomonai.experiment.report` — :func:`write_table` (``table.md`` in Table 1's layout) and

@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
@@ -124,15 +125,20 @@ class ExecutorSpec:
 
 
 class TrainRun:
-    """One training run of the grid as a callable a job runs: ``TrainRun(GridRunner, preset, out, job)()``.
+    """One training run of the grid as a callable a job runs: ``TrainRun(GridRunner, preset, out, job, progress)()``.
 
     Its threads follow ``SLURM_CPUS_PER_TASK`` inside a SLURM job. As a submitit
     ``Checkpointable`` (the subclass :func:`_checkpointable` makes), a job signalled before its time
     limit or preemption resubmits this same call, which resumes from the run's last epoch checkpoint.
+
+    ``progress``: the run's own progress bar (the bundle's ``progress``), shown only where this
+    process's stderr is a terminal: a local worker of a grid started on one (its stderr is the
+    driver's; several workers' bars then share the terminal's last lines with the grid's bar), never
+    in a SLURM job (stderr is its log file, where a bar's redraws would be noise).
     """
 
-    def __init__(self, runner_cls: type, preset: Any, out: str, job: Any) -> None:
-        self.runner_cls, self.preset, self.out, self.job = runner_cls, preset, out, job
+    def __init__(self, runner_cls: type, preset: Any, out: str, job: Any, progress: bool = False) -> None:
+        self.runner_cls, self.preset, self.out, self.job, self.progress = runner_cls, preset, out, job, progress
 
     def __call__(self) -> dict[str, float] | None:
         _handle_usr2_once()
@@ -144,7 +150,8 @@ class TrainRun:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        runner = self.runner_cls(self.preset, self.out, progress=False)
+        bars = bool(getattr(self, "progress", False)) and sys.stderr.isatty()  # a run pickled before it had none: off
+        runner = self.runner_cls(self.preset, self.out, progress=bars)
         started = time.time()
         if self.job.kind == "pretrain":
             seconds = runner.train_pretraining(*self.job.args, distributed=distributed)
@@ -210,7 +217,8 @@ class LocalPool:
                                          initargs=(threads, get_start_method()))
 
     def submit(self, job: Any, label: str) -> Future:
-        return self._pool.submit(_train_local, TrainRun(type(self.runner), self.runner.preset, str(self.runner.out), job))
+        run = TrainRun(type(self.runner), self.runner.preset, str(self.runner.out), job, self.runner.progress)
+        return self._pool.submit(_train_local, run)
 
     def wait(self, handles: list[Future]) -> list[Future]:
         return list(wait(handles, return_when=FIRST_COMPLETED)[0])
@@ -292,17 +300,16 @@ class SubmititPool:
     def submit(self, job: Any, label: str) -> Any:
         run = repr((job.kind, *job.args))
         if self.spec.kind == "slurm" and (attached := self._attach(run)) is not None:
-            log.info("attached to job %s: %s", attached.job_id, label)
-            print(f"[grid {self.preset.name}] attached to job {attached.job_id} (still queued or running): {label}", flush=True)
+            log.info("[grid %s] attached to job %s (still queued or running): %s", self.preset.name, attached.job_id, label)
             return attached
         distributed = job.kind == "pretrain" and self.spec.nodes * self.spec.tasks_per_node > 1
         self._executor.update_parameters(**self.spec.slurm_parameters(f"cryomonai-{job.kind}", distributed))
-        handle = self._executor.submit(self._call(type(self.runner), self.preset, str(self.out), job))
+        handle = self._executor.submit(self._call(type(self.runner), self.preset, str(self.out), job, self.runner.progress))
         if self.spec.kind == "slurm":
             row = {"run": run, "job_id": str(handle.job_id), "folder": str(self.out / "jobs" / "%j"),
                    "tasks": handle.num_tasks, "submitted": time.time()}
             self._write(pd.concat([self._recorded(), pd.DataFrame([row], columns=JOB_COLUMNS)], ignore_index=True))
-            print(f"[grid {self.preset.name}] job {handle.job_id}: {label}; log {handle.paths.stdout}", flush=True)
+            log.info("[grid %s] job %s: %s; log %s", self.preset.name, handle.job_id, label, handle.paths.stdout)
         return handle
 
     def _write(self, table: pd.DataFrame) -> None:

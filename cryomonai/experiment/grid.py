@@ -52,8 +52,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict
@@ -72,17 +74,21 @@ from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.evaluation.stats import timing_table
 from cryomonai.experiment.executors import ExecutorSpec, make_pool
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
+from cryomonai.experiment.progress import GridProgress, bundle_seconds, count_runs, run_label
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.lock import FolderLock
 from cryomonai.io.table import ParticleTable, read_particle_table, write_particle_table
 from cryomonai.layout import RunLayout
+from cryomonai.logs import ensure_logging
 from cryomonai.pipeline import run_bundle
 from cryomonai.simulate.prepare import ensure_dataset
 
 __all__ = ["GridCell", "GridPreset", "RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "grid_cells", "load_preset",
            "run_grid"]
+
+log = logging.getLogger(__name__)
 
 #: the columns of ``results.csv``, in order
 RESULT_COLUMNS = [
@@ -133,6 +139,13 @@ class GridRunner:
         self._prepared: set[str] = set()
         self._table_paths: dict[str, Path] = {}
         self._warned: set[str] = set()
+        self.tracker: GridProgress | None = None  # the grid's progress while :meth:`run` runs
+
+    def finished(self, kind: str, label: str, seconds: float | None = None, started: float | None = None) -> None:
+        """Count a finished run (:meth:`GridProgress.done <cryomonai.experiment.progress.GridProgress.done>`)
+        while :meth:`run` runs; else nothing."""
+        if self.tracker is not None:
+            self.tracker.done(kind, label, seconds, started)
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def _table(self, path: Path, columns: list[str]) -> pd.DataFrame:
@@ -259,6 +272,7 @@ class GridRunner:
         seconds = self.train_pretraining(ds["name"], method, pretrain_seed)
         if seconds is not None:
             self.record_timing("pretrain", seconds, ds["name"], method, repeat=pretrain_seed - self.preset.seed)
+            self.finished("pretrain", run_label("pretrain", ds["name"], method, pretrain_seed), bundle_seconds(seconds))
         run = RunLayout(self.pretrain_dir(ds["name"], method, pretrain_seed))
         key = (ds["name"], method, pretrain_seed)
         if key not in self._pretrain_seconds:
@@ -302,6 +316,7 @@ class GridRunner:
         seconds = self.train_finetune(cell, recipe)
         if seconds is not None:
             self.record_timing("finetune", seconds, *self._where(cell, recipe))
+            self.finished("finetune", run_label("finetune", cell, recipe), bundle_seconds(seconds))
         keys = self._keys(cell, recipe)
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": "val"}, **keys)
         self.record_timing("evaluate_val", wf.seconds, *self._where(cell, recipe))
@@ -333,7 +348,7 @@ class GridRunner:
                 if (recipe, round(frac, 6)) in have:
                     continue
                 cell = GridCell(dataset, method, frac, 0)
-                print(f"[grid {self.preset.name}] recipe selection: {cell} recipe={recipe}", flush=True)
+                log.info("[grid %s] recipe selection: %s recipe=%s", self.preset.name, cell, recipe)
                 _, _, val = self._finetune(cell, recipe)
                 self._append(self.selection_path, SELECTION_COLUMNS, {
                     "dataset": dataset, "method": method, "recipe": recipe, "label_fraction": frac, "repeat": 0,
@@ -487,17 +502,30 @@ class GridRunner:
         evaluated on the test split. With the preset's ``workers`` > 1 the training runs happen in
         worker processes (:func:`cryomonai.experiment.parallel.run_parallel`), the rest as here. ``on_repeat(k)`` is called when a cell completes the first
         ``k`` repeats of every dataset (k < the preset's ``repeats``): e.g. to write an interim report.
+        The runs left are counted and shown as they finish (:mod:`cryomonai.experiment.progress`).
         """
         self.out.mkdir(parents=True, exist_ok=True)
         _write_text(self.out / "preset.json", json.dumps(asdict(self.preset), indent=2, default=str))
         done = self._done(self.results())
         todo = [c for c in grid_cells(self.preset) if self._cell_key(c) not in done]
         n_todo, todo = len(todo), todo[:max_cells]
+        self.tracker = GridProgress(self.preset.name, count_runs(self, todo))
+        try:
+            self._run(todo, n_todo, on_repeat)
+        finally:
+            self.tracker.close()
+            self.tracker = None
+        return self.results()
+
+    def _run(self, todo: list[GridCell], n_todo: int, on_repeat: Callable[[int], None] | None) -> None:
+        """:meth:`run`'s cells ``todo`` (``n_todo`` left in all): serially here, or through a pool."""
         count = iter(range(1, n_todo + 1))
 
         def evaluate(cell: GridCell, recipe: str) -> None:
-            print(f"[grid {self.preset.name}] cell {next(count)}/{n_todo}: {cell}", flush=True)
+            log.info("[grid %s] cell %d/%d: %s", self.preset.name, next(count), n_todo, cell)
+            started = time.monotonic()
             self._append(self.results_path, RESULT_COLUMNS, self.run_cell(cell, recipe))
+            self.finished("evaluate", f"evaluate {cell}", started=started)
             if on_repeat is not None and (k := self.repeats_done()) < self.preset.repeats and k == cell.repeat + 1:
                 on_repeat(k)
 
@@ -508,7 +536,7 @@ class GridRunner:
             for name in dict.fromkeys(c.dataset for c in todo):
                 self.prepare_data(name)
             run_parallel(self, make_pool(self, spec, self.preset.workers), todo, evaluate)
-            return self.results()
+            return
         chosen: dict[tuple[str, str], str] = {}
         for cell in todo:
             self.prepare_data(cell.dataset)
@@ -516,7 +544,6 @@ class GridRunner:
                 for method in self.preset.methods:  # all of this dataset's selections first
                     chosen[(cell.dataset, method)] = self.choose_recipe(cell.dataset, method)
             evaluate(cell, chosen[(cell.dataset, cell.method)])
-        return self.results()
 
     def repeats_done(self) -> int:
         """The largest ``k`` such that every cell of repeats ``0 … k-1`` (all datasets) is in ``results.csv``."""
@@ -549,7 +576,9 @@ def run_grid(
         preset: a preset name (``"cpu"``, ``"paper"``), a preset JSON path, or a :class:`GridPreset`.
         out_dir: the grid's folder (see the module docstring); rerunning resumes.
         report: write the report (:func:`cryomonai.experiment.report_grid.write_grid_report`) when done.
-        progress: progress bars of the bundle runs.
+        progress: per-run progress bars of the bundle runs (here and in the pool's workers), on a terminal
+            only. The grid's own bar over all its runs, or on a log one line per finished run with
+            the ETA (:mod:`cryomonai.experiment.progress`), shows either way.
         max_cells: stop after this many new cells (the report is written only when all are done).
         overrides: top-level preset keys to replace (e.g. ``repeats=1``).
 
@@ -558,12 +587,13 @@ def run_grid(
     """
     if not isinstance(preset, GridPreset):
         preset = load_preset(preset, **overrides)
-    runner = GridRunner(preset, out_dir, progress)
+    ensure_logging()  # the grid's lines on stderr, unless the application set up its own logging
+    runner = GridRunner(preset, out_dir, progress and sys.stderr.isatty())  # no per-run bars in a log file
     start = time.perf_counter()
 
     def interim(k: int) -> None:
         table = write_interim_report(runner.record(), k)
-        print(f"[grid {preset.name}] {k} of {preset.repeats} repeats done: interim report {table}", flush=True)
+        log.info("[grid %s] %d of %d repeats done: interim report %s", preset.name, k, preset.repeats, table)
 
     with FolderLock(runner.out):  # one grid per folder: a second one fails at once, naming this one's pid
         results = runner.run(max_cells, on_repeat=interim if report else None)

@@ -19,19 +19,27 @@ kernels), so ``workers`` processes, each with its share of the threads, train se
   the serial grid's rule — so ``results.csv``, ``selection.csv``, resuming and the interim reports
   are the serial grid's.
 
+The grid's progress (:mod:`~cryomonai.experiment.progress`) counts a training run when this process
+collects it from the pool (its duration: the bundle run's, as the worker or job measured it), and a
+cell when its row is written.
+
 Which runs go first: lower repeat first, and within a repeat pretraining, then selection, then
 cells; so the first repeat, and with it the first interim report, is done early.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cryomonai.experiment.grid import GridRunner
 from cryomonai.experiment.preset import GridCell, GridPreset
+from cryomonai.experiment.progress import bundle_seconds, run_label
 
 __all__ = ["run_parallel"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ def run_parallel(runner: GridRunner, pool: Any, todo: list[GridCell],
                 break
             busy = {schedule.key(j) for j in running.values()}
             for job in schedule.ready(busy)[:pool.capacity - len(running)]:
-                print(f"[grid {preset.name}] training: {_describe(job)}", flush=True)
+                log.info("[grid %s] training: %s", preset.name, _describe(job))
                 running[pool.submit(job, _describe(job))] = job
             if not running:
                 raise RuntimeError(f"grid {preset.name}: nothing to train and cells left ({todo[0]}): a scheduling bug")
@@ -139,8 +147,7 @@ def run_parallel(runner: GridRunner, pool: Any, todo: list[GridCell],
                 job = running.pop(handle)
                 seconds = pool.result(handle, _describe(job))  # a failed run stops the grid here, naming it
                 schedule.finish(job)
-                if seconds is not None:
-                    _record(runner, job, seconds)
+                _record(runner, job, seconds)
     finally:
         pool.close()
 
@@ -155,7 +162,11 @@ def _evaluable(cell: GridCell, chosen: dict, schedule: _Schedule, preset: GridPr
     return ("finetune", cell, chosen[(cell.dataset, cell.method)]) in schedule.done
 
 
-def _record(runner: GridRunner, job: _Job, seconds: dict[str, float]) -> None:
+def _record(runner: GridRunner, job: _Job, seconds: dict[str, float] | None) -> None:
+    """A collected run: counted in the grid's progress; its time in ``timings.csv`` (None: it was already trained)."""
+    runner.finished("pretrain" if job.kind == "pretrain" else "finetune", _describe(job), bundle_seconds(seconds))
+    if seconds is None:
+        return
     if job.kind == "pretrain":
         dataset, method, seed = job.args
         runner.record_timing("pretrain", seconds, dataset, method, repeat=seed - runner.preset.seed)
@@ -165,8 +176,5 @@ def _record(runner: GridRunner, job: _Job, seconds: dict[str, float]) -> None:
 
 
 def _describe(job: _Job) -> str:
-    if job.kind == "pretrain":
-        return "pretrain {1} on {0}, seed {2}".format(*job.args)
-    cell, recipe = job.args
-    return f"fine-tune {cell.method} on {cell.dataset}, {100 * cell.label_fraction:g} % labels, repeat {cell.repeat}, recipe {recipe}"
+    return run_label(job.kind, *job.args)
 
