@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from multiprocessing import get_context, get_start_method, set_start_method
 from pathlib import Path
 from typing import Any

@@ -65,7 +65,7 @@ def main(work: Path) -> None:
         f"Machine: {model} ({isa}), {torch.get_num_threads()} thread per run, Python {platform.python_version()}, "
         f"torch {torch.__version__}, submitit {submitit.__version__}, Debian slurm-wlm "
         f"{subprocess.run(['sinfo', '-V'], capture_output=True, text=True).stdout.split()[-1]} (one node, 2 CPUs).",
-        f"Command: `python docs/checks/slurm/overhead.py` (this folder). A tiny grid: 3 classes × 8, box 8, "
+        "Command: `python docs/checks/slurm/overhead.py` (this folder). A tiny grid: 3 classes × 8, box 8, "
         "random + MoCo (40 pretraining epochs), 50/100 % labels, 1 repeat, 5 fine-tuning epochs: 5 training runs.", "",
         "| how the runs were trained | grid wall time (s) |", "|---|---|",
         *[f"| {k} | {v[0]:.1f} |" for k, v in walls.items()], "",
