@@ -373,3 +373,32 @@ def test_cli_grid_takes_executor_options(tmp_path, monkeypatch):
     cli.grid("cpu", out=str(tmp_path), executor="slurm", partition="gpu", time_min=30, repeats=1)
     assert seen["preset"].executor == {"kind": "slurm", "partition": "gpu", "time_min": 30}
     assert seen["preset"].repeats == 1
+
+
+def test_a_job_run_takes_its_threads_from_slurm_and_reports_its_times(monkeypatch):
+    """Inside a SLURM job, a run's threads follow ``SLURM_CPUS_PER_TASK``; it returns the bundle's seconds
+    plus when it started and finished (``jobs.csv``'s overhead columns)."""
+    import torch
+
+    from cryomonai.experiment.executors import TrainRun
+    from cryomonai.experiment.parallel import _Job
+
+    seen = {}
+
+    class FakeRunner:
+        def __init__(self, preset, out, progress):
+            seen["progress"] = progress
+
+        def train_finetune(self, cell, recipe):
+            seen["threads"] = torch.get_num_threads()
+            return {"setup": 1.0, "compute": 2.0}
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    torch.set_num_threads(2)  # so that the job's 1 is visible
+    try:
+        out = TrainRun(FakeRunner, _tiny(), "unused", _Job("finetune", ("cell", "fast")))()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"progress": False, "threads": 1}
+    assert out["setup"] == 1.0 and out["compute"] == 2.0 and out["finished"] >= out["started"]
