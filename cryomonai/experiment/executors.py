@@ -150,7 +150,7 @@ class TrainRun:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        bars = bool(getattr(self, "progress", False)) and sys.stderr.isatty()  # a run pickled before it had none: off
+        bars = self.progress and sys.stderr.isatty()
         runner = self.runner_cls(self.preset, self.out, progress=bars)
         started = time.time()
         if self.job.kind == "pretrain":
