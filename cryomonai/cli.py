@@ -19,7 +19,7 @@ from pathlib import Path
 
 import fire
 
-from cryomonai.errors import CryoDataError, GridJobError
+from cryomonai.errors import CryoError, GridJobError
 from cryomonai.logs import logging_to
 
 __all__ = ["main"]
@@ -267,11 +267,11 @@ COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram
 
 
 def _user_error(err: BaseException):
-    """The :class:`~cryomonai.errors.CryoDataError` behind ``err`` (MONAI's config parser wraps the
+    """The :class:`~cryomonai.errors.CryoError` (data or configuration) behind ``err`` (MONAI's config parser wraps the
     errors of ``$`` expressions in ``RuntimeError``), or None."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, CryoDataError):
+        if isinstance(err, CryoError):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

@@ -1,8 +1,16 @@
-"""The one user-facing error type of cryomonai.
+"""The user-facing error types of cryomonai: whose fault it is, where, and the fix.
 
-Every problem a user can act on (a bad file, a wrong shape, a NaN, a missing label) is raised
-as :class:`CryoDataError`, whose message is a single line naming *where* (file and, for tables,
-the row), *what* went wrong and *how to fix it*.
+- :class:`CryoDataError`: a problem with the user's *data* (a bad file, a wrong shape, a NaN, a
+  missing label). Its message names *where* (file and, for tables, the row), *what* went wrong and
+  *how to fix it*, on one line.
+- :class:`ConfigError`: a mistake in a *configuration* (a preset, a bundle key, a command-line
+  option): it names the file and the key, and the fix.
+- :class:`GridJobError`: a training run of a grid failed in its cluster job.
+
+Both :class:`CryoDataError` and :class:`ConfigError` are :class:`CryoError`, which the command line
+prints as one line (no traceback). Programming errors (a wrong argument type inside the package, a
+broken invariant) are plain Python exceptions (``TypeError``, ``AssertionError``, ``RuntimeError``)
+and keep their tracebacks.
 
 Example:
     >>> err = CryoDataError("a.mrc", "volume is 32x32x30, not cubic", "re-extract with a cubic box")
@@ -14,17 +22,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CryoDataError", "GridJobError"]
+__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError"]
 
 
-class CryoDataError(ValueError):
-    """A problem with user input: ``"<where>: <problem> — fix: <fix>"`` on one line.
-
-    Args:
-        where: file path (optionally ``"path, row N"``) or another locator the user recognises.
-        problem: what is wrong, in the user's terms.
-        fix: what to do about it.
-    """
+class CryoError(ValueError):
+    """Base of the errors a user can act on: ``"<where>: <problem> — fix: <fix>"`` on one line."""
 
     def __init__(self, where: str | os.PathLike, problem: str, fix: str = "") -> None:
         self.where = str(where)
@@ -34,6 +36,30 @@ class CryoDataError(ValueError):
         if self.fix:
             msg += f" — fix: {self.fix}"
         super().__init__(msg)
+
+
+class CryoDataError(CryoError):
+    """A problem with user data: ``"<where>: <problem> — fix: <fix>"`` on one line.
+
+    Args:
+        where: file path (optionally ``"path, row N"``) or another locator the user recognises.
+        problem: what is wrong, in the user's terms.
+        fix: what to do about it.
+    """
+
+
+class ConfigError(CryoError):
+    """A mistake in a configuration (preset, bundle key, command-line option), on one line.
+
+    Args:
+        where: the file and key, e.g. ``"cpu.json, key 'fractions'"`` or ``"--workers"``.
+        problem: what is wrong with the value.
+        fix: the value or edit that fixes it.
+
+    Example:
+        >>> str(ConfigError("cpu.json, key 'workers'", "is 0", "give a whole number >= 1"))
+        "cpu.json, key 'workers': is 0 — fix: give a whole number >= 1"
+    """
 
 
 class GridJobError(RuntimeError):
