@@ -15,5 +15,5 @@ export NO_MKDOCS_2_WARNING=1   # Material's end-of-life banner, not a problem wi
 if [ "${1:-}" = --serve ]; then exec "$mkdocs" serve --strict; fi
 out=${1:-}
 if [ -z "$out" ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
-"$mkdocs" build --strict --quiet --site-dir "$out"
+"$mkdocs" build --strict --site-dir "$out"   # not --quiet: it drops the warnings that strict counts
 echo "docs.sh: built strictly into $out"
