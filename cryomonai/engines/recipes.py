@@ -25,8 +25,8 @@ Example:
     >>> [name for name, _ in encoder_blocks(net.encoder)]
     ['features.conv0', 'features.block1', 'features.block2', 'features.block3', 'features.block4']
     >>> groups = finetune_param_groups(net, encoder_lr=1e-3, layer_decay=0.5)
-    >>> [round(g["lr"], 6) for g in groups[:-1]], "lr" in groups[-1]
-    ([6.2e-05, 0.000125, 0.00025, 0.0005, 0.001], False)
+    >>> [round(g["lr"], 7) for g in groups[:-1]], "lr" in groups[-1]
+    ([6.25e-05, 0.000125, 0.00025, 0.0005, 0.001], False)
 """
 
 from __future__ import annotations
