@@ -107,7 +107,8 @@ def test_lp_ft_keeps_encoder_and_bn_statistics_during_the_probe_then_fine_tunes(
     assert any("running_mean" in k for k in encoder0)  # rb3d_bn: BatchNorm statistics to keep
     seen: dict[int, tuple] = {}
     lrs: dict[int, list[float]] = {}
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: lrs.setdefault(e.state.epoch, [g["lr"] for g in optimizer.param_groups]))
+    trainer.add_event_handler(Events.EPOCH_STARTED,
+                              lambda e: lrs.setdefault(e.state.epoch, [g["lr"] for g in optimizer.param_groups]))
     encoder_ids = {id(p) for p in classifier.encoder.parameters()}
 
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -152,7 +153,8 @@ def test_linear_probe_first_follows_the_epoch_and_respects_a_frozen_classifier()
     engine = type("E", (), {"state": type("S", (), {"epoch": 2})()})()
     handler(engine)
     net.train()
-    assert net.freeze_encoder and not net.encoder.training and not any(p.requires_grad for p in net.encoder.parameters())
+    assert net.freeze_encoder and not net.encoder.training
+    assert not any(p.requires_grad for p in net.encoder.parameters())
     engine.state.epoch = 3  # also what a run resumed at epoch 3 sees first
     handler(engine)
     net.train()

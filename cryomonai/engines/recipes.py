@@ -129,7 +129,8 @@ def check_layer_decay(optimizer: Optimizer, classifier: nn.Module, encoder_lr: f
     """
     if float(layer_decay) == 1.0:
         return
-    want = [({id(p) for p in g["params"]}, g.get("lr")) for g in finetune_param_groups(classifier, encoder_lr, layer_decay)]
+    groups = finetune_param_groups(classifier, encoder_lr, layer_decay)
+    want = [({id(p) for p in g["params"]}, g.get("lr")) for g in groups]
     have = [({id(p) for p in g["params"]}, g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
     same = len(want) == len(have) and all(
         w_ids == h_ids and (w_lr is None or math.isclose(w_lr, h_lr, rel_tol=1e-9))
@@ -170,7 +171,8 @@ def finetune_lr_scheduler(optimizer: Optimizer, train_epochs: int, lp_epochs: in
         return CosineAnnealingLR(optimizer, T_max=train_epochs)
     if not 0 < lp_epochs < train_epochs:
         raise ConfigError("finetune.json, key 'lp_epochs'", f"is {lp_epochs} of {train_epochs} training epochs",
-                          "give 0 (no probe phase) or a whole number of epochs >= 1; 'epochs' counts the fine-tuning after it")
+                          "give 0 (no probe phase) or a whole number of epochs >= 1; "
+                          "'epochs' counts the fine-tuning after it")
     return LambdaLR(optimizer, _ProbeThenCosine(lp_epochs, train_epochs - lp_epochs))
 
 

@@ -67,7 +67,8 @@ def probe_accuracies(features: np.ndarray, table: Any, labelled_rows: np.ndarray
         raise CryoDataError("labelled rows", "include rows outside the labelled training split",
                             "give the rows the fine-tuning saved for this table")
     scaler = StandardScaler().fit(features[train])
-    probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER).fit(scaler.transform(features[chosen]), labels[chosen])
+    probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER)
+    probe.fit(scaler.transform(features[chosen]), labels[chosen])
     out = {}
     for name in splits:
         rows = np.flatnonzero((split == name) & (labels >= 0))
