@@ -255,3 +255,38 @@ def test_finetune_lr_scheduler_is_the_cosine_without_a_probe_and_after_it() -> N
     for bad in (-1, 7):
         with pytest.raises(ConfigError, match="lp_epochs"):
             finetune_lr_scheduler(optimizer(), 7, lp_epochs=bad)
+
+
+# ---- DDP -----------------------------------------------------------------------------------------
+
+
+def test_lp_ft_under_ddp_with_two_gloo_processes(env: dict) -> None:
+    """``multi_gpu_finetune.json``: the probe epoch leaves the loaded encoder (weights and BN statistics)
+    exactly as it was on both ranks (DDP finds the frozen parameters unused), the next epoch trains it."""
+    import os
+    import subprocess
+    import sys
+
+    root = env["root"] / "ddp"
+    root.mkdir()
+    net = Classifier(build_encoder("rb3d_bn", channels=8), num_classes=3)
+    torch.save({"model": net.state_dict(), "run_info": {"encoder": "rb3d_bn"}}, root / "start.pt")
+    configs = "[" + ",".join(f"'bundles/cryo_ssl/configs/{f}'" for f in
+                             ("common.json", "finetune.json", "multi_gpu_finetune.json")) + "]"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+           "run", "finetune", "--config_file", configs, "--bundle_root", "bundles/cryo_ssl",
+           "--dataset_dir", env["overrides"]["dataset_dir"], "--ckpt_dir", str(root / "models"),
+           "--output_dir", str(root / "eval"), "--epochs", "1", "--lp_epochs", "1", "--layer_decay", "0.7",
+           "--batch_size", "2", "--progress", "False", "--simulate", "False", "--encoder", "rb3d_bn",
+           "--network_def#channels", "8", "--pretrained", str(root / "start.pt"),
+           "--train#checkpoint_saver#n_saved", "2"]
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = {k: v for k, v in net.state_dict().items() if k.startswith("encoder.")}
+    epoch = [torch.load(root / "models" / f"finetune_checkpoint_epoch={e}.pt", weights_only=True)["model"]
+             for e in (1, 2)]
+    assert all(torch.equal(epoch[0][k], v) for k, v in start.items())
+    assert not torch.equal(epoch[1]["encoder.features.conv0.weight"], start["encoder.features.conv0.weight"])
+    assert not torch.equal(epoch[1]["encoder.features.norm0.running_mean"], start["encoder.features.norm0.running_mean"])
+    assert not torch.equal(epoch[0]["head.fc.weight"], net.state_dict()["head.fc.weight"])
