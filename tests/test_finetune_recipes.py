@@ -98,8 +98,11 @@ def test_default_keys_train_bit_identically_to_the_recipe_without_them(env: dict
 # ---- LP-FT ---------------------------------------------------------------------------------------
 
 
-def test_lp_ft_keeps_encoder_and_bn_statistics_during_the_probe_then_fine_tunes(env: dict) -> None:
-    workflow = _workflow(env, "lpft", epochs=2, lp_epochs=2, lr=0.01)
+@pytest.mark.parametrize("optimizer", [None, PRESET_OPTIMIZER], ids=["sgd", "preset_adam"])
+def test_lp_ft_keeps_encoder_and_bn_statistics_during_the_probe_then_fine_tunes(env: dict, optimizer: dict | None
+                                                                              ) -> None:
+    extra = {} if optimizer is None else {"optimizer": optimizer}  # LP-FT works with a preset's own optimizer
+    workflow = _workflow(env, f"lpft_{bool(optimizer)}", epochs=2, lp_epochs=2, lr=0.01, **extra)
     classifier = workflow.parser.get_parsed_content("classifier")
     trainer = workflow.parser.get_parsed_content("train#trainer")
     optimizer = workflow.parser.get_parsed_content("optimizer")
