@@ -99,8 +99,7 @@ def test_default_keys_train_bit_identically_to_the_recipe_without_them(env: dict
 
 
 @pytest.mark.parametrize("optimizer", [None, PRESET_OPTIMIZER], ids=["sgd", "preset_adam"])
-def test_lp_ft_keeps_encoder_and_bn_statistics_during_the_probe_then_fine_tunes(env: dict, optimizer: dict | None
-                                                                              ) -> None:
+def test_lp_ft_keeps_encoder_and_bn_statistics_during_the_probe_then_trains_it(env: dict, optimizer: dict | None) -> None:
     extra = {} if optimizer is None else {"optimizer": optimizer}  # LP-FT works with a preset's own optimizer
     workflow = _workflow(env, f"lpft_{bool(optimizer)}", epochs=2, lp_epochs=2, lr=0.01, **extra)
     classifier = workflow.parser.get_parsed_content("classifier")
@@ -291,5 +290,6 @@ def test_lp_ft_under_ddp_with_two_gloo_processes(env: dict) -> None:
              for e in (1, 2)]
     assert all(torch.equal(epoch[0][k], v) for k, v in start.items())
     assert not torch.equal(epoch[1]["encoder.features.conv0.weight"], start["encoder.features.conv0.weight"])
-    assert not torch.equal(epoch[1]["encoder.features.norm0.running_mean"], start["encoder.features.norm0.running_mean"])
+    stat = "encoder.features.norm0.running_mean"
+    assert not torch.equal(epoch[1][stat], start[stat])
     assert not torch.equal(epoch[0]["head.fc.weight"], net.state_dict()["head.fc.weight"])
