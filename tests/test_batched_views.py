@@ -19,7 +19,8 @@ from scipy.spatial.transform import Rotation
 
 from cryomonai.engines import SSLPrepareBatch
 from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, fourier_grid, missing_wedge_mask
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter, fourier_grid
+from cryomonai.physics.wedge import missing_wedge_mask
 from cryomonai.transforms import (
     BatchedViews,
     RandCTF,

@@ -14,7 +14,8 @@ import torch
 
 from cryomonai.engines import PrepareBatchMemoryFormat, SupervisedPrepareBatch
 from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, missing_wedge_mask
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter
+from cryomonai.physics.wedge import missing_wedge_mask
 from cryomonai.transforms import BatchedViews, ViewPipeline, finetune_views
 
 TILT = (-60.0, 60.0)

@@ -6,20 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from cryomonai.physics.ctf import ctf_3d, electron_wavelength_nm
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter, fourier_grid
+from cryomonai.physics.wedge import missing_wedge_mask
 from cryomonai.simulate.imaging import (
     ImagingParams,
     aitom_filters,
     aitom_noise_variance,
-    apply_fourier_filter,
-    bandpass_filter,
-    ctf_3d,
-    electron_wavelength_nm,
-    fourier_grid,
     image_volume,
     imaged_noise,
     imaged_signal,
     measured_snr,
-    missing_wedge_mask,
 )
 from cryomonai.errors import CryoDataError
 

@@ -17,7 +17,8 @@ from cryomonai.simulate.geometry import (
     random_rotations,
     rotate_shift,
 )
-from cryomonai.simulate.imaging import ImagingParams, missing_wedge_mask
+from cryomonai.physics.wedge import missing_wedge_mask
+from cryomonai.simulate.imaging import ImagingParams
 from cryomonai.simulate.subtomogram import place_templates
 from cryomonai.simulate.templates import load_templates
 

@@ -14,7 +14,8 @@ import torch
 from monai.transforms import Affine, RandAffined
 
 from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, fourier_grid, missing_wedge_mask
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter, fourier_grid
+from cryomonai.physics.wedge import missing_wedge_mask
 import cryomonai.transforms as cryo_transforms
 from cryomonai.transforms import (
     ImposeMissingWedge,

@@ -55,7 +55,9 @@ import torch
 import torch.nn.functional as F
 
 from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import ctf_of_frequency, fourier_grid, missing_wedge_mask, raised_cosine_lowpass
+from cryomonai.physics.ctf import ctf_of_frequency
+from cryomonai.physics.fourier import fourier_grid, raised_cosine_lowpass
+from cryomonai.physics.wedge import missing_wedge_mask
 
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 

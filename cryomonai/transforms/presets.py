@@ -199,7 +199,7 @@ def cryo3d_views(
 
     1. low-pass at a cut-off ``~ U(lowpass_cutoff)`` × Nyquist (:class:`RandLowPass`);
     2. ``|CTF|`` of a defocus ``~ U(defocus_range_um)`` (:class:`RandCTF`, whose defaults the
-       microscope arguments take; as :func:`cryomonai.simulate.imaging.ctf_3d`);
+       microscope arguments take; as :func:`cryomonai.physics.ctf.ctf_3d`);
     3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
        the wedge of ``tilt_range`` so it turns with the data in step 4;
     4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
