@@ -18,7 +18,7 @@ from cryomonai.simulate.imaging import (
     imaged_signal,
     measured_snr,
 )
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 
 
 def test_wavelength_300kv():
@@ -121,7 +121,7 @@ def test_filtered_noise_and_signal_share_the_transfer():
 
 
 def test_unknown_noise_model_is_a_user_error():
-    with pytest.raises(CryoDataError, match="noise_model"):
+    with pytest.raises(ConfigError, match="noise_model"):
         ImagingParams(noise_model="aitom2")
 
 

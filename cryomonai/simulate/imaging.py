@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.physics.ctf import ctf_3d
 from cryomonai.physics.fourier import bandpass_filter, frequency_radius
 from cryomonai.physics.wedge import missing_wedge_mask
@@ -110,8 +110,8 @@ class ImagingParams:
 
     def __post_init__(self) -> None:
         if self.noise_model not in NOISE_MODELS:
-            raise CryoDataError("ImagingParams", f"unknown noise_model {self.noise_model!r}",
-                                f"use one of {list(NOISE_MODELS)}")
+            raise ConfigError("ImagingParams", f"unknown noise_model {self.noise_model!r}",
+                              f"use one of {list(NOISE_MODELS)}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -244,8 +244,8 @@ def imaged_noise(
     h, w, g1, g2 = _filters(tuple(shape), params, device)
     if params.noise_model == "filtered":
         if g1 <= 0:
-            raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
-                                "reach the SNR", "widen the band-pass or use noise_model='split'")
+            raise ConfigError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
+                              "reach the SNR", "widen the band-pass or use noise_model='split'")
         n = torch.randn((n_realisations, *shape), generator=generator, dtype=torch.float64).to(device)
         return torch.fft.ifftn(torch.fft.fftn(n, dim=dims) * (math.sqrt(noise_var / g1) * h * w), dim=dims).real
     s1 = math.sqrt(0.5 * noise_var / g1) if g1 > 0 else 0.0
@@ -278,8 +278,8 @@ def aitom_noise_variance(density: torch.Tensor, snr: float, params: ImagingParam
     """
     _, _, g_ref, _ = _filters(tuple(density.shape), params, density.device)
     if g_ref <= 0:
-        raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so AITom's signal variance is 0",
-                            "widen the band-pass or use noise_model='split'")
+        raise ConfigError("ImagingParams", "band-pass · CTF · wedge pass nothing, so AITom's signal variance is 0",
+                          "widen the band-pass or use noise_model='split'")
     ref = _filter_real(density, _signal_filter(tuple(density.shape), params, density.device, reference=True))
     return 0.5 * ref.var().item() / (g_ref * snr)
 

@@ -16,7 +16,7 @@ from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from monai.utils.enums import TransformBackends
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.physics.ctf import ctf_3d
 from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter
 from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
@@ -60,7 +60,7 @@ class RandSNRJitter(RandomizableTransform):
         super().__init__(prob)
         self.factor_range = (float(factor_range[0]), float(factor_range[1]))
         if self.factor_range[0] < 1.0:
-            raise CryoDataError(
+            raise ConfigError(
                 "RandSNRJitter",
                 f"factor_range {self.factor_range} has a factor below 1",
                 "use factors >= 1 (1 = no noise)",
