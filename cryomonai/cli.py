@@ -121,7 +121,7 @@ def demo(
     """A quick pipeline check on built-in simulated data: simulate → pretrain (MoCo) → fine-tune on 25 %
     of the labels from the pretrained encoder and from random init → test accuracy of both. Its
     defaults are too small to show the effect; the main job is ``cryomonai grid --preset cpu``."""
-    from cryomonai.pipeline import demo as run_demo  # lazy: MONAI, only when run
+    from cryomonai.demo import demo as run_demo  # lazy: MONAI, only when run
 
     t0 = time.time()
     acc = run_demo(out, n_per_class, snr, pretrain_epochs, finetune_epochs, label_fraction, method, seed=seed)

@@ -12,6 +12,22 @@ prints as one line (no traceback). Programming errors (a wrong argument type ins
 broken invariant) are plain Python exceptions (``TypeError``, ``AssertionError``, ``RuntimeError``)
 and keep their tracebacks.
 
+Which one, when a case is not obvious:
+
+- Ask what the user must change. A file, table row, volume or checkpoint that is missing, damaged
+  or inconsistent is data; so is the disk or host it lives on (full disk, folder locked by another
+  run, not enough memory for it). A value the user chose — a bundle key, preset entry, command-line
+  option, or an argument of a public function that a config sets — that is unknown, out of range,
+  or contradicts another option is configuration.
+- Valid data that do not fit a chosen option are a :class:`ConfigError` (a checkpoint pretrained
+  with ``resnet10`` under ``--encoder rb3d``; an output folder that exists without ``overwrite``);
+  an option the data cannot satisfy because the data are wrong stays a :class:`CryoDataError`.
+- A bundle wired wrongly (a views pipeline the SSL step cannot use, a batch without its view keys)
+  is configuration: the bundle's JSON is the user's to edit.
+- Only our own code can cause a plain exception: arrays of mismatched lengths handed between our
+  functions, a dataset object of the wrong type. Catch :class:`CryoError` to report both user
+  errors; catch one of them only where the other cannot occur.
+
 Example:
     >>> err = CryoDataError("a.mrc", "volume is 32x32x30, not cubic", "re-extract with a cubic box")
     >>> str(err)

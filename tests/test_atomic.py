@@ -36,7 +36,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
 from cryomonai.engines import AtomicCheckpointSaver, RunInfo, latest_checkpoint, resume_handlers
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.io import read_mrc, read_particle_table, write_mrc, write_particle_table
 from cryomonai.io.lock import LOCK_NAME
 
@@ -288,5 +288,5 @@ def test_resume_never_picks_a_stray_temporary_file(tmp_path: Path) -> None:
     (loader,) = resume_handlers(True, tmp_path, "pretrain", {"run_info": RunInfo(task="pretrain")})
     assert Path(loader.load_path).name == "pretrain_checkpoint_epoch=1.pt"
     (tmp_path / "pretrain_checkpoint_epoch=1.pt").unlink()
-    with pytest.raises(CryoDataError, match="no pretrain_checkpoint_epoch"):
+    with pytest.raises(ConfigError, match="no pretrain_checkpoint_epoch"):
         resume_handlers(True, tmp_path, "pretrain", {})

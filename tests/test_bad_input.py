@@ -2,8 +2,10 @@
 
 One parametrized table lists each case a user can run into (a bad MRC file, a bad particle
 table, a bad label fraction, a pick outside its tomogram, a bad checkpoint, an unwritable output)
-and checks the same contract for all of them: a :class:`~cryomonai.errors.CryoDataError` (never
-a deep numpy/torch/OS traceback, never a silent wrong result), whose message is **one line**,
+and checks the same contract for all of them: a :class:`~cryomonai.errors.CryoDataError` (or, for
+a checkpoint that does not fit the encoder the run is configured with, a
+:class:`~cryomonai.errors.ConfigError`; never a deep numpy/torch/OS traceback, never a silent
+wrong result), whose message is **one line**,
 **names the offending file or row**, and **says how to fix it**. Several cases are also tested,
 in more detail, next to their module (``test_io_mrc.py``, ``test_table.py``, ``test_data.py``,
 ``test_engines.py``, ``test_extract.py``); the helpers below are small copies, not imports of
@@ -34,7 +36,7 @@ from cryomonai.data.extract import PickExtractor, extract_subtomograms
 from cryomonai.data.splits import label_subset
 from cryomonai.engines import load_pretrained_encoder
 from cryomonai.engines.checkpoints import RunInfo
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError, CryoError
 from cryomonai.io import atomic_write, read_mrc, read_particle_table, write_mrc, write_particle_table
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.ssl import build_method
@@ -256,8 +258,11 @@ CASES: dict[str, Case] = {
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_bad_input_stops_with_one_line_naming_the_place_and_a_fix(tmp_path: Path, case: Case) -> None:
     call, where = case(tmp_path)
-    with pytest.raises(CryoDataError) as info:
+    with pytest.raises(CryoError) as info:
         call()
+    # the checkpoint is fine there: the run's encoder (a configuration) does not fit it
+    configuration = case in (_other_encoder_checkpoint, _other_encoder_shape_checkpoint)
+    assert type(info.value) is (ConfigError if configuration else CryoDataError), type(info.value)
     message = str(info.value)
     assert "\n" not in message, message
     assert where in message, message

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.evaluation.context import CONTEXT_COLUMN, context_table, context_valid
 from cryomonai.io import read_particle_table
 from cryomonai.io.mrc import read_mrc
@@ -76,7 +76,7 @@ def test_defaults_and_bad_values():
     assert s.neighbour_gap == NEIGHBOUR_GAP == (0.0, 8.0) and s.neighbour_contact == "largest"
     assert TOUCHING_SHELL == {"n_neighbours": 4, "neighbour_gap": (0.0, 2.0), "neighbour_contact": "target"}
     for bad in ({"neighbour_gap": [3, 1]}, {"neighbour_gap": -1}, {"neighbour_contact": "nearest"}):
-        with pytest.raises(CryoDataError):
+        with pytest.raises(ConfigError):
             build_simulator(SIZES[:2], 16, 2, 2.0, ImagingParams(), **bad)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cryomonai.data.extract import extract_subtomograms, read_picks
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_mrc
 from cryomonai.io.copick import DEFAULT_USER, RUN, VOXEL_SIZE, read_copick_picks, write_copick_predictions
 from cryomonai.io.predictions import MAX_PROBABILITY
@@ -81,15 +81,15 @@ def test_several_pick_sets_of_one_object_need_a_choice(project: dict, tmp_path) 
     config = build_copick_project(tmp_path / "p", {"TS_1": project["stars"]["TS_1"]}, CLASSES)
     run = copick.from_file(str(config)).get_run("TS_1")
     run.new_picks("1bxn", session_id="7", user_id="someone").from_numpy(np.array([[300.0, 400.0, 200.0]]))
-    with pytest.raises(CryoDataError, match=r"object 1bxn: picks from 2 pick sets.*choose one with user_id") as err:
+    with pytest.raises(ConfigError, match=r"object 1bxn: picks from 2 pick sets.*choose one with user_id") as err:
         read_copick_picks(config)
     assert "\n" not in str(err.value)
     assert len(read_copick_picks(config, user_id="curator")) == 8
     only = read_copick_picks(config, user_id="someone", objects=["1bxn"])
     assert len(only) == 1 and list(only.df["x"]) == [30.0]
-    with pytest.raises(CryoDataError, match=r"no particle object named \['ribosome'\]"):
+    with pytest.raises(ConfigError, match=r"no particle object named \['ribosome'\]"):
         read_copick_picks(config, objects=["ribosome"])
-    with pytest.raises(CryoDataError, match=r"no tomogram of type denoised"):
+    with pytest.raises(ConfigError, match=r"no tomogram of type denoised"):
         read_copick_picks(config, tomo_type="denoised")
     with pytest.raises(CryoDataError, match="cannot open the copick project"):
         read_copick_picks(tmp_path / "missing.json")

@@ -19,7 +19,7 @@ from cryomonai.data import (
     table_to_data_dicts,
     validate_volumes,
 )
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_mrc, read_particle_table, write_mrc, write_particle_table
 
 BOX = 6
@@ -53,9 +53,9 @@ def test_stratified_split_unlabelled_items_and_bad_fractions():
     labels = ["a", "a", None, np.nan, -1, "a"]
     split = stratified_split(labels, (0.34, 0.33, 0.33), seed=0)
     assert sorted(split[[2, 3, 4]]) == ["test", "train", "val"]  # the unlabelled are one group
-    with pytest.raises(CryoDataError, match="split fractions"):
+    with pytest.raises(ConfigError, match="split fractions"):
         stratified_split(labels, (0.5, 0.2, 0.2))
-    with pytest.raises(CryoDataError, match="split fractions"):
+    with pytest.raises(ConfigError, match="split fractions"):
         stratified_split(labels, (0.5, 0.5))
 
 
@@ -78,7 +78,7 @@ def test_label_subset_never_takes_unlabelled_and_checks_classes():
     with pytest.raises(CryoDataError, match="class '2' would have 0 labelled examples"):
         label_subset(labels, 0.5, seed=0, classes=[0, 1, 2])
     for bad in (0.0, 1.5):
-        with pytest.raises(CryoDataError, match="label fraction"):
+        with pytest.raises(ConfigError, match="label fraction"):
             label_subset(labels, bad)
 
 
@@ -109,7 +109,7 @@ def test_table_to_data_dicts(tmp_path):
     val = table_to_data_dicts(tmp_path / "t.csv", split="val")  # read without class_names: sorted
     assert [d["index"] for d in val] == [2, 5] and [d["name"] for d in val] == ["ribo", "prot"]
     assert [d["label"] for d in val] == [1, 0]
-    with pytest.raises(CryoDataError, match="unknown split 'dev'"):
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
         table_to_data_dicts(table, split="dev")
     no_split = _make_table(tmp_path, name="u.csv", with_split=False)
     with pytest.raises(CryoDataError, match="has no split column"):

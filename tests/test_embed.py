@@ -13,7 +13,7 @@ import starfile
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.evaluation.embedding import cluster_features, embedding_2d
 from cryomonai.visualize.embedding import write_embedding_map
 from cryomonai.visualize.gallery import cluster_gallery
@@ -45,7 +45,7 @@ def test_clustering_recovers_separated_groups_numbered_by_size(method: str) -> N
 def test_clustering_input_errors() -> None:
     feats, _ = _blobs()
     assert len(set(cluster_features(feats[:2], 5)[0])) == 2  # K clipped to N
-    with pytest.raises(CryoDataError, match="unknown method 'dbscan'"):
+    with pytest.raises(ConfigError, match="unknown method 'dbscan'"):
         cluster_features(feats, 3, "dbscan")
     with pytest.raises(CryoDataError, match="NaN"):
         cluster_features(np.full((4, 3), np.nan), 2)

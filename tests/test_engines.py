@@ -27,7 +27,7 @@ from cryomonai.engines import (
     resume_handlers,
     ssl_iteration,
 )
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_particle_table
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.simulate.prepare import ensure_dataset
@@ -93,7 +93,7 @@ def test_ssl_iteration_steps_the_method_state() -> None:
 def test_ssl_iteration_needs_the_views() -> None:
     method = build_method("simclr", build_encoder("rb3d", channels=8))
     batch = {"image": torch.zeros(2, 1, 8, 8, 8)}
-    with pytest.raises(CryoDataError, match="view_0"):
+    with pytest.raises(ConfigError, match="view_0"):
         _trainer(method, [batch], epochs=1).run()
 
 
@@ -101,7 +101,7 @@ def test_ssl_iteration_rejects_a_network_without_a_method() -> None:
     net = build_encoder("rb3d", channels=8)
     trainer = SupervisedTrainer("cpu", 1, [_views(0, b=2)], net, torch.optim.Adam(net.parameters()), None,
                                 iteration_update=ssl_iteration, decollate=False)
-    with pytest.raises(CryoDataError, match="SSLStep"):
+    with pytest.raises(ConfigError, match="SSLStep"):
         trainer.run()
 
 
@@ -151,10 +151,10 @@ def test_load_pretrained_encoder_errors(tmp_path: Path) -> None:
     with pytest.raises(CryoDataError, match="no 'encoder"):
         load_pretrained_encoder(clf, tmp_path / "foreign.pt")
     _ssl_checkpoint(tmp_path / "resnet.pt", encoder="resnet10")
-    with pytest.raises(CryoDataError, match="encoder 'resnet10' but this run builds 'rb3d'"):
+    with pytest.raises(ConfigError, match="encoder 'resnet10' but this run builds 'rb3d'"):
         load_pretrained_encoder(clf, tmp_path / "resnet.pt", encoder="rb3d")
     _ssl_checkpoint(tmp_path / "wide.pt", channels=16, info=False)  # same names, other shapes
-    with pytest.raises(CryoDataError, match="encoder weights do not"):
+    with pytest.raises(ConfigError, match="encoder weights do not"):
         load_pretrained_encoder(clf, tmp_path / "wide.pt")
 
 
@@ -162,18 +162,18 @@ def test_run_info_checks_identity_on_load(tmp_path: Path) -> None:
     info = RunInfo(task="pretrain", encoder="rb3d", method="moco")
     info.load_state_dict({"task": "pretrain", "encoder": "rb3d", "method": "moco", "extra": 1})
     assert info.state_dict()["extra"] == 1
-    with pytest.raises(CryoDataError, match="method 'simclr'"):
+    with pytest.raises(ConfigError, match="method 'simclr'"):
         info.load_state_dict({"method": "simclr"})
     torch.save({"run_info": info.state_dict(), "model": {}}, tmp_path / "c.pt")
     assert read_run_info(tmp_path / "c.pt", encoder="rb3d")["method"] == "moco"
-    with pytest.raises(CryoDataError, match="encoder 'rb3d'"):
+    with pytest.raises(ConfigError, match="encoder 'rb3d'"):
         read_run_info(tmp_path / "c.pt", encoder="resnet10")
 
 
 def test_resume_handlers(tmp_path: Path) -> None:
     assert resume_handlers(False, tmp_path, "pretrain", {}) == []
     assert resume_handlers("false", tmp_path, "pretrain", {}) == []
-    with pytest.raises(CryoDataError, match="no pretrain_checkpoint_epoch"):
+    with pytest.raises(ConfigError, match="no pretrain_checkpoint_epoch"):
         resume_handlers(True, tmp_path, "pretrain", {})
     for n in (2, 10, 9):
         torch.save({"model": torch.nn.Linear(1, 1).state_dict(), "rng": {"seed": 0}}, tmp_path / f"pretrain_checkpoint_epoch={n}.pt")
@@ -206,7 +206,7 @@ def test_ensure_dataset_simulates_once(tmp_path: Path) -> None:
     assert out == table and table.is_file() and (tmp_path / "cache" / "v.npy").is_file()
     stamp = table.stat().st_mtime_ns
     assert ensure_dataset(table, simulate=False) == table and table.stat().st_mtime_ns == stamp
-    with pytest.raises(CryoDataError, match="only particles.star"):
+    with pytest.raises(ConfigError, match="only particles.star"):
         ensure_dataset(tmp_path / "other" / "mine.csv")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "picked.csv").write_text("path,label\n")

@@ -23,7 +23,7 @@ from cryomonai.data.extract import (
     locate_picks,
     read_picks,
 )
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_mrc, read_particle_table, write_particle_table
 from cryomonai.simulate.geometry import matrix_from_euler_zyz
 from cryomonai.simulate.subtomogram import place_templates
@@ -123,7 +123,7 @@ def test_extracted_table_is_a_star_file_with_the_pick_columns(tomo: Path, tmp_pa
     vol = read_mrc(result.table.parent / particles["rlnImageName"].iloc[0])[0]
     assert abs(vol.mean()) < 1e-5 and vol.std() == pytest.approx(1.0, abs=1e-4)  # normalised
     assert (result.table.parent / "particles.csv").is_file()
-    with pytest.raises(CryoDataError, match="already holds particles.star"):
+    with pytest.raises(ConfigError, match="already holds particles.star"):
         extract_subtomograms(tomo, tmp_path / "ext", box=BOX, progress=False)
 
 
@@ -196,7 +196,7 @@ def test_edge_error_names_the_row(tomo: Path, tmp_path: Path) -> None:
     with pytest.raises(CryoDataError, match=rf"picks.star, row {first_bad}: pick at x,y,z = .*— fix: use edge='pad'"):
         extract_subtomograms(picks, tmp_path / "ext", box=BOX, edge="error", progress=False)
     assert len(df) == 14
-    with pytest.raises(CryoDataError, match="unknown edge policy"):
+    with pytest.raises(ConfigError, match="unknown edge policy"):
         extract_subtomograms(picks, tmp_path / "ext2", box=BOX, edge="crop", progress=False)
 
 
@@ -207,7 +207,7 @@ def test_text_coordinates_need_and_take_a_tomogram(tomo: Path, tmp_path: Path) -
     xyz = read_particle_table(tomo).df[["x", "y", "z"]].to_numpy()
     text = tmp_path / "picks.txt"
     np.savetxt(text, np.column_stack([np.ones(len(xyz)), np.arange(len(xyz)), xyz]), fmt="%g")  # obj contour x y z
-    with pytest.raises(CryoDataError, match="does not name its tomogram"):
+    with pytest.raises(ConfigError, match="does not name its tomogram"):
         read_picks(text)
     table = read_picks(text, tomogram=tomo.parent / "tomogram.mrc")
     np.testing.assert_array_equal(table.df[["x", "y", "z"]].to_numpy(), xyz)
@@ -246,5 +246,5 @@ def test_pick_dataset_extracts_what_extraction_writes(tomo: Path, tmp_path: Path
         torch.testing.assert_close(torch.from_numpy((vol - vol.mean()) / vol.std()), ref["image"][0].as_tensor(),
                                    atol=1e-4, rtol=0)
     assert [d["index"] for d in ds.data] == sorted(set(range(14)) - set(ds.rejected["row"] - 1))
-    with pytest.raises(CryoDataError, match="no box is given"):
+    with pytest.raises(ConfigError, match="no box is given"):
         particle_dataset(picks)

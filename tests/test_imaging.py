@@ -6,22 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from cryomonai.physics.ctf import ctf_3d, electron_wavelength_nm
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter, fourier_grid
+from cryomonai.physics.wedge import missing_wedge_mask
 from cryomonai.simulate.imaging import (
     ImagingParams,
     aitom_filters,
     aitom_noise_variance,
-    apply_fourier_filter,
-    bandpass_filter,
-    ctf_3d,
-    electron_wavelength_nm,
-    fourier_grid,
     image_volume,
     imaged_noise,
     imaged_signal,
     measured_snr,
-    missing_wedge_mask,
 )
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 
 
 def test_wavelength_300kv():
@@ -124,7 +121,7 @@ def test_filtered_noise_and_signal_share_the_transfer():
 
 
 def test_unknown_noise_model_is_a_user_error():
-    with pytest.raises(CryoDataError, match="noise_model"):
+    with pytest.raises(ConfigError, match="noise_model"):
         ImagingParams(noise_model="aitom2")
 
 

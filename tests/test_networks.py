@@ -8,7 +8,7 @@ from monai.visualize import GradCAM
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.networks import ENCODERS, RB3D, Classifier, MLPHead, RB3DOriginal, build_encoder
 
 # rb3d_original flattens the whole map, so it is built for one box; 16³ keeps it at 16.9 M parameters
@@ -42,7 +42,7 @@ def test_output_is_b_by_num_features(name: str, size: int) -> None:
 
 def test_rb3d_original_rejects_another_box() -> None:
     net = _build("rb3d_original")  # img_size 16
-    with pytest.raises(CryoDataError, match="img_size"):
+    with pytest.raises(ConfigError, match="img_size"):
         net(torch.zeros(1, 1, 28, 28, 28))
 
 
@@ -115,7 +115,7 @@ def test_rb3d_spatial_dims_2() -> None:
 
 
 def test_build_encoder_unknown_name() -> None:
-    with pytest.raises(CryoDataError, match="rb3d"):
+    with pytest.raises(ConfigError, match="rb3d"):
         build_encoder("rb4d")
 
 
@@ -124,7 +124,7 @@ def test_mlp_head_layers() -> None:
     assert [type(m) for m in MLPHead([8, 16, 4], norm=None)] == [nn.Linear, nn.ReLU, nn.Linear]
     assert [type(m) for m in MLPHead([8, 4], last_norm=True)] == [nn.Linear, nn.BatchNorm1d]
     assert MLPHead([8, 16, 16, 4])(torch.randn(3, 8)).shape == (3, 4)
-    with pytest.raises(CryoDataError):
+    with pytest.raises(ConfigError):
         MLPHead([8])
 
 
@@ -147,7 +147,7 @@ def test_classifier_loads_encoder_weights_and_freezes() -> None:
     assert all(p.grad is not None for p in clf.head.parameters())
     assert clf(x).shape == (2, 5)
 
-    with pytest.raises(CryoDataError, match="encoder"):
+    with pytest.raises(ConfigError, match="encoder"):
         clf.load_encoder({"encoder.features.conv0.weight": torch.zeros(1)})
     with pytest.raises(CryoDataError):
         clf.load_encoder({"head.0.weight": torch.zeros(1)})

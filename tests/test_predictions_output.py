@@ -15,7 +15,7 @@ import starfile
 
 from cryomonai.data.extract import read_picks
 from cryomonai.engines.predictions import ParticlePredictionsWriter
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import ParticleTable, read_particle_table, write_mrc
 from cryomonai.io.predictions import MAX_PROBABILITY, ORIGINS, filter_predictions, write_star_and_csv
 from cryomonai.io.relion5 import CENTRED
@@ -66,11 +66,11 @@ def test_min_probability_keeps_the_rows_that_reach_it(predictions, threshold, ke
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), "high"])
 def test_min_probability_outside_0_1_is_refused_in_one_line(predictions, bad) -> None:
-    with pytest.raises(CryoDataError) as err:
+    with pytest.raises(ConfigError) as err:
         filter_predictions(_table(*predictions), bad)
     message = str(err.value)
     assert message.startswith("min_probability: ") and "between 0 and 1" in message and "\n" not in message
-    with pytest.raises(CryoDataError, match="between 0 and 1"):  # the writer refuses it before any inference
+    with pytest.raises(ConfigError, match="between 0 and 1"):  # the writer refuses it before any inference
         ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, min_probability=bad)
 
 
@@ -175,9 +175,9 @@ def test_the_bundle_keys_reach_the_writer(predictions, tmp_path) -> None:
 def test_split_by_class_takes_command_line_words(predictions, given, expected) -> None:
     writer = ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, split_by_class=given)
     assert writer.split_by_class is expected
-    with pytest.raises(CryoDataError, match="split_by_class: 'maybe' is not true or false"):
+    with pytest.raises(ConfigError, match="split_by_class: 'maybe' is not true or false"):
         ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, split_by_class="maybe")
-    with pytest.raises(CryoDataError, match="coordinates: unknown convention 'relion4'"):
+    with pytest.raises(ConfigError, match="coordinates: unknown convention 'relion4'"):
         ParticlePredictionsWriter(predictions[1], _table(*predictions), CLASSES, coordinates="relion4")
 
 

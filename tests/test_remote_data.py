@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from cryomonai.data.extract import extract_subtomograms, read_picks
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_mrc, tomogram_levels
 from cryomonai.io.stores import CACHE_ENV
 from cryomonai.io.table import ParticleTable, write_particle_table
@@ -272,7 +272,7 @@ def test_a_copick_project_over_http_reads_and_extracts_as_the_local_one(project:
     _assert_same(_boxes(extract_subtomograms(remote, tmp_path / "http", box=16, progress=False)),
                  _boxes(extract_subtomograms(local, tmp_path / "local", box=16, progress=False)))
     lacking = r"no tomogram of type wbp at voxel spacing 7\.0 Å.*\(10\.0, 'wbp'\)"  # the voxel sizes it has
-    with pytest.raises(CryoDataError, match=lacking) as err:
+    with pytest.raises(ConfigError, match=lacking) as err:  # the voxel size asked for
         read_copick_picks(_remote_config(project, f"{server.url}/overlay", tmp_path), voxel_size=7.0, tomo_type="wbp")
     assert "\n" not in str(err.value)
 

@@ -13,7 +13,7 @@ import torch
 from scipy.stats import ttest_ind
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.evaluation import gradcam_volumes, load_finetuned_classifier, summarise, ttest_vs_baseline
 from cryomonai.experiment import write_report, write_table
 from cryomonai.visualize import (
@@ -256,7 +256,7 @@ def test_gradcam_on_rb3d_classifier_frozen_or_not() -> None:
     # the caller's models are left as they were: frozen stays frozen, training mode kept, no hooks
     assert not any(p.requires_grad for p in frozen.encoder.parameters()) and net.training
     assert not net.encoder.features.block4._forward_hooks and not net.encoder.features.block4._backward_hooks
-    with pytest.raises(CryoDataError, match="target layer"):
+    with pytest.raises(ConfigError, match="target layer"):
         gradcam_volumes(net, x, target_layer="encoder.nope")
     with pytest.raises(CryoDataError, match=r"\(N, 1, D, H, W\)"):
         gradcam_volumes(net, x[:, 0, 0])
@@ -270,7 +270,7 @@ def test_gradcam_overlay_figure(tmp_path: Path) -> None:
     img = _png(plot_gradcam_overlays(x, cams, [0, 2], CLASSES, tmp_path / "gradcam.png",
                                      predictions_by_model={"MoCo": [0, 0]}))
     assert img.shape[1] > img.shape[0]  # 2 rows, 6 slice columns
-    with pytest.raises(CryoDataError, match="one map"):
+    with pytest.raises(ValueError, match="one map"):
         plot_gradcam_overlays(x, {"MoCo": cams["MoCo"][:1]}, [0, 2], CLASSES, tmp_path / "bad.png")
 
 
@@ -284,7 +284,7 @@ def test_load_finetuned_classifier_round_trip(tmp_path: Path) -> None:
     assert classes == list(CLASSES) and not loaded.training
     torch.testing.assert_close(loaded(x), net(x))
     torch.save({"model": net.state_dict(), "run_info": {"encoder": "rb3d", "classes": ["a", "b"]}}, tmp_path / "bad.pt")
-    with pytest.raises(CryoDataError, match="do not fit"):
+    with pytest.raises(ConfigError, match="do not fit"):
         load_finetuned_classifier(tmp_path / "bad.pt")
 
 

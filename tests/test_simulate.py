@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_particle_table
 from cryomonai.simulate.dataset import build_simulator
 from cryomonai.simulate.geometry import (
@@ -17,7 +17,8 @@ from cryomonai.simulate.geometry import (
     random_rotations,
     rotate_shift,
 )
-from cryomonai.simulate.imaging import ImagingParams, missing_wedge_mask
+from cryomonai.physics.wedge import missing_wedge_mask
+from cryomonai.simulate.imaging import ImagingParams
 from cryomonai.simulate.subtomogram import place_templates
 from cryomonai.simulate.templates import load_templates
 
@@ -130,7 +131,7 @@ def test_a_neighbour_range_varies_the_crowding_and_a_count_draws_nothing(sim):
     a, b = sim(np.random.default_rng(3), target=1, snr=0.05), fixed(np.random.default_rng(3), target=1, snr=0.05)
     assert np.array_equal(a["observed"], b["observed"]) and a["n_neighbours"] == b["n_neighbours"]
     for bad in (-1, [3, 1], [0, 1, 2], 2.5):
-        with pytest.raises(CryoDataError, match="n_neighbours"):
+        with pytest.raises(ConfigError, match="n_neighbours"):
             build_simulator(SMALL, 32, bad, 8.0, ImagingParams())
 
 
@@ -251,7 +252,7 @@ def test_noise_model_is_a_dataset_kwarg_recorded_in_simulation_json(tmp_path, mo
     a, b = (read_mrc(t.parent / "subtomograms/000000.mrc")[0] for t in (star, split))
     assert not np.array_equal(a, b)
     assert np.array_equal(np.load(star.parent / "clean.npy"), np.load(split.parent / "clean.npy"))  # same particles
-    with pytest.raises(CryoDataError, match="noise_model"):
+    with pytest.raises(ConfigError, match="noise_model"):
         _dataset(tmp_path, "x", noise_model="split", imaging={"noise_model": model})
 
 

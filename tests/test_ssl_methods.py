@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.networks import RB3D
 from cryomonai.ssl import METHODS, MoCo, SwAV, build_method
 from cryomonai.ssl.losses import sinkhorn
@@ -109,14 +109,14 @@ def test_state_dict_round_trip_resumes_exactly(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_wrong_views_are_a_user_error(name: str) -> None:
     method = _method(name)
-    with pytest.raises(CryoDataError, match="views"):
+    with pytest.raises(ConfigError, match="views"):
         method.training_step(_views()[:1])
-    with pytest.raises(CryoDataError, match="views"):
+    with pytest.raises(ConfigError, match="views"):
         method.training_step([_views()[0], _views(batch=2)[0]])
 
 
 def test_build_method_unknown_name() -> None:
-    with pytest.raises(CryoDataError, match="moco"):
+    with pytest.raises(ConfigError, match="moco"):
         build_method("byol", RB3D())
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import ParticleTable, read_particle_table, write_mrc, write_particle_table
 
 
@@ -115,7 +115,7 @@ def test_write_dataframe(tmp_path, vols):
     assert back.class_names == ["a", "b"] and back.df["label_index"].tolist() == [1, 0]
     with pytest.raises(CryoDataError, match="class 'b' is not one of the classes"):
         write_particle_table(df, tmp_path / "u.csv", class_names=["a"])
-    with pytest.raises(CryoDataError, match="unknown table format '.txt'"):
+    with pytest.raises(ConfigError, match="unknown table format '.txt'"):
         write_particle_table(df, tmp_path / "t.txt")
 
 

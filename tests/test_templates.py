@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.simulate.templates import (
     SHREC_10,
     TEMPLATE_IDS,
@@ -88,7 +88,7 @@ def test_default_box_holds_molecule_any_rotation():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(CryoDataError, match="match"):
+    with pytest.raises(ValueError, match="match"):
         atoms_to_density(np.zeros((3, 2)), np.ones(3))
     with pytest.raises(CryoDataError, match="non-finite"):
         atoms_to_density(np.full((1, 3), np.nan), np.ones(1))
@@ -138,7 +138,7 @@ def test_shipped_templates():
 def test_load_subset_and_unknown():
     sub = load_templates(["3qm1", "1bxn"])
     assert list(sub) == ["3qm1", "1bxn"]
-    with pytest.raises(CryoDataError, match="1bxn"):  # the message lists the available ids
+    with pytest.raises(ConfigError, match="1bxn"):  # the message lists the available ids
         load_templates(["nope"])
 
 

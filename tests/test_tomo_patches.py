@@ -19,7 +19,7 @@ from monai.bundle import run
 from cryomonai.data.extract import read_picks
 from cryomonai.data.picks import PickDataset
 from cryomonai.data.tomo_patches import TomogramPatchDataset, density_map, memory_estimate
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io import read_mrc, write_mrc
 from cryomonai.io.tomogram import tomogram_levels
 from cryomonai.networks import build_encoder
@@ -93,14 +93,14 @@ def test_an_ome_zarr_tomogram_at_a_coarser_voxel_size(tmp_path: Path, tomo: Path
 
 def test_bad_inputs_get_one_line_errors(tmp_path: Path, tomo: Path) -> None:
     mrc = tomo.parent / "tomogram.mrc"
-    for kwargs, match in [
-        ({"tomograms": []}, "lists no tomogram"),
-        ({"tomograms": [mrc], "sampler": "edges"}, "unknown sampler 'edges'"),
-        ({"tomograms": [mrc], "sampler": "mask"}, "0 masks for 1 tomograms"),
-        ({"tomograms": [mrc], "box": 64}, r"smaller than a 64-voxel patch"),
-        ({"tomograms": [tmp_path / "missing.mrc"]}, "missing.mrc"),
+    for kwargs, match, kind in [
+        ({"tomograms": []}, "lists no tomogram", ConfigError),
+        ({"tomograms": [mrc], "sampler": "edges"}, "unknown sampler 'edges'", ConfigError),
+        ({"tomograms": [mrc], "sampler": "mask"}, "0 masks for 1 tomograms", ConfigError),
+        ({"tomograms": [mrc], "box": 64}, r"smaller than a 64-voxel patch", CryoDataError),
+        ({"tomograms": [tmp_path / "missing.mrc"]}, "missing.mrc", CryoDataError),
     ]:
-        with pytest.raises(CryoDataError, match=match) as err:
+        with pytest.raises(kind, match=match) as err:
             TomogramPatchDataset(**{"box": 16, **kwargs})
         assert "\n" not in str(err.value)
     write_mrc(tmp_path / "small_mask.mrc", np.ones((8, 8, 8), np.float32), voxel_size=10.0)

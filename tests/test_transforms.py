@@ -13,8 +13,9 @@ import pytest
 import torch
 from monai.transforms import Affine, RandAffined
 
-from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, fourier_grid, missing_wedge_mask
+from cryomonai.errors import ConfigError
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter, fourier_grid
+from cryomonai.physics.wedge import missing_wedge_mask
 import cryomonai.transforms as cryo_transforms
 from cryomonai.transforms import (
     ImposeMissingWedge,
@@ -336,16 +337,16 @@ def test_multiviewd_names_keeps_label_and_draws_fresh_per_view():
     assert sorted(out) == ["image", "label", "view_0", "view_1", "view_2"] and out["label"] == 2
     for a, b in [("view_0", "view_1"), ("view_1", "view_2"), ("view_0", "view_2")]:
         assert not torch.allclose(out[a], out[b])
-    with pytest.raises(CryoDataError, match="view key"):
+    with pytest.raises(ConfigError, match="view key"):
         MultiViewd(RandSO3Rotated("image"), n_views=2, view_keys=("q",))
 
 
-def test_bad_input_and_config_raise_cryodataerror():
-    with pytest.raises(CryoDataError, match="EnsureChannelFirstd"):
+def test_bad_transform_configurations_raise_config_errors():
+    with pytest.raises(ConfigError, match="EnsureChannelFirstd"):
         RandSO3Rotate()(torch.rand(8, 8, 8))
-    with pytest.raises(CryoDataError, match="rotation"):
+    with pytest.raises(ConfigError, match="rotation"):
         cryo3d_views(rotation="xyz")
-    with pytest.raises(CryoDataError, match="factor_range"):
+    with pytest.raises(ConfigError, match="factor_range"):
         RandSNRJitter(factor_range=(0.5, 2.0))
 
 

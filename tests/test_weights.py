@@ -15,7 +15,7 @@ from monai.bundle import run
 
 from cryomonai.engines import load_pretrained_encoder, read_run_info
 from cryomonai.engines.weights import SHIPPED_DIR, WEIGHTS_INDEX, compact_checkpoint, ship_weights, weights_file
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.networks import Classifier, build_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,12 +77,12 @@ def test_ship_and_resolve_by_name(tmp_path: Path) -> None:
 def test_weights_errors_are_one_line(tmp_path: Path) -> None:
     root = _bundle_copy(tmp_path)
     _ssl_checkpoint(tmp_path / "p.pt")
-    with pytest.raises(CryoDataError, match=r"neither a checkpoint file nor .* shipped names: none"):
+    with pytest.raises(ConfigError, match=r"neither a checkpoint file nor .* shipped names: none"):
         weights_file("simclr_typo", root)
     path = ship_weights("tiny", tmp_path / "p.pt", "encoder", root)
-    with pytest.raises(CryoDataError, match=r"shipped names: tiny$"):
+    with pytest.raises(ConfigError, match=r"shipped names: tiny$"):
         weights_file("simclr_typo", root)
-    with pytest.raises(CryoDataError, match="is a shipped encoder, and this run needs a classifier — fix: fine-tune it first"):
+    with pytest.raises(ConfigError, match="is a shipped encoder, and this run needs a classifier — fix: fine-tune it first"):
         weights_file("tiny", root, "classifier")
     path.write_bytes(path.read_bytes() + b"x")
     with pytest.raises(CryoDataError, match="SHA-256 mismatch"):
@@ -136,7 +136,7 @@ def test_finetune_takes_shipped_weights_by_name(shipped_bundle: dict) -> None:
     with pytest.raises(RuntimeError) as info:  # MONAI wraps an expression's error; the CLI prints the cause's line
         run("inference", config_file=inf, checkpoint="tiny_enc", output_dir=str(tmp / "pred2"),
             infer_table=str(tmp / "data" / "particles.star"), **common)
-    assert isinstance(info.value.__cause__, CryoDataError)
+    assert isinstance(info.value.__cause__, ConfigError)
     assert "is a shipped encoder, and this run needs a classifier" in str(info.value.__cause__)
     ev = [str(root / "configs" / f) for f in ("common.json", "finetune.json", "evaluate.json")]
     run("evaluate", config_file=ev, checkpoint="tiny_clf", ckpt_dir=str(tmp / "ft"), output_dir=str(tmp / "ev"), **common)

@@ -62,7 +62,7 @@ from scipy import ndimage, optimize
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
 
-from cryomonai.errors import CryoDataError  # noqa: E402
+from cryomonai.errors import CryoError  # noqa: E402
 from cryomonai.simulate.templates import (  # noqa: E402
     PROTEIN_DENSITY,
     SIGMA_FACTOR,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         vols, atoms = build(args.pdb_dir, args.voxel_size, args.resolution, args.box)
-    except CryoDataError as err:
+    except CryoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     meta = {

@@ -30,7 +30,7 @@ from monai.data import Dataset, MetaTensor
 from tqdm.auto import tqdm
 
 from cryomonai.data.extract import fourier_resize
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_path, atomic_write
 from cryomonai.io.mrc import check_volume, read_mrc, read_mrc_header
 from cryomonai.io.table import SPLITS, ParticleTable, read_particle_table
@@ -61,14 +61,15 @@ def table_to_data_dicts(table: ParticleTable | str | os.PathLike, split: str | N
         "name": class name or "" (unlabelled), "index": row in the table}, ...]``.
 
     Raises:
-        CryoDataError: for an unknown split, or a split asked of a table without splits.
+        ConfigError: an unknown split.
+        CryoDataError: a split asked of a table without splits.
     """
     table = _as_table(table)
     df, where = table.df, table.source or "particle table"
     rows = np.arange(len(df))
     if split is not None:
         if split not in SPLITS:
-            raise CryoDataError(where, f"unknown split {split!r}", f"use one of {list(SPLITS)}")
+            raise ConfigError(where, f"unknown split {split!r}", f"use one of {list(SPLITS)}")
         if df["split"].isna().all():
             raise CryoDataError(where, "has no split column",
                                 "add one (cryomonai.data.stratified_split makes a stratified one) or use split=None")
@@ -202,7 +203,7 @@ def build_volume_cache(
         raise ValueError(f"the volume cache stores float16 or float32, got {dtype}")
     for name, value in (("working_box", working_box), ("working_voxel_size", working_voxel_size)):
         if value is not None and not float(value) > 0:
-            raise CryoDataError(name, f"is {value}", "give a positive size (voxels / Å), or leave it unset")
+            raise ConfigError(name, f"is {value}", "give a positive size (voxels / Å), or leave it unset")
     fingerprint = {**_fingerprint(table, dtype), "working_box": working_box, "working_voxel_size": working_voxel_size}
     if _cache_is_fresh(cache_path, fingerprint):
         return cache_path

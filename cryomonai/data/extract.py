@@ -56,7 +56,7 @@ import starfile
 import torch
 from tqdm.auto import tqdm
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.copick import is_copick_config, read_copick_picks
 from cryomonai.io.mrc import write_mrc
@@ -119,25 +119,26 @@ def read_picks(path: str | os.PathLike, tomogram: str | os.PathLike | None = Non
         the table (``source`` = ``path``); ``tomogram`` is absolute when ``tomogram`` is given.
 
     Raises:
-        CryoDataError: unreadable file, no coordinates, or a text file without ``tomogram``.
+        CryoDataError: unreadable file, or no coordinates.
+        ConfigError: a text file without ``tomogram``, or copick/RELION options that do not fit the file.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if is_copick_config(path):
         if tomogram is not None:
-            raise CryoDataError(path, "a copick project names its tomograms", "drop --tomogram; choose copick_tomo_type")
+            raise ConfigError(path, "a copick project names its tomograms", "drop --tomogram; choose copick_tomo_type")
         return read_copick_picks(path, **(copick or {}))
     if copick:
-        raise CryoDataError(path, "copick options given, but this is not a copick configuration JSON",
-                            "give the project's config JSON as the picks, or drop the copick options")
+        raise ConfigError(path, "copick options given, but this is not a copick configuration JSON",
+                          "give the project's config JSON as the picks, or drop the copick options")
     if is_relion5_particles(path):
         if tomogram is not None:
-            raise CryoDataError(path, "a RELION-5 particles file names its tomograms (rlnTomoName, tomograms.star)",
-                                "drop --tomogram; give --tomograms_star if tomograms.star is not next to the file")
+            raise ConfigError(path, "a RELION-5 particles file names its tomograms (rlnTomoName, tomograms.star)",
+                              "drop --tomogram; give --tomograms_star if tomograms.star is not next to the file")
         return read_relion5_picks(path, tomograms_star)
     if tomogram is None:
         if suffix in _TEXT_SUFFIXES:
-            raise CryoDataError(path, "a coordinate text file does not name its tomogram", "pass --tomogram <file.mrc>")
+            raise ConfigError(path, "a coordinate text file does not name its tomogram", "pass --tomogram <file.mrc>")
         return read_particle_table(path, check_files=False)
     if not path.is_file():
         raise CryoDataError(path, "picks file not found", "check the path")
@@ -250,11 +251,12 @@ def locate_picks(
         ``status``: ``"ok"``, ``"edge"`` (box crosses the border) or ``"outside"`` (centre outside).
 
     Raises:
-        CryoDataError: no coordinates, a missing/unreadable tomogram, a 2D file, a bad box.
+        CryoDataError: no coordinates, a missing/unreadable tomogram, a 2D file.
+        ConfigError: a bad box.
     """
     where = table.source or "picks table"
     if int(box) < 2:
-        raise CryoDataError(where, f"box {box} is too small", "give a box of at least 2 voxels (e.g. 32)")
+        raise ConfigError(where, f"box {box} is too small", "give a box of at least 2 voxels (e.g. 32)")
     df = table.df
     missing = df[["tomogram", "x", "y", "z"]].isna().any(axis=1).to_numpy()
     if missing.any():
@@ -312,11 +314,12 @@ def apply_edge_policy(
     one warning with the count is logged.
 
     Raises:
-        CryoDataError: an unknown policy, or (``"error"``) a box crossing the edge / a centre outside.
+        ConfigError: an unknown policy.
+        CryoDataError: (``"error"``) a box crossing the edge / a centre outside.
     """
     where = table.source or "picks table"
     if edge not in EDGE_POLICIES:
-        raise CryoDataError(where, f"unknown edge policy {edge!r}", f"use one of {list(EDGE_POLICIES)}")
+        raise ConfigError(where, f"unknown edge policy {edge!r}", f"use one of {list(EDGE_POLICIES)}")
     bad = located["status"].isin(["outside"] if edge == "pad" else ["edge", "outside"]).to_numpy()
     if edge == "error" and bad.any():
         first = int(np.argmax(bad))
@@ -443,13 +446,13 @@ def extract_subtomograms(
         progress: show a progress bar.
 
     Raises:
-        CryoDataError: a bad table or tomogram, an existing output, or (``edge="error"``) a pick
-            at the border.
+        CryoDataError: a bad table or tomogram, or (``edge="error"``) a pick at the border.
+        ConfigError: an existing output (without ``overwrite``), a bad box or edge policy.
     """
     table = picks if isinstance(picks, ParticleTable) else read_picks(picks, tomogram)
     out = Path(out_dir)
     if (out / "particles.star").exists() and not overwrite:
-        raise CryoDataError(out, "already holds particles.star", "choose another --out, or pass --overwrite")
+        raise ConfigError(out, "already holds particles.star", "choose another --out, or pass --overwrite")
     try:
         (out / "subtomograms").mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file where a folder should be, no permission

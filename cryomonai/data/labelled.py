@@ -41,7 +41,9 @@ def label_fraction_subset(
         num_classes: if given, every class ``0 … num_classes - 1`` must keep an example.
 
     Raises:
-        CryoDataError: bad fraction, no labelled item, or a class left without examples.
+        ConfigError: a bad fraction.
+        CryoDataError: no labelled item, or a class left without examples.
+        TypeError: ``dataset`` has no ``data`` list.
 
     Example:
         >>> from monai.data import Dataset
@@ -51,8 +53,8 @@ def label_fraction_subset(
     """
     data: Sequence[dict] = getattr(dataset, "data", None)  # type: ignore[assignment]
     if data is None:
-        raise CryoDataError("label_fraction_subset", f"a {type(dataset).__name__} has no 'data' list",
-                            "give a MONAI dataset of data dicts with 'label'")
+        raise TypeError(f"label_fraction_subset: a {type(dataset).__name__} has no 'data' list "
+                        "(give a MONAI dataset of data dicts with 'label')")
     labels = np.array([int(item.get("label", -1)) for item in data])
     classes = list(range(num_classes)) if num_classes is not None else None
     mask = label_subset(labels, fraction, seed, classes=classes)

@@ -32,7 +32,7 @@ from monai.transforms import Compose, LoadImaged
 
 from cryomonai.data.dataset import table_to_data_dicts
 from cryomonai.data.extract import PickExtractor, apply_edge_policy, locate_picks, read_picks
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.io.table import SPLITS, ParticleTable
 
 __all__ = ["PickDataset", "particle_dataset"]
@@ -75,8 +75,8 @@ class PickDataset(Dataset):
         table = table if isinstance(table, ParticleTable) else read_picks(table)
         if split is not None:
             if split not in SPLITS:
-                raise CryoDataError(table.source or "picks table", f"unknown split {split!r}",
-                                    f"use one of {list(SPLITS)}")
+                raise ConfigError(table.source or "picks table", f"unknown split {split!r}",
+                                  f"use one of {list(SPLITS)}")
             table = ParticleTable(table.df[(table.df["split"] == split).to_numpy()], table.class_names, table.source)
         located = locate_picks(table, box, voxel_size, pick_voxel_size)
         kept, self.rejected = apply_edge_policy(table, located, edge, rejected_file)
@@ -119,13 +119,14 @@ def particle_dataset(
     gives a :class:`PickDataset`.
 
     Raises:
-        CryoDataError: a picks table and no ``box``, or any error of the table or tomograms.
+        ConfigError: a picks table and no ``box``.
+        CryoDataError: any error of the table or tomograms.
     """
     table = table if isinstance(table, ParticleTable) else read_picks(table)
     if table.df["path"].notna().all():
         load = LoadImaged(keys="image", reader="cryomonai.io.MrcReader", ensure_channel_first=True)
         return Dataset(table_to_data_dicts(table, split), Compose([load] + ([transform] if transform else [])))
     if box is None:
-        raise CryoDataError(table.source or "picks table", "lists picks, not subtomograms, and no box is given",
-                            "set the box to the model's input size (e.g. --box 32)")
+        raise ConfigError(table.source or "picks table", "lists picks, not subtomograms, and no box is given",
+                          "set the box to the model's input size (e.g. --box 32)")
     return PickDataset(table, box, voxel_size, edge, split, transform, False, pick_voxel_size, rejected_file)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 
 __all__ = ["label_subset", "stratified_split"]
 
@@ -86,11 +86,11 @@ def stratified_split(
         (N,) array of ``"train"``/``"val"``/``"test"``.
 
     Raises:
-        CryoDataError: for fractions that are not three non-negative numbers summing to 1.
+        ConfigError: for fractions that are not three non-negative numbers summing to 1.
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise CryoDataError("split fractions", f"got {list(fractions)}", "give (train, val, test) summing to 1")
+        raise ConfigError("split fractions", f"got {list(fractions)}", "give (train, val, test) summing to 1")
     keys = _class_keys(labels)
     out = np.empty(len(keys), dtype="<U5")
     for key, items in _groups(keys).items():
@@ -126,7 +126,7 @@ def label_subset(
             examples.
     """
     if not 0.0 < float(fraction) <= 1.0:
-        raise CryoDataError("label fraction", f"got {fraction}", "give a fraction in (0, 1], e.g. 0.25")
+        raise ConfigError("label fraction", f"got {fraction}", "give a fraction in (0, 1], e.g. 0.25")
     keys = _class_keys(labels)
     mask = np.zeros(len(keys), dtype=bool)
     for key, items in _groups(keys).items():

@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 
 from cryomonai.data.extract import fourier_resize
 from cryomonai.data.memory import check_memory
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.stores import is_url
 from cryomonai.io.tomogram import TomogramLevel, choose_level, open_tomogram, tomogram_levels
 
@@ -196,7 +196,8 @@ class TomogramPatchDataset(Dataset):
         num_workers: the queue's loader processes.
 
     Raises:
-        CryoDataError: no tomograms, an unreadable one, an unknown sampler, missing or mis-shaped
+        ConfigError: no tomograms, an unknown sampler, a mask count that does not match.
+        CryoDataError: an unreadable tomogram, missing or mis-shaped
             masks, a tomogram smaller than a patch, not enough host memory (:func:`memory_estimate`).
     """
 
@@ -215,12 +216,12 @@ class TomogramPatchDataset(Dataset):
     ) -> None:
         paths = [str(tomograms)] if isinstance(tomograms, (str, os.PathLike)) else [str(t) for t in tomograms]
         if not paths:
-            raise CryoDataError("pretrain_tomograms", "lists no tomogram", "give one or more MRC/OME-Zarr tomograms")
+            raise ConfigError("pretrain_tomograms", "lists no tomogram", "give one or more MRC/OME-Zarr tomograms")
         if sampler not in SAMPLERS:
-            raise CryoDataError("pretrain_sampler", f"unknown sampler {sampler!r}", f"use one of {list(SAMPLERS)}")
+            raise ConfigError("pretrain_sampler", f"unknown sampler {sampler!r}", f"use one of {list(SAMPLERS)}")
         if sampler == "mask" and (masks is None or len(masks) != len(paths)):
-            raise CryoDataError("pretrain_masks", f"{0 if masks is None else len(masks)} masks for {len(paths)} tomograms",
-                                "give one mask per tomogram (same shape), or use sampler 'uniform' / 'density'")
+            raise ConfigError("pretrain_masks", f"{0 if masks is None else len(masks)} masks for {len(paths)} tomograms",
+                              "give one mask per tomogram (same shape), or use sampler 'uniform' / 'density'")
         self.box, self.transform, self.patches_per_epoch = int(box), transform, int(patches_per_epoch)
         subjects, sizes = [], set()
         levels = [choose_level(tomogram_levels(path), voxel_size) for path in paths]
@@ -246,8 +247,8 @@ class TomogramPatchDataset(Dataset):
                 subject[_MAP] = _image(str(masks[i]), mask_level.level, label=True)
             subjects.append(tio.Subject(subject, tomogram=path))
         if len(sizes) > 1:
-            raise CryoDataError("pretrain_tomograms", f"voxel sizes need patches of {sorted(sizes)} voxels",
-                                "set voxel_size so all tomograms are resampled alike")
+            raise ConfigError("pretrain_tomograms", f"voxel sizes need patches of {sorted(sizes)} voxels",
+                              "set voxel_size so all tomograms are resampled alike")
         self.source_box = sizes.pop()
         patch_sampler = (tio.UniformSampler(self.source_box) if sampler == "uniform"
                          else tio.WeightedSampler(self.source_box, probability_map=_MAP))

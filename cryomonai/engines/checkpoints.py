@@ -38,7 +38,7 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError, CryoError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.lock import FolderLock
 
@@ -71,7 +71,7 @@ class RunInfo:
         >>> info.load_state_dict(saved)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        cryomonai.errors.CryoDataError: checkpoint: was trained with encoder 'resnet10' but this run uses 'rb3d' — fix: ...
+        cryomonai.errors.ConfigError: checkpoint: was trained with encoder 'resnet10' but this run uses 'rb3d' — fix: ...
     """
 
     IDENTITY = ("task", "encoder", "method")
@@ -90,7 +90,7 @@ class RunInfo:
         """Take the saved info, after checking it describes the same kind of run."""
         for key in self.IDENTITY:
             if key in self.info and key in state and self.info[key] != state[key]:
-                raise CryoDataError(
+                raise ConfigError(
                     "checkpoint",
                     f"was trained with {key} {state[key]!r} but this run uses {self.info[key]!r}",
                     f"resume with --{key} {state[key]}, or start a new run (--resume false, another --ckpt_dir)",
@@ -128,7 +128,8 @@ def read_run_info(path: str | os.PathLike, encoder: str | None = None) -> dict[s
     """The :class:`RunInfo` saved in a checkpoint, checked against this run's ``encoder``.
 
     Raises:
-        CryoDataError: the checkpoint has no run info, or was trained with another encoder.
+        CryoDataError: the checkpoint has no run info.
+        ConfigError: it was trained with another encoder.
     """
     info = load_checkpoint(path).get("run_info")
     if not isinstance(info, Mapping):
@@ -141,7 +142,7 @@ def read_run_info(path: str | os.PathLike, encoder: str | None = None) -> dict[s
 def _check_encoder(path: str | os.PathLike, info: Mapping[str, Any], encoder: str | None) -> None:
     saved = info.get("encoder")
     if encoder is not None and saved is not None and saved != encoder:
-        raise CryoDataError(
+        raise ConfigError(
             path,
             f"was trained with encoder {saved!r} but this run builds {encoder!r}",
             f"use --encoder {saved}, or pretrain {encoder} first",
@@ -165,7 +166,8 @@ def load_pretrained_encoder(
         map_location: where to load the tensors (they are copied into the model's own).
 
     Raises:
-        CryoDataError: the file is missing or foreign, was pretrained with another encoder, or
+        ConfigError: the checkpoint was pretrained with another encoder (or other encoder arguments).
+        CryoDataError: the file is missing or foreign, or
             its ``encoder.*`` weights do not fit ``model.encoder`` (other encoder arguments).
     """
     if checkpoint is None or str(checkpoint) == "":
@@ -175,12 +177,12 @@ def load_pretrained_encoder(
     state = _model_state(ckpt, checkpoint)
     try:
         model.load_encoder(state)
-    except CryoDataError as err:
-        raise CryoDataError(checkpoint, err.problem, err.fix) from None
+    except CryoError as err:  # a damaged checkpoint (data) or an encoder that does not match it (configuration)
+        raise type(err)(checkpoint, err.problem, err.fix) from None
     except RuntimeError as err:  # same names, other shapes (e.g. another width of the encoder)
         first = str(err).strip().splitlines()[-1].strip()
-        raise CryoDataError(checkpoint, f"encoder weights do not fit ({first})",
-                            "build the encoder with the arguments used for pretraining") from None
+        raise ConfigError(checkpoint, f"encoder weights do not fit ({first})",
+                          "build the encoder with the arguments used for pretraining") from None
     return model
 
 
@@ -214,7 +216,7 @@ def resume_handlers(
         map_location: device for the loaded tensors.
 
     Raises:
-        CryoDataError: resuming was asked for but there is no checkpoint.
+        ConfigError: resuming was asked for but there is no checkpoint.
     """
     word = str(resume).strip().lower()
     if resume is None or resume is False or word in ("", "false", "0", "no", "none"):
@@ -222,8 +224,8 @@ def resume_handlers(
     if resume is True or word in ("true", "1", "yes", "latest"):
         path = latest_checkpoint(ckpt_dir, prefix)
         if path is None:
-            raise CryoDataError(ckpt_dir, f"no {prefix}_checkpoint_epoch=*.pt to resume from",
-                                "run without --resume, or point --ckpt_dir at the run to continue")
+            raise ConfigError(ckpt_dir, f"no {prefix}_checkpoint_epoch=*.pt to resume from",
+                              "run without --resume, or point --ckpt_dir at the run to continue")
     else:
         path = Path(str(resume))
         if not path.is_file():

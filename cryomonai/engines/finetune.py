@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from cryomonai.engines.perf import PrepareBatchMemoryFormat
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 
 __all__ = ["SupervisedPrepareBatch", "epoch_scale"]
 
@@ -46,8 +46,8 @@ def epoch_scale(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
     """
     epochs, min_steps, steps_per_epoch = int(epochs), int(min_steps), int(steps_per_epoch)
     if epochs < 1 or min_steps < 0:
-        raise CryoDataError("min_steps", f"epochs {epochs} and min_steps {min_steps}",
-                            "set epochs >= 1 and min_steps >= 0 in finetune.json")
+        raise ConfigError("min_steps", f"epochs {epochs} and min_steps {min_steps}",
+                          "set epochs >= 1 and min_steps >= 0 in finetune.json")
     if steps_per_epoch < 1:
         raise CryoDataError("train#dataloader", "no training batch",
                             "label at least one training particle (label_fraction > 0, a 'train' split)")
@@ -80,6 +80,6 @@ class SupervisedPrepareBatch(PrepareBatchMemoryFormat):
             return image, label
         views = self.views(image)
         if len(views) != 1:
-            raise CryoDataError("augment_on_device", f"{len(views)} views of each fine-tuning batch, one is used",
-                                "build train#transforms with cryomonai.transforms.finetune_views (one view)")
+            raise ConfigError("augment_on_device", f"{len(views)} views of each fine-tuning batch, one is used",
+                              "build train#transforms with cryomonai.transforms.finetune_views (one view)")
         return views[0].contiguous(memory_format=self.memory_format), label

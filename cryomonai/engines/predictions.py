@@ -36,7 +36,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from cryomonai.data.extract import tomogram_paths
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.copick import is_copick_config, write_copick_predictions
 from cryomonai.io.predictions import (
@@ -95,7 +95,7 @@ def _flag(value: bool | str) -> bool:
     word = str(value).strip().lower()
     if isinstance(value, bool) or word in ("true", "false", "1", "0", "yes", "no"):
         return value if isinstance(value, bool) else word in ("true", "1", "yes")
-    raise CryoDataError("split_by_class", f"{value!r} is not true or false", "give true or false")
+    raise ConfigError("split_by_class", f"{value!r} is not true or false", "give true or false")
 
 
 class PredictionsWriter:
@@ -203,7 +203,7 @@ class ParticlePredictionsWriter:
             (a classifier's run only).
 
     Raises:
-        CryoDataError: (at construction) ``min_probability`` outside [0, 1], an unknown ``coordinates``.
+        ConfigError: (at construction) ``min_probability`` outside [0, 1], an unknown ``coordinates``.
 
     Attributes:
         rows: (N,) table rows (sorted, after the run); features: (N, F); probabilities: (N, L) or None;
@@ -257,8 +257,8 @@ class ParticlePredictionsWriter:
             try:
                 layer = module.get_submodule(self.feature_layer)
             except AttributeError:
-                raise CryoDataError("predictions", f"the network has no submodule {self.feature_layer!r}",
-                                    "set feature_layer to the encoder's name, or None") from None
+                raise ConfigError("predictions", f"the network has no submodule {self.feature_layer!r}",
+                                  "set feature_layer to the encoder's name, or None") from None
             self._handle = layer.register_forward_hook(self._hook)
 
     def _hook(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
@@ -301,7 +301,7 @@ class ParticlePredictionsWriter:
     def predictions_table(self) -> ParticleTable:
         """The predicted rows of the input table with the prediction columns (see the class docstring)."""
         if self.class_names is None or self.probabilities is None:
-            raise CryoDataError("predictions", "no class predictions (an encoder run)", "give class_names")
+            raise ConfigError("predictions", "no class predictions (an encoder run)", "give class_names")
         df = self.table.df.loc[self.rows].copy()
         df["tomogram"] = tomogram_paths(self.table).loc[self.rows]  # absolute; written relative to the output
         if df["label"].notna().any():

@@ -38,7 +38,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.ssl.base import SSLMethod
 
 __all__ = ["SSLPrepareBatch", "SSLStep", "ssl_iteration", "unwrap_ssl_method"]
@@ -68,7 +68,7 @@ def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
     """The SSL method inside ``network``: the method, :class:`SSLStep`, or either inside (D)DP or ``torch.compile``.
 
     Raises:
-        CryoDataError: ``network`` holds no SSL method.
+        ConfigError: ``network`` holds no SSL method.
     """
     module = getattr(network, "_orig_mod", network)  # torch.compile(...) wrapper
     module = module.module if isinstance(module, (DistributedDataParallel, DataParallel)) else module
@@ -77,7 +77,7 @@ def unwrap_ssl_method(network: nn.Module) -> SSLMethod:
         return module.method
     if isinstance(module, SSLMethod):  # DDP(method)(views) runs training_step in the method's forward
         return module
-    raise CryoDataError(
+    raise ConfigError(
         "ssl_iteration",
         f"the trainer's network is a {type(module).__name__}, not an SSL method",
         "give the trainer cryomonai.engines.SSLStep(method) (wrapped in DistributedDataParallel for DDP)",
@@ -111,14 +111,14 @@ class SSLPrepareBatch(PrepareBatch):
         if missing:
             fix = ("the loader's transform must keep 'image' (augment_on_device makes the views)"
                    if self.views is not None else "make the views with cryomonai.transforms.MultiViewd (paper_views / cryo3d_views)")
-            raise CryoDataError("ssl_iteration", f"the batch has no {missing} (it has {sorted(map(str, batchdata))})",
-                                fix)
+            raise ConfigError("ssl_iteration", f"the batch has no {missing} (it has {sorted(map(str, batchdata))})",
+                              fix)
         to = [convert_to_tensor(batchdata[k], track_meta=False).to(device, non_blocking=non_blocking) for k in keys]
         if self.views is not None:
             to = self.views(to[0])
             if len(to) != n_views:
-                raise CryoDataError("augment_on_device", f"{len(to)} views made on the device, the method needs {n_views}",
-                                    "build the views with n_views = the method's n_views ('$@ssl_method.n_views')")
+                raise ConfigError("augment_on_device", f"{len(to)} views made on the device, the method needs {n_views}",
+                                  "build the views with n_views = the method's n_views ('$@ssl_method.n_views')")
         return [v.to(**kwargs) if kwargs else v for v in to]
 
 

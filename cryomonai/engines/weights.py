@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from cryomonai.engines.checkpoints import load_checkpoint
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.layout import FINETUNE_BEST
 
@@ -78,7 +78,7 @@ def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.Pat
         None for no checkpoint.
 
     Raises:
-        CryoDataError: a bare name that is neither a file nor shipped (the fix lists the shipped
+        ConfigError: a bare name that is neither a file nor shipped (the fix lists the shipped
             names), a shipped file that is missing or altered (its SHA-256 differs from the
             index), or shipped weights of the wrong kind.
     """
@@ -92,8 +92,8 @@ def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.Pat
         if os.sep in text or "/" in text or Path(text).suffix:
             return text  # a path that is not there: the loader's "checkpoint not found" names the fix
         names = ", ".join(sorted(shipped)) or "none"
-        raise CryoDataError(text, "neither a checkpoint file nor the name of shipped weights",
-                            f"give a path to a checkpoint, or one of the shipped names: {names}")
+        raise ConfigError(text, "neither a checkpoint file nor the name of shipped weights",
+                          f"give a path to a checkpoint, or one of the shipped names: {names}")
     entry = shipped[text]
     path = Path(bundle_root) / SHIPPED_DIR / entry["file"]
     if not path.is_file():
@@ -102,9 +102,9 @@ def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.Pat
         raise CryoDataError(path, f"differs from the shipped weights {text!r} (SHA-256 mismatch)",
                             "restore the file from the repository (git checkout)")
     if kind is not None and entry["kind"] != kind:
-        raise CryoDataError(text, f"is a shipped {entry['kind']}, and this run needs a {kind}",
-                            f"fine-tune it first (--pretrained {text}), then use that run's {FINETUNE_BEST}"
-                            if kind == "classifier" else f"name shipped weights of kind {kind}")
+        raise ConfigError(text, f"is a shipped {entry['kind']}, and this run needs a {kind}",
+                          f"fine-tune it first (--pretrained {text}), then use that run's {FINETUNE_BEST}"
+                          if kind == "classifier" else f"name shipped weights of kind {kind}")
     return str(path)
 
 

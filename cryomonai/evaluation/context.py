@@ -45,8 +45,8 @@ def context_valid(accuracy: float, n_classes: int, tol: float = 0.05) -> bool:
         (True, False)
     """
     if n_classes < 2 or not 0.0 <= accuracy <= 1.0:
-        raise CryoDataError("context_valid", f"accuracy={accuracy}, n_classes={n_classes}",
-                            "give an accuracy in [0, 1] and at least 2 classes")
+        raise ValueError(f"context_valid: accuracy={accuracy}, n_classes={n_classes} "
+                         "(give an accuracy in [0, 1] and at least 2 classes)")
     return abs(accuracy - 1.0 / n_classes) <= tol
 
 

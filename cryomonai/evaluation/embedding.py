@@ -33,7 +33,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from cryomonai.data.extract import tomogram_paths
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.predictions import INPUT_CLASS
 from cryomonai.io.table import ParticleTable
 
@@ -73,13 +73,14 @@ def cluster_features(
         ``(labels (N,) int in 0..K-1, distance (N,) of each particle to its cluster mean)``.
 
     Raises:
-        CryoDataError: unknown method, K < 1, or bad features.
+        ConfigError: unknown method, K < 1.
+        CryoDataError: bad features.
     """
     x = _prepare(features, normalise)
     if method not in CLUSTER_METHODS:
-        raise CryoDataError("clustering", f"unknown method {method!r}", f"use one of {list(CLUSTER_METHODS)}")
+        raise ConfigError("clustering", f"unknown method {method!r}", f"use one of {list(CLUSTER_METHODS)}")
     if int(n_clusters) < 1:
-        raise CryoDataError("clustering", f"n_clusters = {n_clusters}", "give at least 1 cluster")
+        raise ConfigError("clustering", f"n_clusters = {n_clusters}", "give at least 1 cluster")
     k = min(int(n_clusters), len(x))
     if method == "kmeans":
         raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
@@ -101,7 +102,7 @@ def embedding_2d(features: np.ndarray, method: str = "tsne", seed: int = 0, norm
     second axis).
     """
     if method not in MAP_METHODS:
-        raise CryoDataError("embedding map", f"unknown method {method!r}", f"use one of {list(MAP_METHODS)}")
+        raise ConfigError("embedding map", f"unknown method {method!r}", f"use one of {list(MAP_METHODS)}")
     x = _prepare(features, normalise)
     n_comp = min(2, *x.shape)
     if method == "tsne" and len(x) >= 5 and x.shape[1] >= 2:

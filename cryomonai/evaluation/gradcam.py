@@ -35,7 +35,7 @@ from monai.visualize import GradCAM
 from torch import nn
 
 from cryomonai.engines.checkpoints import load_checkpoint
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.layout import FINETUNE_BEST
 from cryomonai.networks import Classifier, build_encoder
 
@@ -73,8 +73,8 @@ def _class_indices(model: nn.Module, x: torch.Tensor, class_idx: int | Sequence[
     idx = np.broadcast_to(np.asarray(class_idx, dtype=int), (len(x),)).copy()
     n_classes = getattr(model, "num_classes", None)
     if (idx < 0).any() or (n_classes is not None and (idx >= n_classes).any()):
-        raise CryoDataError("Grad-CAM", f"class_idx {sorted(set(idx.tolist()))} out of range 0..{n_classes}",
-                            "give class indices of the classifier's classes")
+        raise ConfigError("Grad-CAM", f"class_idx {sorted(set(idx.tolist()))} out of range 0..{n_classes}",
+                          "give class indices of the classifier's classes")
     return idx
 
 
@@ -102,12 +102,13 @@ def gradcam_volumes(
         important; an all-zero map, e.g. no positive evidence, stays 0).
 
     Raises:
-        CryoDataError: bad volumes, unknown target layer, or class index out of range.
+        CryoDataError: bad volumes.
+        ConfigError: unknown target layer, or class index out of range.
     """
     layer = target_layer or getattr(classifier, "cam_layer", None)
     if layer is None or layer not in dict(classifier.named_modules()):
-        raise CryoDataError("Grad-CAM", f"target layer {layer!r} not found in the model",
-                            "pass target_layer, a name from model.named_modules() (e.g. the encoder's cam_layer)")
+        raise ConfigError("Grad-CAM", f"target layer {layer!r} not found in the model",
+                          "pass target_layer, a name from model.named_modules() (e.g. the encoder's cam_layer)")
     model = copy.deepcopy(classifier).eval()  # MONAI's hooks stay on the copy
     param = next(model.parameters(), None)
     x = as_volumes(volumes, "Grad-CAM").to(param.device if param is not None else "cpu")
@@ -133,7 +134,8 @@ def load_finetuned_classifier(
     encoder's non-default arguments of that run (e.g. ``norm="batch"``).
 
     Raises:
-        CryoDataError: not a checkpoint, no run info, or weights that do not fit the encoder.
+        CryoDataError: not a checkpoint, or no run info.
+        ConfigError: weights that do not fit the encoder arguments.
     """
     ckpt = load_checkpoint(checkpoint, map_location)
     info, state = ckpt.get("run_info"), ckpt.get("model")
@@ -146,6 +148,6 @@ def load_finetuned_classifier(
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1].strip()
-        raise CryoDataError(checkpoint, f"weights do not fit {info['encoder']!r} ({first})",
-                            "pass the encoder arguments used for fine-tuning as keyword arguments") from None
+        raise ConfigError(checkpoint, f"weights do not fit {info['encoder']!r} ({first})",
+                          "pass the encoder arguments used for fine-tuning as keyword arguments") from None
     return model.eval(), classes

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.predictions import MAX_PROBABILITY
 from cryomonai.io.table import COLUMNS, ParticleTable
 
@@ -85,11 +85,11 @@ def _tomogram(run: Any, voxel_size: float | None, tomo_type: str | None, where: 
              and (voxel_size is None or abs(vs.voxel_size - float(voxel_size)) < 1e-3)]
     if not found:
         have = sorted({(vs.voxel_size, t.tomo_type) for vs in run.voxel_spacings for t in vs.tomograms})
-        raise CryoDataError(where, f"no tomogram of type {tomo_type or 'any'} at voxel spacing {voxel_size or 'any'} Å",
-                            f"choose one of (voxel spacing, type) {have}")
+        raise ConfigError(where, f"no tomogram of type {tomo_type or 'any'} at voxel spacing {voxel_size or 'any'} Å",
+                          f"choose one of (voxel spacing, type) {have}")
     types = sorted({t.tomo_type for _, t in found})
     if tomo_type is None and len(types) > 1:
-        raise CryoDataError(where, f"has tomograms of types {types}", "choose one with tomo_type")
+        raise ConfigError(where, f"has tomograms of types {types}", "choose one with tomo_type")
     return min(found, key=lambda vt: vt[0])
 
 
@@ -124,12 +124,12 @@ def read_copick_picks(
     wanted = list(objects) if objects is not None else names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        raise CryoDataError(config, f"no particle object named {unknown}", f"use some of {names}")
+        raise ConfigError(config, f"no particle object named {unknown}", f"use some of {names}")
     all_runs = {r.name: r for r in root.runs}
     chosen = list(runs) if runs is not None else sorted(all_runs)
     missing = sorted(set(chosen) - set(all_runs))
     if missing:
-        raise CryoDataError(config, f"no run named {missing}", f"use some of {sorted(all_runs)}")
+        raise ConfigError(config, f"no run named {missing}", f"use some of {sorted(all_runs)}")
     rows = []
     for name in chosen:
         run = all_runs[name]
@@ -140,16 +140,16 @@ def read_copick_picks(
             sets = [p for p in run.get_picks(object_name=obj, user_id=user_id, session_id=session_id) if p.points]
             if len(sets) > 1:
                 found = ", ".join(f"{p.user_id}/{p.session_id}" for p in sets)
-                raise CryoDataError(f"{where}, object {obj}", f"picks from {len(sets)} pick sets ({found})",
-                                    "choose one with user_id / session_id (copick_user_id, copick_session_id)")
+                raise ConfigError(f"{where}, object {obj}", f"picks from {len(sets)} pick sets ({found})",
+                                  "choose one with user_id / session_id (copick_user_id, copick_session_id)")
             for picks in sets:
                 xyz = picks.full_positions() / voxel  # Å → voxels of this spacing
                 rows.append(pd.DataFrame({"tomogram": path, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
                                           "label": obj, RUN: name, VOXEL_SIZE: voxel, USER: picks.user_id,
                                           SESSION: picks.session_id}))
     if not rows:
-        raise CryoDataError(config, f"no picks of {wanted} (user {user_id or 'any'}, session {session_id or 'any'})",
-                            "check the object names and the user/session ids")
+        raise ConfigError(config, f"no picks of {wanted} (user {user_id or 'any'}, session {session_id or 'any'})",
+                          "check the object names and the user/session ids")
     df = pd.concat(rows, ignore_index=True)
     df["label_index"] = np.array([names.index(n) for n in df["label"]], dtype=np.int64)
     return _as_table(df, names, Path(config))

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write_texts
 from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.relion5 import CENTRED, format_relion5_star
@@ -100,7 +100,7 @@ def class_files(prefix: str, class_names: Sequence[str]) -> dict[str, Path]:
 
 
 def check_min_probability(value: float) -> float:
-    """``value`` as a float in [0, 1] (:class:`~cryomonai.errors.CryoDataError` otherwise).
+    """``value`` as a float in [0, 1] (:class:`~cryomonai.errors.ConfigError` otherwise).
 
     >>> check_min_probability(0.5)
     0.5
@@ -110,15 +110,15 @@ def check_min_probability(value: float) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if not 0.0 <= number <= 1.0:  # also NaN
-        raise CryoDataError("min_probability", f"{value!r} is not a probability between 0 and 1",
-                            "give 0 (keep every prediction) up to 1 (keep only certain ones), e.g. 0.8")
+        raise ConfigError("min_probability", f"{value!r} is not a probability between 0 and 1",
+                          "give 0 (keep every prediction) up to 1 (keep only certain ones), e.g. 0.8")
     return number
 
 
 def check_coordinates(value: str) -> str:
-    """``value`` if it is one of :data:`COORDINATES` (:class:`~cryomonai.errors.CryoDataError` otherwise)."""
+    """``value`` if it is one of :data:`COORDINATES` (:class:`~cryomonai.errors.ConfigError` otherwise)."""
     if value not in COORDINATES:
-        raise CryoDataError("coordinates", f"unknown convention {value!r}", f"use one of {list(COORDINATES)}")
+        raise ConfigError("coordinates", f"unknown convention {value!r}", f"use one of {list(COORDINATES)}")
     return value
 
 
@@ -137,7 +137,8 @@ def filter_predictions(table: ParticleTable, min_probability: float = 0.0) -> Pa
     """The predictions whose :data:`MAX_PROBABILITY` is at least ``min_probability`` (0: all of them).
 
     Raises:
-        CryoDataError: ``min_probability`` outside [0, 1], or a table without probabilities.
+        ConfigError: ``min_probability`` outside [0, 1].
+        CryoDataError: a table without probabilities.
 
     Example:
         >>> table = ParticleTable(pd.DataFrame({MAX_PROBABILITY: [0.9, 0.4, 0.7]}), ["a"])

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import zarr
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import CryoDataError, CryoError
 
 __all__ = ["CACHE_ENV", "ZARR3", "cached_url", "is_url", "join", "read_error", "url_suffix", "zarr_store"]
 
@@ -153,14 +153,15 @@ def _strict_fsstore() -> type:
     return StrictFSStore
 
 
-def read_error(location: str | os.PathLike, err: BaseException, what: str = "") -> CryoDataError:
-    """A one-line :class:`CryoDataError` for a failed read of ``what`` (e.g. ``"level '0'"``) at ``location``.
+def read_error(location: str | os.PathLike, err: BaseException, what: str = "") -> CryoError:
+    """A one-line :class:`CryoDataError` for a failed read of ``what`` (e.g. ``"level '0'"``) at ``location``
+    (``err`` itself if it is already a :class:`CryoError`).
 
     Example:
         >>> str(read_error("http://h/t.zarr", ConnectionRefusedError(111, "Connection refused")))
         'http://h/t.zarr: cannot connect (ConnectionRefusedError: [Errno 111] Connection refused) — fix: check the URL and that the server is up; a copy cached earlier (CRYOMONAI_CACHE_DIR) is read without it'
     """
-    if isinstance(err, CryoDataError):
+    if isinstance(err, CryoError):
         return err
     detail = f"({type(err).__name__}: {' '.join(str(err).split())[:300]})"
     subject = f"{what} " if what else ""

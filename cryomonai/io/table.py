@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.pytom import is_pytom_loop, read_pytom_loop
 
@@ -176,7 +176,8 @@ def write_particle_table(
             ``label`` names ordered by ``label_index`` if present, else sorted.
 
     Raises:
-        CryoDataError: for an unknown suffix or a label not in ``class_names``.
+        ConfigError: for an unknown suffix.
+        CryoDataError: a label not in ``class_names``.
     """
     path = Path(path)
     text = format_particle_table(table_or_df, path, class_names)
@@ -210,7 +211,7 @@ def format_particle_table(
     elif path.suffix.lower() == ".csv":
         text = _csv_frame(df, rel, names).to_csv(index=False)
     else:
-        raise CryoDataError(path, f"unknown table format {path.suffix!r}", "write to a .star or .csv file")
+        raise ConfigError(path, f"unknown table format {path.suffix!r}", "write to a .star or .csv file")
     return text
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.mrc import read_mrc, read_mrc_header
 from cryomonai.io.omezarr import is_ome_zarr, read_ome_zarr_levels
 from cryomonai.io.stores import is_url
@@ -86,8 +86,8 @@ def open_tomogram(path: str | os.PathLike, level: str = "") -> Any:
         levels = read_ome_zarr_levels(path)
         chosen = next((lv for lv in levels if lv.path == level), None) if level else levels[0]
         if chosen is None:
-            raise CryoDataError(path, f"has no level {level!r} (levels: {[lv.path for lv in levels]})",
-                                "give one of its levels (or none: the finest)")
+            raise ConfigError(path, f"has no level {level!r} (levels: {[lv.path for lv in levels]})",
+                              "give one of its levels (or none: the finest)")
         return chosen.open()
     _local_mrc(path)
     return read_mrc(Path(path), mmap=True)[0]

@@ -27,7 +27,7 @@ import torch
 from monai.networks.layers import get_act_layer, get_dropout_layer, get_norm_layer
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 
 __all__ = ["Classifier", "MLPHead"]
 
@@ -51,7 +51,7 @@ class MLPHead(nn.Sequential):
         act: str | tuple = "relu",
     ) -> None:
         if len(dims) < 2:
-            raise CryoDataError("MLPHead", f"dims={list(dims)} has fewer than two widths", "give [in, ..., out]")
+            raise ConfigError("MLPHead", f"dims={list(dims)} has fewer than two widths", "give [in, ..., out]")
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(dims) - 2
@@ -120,7 +120,8 @@ class Classifier(nn.Module):
         heads, momentum encoder, queue, old class layer) is ignored.
 
         Raises:
-            CryoDataError: the checkpoint has no ``prefix`` keys or they do not match the encoder.
+            CryoDataError: the checkpoint has no ``prefix`` keys.
+            ConfigError: they do not match the encoder (built with other arguments).
         """
         enc = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not enc:
@@ -131,7 +132,7 @@ class Classifier(nn.Module):
         except RuntimeError as err:  # a shape mismatch
             detail = str(err).strip().splitlines()[-1].strip()
         if detail:
-            raise CryoDataError(
+            raise ConfigError(
                 "checkpoint",
                 f"encoder weights do not match ({detail})",
                 "build the classifier with the encoder (name and arguments) used for pretraining",

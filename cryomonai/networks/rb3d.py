@@ -58,7 +58,7 @@ from monai.networks.layers import Conv, Pool, get_act_layer, get_dropout_layer, 
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 
 __all__ = ["RB3D", "RB3DBlock", "RB3DOriginal", "he_init", "rb3d_trunk"]
 
@@ -245,7 +245,7 @@ class RB3DOriginal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[2:]) != self.img_size:
-            raise CryoDataError(
+            raise ConfigError(
                 "rb3d_original",
                 f"input box {tuple(x.shape[2:])} but the network was built for img_size={self.img_size}",
                 "set the encoder's img_size to the subtomogram box, or use 'rb3d' (any box size)",

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.networks.monai_nets import densenet121, resnet10
 from cryomonai.networks.rb3d import RB3D, RB3DOriginal
 
@@ -44,8 +44,8 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """Build the encoder registered as ``name`` with the factory's keyword arguments.
 
     Raises:
-        CryoDataError: ``name`` is not in :data:`ENCODERS`.
+        ConfigError: ``name`` is not in :data:`ENCODERS`.
     """
     if name not in ENCODERS:
-        raise CryoDataError("encoder", f"unknown encoder {name!r}", f"use one of {sorted(ENCODERS)}")
+        raise ConfigError("encoder", f"unknown encoder {name!r}", f"use one of {sorted(ENCODERS)}")
     return ENCODERS[name](**kwargs)

@@ -4,7 +4,8 @@ Modules (one responsibility each; import them directly, nothing heavy is importe
 
 * :mod:`~cryomonai.simulate.templates` — atoms → density templates; the 13 shipped templates.
 * :mod:`~cryomonai.simulate.geometry` — uniform rotations, ZYZ Euler angles, rotate/shift, packing.
-* :mod:`~cryomonai.simulate.imaging` — band-pass, 3D CTF, missing wedge, noise at an SNR.
+* :mod:`~cryomonai.simulate.imaging` — the imaging model: band-pass, 3D CTF and missing wedge (the filters
+  of :mod:`cryomonai.physics`), noise at an SNR.
 * :mod:`~cryomonai.simulate.subtomogram` — one crowded, imaged, labelled subtomogram.
 * :mod:`~cryomonai.simulate.dataset` — a whole dataset as MRC files + STAR/CSV particle table.
 * :mod:`~cryomonai.simulate.prepare` — :func:`~cryomonai.simulate.prepare.ensure_dataset`: a bundle

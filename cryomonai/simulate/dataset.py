@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from cryomonai import __version__
 from cryomonai.data.extract import fourier_resize
 from cryomonai.data.splits import stratified_split
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.mrc import write_mrc
 from cryomonai.io.table import write_particle_table
@@ -220,14 +220,14 @@ def simulate_dataset(
     """
     out = Path(out_dir).resolve()
     if out.exists() and not overwrite:
-        raise CryoDataError(out, "output folder already exists", "choose another folder or pass overwrite=True")
+        raise ConfigError(out, "output folder already exists", "choose another folder or pass overwrite=True")
     classes = tuple(classes or SHREC_10)
     lo, hi = neighbour_range(n_neighbours)  # a bad value fails here, before any folder is made
     n_neighbours = lo if lo == hi else [lo, hi]
     neighbour_gap = list(gap_range(neighbour_gap))
     if neighbour_contact not in NEIGHBOUR_CONTACTS:
-        raise CryoDataError("simulate_dataset", f"neighbour_contact={neighbour_contact!r}",
-                            f"use one of {list(NEIGHBOUR_CONTACTS)}")
+        raise ConfigError("simulate_dataset", f"neighbour_contact={neighbour_contact!r}",
+                          f"use one of {list(NEIGHBOUR_CONTACTS)}")
     imaging = _imaging_params(imaging, noise_model)
     snr = float(snr)
     tmp = out.with_name(out.name + ".partial")
@@ -237,7 +237,7 @@ def simulate_dataset(
     except OSError as err:
         raise CryoDataError(tmp, f"cannot create the output folder ({err.strerror or err})", "choose a writable folder")
     if int(binning) != binning or binning < 1:
-        raise CryoDataError("simulate_dataset", f"binning={binning} is not a positive integer", "use 1, 2 or 4")
+        raise ConfigError("simulate_dataset", f"binning={binning} is not a positive integer", "use 1, 2 or 4")
     binning = int(binning)
     sim_cfg = dict(classes=classes, box=box * binning, n_neighbours=n_neighbours, max_shift=max_shift, imaging=imaging,
                    neighbour_gap=neighbour_gap, neighbour_contact=neighbour_contact)
@@ -281,11 +281,11 @@ def _imaging_params(imaging: ImagingParams | dict | None, noise_model: str | Non
             imaging = ImagingParams(**(imaging or {}))
         except TypeError as err:
             fields = [f.name for f in dataclasses.fields(ImagingParams)]
-            raise CryoDataError("simulate_dataset(imaging=...)", str(err),
-                                f"use fields of ImagingParams: {fields}") from None
+            raise ConfigError("simulate_dataset(imaging=...)", str(err),
+                              f"use fields of ImagingParams: {fields}") from None
     if noise_model is None or noise_model == imaging.noise_model:
         return imaging
     if imaging.noise_model != ImagingParams.noise_model:
-        raise CryoDataError("simulate_dataset", f"noise_model={noise_model!r} but imaging has {imaging.noise_model!r}",
-                            "give the noise model once")
+        raise ConfigError("simulate_dataset", f"noise_model={noise_model!r} but imaging has {imaging.noise_model!r}",
+                          "give the noise model once")
     return dataclasses.replace(imaging, noise_model=noise_model)

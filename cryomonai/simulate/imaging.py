@@ -1,11 +1,9 @@
 """The cryo-ET imaging model in Fourier space: band-pass, 3D CTF, missing wedge and noise at an SNR.
 
-Conventions
------------
-* Volumes are ``(z, y, x)`` (MRC order); the electron beam is along **z** and the tilt axis is **y**.
-* Fourier filters are returned in ``torch.fft.fftn`` layout (DC at index 0, not shifted), as real
-  tensors of the volume's shape, so ``ifftn(fftn(v) * H).real`` applies them.
-* Spatial frequency ``k`` is in cycles/voxel (Nyquist = 0.5) unless stated otherwise.
+The filters themselves (Fourier grid, band-pass, CTF, missing wedge) are :mod:`cryomonai.physics`'s,
+with its conventions: volumes ``(z, y, x)``, beam along **z**, tilt axis **y**, filters in
+``torch.fft.fftn`` layout, frequencies in cycles/voxel (Nyquist = 0.5). This module adds the
+noise models, :class:`ImagingParams` and the imaging of a density map.
 
 The imaging model of :func:`image_volume` follows the simulator behind the paper's data (AITom,
 Pei et al. 2016 / Liu et al. 2020), with ``H = band-pass · CTF`` and ``W`` the missing-wedge mask,
@@ -44,9 +42,9 @@ For these two the noise is scaled so that **SNR = var(signal) / var(noise)** in 
   its Cs term, < 0.1 % of the phase at these frequencies, with the other sign).
 
 Example:
-    >>> w = missing_wedge_mask((8, 8, 8), tilt_range=(-60.0, 60.0))
-    >>> bool(w[0, 0, 0]), bool(w[3, 0, 0])   # DC kept; pure kz (along the beam) missing
-    (True, False)
+    >>> observed, signal = image_volume(torch.ones(8, 8, 8), snr=math.inf)
+    >>> tuple(observed.shape), tuple(signal.shape)
+    ((1, 8, 8, 8), (8, 8, 8))
 """
 
 from __future__ import annotations
@@ -58,18 +56,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
+from cryomonai.physics.ctf import ctf_3d
+from cryomonai.physics.fourier import bandpass_filter, frequency_radius
+from cryomonai.physics.wedge import missing_wedge_mask
 
 __all__ = [
     "ImagingParams",
-    "fourier_grid",
-    "bandpass_filter",
-    "ctf_3d",
-    "ctf_of_frequency",
-    "raised_cosine_lowpass",
-    "missing_wedge_mask",
-    "electron_wavelength_nm",
-    "apply_fourier_filter",
     "imaged_signal",
     "imaged_noise",
     "image_volume",
@@ -117,128 +110,8 @@ class ImagingParams:
 
     def __post_init__(self) -> None:
         if self.noise_model not in NOISE_MODELS:
-            raise CryoDataError("ImagingParams", f"unknown noise_model {self.noise_model!r}",
-                                f"use one of {list(NOISE_MODELS)}")
-
-
-def fourier_grid(
-    shape: tuple[int, int, int], device=None, half: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Frequencies ``(kz, ky, kx)`` in cycles/voxel, each broadcastable to ``shape``, fftn layout.
-
-    With ``half`` the x axis is ``torch.fft.rfftn``'s (``W // 2 + 1`` non-negative frequencies):
-    filters built on it multiply an ``rfftn`` spectrum directly.
-    """
-    ks = [torch.fft.fftfreq(n, device=device, dtype=torch.float64) for n in shape[:2]]
-    kx = (torch.fft.rfftfreq if half else torch.fft.fftfreq)(shape[2], device=device, dtype=torch.float64)
-    return ks[0][:, None, None], ks[1][None, :, None], kx[None, None, :]
-
-
-def _radius(shape, device=None, half: bool = False) -> torch.Tensor:
-    kz, ky, kx = fourier_grid(shape, device, half)
-    return torch.sqrt(kz**2 + ky**2 + kx**2)
-
-
-def raised_cosine_lowpass(r: torch.Tensor, high, width: float = 0.05) -> torch.Tensor:
-    """``cos²`` edge from 1 at ``r = high`` to 0 at ``high + width`` (``r``, ``high`` in the same units).
-
-    ``high`` may be a tensor that broadcasts against ``r`` (one cut-off per sample of a batch).
-    """
-    t = ((r - high) / width).clamp(0, 1)
-    return torch.cos(t * math.pi / 2) ** 2
-
-
-def bandpass_filter(shape, low: float = 0.0, high: float = 1.0, width: float = 0.05, device=None) -> torch.Tensor:
-    """Smooth band-pass: 1 for ``low < |k|/k_Ny < high``, raised-cosine edges ``width`` wide.
-
-    ``low``/``high`` are fractions of Nyquist (0.5 cycles/voxel); ``high=1`` removes the corners of
-    the Fourier cube beyond the Nyquist sphere; ``low=0`` keeps the DC.
-    """
-    r = _radius(shape, device) / 0.5
-    out = torch.ones_like(r)
-    if high < math.sqrt(3):
-        out = out * raised_cosine_lowpass(r, high, width)
-    if low > 0:
-        t = ((low - r) / width).clamp(0, 1)
-        out = out * torch.cos(t * math.pi / 2) ** 2
-    return out.float()
-
-
-def electron_wavelength_nm(voltage_kv: float) -> float:
-    """Relativistic electron wavelength in nm (0.001969 nm at 300 kV)."""
-    v = voltage_kv * 1e3
-    return 1.226426 / math.sqrt(v * (1 + 0.97845e-6 * v))
-
-
-def ctf_3d(
-    shape,
-    pixel_size_nm: float = 1.0,
-    defocus_um: float = -5.0,
-    voltage_kv: float = 300.0,
-    cs_mm: float = 2.0,
-    envelope_sigma: float = 0.4,
-    amplitude_contrast: float = 0.0,
-    device=None,
-) -> torch.Tensor:
-    """Rotationally symmetric 3D contrast transfer function (AITom's ``ctf.create`` model).
-
-    ``CTF(k) = −[√(1−A²)·sin χ(k) + A·cos χ(k)] · exp(−(k / (σ·k_Ny))²)`` with
-    ``χ(k) = π·λ·Δf·k² − (π/2)·Cs·λ³·k⁴``, ``Δf = −defocus`` (underfocus positive inside χ),
-    ``k`` in 1/nm and ``k_Ny = 1/(2·pixel)``. At the defaults the first zero is at ≈ 3.1 nm.
-    """
-    k = _radius(shape, device) / pixel_size_nm  # (D,H,W) in 1/nm
-    return ctf_of_frequency(k, pixel_size_nm, defocus_um, voltage_kv, cs_mm, envelope_sigma, amplitude_contrast).float()
-
-
-def ctf_of_frequency(
-    k: torch.Tensor,
-    pixel_size_nm: float = 1.0,
-    defocus_um=-5.0,
-    voltage_kv: float = 300.0,
-    cs_mm: float = 2.0,
-    envelope_sigma: float = 0.4,
-    amplitude_contrast: float = 0.0,
-) -> torch.Tensor:
-    """:func:`ctf_3d`'s formula at spatial frequencies ``k`` in 1/nm (any shape, any dtype).
-
-    ``defocus_um`` may be a tensor that broadcasts against ``k`` (one defocus per sample of a batch).
-    """
-    lam = electron_wavelength_nm(voltage_kv)
-    dz = -defocus_um * 1e3  # nm, underfocus > 0
-    cs = cs_mm * 1e6  # nm
-    chi = math.pi * lam * dz * k**2 - 0.5 * math.pi * cs * lam**3 * k**4
-    a = amplitude_contrast
-    ctf = -(math.sqrt(1 - a * a) * torch.sin(chi) + a * torch.cos(chi))
-    if envelope_sigma and envelope_sigma > 0:
-        k_ny = 0.5 / pixel_size_nm
-        ctf = ctf * torch.exp(-((k / (envelope_sigma * k_ny)) ** 2))
-    return ctf
-
-
-def missing_wedge_mask(
-    shape, tilt_range: tuple[float, float] = (-60.0, 60.0), device=None
-) -> torch.Tensor:
-    """Boolean mask of the Fourier samples measured by a single-axis tilt series (tilt axis y, beam z).
-
-    A projection at tilt θ measures the central plane whose normal is the beam direction rotated
-    about y, i.e. the plane containing ``(kz, kx) = (sin θ, cos θ)`` and the ky axis. Sample
-    ``(kz, ky, kx)`` is measured when its angle ``atan2(kz, kx)`` (folded to (−90°, 90°]) lies in
-    ``tilt_range``. The DC is always kept; for ``(-90, 90)`` nothing is missing.
-    """
-    kz, ky, kx = fourier_grid(shape, device)
-    kz, kx = torch.broadcast_tensors(kz, kx)
-    ang = torch.rad2deg(torch.atan2(kz, kx))  # (-180, 180]
-    ang = torch.where(ang > 90, ang - 180, torch.where(ang <= -90, ang + 180, ang))
-    lo, hi = tilt_range
-    m = (ang >= lo - 1e-9) & (ang <= hi + 1e-9)
-    m = m | ((kz == 0) & (kx == 0))
-    return m.expand(*shape).contiguous()
-
-
-def apply_fourier_filter(vol: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
-    """``F⁻¹[F(vol) · filt]`` over the last three dims (real in, real out; batches broadcast)."""
-    f = torch.fft.fftn(vol, dim=(-3, -2, -1))
-    return torch.fft.ifftn(f * filt, dim=(-3, -2, -1)).real.to(vol.dtype)
+            raise ConfigError("ImagingParams", f"unknown noise_model {self.noise_model!r}",
+                              f"use one of {list(NOISE_MODELS)}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -286,7 +159,7 @@ def aitom_filters(
         (1.0, 0.0, 0.3)
     """
     n = shape[0]
-    d = _radius(shape, device) * n
+    d = frequency_radius(shape, device) * n
     return _soft_sphere(d, math.floor(n * pixel_size_nm / 4), 2.0), _soft_sphere(d, 1.0, 0.2 * n)
 
 
@@ -371,8 +244,8 @@ def imaged_noise(
     h, w, g1, g2 = _filters(tuple(shape), params, device)
     if params.noise_model == "filtered":
         if g1 <= 0:
-            raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
-                                "reach the SNR", "widen the band-pass or use noise_model='split'")
+            raise ConfigError("ImagingParams", "band-pass · CTF · wedge pass nothing, so filtered noise cannot "
+                              "reach the SNR", "widen the band-pass or use noise_model='split'")
         n = torch.randn((n_realisations, *shape), generator=generator, dtype=torch.float64).to(device)
         return torch.fft.ifftn(torch.fft.fftn(n, dim=dims) * (math.sqrt(noise_var / g1) * h * w), dim=dims).real
     s1 = math.sqrt(0.5 * noise_var / g1) if g1 > 0 else 0.0
@@ -405,8 +278,8 @@ def aitom_noise_variance(density: torch.Tensor, snr: float, params: ImagingParam
     """
     _, _, g_ref, _ = _filters(tuple(density.shape), params, density.device)
     if g_ref <= 0:
-        raise CryoDataError("ImagingParams", "band-pass · CTF · wedge pass nothing, so AITom's signal variance is 0",
-                            "widen the band-pass or use noise_model='split'")
+        raise ConfigError("ImagingParams", "band-pass · CTF · wedge pass nothing, so AITom's signal variance is 0",
+                          "widen the band-pass or use noise_model='split'")
     ref = _filter_real(density, _signal_filter(tuple(density.shape), params, density.device, reference=True))
     return 0.5 * ref.var().item() / (g_ref * snr)
 

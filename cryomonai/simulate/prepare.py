@@ -24,7 +24,7 @@ from typing import Any
 import torch.distributed as dist
 
 from cryomonai.data.dataset import build_volume_cache
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.simulate.dataset import simulate_dataset
 from cryomonai.simulate.subtomogram import TOUCHING_SHELL, gap_range, neighbour_range
 from cryomonai.simulate.templates import SHREC_10
@@ -87,8 +87,8 @@ def _prepare_dataset(
             raise CryoDataError(table, "particle table not found",
                                 "give --dataset_dir of a folder with particles.star, or --simulate true")
         if table.name != "particles.star":
-            raise CryoDataError(table, "is missing, and the simulator writes only particles.star",
-                                "point at an existing table, or at <folder>/particles.star to simulate one")
+            raise ConfigError(table, "is missing, and the simulator writes only particles.star",
+                              "point at an existing table, or at <folder>/particles.star to simulate one")
         if table.parent.exists():
             found = sorted(p.name for p in table.parent.glob("*") if p.suffix in (".star", ".csv"))
             raise CryoDataError(table, f"not found, and its folder exists (tables there: {found or 'none'})",
@@ -132,8 +132,10 @@ def ensure_dataset(
         ``table`` as a :class:`~pathlib.Path`.
 
     Raises:
-        CryoDataError: the table is missing and ``simulate`` is false (or it is not
-            ``particles.star``, or its folder exists), or a volume is unreadable (cache build).
+        CryoDataError: the table is missing and ``simulate`` is false (or its folder exists), or a
+            volume is unreadable (cache build).
+        ConfigError: ``simulate`` is asked for a table that is not ``particles.star``, or a working
+            box / voxel size is not positive.
     """
     table = Path(table)
     distributed = dist.is_available() and dist.is_initialized()

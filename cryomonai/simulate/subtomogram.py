@@ -51,7 +51,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.simulate.geometry import euler_zyz, pack_neighbours, random_rotations, rotate_shift
 from cryomonai.simulate.imaging import ImagingParams, imaged_signal, measured_snr, signal_and_noise
 
@@ -138,8 +138,8 @@ def neighbour_range(n_neighbours: int | Sequence[int]) -> tuple[int, int]:
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or any(int(v) != v or v < 0 for v in values) or values[0] > values[1]:
-        raise CryoDataError("n_neighbours", f"{n_neighbours!r} is not a count >= 0 or a pair [lo, hi] with lo <= hi",
-                            "give e.g. 4, or [0, 4] for 0 to 4 neighbours drawn per subtomogram")
+        raise ConfigError("n_neighbours", f"{n_neighbours!r} is not a count >= 0 or a pair [lo, hi] with lo <= hi",
+                          "give e.g. 4, or [0, 4] for 0 to 4 neighbours drawn per subtomogram")
     return int(values[0]), int(values[1])
 
 
@@ -154,9 +154,9 @@ def gap_range(neighbour_gap: float | Sequence[float]) -> tuple[float, float]:
     values = values * 2 if len(values) == 1 else values
     ok = len(values) == 2 and all(isinstance(v, (int, float, np.number)) and math.isfinite(v) for v in values)
     if not ok or values[0] < 0 or values[0] > values[1]:
-        raise CryoDataError("neighbour_gap", f"{neighbour_gap!r} is not a distance >= 0 or a pair [lo, hi] with lo <= hi",
-                            "give e.g. [0, 8] (voxels beyond contact, drawn per neighbour), or [0, 2] for the "
-                            "touching shell")
+        raise ConfigError("neighbour_gap", f"{neighbour_gap!r} is not a distance >= 0 or a pair [lo, hi] with lo <= hi",
+                          "give e.g. [0, 8] (voxels beyond contact, drawn per neighbour), or [0, 2] for the "
+                          "touching shell")
     return float(values[0]), float(values[1])
 
 
@@ -195,8 +195,8 @@ class SubtomogramSimulator:
         neighbour_contact: str = "largest",
     ) -> None:
         if neighbour_contact not in NEIGHBOUR_CONTACTS:
-            raise CryoDataError("neighbour_contact", f"unknown value {neighbour_contact!r}",
-                                f"use one of {list(NEIGHBOUR_CONTACTS)}")
+            raise ConfigError("neighbour_contact", f"unknown value {neighbour_contact!r}",
+                              f"use one of {list(NEIGHBOUR_CONTACTS)}")
         self.templates = torch.as_tensor(templates, dtype=torch.float32)
         self.radii = np.asarray(radii, dtype=float)
         self.neighbour_range = neighbour_range(n_neighbours)

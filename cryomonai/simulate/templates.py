@@ -41,7 +41,7 @@ import gemmi
 import numpy as np
 from scipy.special import ndtr
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 
 __all__ = [
     "TEMPLATE_IDS",
@@ -154,15 +154,12 @@ def _check_atoms(coords, masses, voxel_size: float, resolution: float) -> tuple[
     """Validate ``(n, 3)`` coordinates and ``(n,)`` masses; returns them as float64 arrays."""
     coords, masses = np.asarray(coords, dtype=np.float64), np.asarray(masses, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 3 or masses.shape != (coords.shape[0],) or len(masses) == 0:
-        raise CryoDataError(
-            "atoms_to_density",
-            f"coords {coords.shape} and masses {masses.shape} do not match",
-            "pass coords (n, 3) and masses (n,) with n > 0",
-        )
+        raise ValueError(f"atoms_to_density: coords {coords.shape} and masses {masses.shape} do not match "
+                         "(pass coords (n, 3) and masses (n,) with n > 0)")
     if not (np.isfinite(coords).all() and np.isfinite(masses).all()) or masses.sum() <= 0:
         raise CryoDataError("atoms_to_density", "non-finite coordinates/masses or zero total mass", "check the model")
     if voxel_size <= 0 or resolution < 0:
-        raise CryoDataError(
+        raise ConfigError(
             "atoms_to_density", f"voxel_size={voxel_size}, resolution={resolution}", "use voxel_size > 0, res >= 0"
         )
     return coords, masses
@@ -215,7 +212,7 @@ def atoms_to_density(
     coords, masses = _check_atoms(coords_zyx, masses, voxel_size, resolution)
     n = default_box(coords, masses, voxel_size, resolution) if box is None else int(box)
     if n < 1:
-        raise CryoDataError("atoms_to_density", f"box={box}", "use a positive box size")
+        raise ConfigError("atoms_to_density", f"box={box}", "use a positive box size")
     s = SIGMA_FACTOR * resolution / voxel_size  # sigma in voxels
     half = int(np.ceil(_TRUNCATE * s + 0.5))
     centre = centre_of_mass(coords, masses) if centre_zyx is None else np.asarray(centre_zyx, float)
@@ -246,7 +243,7 @@ def template_radius(vol: np.ndarray, frac: float = 0.98) -> float:
     """
     vol = np.asarray(vol, dtype=np.float64)
     if vol.ndim != 3 or not 0 < frac <= 1:
-        raise CryoDataError("template_radius", f"volume of shape {vol.shape}, frac={frac}", "use 3D and 0 < frac <= 1")
+        raise ValueError(f"template_radius: volume of shape {vol.shape}, frac={frac} (use 3D and 0 < frac <= 1)")
     grids = np.meshgrid(*(np.arange(k) - k // 2 for k in vol.shape), indexing="ij")
     dist = np.sqrt(sum(g.astype(np.float64) ** 2 for g in grids)).ravel()
     w = np.clip(vol, 0, None).ravel()
@@ -267,7 +264,8 @@ def load_templates(names: list[str] | tuple[str, ...] | None = None) -> dict[str
         ``{id: float32 (N, N, N) (z, y, x)}`` in protein-volume-fraction units (Da/Å³ / 0.81).
 
     Raises:
-        CryoDataError: an unknown id, or the shipped file is missing.
+        ConfigError: an unknown id.
+        CryoDataError: the shipped file is missing.
     """
     res = resources.files("cryomonai.simulate").joinpath("data", TEMPLATES_FILE)
     if not res.is_file():
@@ -278,5 +276,5 @@ def load_templates(names: list[str] | tuple[str, ...] | None = None) -> dict[str
         wanted = available if names is None else list(names)
         unknown = [k for k in wanted if k not in available]
         if unknown:
-            raise CryoDataError("load_templates", f"unknown template id(s) {unknown}", f"use some of {available}")
+            raise ConfigError("load_templates", f"unknown template id(s) {unknown}", f"use some of {available}")
         return {k: npz[k].astype(np.float32) for k in wanted}

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.mrc import write_mrc
 from cryomonai.io.table import write_particle_table
@@ -77,7 +77,7 @@ def simulate_tomogram(
     """Simulate a tomogram (z, y, x) = ``shape`` with ``n_particles`` particles; returns the STAR path."""
     out = Path(out_dir)
     if (out / "tomogram.mrc").exists() and not overwrite:
-        raise CryoDataError(out, "a tomogram already exists here", "choose another folder or pass overwrite=True")
+        raise ConfigError(out, "a tomogram already exists here", "choose another folder or pass overwrite=True")
     classes = tuple(classes or SHREC_10)
     imaging = imaging if isinstance(imaging, ImagingParams) else ImagingParams(**(imaging or {}))
     rng = np.random.default_rng(seed)

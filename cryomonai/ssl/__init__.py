@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.ssl.base import SSLMethod
 from cryomonai.ssl.moco import MoCo
 from cryomonai.ssl.simclr import SimCLR
@@ -33,8 +33,8 @@ def build_method(name: str, encoder: nn.Module, **kwargs: Any) -> SSLMethod:
     """Build the method registered as ``name`` around ``encoder`` with its keyword arguments.
 
     Raises:
-        CryoDataError: ``name`` is not in :data:`METHODS`.
+        ConfigError: ``name`` is not in :data:`METHODS`.
     """
     if name not in METHODS:
-        raise CryoDataError("ssl method", f"unknown method {name!r}", f"use one of {sorted(METHODS)}")
+        raise ConfigError("ssl method", f"unknown method {name!r}", f"use one of {sorted(METHODS)}")
     return METHODS[name](encoder, **kwargs)

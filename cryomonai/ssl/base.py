@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.networks.heads import MLPHead
 
 __all__ = ["SSLMethod"]
@@ -46,9 +46,8 @@ class SSLMethod(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         if not isinstance(getattr(encoder, "num_features", None), int):
-            raise CryoDataError(
-                type(self).__name__, "the encoder has no integer 'num_features'", "build it with build_encoder(name)"
-            )
+            raise TypeError(f"{type(self).__name__}: the encoder has no integer 'num_features' "
+                            "(build it with build_encoder(name))")
         self.encoder = encoder
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
@@ -87,7 +86,7 @@ class SSLMethod(nn.Module):
     def _check_views(self, views: Sequence[torch.Tensor]) -> None:
         if len(views) != self.n_views or len({tuple(v.shape) for v in views}) != 1:
             shapes = [tuple(v.shape) for v in views]
-            raise CryoDataError(
+            raise ConfigError(
                 type(self).__name__,
                 f"expected {self.n_views} views of one shape (B, C, D, H, W), got {shapes}",
                 f"make {self.n_views} views per sample with the same box (MultiViewd)",

@@ -6,7 +6,7 @@ A sample is a data dict whose ``"image"`` is a **(C, D, H, W) = (1, z, y, x)** f
 channel first, then the spatial axes in MRC order. The electron **beam is along z**; the tilt
 axis of the tilt series is **y**, so the **missing wedge** is the set of Fourier samples
 ``(kz, ky, kx)`` with ``|atan2(kz, kx)|`` beyond the tilt range, for every ``ky``
-(:func:`cryomonai.simulate.imaging.missing_wedge_mask`). A rotation about z keeps a wedge
+(:func:`cryomonai.physics.wedge.missing_wedge_mask`). A rotation about z keeps a wedge
 physical (its tilt axis turns within the (y, x) plane); any other rotation moves it where no
 microscope puts it, so it is re-imposed afterwards. In MONAI's affine parameters for such an
 array, ``rotate_params[0]`` is the rotation about z (the (y, x) plane) and translations/scales

@@ -26,7 +26,7 @@ from monai.transforms import MapTransform, Randomizable, RandomizableTransform
 from monai.utils import convert_to_tensor
 from monai.utils.enums import TransformBackends
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 
 __all__ = ["check_volume", "RandVolumeTransform", "RandArrayd"]
 
@@ -36,11 +36,12 @@ def check_volume(img: Any, where: str) -> torch.Tensor:
 
     Like MONAI's own transforms, returns a ``MetaTensor`` (metadata kept) while
     ``monai.data.get_track_meta()`` is on (the default), so a batch never mixes tensor types.
-    Raises :class:`CryoDataError` for anything that is not a 4-D real volume.
+    Raises :class:`~cryomonai.errors.ConfigError` for anything that is not a 4-D real volume (a pipeline
+    without ``EnsureChannelFirstd``).
     """
     t = convert_to_tensor(img, track_meta=get_track_meta())
     if t.ndim != 4 or t.is_complex():
-        raise CryoDataError(
+        raise ConfigError(
             where,
             f"expected a real (C, D, H, W) volume (channel first, spatial z, y, x), got shape {tuple(t.shape)}",
             "add EnsureChannelFirstd after loading so each subtomogram is (1, D, H, W)",

@@ -54,8 +54,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import ctf_of_frequency, fourier_grid, missing_wedge_mask, raised_cosine_lowpass
+from cryomonai.errors import ConfigError
+from cryomonai.physics.ctf import ctf_of_frequency
+from cryomonai.physics.fourier import fourier_grid, raised_cosine_lowpass
+from cryomonai.physics.wedge import missing_wedge_mask
 
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
@@ -208,16 +210,16 @@ class BatchedViews:
 
     def __post_init__(self) -> None:
         if self.rotation not in (None, "beam", "so3"):
-            raise CryoDataError("BatchedViews", f"rotation={self.rotation!r} is unknown",
-                                "use rotation='beam' or rotation='so3'")
+            raise ConfigError("BatchedViews", f"rotation={self.rotation!r} is unknown",
+                              "use rotation='beam' or rotation='so3'")
         if self.noise_factor_range[0] < 1.0:
-            raise CryoDataError("BatchedViews", f"noise_factor_range {self.noise_factor_range} has a factor below 1",
-                                "use factors >= 1 (1 = no noise)")
+            raise ConfigError("BatchedViews", f"noise_factor_range {self.noise_factor_range} has a factor below 1",
+                              "use factors >= 1 (1 = no noise)")
         if self.shift_voxels < 0:
-            raise CryoDataError("BatchedViews", f"shift_voxels={self.shift_voxels} is negative",
-                                "give the largest |shift| in voxels, >= 0")
+            raise ConfigError("BatchedViews", f"shift_voxels={self.shift_voxels} is negative",
+                              "give the largest |shift| in voxels, >= 0")
         if self.n_views < 1:
-            raise CryoDataError("BatchedViews", f"n_views={self.n_views}", "ask for at least one view")
+            raise ConfigError("BatchedViews", f"n_views={self.n_views}", "ask for at least one view")
 
     # ------------------------------------------------------------------ from a view factory's arguments
     @classmethod
@@ -322,8 +324,8 @@ class BatchedViews:
     def __call__(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """``n_views`` augmented copies of ``batch`` ``(B, C, D, H, W)``, each drawn independently."""
         if batch.ndim != 5 or batch.is_complex():
-            raise CryoDataError("BatchedViews", f"expected a real (B, C, D, H, W) batch, got shape {tuple(batch.shape)}",
-                                "give the collated 'image' batch of (1, D, H, W) subtomograms")
+            raise ConfigError("BatchedViews", f"expected a real (B, C, D, H, W) batch, got shape {tuple(batch.shape)}",
+                              "give the collated 'image' batch of (1, D, H, W) subtomograms")
         b = batch.shape[0]
         x = batch.float().contiguous().repeat(self.n_views, 1, 1, 1, 1)  # all views in one pass
         if self.lowpass_prob > 0 or self.ctf_prob > 0 or self.noise_prob > 0:

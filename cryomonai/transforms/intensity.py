@@ -1,7 +1,7 @@
 """Intensity augmentations of (C, D, H, W) subtomograms: SNR, low-pass and CTF jitter.
 
 These are our additions (the paper's pipeline, §3.3, is spatial only); all work in Fourier space
-with the filters of :mod:`cryomonai.simulate.imaging` and follow the input's device. Noise comes
+with the filters of :mod:`cryomonai.physics` and follow the input's device. Noise comes
 from a ``torch.Generator`` seeded from the transform's ``self.R``, so a seed reproduces it on any
 device without a numpy round-trip. Per-volume normalisation is MONAI's ``NormalizeIntensityd``.
 """
@@ -16,8 +16,9 @@ from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from monai.utils.enums import TransformBackends
 
-from cryomonai.errors import CryoDataError
-from cryomonai.simulate.imaging import apply_fourier_filter, bandpass_filter, ctf_3d
+from cryomonai.errors import ConfigError
+from cryomonai.physics.ctf import ctf_3d
+from cryomonai.physics.fourier import apply_fourier_filter, bandpass_filter
 from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
 from cryomonai.transforms.wedge import wedge_filter
 
@@ -59,7 +60,7 @@ class RandSNRJitter(RandomizableTransform):
         super().__init__(prob)
         self.factor_range = (float(factor_range[0]), float(factor_range[1]))
         if self.factor_range[0] < 1.0:
-            raise CryoDataError(
+            raise ConfigError(
                 "RandSNRJitter",
                 f"factor_range {self.factor_range} has a factor below 1",
                 "use factors >= 1 (1 = no noise)",
@@ -144,7 +145,7 @@ class RandCTF(_RandFourierFilter):
     The data were already imaged through a CTF; ``abs_ctf=True`` multiplies by ``|CTF|`` (its
     amplitude modulation and zeros, without flipping the contrast of whole frequency bands), while
     ``False`` applies the signed CTF (a second imaging pass). Parameters as
-    :func:`cryomonai.simulate.imaging.ctf_3d`; ``envelope_sigma=0`` leaves the damping to
+    :func:`cryomonai.physics.ctf.ctf_3d`; ``envelope_sigma=0`` leaves the damping to
     :class:`RandLowPass`.
 
     Args:

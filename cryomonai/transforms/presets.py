@@ -20,7 +20,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureTyped, Lambdad, NormalizeIntensityd, Transform
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.transforms.batched import BatchedViews
 from cryomonai.transforms.intensity import RandCTF, RandCTFd, RandLowPassd, RandSNRJitterd
 from cryomonai.transforms.spatial import (
@@ -66,7 +66,7 @@ class ViewPipeline(Compose):
         keys = self.options.get("keys", ("image",))
         keys = [keys] if isinstance(keys, str) else list(keys)
         if keys != ["image"] or self.options.get("keep_input") or self.options.get("view_keys") is not None:
-            raise CryoDataError(
+            raise ConfigError(
                 "augment_on_device", f"views of keys {keys} (view_keys/keep_input set) cannot be made on the device",
                 "use the default keys, or set augment_on_device false")
         return self.factory(self.options)
@@ -76,8 +76,8 @@ class ViewPipeline(Compose):
         return eval_transform(("image",))
 
 
-def _not_a_view_pipeline(views) -> CryoDataError:
-    return CryoDataError(
+def _not_a_view_pipeline(views) -> ConfigError:
+    return ConfigError(
         "augment_on_device",
         f"train#transforms is a {type(views).__name__}, not paper_views/cryo3d_views/finetune_views",
         "set augment_on_device false to run a custom views pipeline in the data loader")
@@ -162,7 +162,7 @@ def _rotation(keys: KeysCollection, rotation: str, prob: float, beam_angle_deg, 
         return beam_rotation(keys, beam_angle_deg, prob, mode, pad)
     if rotation == "so3":
         return RandSO3Rotated(keys, prob, mode, pad)
-    raise CryoDataError("cryo3d_views", f"rotation={rotation!r} is unknown", "use rotation='beam' or rotation='so3'")
+    raise ConfigError("cryo3d_views", f"rotation={rotation!r} is unknown", "use rotation='beam' or rotation='so3'")
 
 
 def cryo3d_views(
@@ -199,7 +199,7 @@ def cryo3d_views(
 
     1. low-pass at a cut-off ``~ U(lowpass_cutoff)`` × Nyquist (:class:`RandLowPass`);
     2. ``|CTF|`` of a defocus ``~ U(defocus_range_um)`` (:class:`RandCTF`, whose defaults the
-       microscope arguments take; as :func:`cryomonai.simulate.imaging.ctf_3d`);
+       microscope arguments take; as :func:`cryomonai.physics.ctf.ctf_3d`);
     3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
        the wedge of ``tilt_range`` so it turns with the data in step 4;
     4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
@@ -275,14 +275,14 @@ def finetune_views(
         (['image', 'label'], (1, 16, 16, 16), 2)
 
     Raises:
-        CryoDataError: a keyword that is not one of :func:`cryo3d_views`'s, or one of its multi-view ones.
+        ConfigError: a keyword that is not one of :func:`cryo3d_views`'s, or one of its multi-view ones.
     """
     explicit = {k: v for k, v in locals().items() if k != "view_options"}
     known = {name: p.default for name, p in inspect.signature(cryo3d_views).parameters.items()}
     unknown = sorted(k for k in view_options if k not in known or k in _MULTI_VIEW_ONLY)
     if unknown:
         allowed = sorted(set(known) - set(_MULTI_VIEW_ONLY))
-        raise CryoDataError("finetune_views", f"unknown keyword(s) {unknown}",
-                            f"use keywords of cryo3d_views: {allowed}")
+        raise ConfigError("finetune_views", f"unknown keyword(s) {unknown}",
+                          f"use keywords of cryo3d_views: {allowed}")
     options = {**known, **view_options, **explicit, "n_views": 1}
     return ViewPipeline([*_normalise(keys), _cryo3d_view(options)], BatchedViews.from_cryo3d_views, options)

@@ -37,7 +37,7 @@ from monai.transforms import Affine, RandomizableTransform, RandRotated, Resize,
 from monai.utils.enums import TransformBackends
 from scipy.spatial.transform import Rotation
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
 
 __all__ = [
@@ -267,8 +267,8 @@ class RandShift(_RandAffineWarp):
                  padding_mode: str = "zeros") -> None:
         super().__init__(prob, mode, padding_mode)
         if max_shift < 0:
-            raise CryoDataError("RandShift", f"max_shift={max_shift} is negative",
-                                "give the largest |shift| in voxels, >= 0")
+            raise ConfigError("RandShift", f"max_shift={max_shift} is negative",
+                              "give the largest |shift| in voxels, >= 0")
         self.max_shift = float(max_shift)
         self.shift = (0.0, 0.0, 0.0)
 

@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from monai.utils.misc import MAX_SEED
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 
 __all__ = ["MultiViewd"]
 
@@ -58,7 +58,7 @@ class MultiViewd(Randomizable, MapTransform):
         self.transform = transform
         self.view_keys = tuple(view_keys) if view_keys is not None else tuple(f"view_{i}" for i in range(n_views))
         if n_views < 1 or len(self.view_keys) != n_views:
-            raise CryoDataError(
+            raise ConfigError(
                 "MultiViewd", f"n_views={n_views} but view_keys={self.view_keys}", "give one view key per view"
             )
         self.keep_input = keep_input

@@ -1,7 +1,7 @@
 """Re-impose the missing wedge on a (C, D, H, W) volume (spatial z, y, x; beam z; tilt axis y).
 
 A single-axis tilt series measures only the Fourier samples within the tilt range
-(:func:`cryomonai.simulate.imaging.missing_wedge_mask`); every real subtomogram lacks the rest. A
+(:func:`cryomonai.physics.wedge.missing_wedge_mask`); every real subtomogram lacks the rest. A
 3D rotation that is not about the beam axis moves that empty wedge somewhere a microscope never
 leaves it, so after :class:`cryomonai.transforms.RandSO3Rotate` we zero the wedge again:
 ``out = F⁻¹[F(vol) · W]``. Applying it twice changes nothing (W is 0/1).
@@ -19,7 +19,8 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from monai.utils.enums import TransformBackends
 
-from cryomonai.simulate.imaging import apply_fourier_filter, missing_wedge_mask
+from cryomonai.physics.fourier import apply_fourier_filter
+from cryomonai.physics.wedge import missing_wedge_mask
 from cryomonai.transforms.base import check_volume
 
 __all__ = ["wedge_filter", "ImposeMissingWedge", "ImposeMissingWedged"]

@@ -20,7 +20,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.embedding import embedding_2d
 from cryomonai.visualize.figure import save_png
 
@@ -117,8 +116,8 @@ def plot_embeddings_before_after(
     """
     labels = np.asarray(labels, dtype=int).reshape(-1)
     if len(features_before) != len(labels) or len(features_after) != len(labels):
-        raise CryoDataError("embeddings", f"{len(features_before)} and {len(features_after)} feature rows for "
-                            f"{len(labels)} labels", "embed the same particles with both encoders")
+        raise ValueError(f"embeddings: {len(features_before)} and {len(features_after)} feature rows for "
+                         f"{len(labels)} labels (embed the same particles with both encoders)")
     cmap = colormaps["tab10" if len(class_names) <= 10 else "tab20"]
     fig = Figure(figsize=(9.5, 4.3))
     axes = fig.subplots(1, 2)

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.gradcam import as_volumes
 from cryomonai.visualize.figure import save_png
 from cryomonai.visualize.slices import PLANES, central_slices
@@ -53,8 +52,8 @@ def plot_gradcam_overlays(
     labels = np.asarray(labels, dtype=int).reshape(-1)
     for name, cams in cams_by_model.items():
         if np.shape(cams) != vols.shape or len(labels) != len(vols):
-            raise CryoDataError("Grad-CAM figure", f"{name!r}: maps {np.shape(cams)}, labels {len(labels)} for "
-                                f"volumes {vols.shape}", "give one map (D, H, W) and one label per volume")
+            raise ValueError(f"Grad-CAM figure {name!r}: maps {np.shape(cams)}, labels {len(labels)} for "
+                             f"volumes {vols.shape} (give one map (D, H, W) and one label per volume)")
     models = list(cams_by_model)
     n_cols = 3 * len(models)
     fig = Figure(figsize=(1.25 * n_cols + 0.6, 1.3 * len(vols) + 0.7))

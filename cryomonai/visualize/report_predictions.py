@@ -36,7 +36,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from cryomonai.engines.predictions import ParticlePredictionsWriter
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import CryoError
 from cryomonai.evaluation.embedding import embedding_2d
 from cryomonai.io.predictions import INPUT_CLASS, MAX_PROBABILITY
 from cryomonai.io.table import ParticleTable
@@ -159,7 +159,7 @@ def _tomograms_section(df: pd.DataFrame, classes: Sequence[str], max_tomograms: 
         picks = df[df["tomogram"] == path]
         try:
             figure = figure_html(_tomogram_figure(str(path), picks, classes), f"tomogram-{i}")
-        except (CryoDataError, OSError) as err:
+        except (CryoError, OSError) as err:
             figure = f'<p class="note">{html.escape(str(err))}</p>'
         parts.append(f"<h3>{html.escape(Path(str(path)).name)}: {len(picks)} picks</h3>\n{figure}")
     if len(names) > max_tomograms:
@@ -257,7 +257,7 @@ def write_predictions_report(
     """
     df, classes = predictions.df.reset_index(drop=True), list(predictions.class_names)
     if slices is not None and len(slices) != len(df):
-        raise CryoDataError("report", f"{len(slices)} slices for {len(df)} predictions", "give one slice per row")
+        raise ValueError(f"report: {len(slices)} slices for {len(df)} predictions (give one slice per row)")
     sections = [("Summary", _summary_section(df, classes, prefix)),
                 ("Tomograms", _tomograms_section(df, classes, max_tomograms)),
                 ("Probability", figure_html(_histogram_figure(df, classes), "histogram")),

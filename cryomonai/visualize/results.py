@@ -115,7 +115,7 @@ def plot_confusion_matrices(
     """
     names = list(class_names)
     if not cells:
-        raise CryoDataError("confusion matrices", "no method given", "pass {method: [predictions_test.csv, …]}")
+        raise ValueError("confusion matrices: no method given (pass {method: [predictions_test.csv, …]})")
     size = 1.2 + 0.32 * len(names)
     fig = Figure(figsize=(size * len(cells) + 1.2, size + 1.0), layout="constrained")
     axes = fig.subplots(1, len(cells), squeeze=False)

@@ -1,0 +1,105 @@
+"""Whose fault is it: the error type says it (see :mod:`cryomonai.errors`).
+
+A problem with the user's data is a :class:`CryoDataError`; a value the user set in a
+configuration (bundle key, preset, command-line option, argument) is a :class:`ConfigError`; our
+own code misusing an internal function is a plain Python exception, not a :class:`CryoError`.
+These cases pin the classification for one representative of each kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryomonai.data import label_fraction_subset, stratified_split
+from cryomonai.errors import ConfigError, CryoDataError, CryoError
+from cryomonai.io.predictions import check_min_probability
+from cryomonai.simulate.imaging import ImagingParams
+from cryomonai.simulate.templates import template_radius
+from cryomonai.ssl import build_method
+from cryomonai.transforms import cryo3d_views
+
+
+def test_the_two_user_errors_are_siblings() -> None:
+    assert issubclass(CryoDataError, CryoError) and issubclass(ConfigError, CryoError)
+    assert not issubclass(ConfigError, CryoDataError) and not issubclass(CryoDataError, ConfigError)
+
+
+# ---- the user's data ----------------------------------------------------------------------------
+
+
+def test_a_bad_mrc_file_is_a_data_error(tmp_path: Path) -> None:
+    from cryomonai.io import read_mrc
+
+    (tmp_path / "notes.mrc").write_text("not a volume")
+    with pytest.raises(CryoDataError, match=r"notes\.mrc: ") as err:
+        read_mrc(tmp_path / "notes.mrc")
+    assert type(err.value) is CryoDataError
+
+
+def test_a_table_row_without_a_file_is_a_data_error(tmp_path: Path) -> None:
+    from cryomonai.io import read_particle_table
+
+    (tmp_path / "t.csv").write_text("path,label\ngone.mrc,a\n")
+    with pytest.raises(CryoDataError, match=r"t\.csv, row 1: file not found"):
+        read_particle_table(tmp_path / "t.csv")
+
+
+# ---- a configuration: bundle keys, options, arguments a user sets -------------------------------
+
+
+def test_a_wrong_bundle_key_value_is_a_config_error() -> None:
+    """``encoder`` of the bundle's common.json, resolved as the bundle resolves it."""
+    from monai.bundle import ConfigParser
+
+    from cryomonai.pipeline import bundle_configs
+
+    parser = ConfigParser()
+    parser.read_config(bundle_configs("pretrain"))
+    parser["encoder"] = "rb4d"
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the target's error; the CLI prints its cause
+        parser.get_parsed_content("network_def")
+    cause = err.value.__cause__
+    assert type(cause) is ConfigError and "unknown encoder 'rb4d'" in str(cause), repr(cause)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: stratified_split([0, 1, 0, 1], (0.5, 0.5, 0.5)),
+    lambda: cryo3d_views(rotation="xyz"),
+    lambda: ImagingParams(noise_model="loud"),
+    lambda: check_min_probability(1.5),
+], ids=["split fractions", "views rotation", "noise model", "min_probability"])
+def test_a_bad_option_value_is_a_config_error(call) -> None:
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert "\n" not in str(err.value) and err.value.fix
+
+
+def test_a_checkpoint_that_does_not_fit_the_configured_encoder_is_a_config_error(tmp_path: Path) -> None:
+    """The checkpoint is fine; the run's ``--encoder`` does not match it (the fix is the option)."""
+    from cryomonai.engines.checkpoints import load_pretrained_encoder
+    from cryomonai.networks import Classifier, build_encoder
+
+    torch.save({"model": {}, "run_info": {"encoder": "resnet10"}}, tmp_path / "resnet.pt")
+    with pytest.raises(ConfigError, match="resnet.pt: was trained with encoder 'resnet10'"):
+        load_pretrained_encoder(Classifier(build_encoder("rb3d", channels=8), 2), tmp_path / "resnet.pt", encoder="rb3d")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CryoDataError, match="junk.pt: not a readable PyTorch checkpoint"):
+        load_pretrained_encoder(Classifier(build_encoder("rb3d", channels=8), 2), tmp_path / "junk.pt")
+
+
+# ---- our own code misusing an internal function: a plain exception with its traceback -----------
+
+
+@pytest.mark.parametrize("call, kind", [
+    (lambda: label_fraction_subset(object(), 0.5), TypeError),
+    (lambda: build_method("moco", torch.nn.Linear(2, 2)), TypeError),
+    (lambda: template_radius(np.ones((4, 4))), ValueError),
+], ids=["dataset without data", "encoder without num_features", "2D template"])
+def test_an_internal_misuse_is_not_a_user_error(call, kind) -> None:
+    with pytest.raises(kind) as err:
+        call()
+    assert not isinstance(err.value, CryoError)
