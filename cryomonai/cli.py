@@ -185,6 +185,8 @@ def _bundle(run_id: str, method: str | None = None, encoder: str | None = None, 
     command instead, nothing run."""
     from cryomonai.pipeline import bundle_args, bundle_command, check_overrides, run_bundle  # lazy: MONAI
 
+    if isinstance(keys.get("device"), str) and not keys["device"].startswith(("$", "@")):  # --device cpu / cuda:1
+        keys["device"] = f"$torch.device({keys['device']!r})"
     args = bundle_args(run_id, method, encoder, distributed, **keys)
     check_overrides(run_id, args["config_file"], keys)
     if dry_run:
