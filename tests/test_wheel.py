@@ -26,7 +26,8 @@ import starfile
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = os.environ.get("CRYOMONAI_WHEEL_TESTS") == "1"
-pytestmark = pytest.mark.skipif(not REQUIRED, reason="builds a venv from the wheel (minutes); CI sets CRYOMONAI_WHEEL_TESTS=1")
+pytestmark = [pytest.mark.skipif(not REQUIRED, reason="builds a venv from the wheel (minutes); CI sets CRYOMONAI_WHEEL_TESTS=1"),
+              pytest.mark.slow, pytest.mark.timeout(900)]  # ~1 min on 2 idle cores, ~3 min on 2 shared ones
 
 #: one cell: 3 classes × 6 subtomograms of 8³ (binned 2×), random init, all labels, one epoch
 TINY_PRESET = {
