@@ -4,9 +4,15 @@ Each command imports what it runs inside its body (torch, MONAI, the simulator t
 import), so ``cryomonai --help`` and a command's ``--help`` start at once. These, and MONAI's in
 :mod:`cryomonai.io.mrc` (``MrcReader``), are the package's only function-local imports.
 
+The bundle commands (``pretrain``, ``finetune``, ``evaluate``, ``infer``, ``embed``) run the ``cryo_ssl``
+bundle's run ids through one function, :func:`_bundle`: ``--method``/``--encoder`` choose overlays, any
+other ``--key value`` (``--epochs 5``, ``--ssl_method#queue_size 64``) overrides a bundle key, and
+``--dry_run`` prints the equivalent ``python -m monai.bundle run`` command instead of running it.
+
 What the commands say as they go are log lines on stderr (``<date> <time> INFO cryomonai.…: …``,
-:mod:`cryomonai.logs`); the long ones (``grid``, ``simulate``, ``extract``, ``embed``) also append
-them to ``--log_file PATH``. A user error is one ``cryomonai: <error>`` line, not a log line.
+:mod:`cryomonai.logs`); the long ones (``grid``, ``simulate``, ``extract`` and the bundle commands)
+also append them to ``--log_file PATH``. A user error (data or configuration,
+:class:`~cryomonai.errors.CryoError`) is one ``cryomonai: <error>`` line, not a log line.
 """
 
 from __future__ import annotations
@@ -35,6 +41,12 @@ def _snrs(snr) -> list[float]:
         return [float(s) for s in values if s != ""]
     except (TypeError, ValueError):
         raise ConfigError(f"--snr {snr}", "is not a number or a comma list of numbers", "e.g. --snr inf,0.05,0.03") from None
+
+
+def _choose(flag: str, value, choices: tuple[str, ...]) -> None:
+    """A ConfigError unless ``value`` (None: the default) is one of ``choices``."""
+    if value is not None and value not in choices:
+        raise ConfigError(f"--{flag} {value}", "is not one of the choices", f"use one of: {', '.join(choices)}")
 
 
 def simulate(
@@ -104,7 +116,13 @@ def simulate_tomogram(
     """Simulate a whole tomogram (z,y,x = ``shape``) with particles at known coordinates (STAR)."""
     from cryomonai.simulate.tomogram import simulate_tomogram as _sim  # lazy: torch, only when run
 
-    shp = tuple(int(v) for v in (shape.split(",") if isinstance(shape, str) else shape))
+    text = shape if isinstance(shape, str) else ",".join(str(v) for v in shape)
+    try:
+        shp = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shp = ()
+    if len(shp) != 3:
+        raise ConfigError(f"--shape {text}", "is not three whole numbers z,y,x", "e.g. --shape 128,256,256")
     return str(_sim(out, shp, n_particles, float(snr), box=box, seed=seed, overwrite=overwrite))
 
 
@@ -164,8 +182,9 @@ def extract(
         copick_user_id, copick_session_id: for a copick project, the pick sets to read (default: any).
         log_file: also append the log lines to this file.
     """
-    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch, only when run
+    from cryomonai.data.extract import EDGE_POLICIES, REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch
 
+    _choose("edge", edge, EDGE_POLICIES)
     with logging_to(log_file):
         table = read_picks(picks, tomogram, tomograms_star, _copick(copick_tomo_type, copick_voxel_spacing,
                                                                    copick_user_id, copick_session_id))
@@ -293,6 +312,9 @@ def infer(table: str, checkpoint: str, out: str = "runs/infer", encoder: str | N
         overrides: any key of the bundle (``configs/common.json``, ``inference.json``), e.g.
             ``--infer_min_probability 0.5``, ``--embedding_map pca``, ``--device cpu``.
     """
+    from cryomonai.data.extract import EDGE_POLICIES  # lazy: torch, only when run
+
+    _choose("edge", edge, EDGE_POLICIES)
     keys = {"output_dir": out, "infer_table": table, "checkpoint": checkpoint,
             **_given(box=box, infer_voxel_size=voxel_size, infer_edge=edge, batch_size=batch_size,
                      infer_tomograms_star=tomograms_star), **overrides}
@@ -326,6 +348,12 @@ def embed(
         log_file: also append cryomonai's log lines to this file (MONAI's own go to stdout).
         overrides: any other bundle key (e.g. ``device``).
     """
+    from cryomonai.data.extract import EDGE_POLICIES  # lazy: torch and scikit-learn, only when run
+    from cryomonai.evaluation.embedding import CLUSTER_METHODS, MAP_METHODS
+
+    for flag, value, choices in (("edge", edge, EDGE_POLICIES), ("method", method, CLUSTER_METHODS),
+                                 ("embedding_map", embedding_map, MAP_METHODS)):
+        _choose(flag, value, choices)
     keys = {"output_dir": out, "infer_table": table, "checkpoint": checkpoint, "n_clusters": n_clusters,
             "cluster_method": method, "embedding_map": embedding_map, "box": box, "infer_voxel_size": voxel_size,
             "infer_edge": edge, "batch_size": batch_size, "progress": progress,

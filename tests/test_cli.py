@@ -132,3 +132,14 @@ def test_pretrain_finetune_evaluate_infer_from_the_command_line(monkeypatch, cap
     import starfile
 
     assert len(starfile.read(tmp_path / "pred" / "predictions.star", always_dict=True)["particles"]) == 18
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "t.star", "c.pt", "--edge", "clip"], "--edge clip: is not one of the choices — fix: use one of: report, pad, error"),
+    (["embed", "t.star", "c.pt", "--method", "dbscan"], "--method dbscan: is not one of the choices"),
+    (["embed", "t.star", "c.pt", "--embedding_map", "umap"], "--embedding_map umap: is not one of the choices"),
+    (["extract", "--picks", "p.star", "--out", "x", "--edge", "clip"], "--edge clip: is not one of the choices"),
+    (["simulate-tomogram", "--shape", "12,a,3"], "--shape 12,a,3: is not three whole numbers"),
+])
+def test_bad_choices_are_configuration_errors(argv, message, monkeypatch, capfd, tmp_path):
+    test_configuration_mistakes_are_one_line(argv, message, monkeypatch, capfd, tmp_path)
