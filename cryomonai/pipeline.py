@@ -45,6 +45,11 @@ RUN_ENGINES: dict[str, str] = {
 }
 
 
+#: the bundles of a checkout (``bundles/`` beside the package), and where a wheel carries them (setup.py's build_py)
+CHECKOUT_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+PACKAGED_BUNDLES = "_bundles"
+
+
 def bundle_roots() -> list[tuple[str, Path]]:
     """Where bundles are looked for, in order: ``$CRYOMONAI_BUNDLES``; the checkout's ``bundles/`` (when
     cryomonai runs from a checkout, as after ``tools/setup_env.sh``); the copy installed with the package
@@ -52,8 +57,8 @@ def bundle_roots() -> list[tuple[str, Path]]:
     roots = []
     if os.environ.get("CRYOMONAI_BUNDLES"):
         roots.append(("$CRYOMONAI_BUNDLES", Path(os.environ["CRYOMONAI_BUNDLES"])))
-    roots.append(("the checkout", Path(__file__).resolve().parents[1] / "bundles"))
-    roots.append(("the installed package", Path(str(resources.files("cryomonai").joinpath("_bundles")))))
+    roots.append(("the checkout", CHECKOUT_BUNDLES))
+    roots.append(("the installed package", Path(str(resources.files("cryomonai").joinpath(PACKAGED_BUNDLES)))))
     return roots
 
 

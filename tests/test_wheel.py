@@ -7,7 +7,7 @@ build, install or work). Without the variable (a developer's machine) it is skip
 From a folder outside the repository, with ``CRYOMONAI_BUNDLES`` unset, so that only the wheel's own
 package data (``cryomonai/_bundles/cryo_ssl``: configs, grid presets, shipped weights) can be found:
 ``cryomonai --help``; one cell of a tiny grid preset (``results.csv``); the shipped classifier on a few
-simulated subtomograms (``predictions.star``).
+simulated subtomograms (``predictions.star``). And, always: the order in which a bundle is looked for.
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ import starfile
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = os.environ.get("CRYOMONAI_WHEEL_TESTS") == "1"
-pytestmark = [pytest.mark.skipif(not REQUIRED, reason="builds a venv from the wheel (minutes); CI sets CRYOMONAI_WHEEL_TESTS=1"),
-              pytest.mark.slow, pytest.mark.timeout(900)]  # ~1 min on 2 idle cores, ~3 min on 2 shared ones
+#: the tests that build and install the wheel: ~1 min on 2 idle cores, ~3 min on 2 shared ones
+WHEEL = [pytest.mark.skipif(not REQUIRED, reason="builds a venv from the wheel (minutes); CI sets CRYOMONAI_WHEEL_TESTS=1"),
+         pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _wheel(test):
+    """The marks of a test that builds and installs the wheel."""
+    for mark in WHEEL:
+        test = mark(test)
+    return test
 
 #: one cell: 3 classes × 6 subtomograms of 8³ (binned 2×), random init, all labels, one epoch
 TINY_PRESET = {
@@ -70,6 +78,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"venv": root / "venv", "work": work, "wheel": wheel, "sdist": sdist, "seconds": seconds}
 
 
+@_wheel
 def test_the_wheel_carries_the_bundle(installed: dict) -> None:
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     bundle = "cryomonai/_bundles/cryo_ssl/"
@@ -81,6 +90,7 @@ def test_the_wheel_carries_the_bundle(installed: dict) -> None:
     assert not any(n.startswith(("tests/", "benchmarks/", "tools/")) for n in names)
 
 
+@_wheel
 def test_the_installed_package_runs_outside_the_checkout(installed: dict) -> None:
     venv, work, t0 = installed["venv"], installed["work"], time.perf_counter()
     # the package and its bundle come from the venv, not from this checkout
@@ -112,3 +122,30 @@ def test_the_installed_package_runs_outside_the_checkout(installed: dict) -> Non
     assert p["rlnMaxValueProbDistribution"].between(0.0, 1.0).all()
     seconds = {**installed["seconds"], "run": time.perf_counter() - t0}
     print("wheel test seconds:", {k: round(v) for k, v in seconds.items()})
+
+
+def test_bundle_lookup_order(tmp_path, monkeypatch):
+    """``$CRYOMONAI_BUNDLES`` (alone, when set), then the checkout's ``bundles/``, then the package's copy."""
+    import shutil
+
+    from cryomonai import pipeline
+    from cryomonai.errors import ConfigError
+
+    monkeypatch.delenv("CRYOMONAI_BUNDLES", raising=False)
+    assert pipeline.bundle_dir() == REPO / "bundles" / "cryo_ssl"  # this checkout
+    for name in ("env", "package"):
+        shutil.copytree(REPO / "bundles" / "cryo_ssl" / "configs", tmp_path / name / "cryo_ssl" / "configs")
+    # no checkout: the package's copy (cryomonai/_bundles in an installed wheel)
+    monkeypatch.setattr(pipeline, "CHECKOUT_BUNDLES", tmp_path / "nowhere")
+    monkeypatch.setattr(pipeline, "PACKAGED_BUNDLES", str(tmp_path / "package"))  # joinpath of an absolute path
+    assert pipeline.bundle_dir() == tmp_path / "package" / "cryo_ssl"
+    monkeypatch.setenv("CRYOMONAI_BUNDLES", str(tmp_path / "env"))
+    assert pipeline.bundle_dir() == tmp_path / "env" / "cryo_ssl"
+    assert pipeline.bundle_configs("finetune")[0] == str(tmp_path / "env" / "cryo_ssl" / "configs" / "common.json")
+    monkeypatch.setenv("CRYOMONAI_BUNDLES", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="bundle 'cryo_ssl': not found in \\$CRYOMONAI_BUNDLES"):
+        pipeline.bundle_dir()
+    monkeypatch.delenv("CRYOMONAI_BUNDLES")
+    monkeypatch.setattr(pipeline, "PACKAGED_BUNDLES", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="not found in the checkout .*, the installed package"):
+        pipeline.bundle_dir()
