@@ -19,7 +19,7 @@ d. **bundle** — the ``finetune`` run id itself on a simulated dataset of the m
 
 Ratios: (c)/(a) = what the views cost, (d)/(c) = what the bundle's engine costs per iteration.
 
-Usage: ``python -m benchmarks.bench_finetune [--quick] [--out docs/bench_finetune_cpu.json]``.
+Usage: ``python -m benchmarks.bench_finetune [--quick] [--out docs/records/benchmarks/bench_finetune_cpu.json]``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the training step (``augment_on_device: true``, ``num_workers: 0``), each timed 
 (``run_bundle``, set-up included), the two placements alternated ``--rounds`` times, and prints
 the median seconds and the ratio. The grid presets follow what it measures.
 
-    python -m benchmarks.bench_views_placement --out docs/bench_views_placement.json
+    python -m benchmarks.bench_views_placement --out docs/records/benchmarks/bench_views_placement.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Screenshots of the two ``report.html`` pages for the docs: ``docs/report_predictions.png``, ``docs/report_grid.png``.
 
-Both from real runs, nothing made up: the predictions page is the one the README's walkthrough writes
+Both from real runs, nothing made up: the predictions page is the one the own-data tutorial (docs/tutorials/own_data.md) writes
 (``cryomonai simulate-tomogram``, then the bundle's ``inference`` with the shipped classifier
 ``simclr_rb3d_bn_16_classifier`` at 16³ / 20 Å: the same commands, run here into a temporary folder);
 the grid page is rendered from the main job's committed grid (``docs/grid_cpu``: its ``results.csv``,
@@ -32,7 +32,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 
 def predictions_page(folder: Path) -> Path:
-    """The README walkthrough's inference (simulated tomogram, shipped classifier) → ``folder/pred/report.html``."""
+    """The own-data tutorial's inference (simulated tomogram, shipped classifier) → ``folder/pred/report.html``."""
     cfg = ROOT / "bundles" / "cryo_ssl" / "configs"
     subprocess.run([sys.executable, "-m", "cryomonai.cli", "simulate-tomogram", "--out", str(folder / "tomogram")],
                    check=True, capture_output=True)

@@ -94,11 +94,12 @@ def test_every_registered_method_and_encoder_has_an_overlay():
 
 
 def _readme_commands() -> list[tuple[str, str, list[str]]]:
-    """``(file:line, run id, config files)`` of every ``monai.bundle run`` command in the READMEs."""
+    """``(file:line, run id, config files)`` of every ``monai.bundle run`` command in the READMEs and docs pages."""
     import re
 
     found = []
-    for readme in (bundle_dir().parents[1] / "README.md", bundle_dir() / "docs" / "README.md"):
+    docs = sorted((Path(__file__).resolve().parents[1] / "docs").rglob("*.md"))  # the docs site's pages too
+    for readme in (bundle_dir().parents[1] / "README.md", bundle_dir() / "docs" / "README.md", *docs):
         for n, line in enumerate(readme.read_text().splitlines(), 1):
             match = re.search(r"monai\.bundle run (\w+)\s+--config_file \"\[(.*?)\]\"", line)
             if match:

@@ -100,7 +100,7 @@ def test_on_a_terminal_it_is_one_bar_and_no_lines(lines):
 
 
 def test_runs_left_are_counted_as_the_slurm_jobs_plus_one_evaluation_per_cell(tmp_path):
-    """On a new folder the paper preset is docs/checks/slurm/count_jobs.txt's 309 jobs (45 pretrainings,
+    """On a new folder the paper preset is docs/records/slurm/count_jobs.txt's 309 jobs (45 pretrainings,
     48 selection runs, 216 cell fine-tunings), plus an evaluation per cell."""
     runner = GridRunner(load_preset("paper"), tmp_path)
     cells = list(grid_cells(runner.preset))

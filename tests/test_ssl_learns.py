@@ -6,7 +6,7 @@ tiny unlabelled set — four similar-sized complexes (240–260 kDa templates) a
 12³, light noise — with the same SO(3) views as the ``cpu`` preset, and a linear probe (5-fold
 cross-validated logistic regression) on the frozen encoder features of held-out particles must beat
 the probe on the *same encoder at initialisation* by 5 points. What each method needs to learn at
-this scale is in :data:`NEEDS` (and in the README's "What each SSL method needs").
+this scale is in :data:`NEEDS` (and in docs/results/grid_ssl_methods.md, "What each SSL method needs").
 """
 
 from __future__ import annotations

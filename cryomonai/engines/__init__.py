@@ -11,6 +11,9 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 * :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
   view made on the training device, the bundle's ``augment_on_device``), :func:`epoch_scale` (the
   bundle's ``min_steps``);
+* :mod:`~cryomonai.engines.recipes` — fine-tuning that keeps pretrained features:
+  :func:`finetune_param_groups` (layer-wise lr decay, the bundle's ``layer_decay``),
+  :class:`LinearProbeFirst` and :func:`finetune_lr_scheduler` (LP-FT, the bundle's ``lp_epochs``);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
@@ -42,6 +45,13 @@ from cryomonai.engines.perf import (
     seed_run,
 )
 from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
+from cryomonai.engines.recipes import (
+    LinearProbeFirst,
+    check_layer_decay,
+    encoder_blocks,
+    finetune_lr_scheduler,
+    finetune_param_groups,
+)
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
 from cryomonai.engines.weights import compact_checkpoint, shipped_weights, weights_file
@@ -49,6 +59,7 @@ from cryomonai.engines.weights import compact_checkpoint, shipped_weights, weigh
 __all__ = [
     "AutocastInferer",
     "LearningRateWriter",
+    "LinearProbeFirst",
     "ParticlePredictionsWriter",
     "PrepareBatchMemoryFormat",
     "PredictionsWriter",
@@ -64,6 +75,10 @@ __all__ = [
     "release_ddp",
     "ViewSlicesHandler",
     "central_slices",
+    "check_layer_decay",
+    "encoder_blocks",
+    "finetune_lr_scheduler",
+    "finetune_param_groups",
     "compact_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",

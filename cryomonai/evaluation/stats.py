@@ -11,6 +11,12 @@ pooled-variance test of two independent samples (``scipy.stats.ttest_ind(equal_v
   the two-tailed ``p``;
 * :func:`baseline_check` — the fair-baseline check: the fine-tuned baseline against a linear
   probe on its own frozen (random) features;
+* :func:`compare_arms` — two arms' per-repeat accuracies, paired by repeat: the mean difference and
+  Student's, Welch's and the paired t-test side by side; :func:`holm` — the Holm-Bonferroni
+  correction of a family of p-values; :func:`arms_vs_baseline` — both over a results table;
+* :func:`probe_margins` — fine-tuned model vs the linear probe on its own frozen features, per repeat,
+  on validation (issue 26: the fair-baseline check, and "every arm beats its own probe");
+  :func:`own_probe_check` — the same over a results table;
 * :func:`seconds_summary` — the grid's total fine-tuning and pretraining time;
 * :func:`timing_table` — where a grid's time went, per phase (set-up vs compute), as Markdown;
 * how results are named and ordered in tables and figures: :func:`method_label`,
@@ -32,16 +38,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_ind
+from scipy.stats import ttest_ind, ttest_rel
 
 from cryomonai.errors import CryoDataError
 
-__all__ = ["METHOD_LABELS", "METHOD_ORDER", "baseline_check", "dataset_title", "method_label", "order_datasets", "order_methods",
-           "read_results", "seconds_summary", "summarise", "timing_table", "ttest_vs_baseline"]
+__all__ = ["METHOD_LABELS", "METHOD_ORDER", "arms_vs_baseline", "baseline_check", "compare_arms", "dataset_title", "holm",
+           "method_label", "order_datasets", "order_methods", "own_probe_check", "probe_margins", "read_results",
+           "seconds_summary", "summarise", "timing_table", "ttest_vs_baseline"]
 
 #: column order of the paper's Table 1 (random init first), then methods the paper did not run
 METHOD_ORDER: tuple[str, ...] = ("random", "simclr", "swav", "moco", "vicreg")
@@ -206,6 +213,218 @@ def baseline_check(results: pd.DataFrame | str | os.PathLike, baseline: str = "r
         ft, probe = block["test_accuracy"].astype(float), block["linear_probe_accuracy"].astype(float)
         rows.append([dataset, fraction, ft.mean(), ft.std(), probe.mean(), probe.std(), bool(ft.mean() > probe.mean())])
     return pd.DataFrame(rows, columns=columns)
+
+
+# ---- two arms, paired by repeat; Holm; fine-tuned vs its own probe -------------------------------
+
+#: one value per repeat: a list or array (paired by position) or a Series indexed by repeat
+Values = Sequence[float] | np.ndarray | pd.Series
+
+
+def _pair(a: Values, b: Values, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, a_paired, b_paired)``: each arm's finite values, and the repeats both have (finite in both).
+
+    Two ``pd.Series`` are paired on their index (the repeat); anything else by position (equal lengths).
+    """
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        if not (a.index.is_unique and b.index.is_unique):
+            raise CryoDataError(what, "repeats appear twice in one arm", "give one value per repeat (index = repeat)")
+        both = a.index.intersection(b.index, sort=False)
+        a_pair, b_pair = a.loc[both].to_numpy(float), b.loc[both].to_numpy(float)
+    else:
+        a_pair, b_pair = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+        if len(a_pair) != len(b_pair):
+            raise CryoDataError(what, f"{len(a_pair)} vs {len(b_pair)} repeats cannot be paired by position",
+                                "give one value per repeat for both, in repeat order, or pd.Series indexed by repeat")
+    keep = np.isfinite(a_pair) & np.isfinite(b_pair)
+    a_all, b_all = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    return a_all[np.isfinite(a_all)], b_all[np.isfinite(b_all)], a_pair[keep], b_pair[keep]
+
+
+#: spread below which values count as constant (accuracies are fractions: rounding error, not variance)
+_FLAT = 1e-12
+
+
+def compare_arms(arm: Values, baseline: Values) -> dict[str, float | int | str]:
+    """Two arms' per-repeat accuracies: the mean difference and three two-sided t-tests side by side.
+
+    * Student's (pooled variance, the paper's test): ``scipy.stats.ttest_ind(equal_var=True)``;
+    * Welch's (unequal variances): ``ttest_ind(equal_var=False)``;
+    * paired, on the per-repeat differences (repeat ``r`` of both arms shares its labelled subset and
+      seed): ``scipy.stats.ttest_rel``.
+
+    Args:
+        arm, baseline: accuracies, one per repeat; two ``pd.Series`` are paired on their index (the
+            repeat), arrays or lists by position. NaNs are left out (of the pairs too).
+
+    Returns:
+        ``n``, ``baseline_n``, ``n_pairs``, ``mean``, ``baseline_mean``, ``mean_difference`` (``mean −
+        baseline_mean``), ``student_t``, ``student_p``, ``welch_t``, ``welch_p``, ``paired_t``,
+        ``paired_p`` and ``note``: a test that is undefined (fewer than 2 values, or no variance) is NaN
+        and ``note`` says why (``""`` when all three are defined).
+
+    Example:
+        >>> r = compare_arms([0.30, 0.35, 0.32], [0.25, 0.31, 0.30])
+        >>> round(r["mean_difference"], 3), round(r["student_p"], 3), round(r["welch_p"], 3), round(r["paired_p"], 3)
+        (0.037, 0.195, 0.199, 0.053)
+    """
+    a, b, a_pair, b_pair = _pair(arm, baseline, "compare_arms")
+    out: dict[str, float | int | str] = {
+        "n": len(a), "baseline_n": len(b), "n_pairs": len(a_pair),
+        "mean": float(a.mean()) if len(a) else math.nan, "baseline_mean": float(b.mean()) if len(b) else math.nan}
+    out["mean_difference"] = out["mean"] - out["baseline_mean"]
+    notes = []
+    for name, equal_var in (("student", True), ("welch", False)):
+        out[f"{name}_t"] = out[f"{name}_p"] = math.nan
+        if len(a) < 2 or len(b) < 2:
+            notes.append(f"{name}: needs ≥ 2 repeats per arm")
+        elif np.ptp(a) <= _FLAT and np.ptp(b) <= _FLAT:
+            notes.append(f"{name}: no variance")
+        else:
+            res = ttest_ind(a, b, equal_var=equal_var, alternative="two-sided")
+            out[f"{name}_t"], out[f"{name}_p"] = float(res.statistic), float(res.pvalue)
+    out["paired_t"] = out["paired_p"] = math.nan
+    diff = a_pair - b_pair
+    if len(diff) < 2:
+        notes.append("paired: needs ≥ 2 repeats in both arms")
+    elif np.ptp(diff) <= _FLAT:
+        notes.append("paired: every repeat differs by the same amount (no variance)")
+    else:
+        res = ttest_rel(a_pair, b_pair, alternative="two-sided")
+        out["paired_t"], out["paired_p"] = float(res.statistic), float(res.pvalue)
+    out["note"] = "; ".join(notes)
+    return out
+
+
+def holm(pvalues: Values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values of a family of tests (Holm 1979), in the input's order.
+
+    Step-down: with the ``m`` p-values sorted, ``p_(1) ≤ … ≤ p_(m)``, the ``i``-th (1-based) becomes
+    ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``: monotone in the sorted order and capped at 1. Rejecting
+    where the adjusted value is below α controls the family-wise error rate at α. NaN p-values (an
+    undefined test) stay NaN and are not counted in ``m``.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03]).tolist()
+        [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    flat, res = p.ravel(), out.ravel()
+    idx = np.flatnonzero(np.isfinite(flat))
+    order = idx[np.argsort(flat[idx], kind="stable")]
+    m = len(order)
+    scaled = np.minimum(1.0, (m - np.arange(m)) * flat[order])
+    res[order] = np.maximum.accumulate(scaled)
+    return res.reshape(p.shape)
+
+
+def arms_vs_baseline(results: pd.DataFrame | str | os.PathLike, metric: str = "test_accuracy",
+                     baseline: str = "random") -> pd.DataFrame:
+    """:func:`compare_arms` of every method against ``baseline`` per (dataset, label_fraction), paired on
+    ``repeat``, with the Holm correction (:func:`holm`) over the whole table.
+
+    The family is every row of the returned table (the grid's comparisons of a method with the baseline),
+    separately for each test; to correct over another family, call :func:`holm` on a subset.
+
+    Returns:
+        columns ``dataset, label_fraction, method, n, baseline_n, n_pairs, mean, baseline_mean,
+        mean_difference, student_t, student_p, welch_t, welch_p, paired_t, paired_p, note,
+        student_p_holm, welch_p_holm, paired_p_holm``.
+    """
+    df = read_results(results, metric)
+    if "repeat" not in df.columns:
+        raise CryoDataError("results", "no 'repeat' column to pair the arms on", "give the grid's results.csv")
+    df = df[np.isfinite(pd.to_numeric(df[metric], errors="coerce"))]
+    rows = []
+    for (dataset, fraction), block in df.groupby(["dataset", "label_fraction"], sort=False):
+        base = block[block["method"] == baseline].set_index("repeat")[metric].astype(float)
+        for method, arm in block[block["method"] != baseline].groupby("method"):
+            stats = compare_arms(arm.set_index("repeat")[metric].astype(float), base)
+            rows.append({"dataset": dataset, "label_fraction": fraction, "method": method, **stats})
+    columns = ["dataset", "label_fraction", "method", "n", "baseline_n", "n_pairs", "mean", "baseline_mean",
+               "mean_difference", "student_t", "student_p", "welch_t", "welch_p", "paired_t", "paired_p", "note"]
+    out = pd.DataFrame(rows, columns=columns)
+    for test in ("student", "welch", "paired"):
+        out[f"{test}_p_holm"] = holm(out[f"{test}_p"].to_numpy(float)) if len(out) else []
+    return _sorted(out, df, ["dataset", "label_fraction", "method"])
+
+
+def probe_margins(finetuned: Values, probe: Values, tol: float = 1e-9) -> dict[str, object]:
+    """Fine-tuned model vs the linear probe on its own frozen features, per repeat (on validation).
+
+    Issue 26's check, for the fair baseline (random init against a probe on random features) and for
+    every arm ("fine-tuning keeps what pretraining learned"). **Rule:** it passes when the fine-tuned
+    model's mean accuracy over the repeats is at least the probe's (mean margin ≥ 0, within ``tol`` for
+    floating-point noise); the per-repeat margins are reported with it, and ``n_below`` counts the
+    repeats where the probe wins, so a pass carried by one repeat shows.
+
+    Args:
+        finetuned, probe: validation accuracies, one per repeat; two ``pd.Series`` are paired on their
+            index (the repeat), arrays or lists by position. Repeats missing (NaN) on either side are
+            left out.
+        tol: margins within ``tol`` of 0 count as ties (a tie passes, and is not "below").
+
+    Returns:
+        ``n``, ``margins`` (array, fine-tuned − probe per repeat), ``margins_text`` (percentage points,
+        e.g. ``"+4.4, +1.2, +0.0"``), ``finetuned_mean``, ``probe_mean``, ``mean_margin``,
+        ``min_margin``, ``n_below`` and ``passes``.
+
+    Example:
+        >>> r = probe_margins([0.150, 0.140, 0.157], [0.106, 0.128, 0.157])
+        >>> r["margins_text"], round(r["mean_margin"], 4), r["n_below"], r["passes"]
+        ('+4.4, +1.2, +0.0', 0.0187, 0, True)
+    """
+    _, _, ft, pr = _pair(finetuned, probe, "probe_margins")
+    margins = ft - pr
+    if not len(margins):
+        raise CryoDataError("probe_margins", "no repeat has both a fine-tuned and a probe accuracy",
+                            "compute the probe on validation for the same repeats")
+    mean_margin = float(margins.mean())
+    return {"n": len(margins), "margins": margins,
+            "margins_text": ", ".join(f"{100 * m:+.1f}" for m in margins),
+            "finetuned_mean": float(ft.mean()), "probe_mean": float(pr.mean()), "mean_margin": mean_margin,
+            "min_margin": float(margins.min()), "n_below": int((margins < -tol).sum()),
+            "passes": bool(mean_margin >= -tol)}
+
+
+def own_probe_check(results: pd.DataFrame | str | os.PathLike, finetuned: str = "best_val_accuracy",
+                    probe: str = "val_linear_probe_accuracy", methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """:func:`probe_margins` per (dataset, method, label_fraction), paired on ``repeat``: does each arm's
+    fine-tuned model beat the linear probe on its own frozen features, on validation?
+
+    ``methods`` ``None``: every arm (issue 26, "fine-tuning must keep what pretraining learned");
+    ``["random"]``: the fair-baseline check. The columns read are validation accuracies, never test.
+    Note that ``best_val_accuracy`` is the best of the run's validations (the checkpoint chosen on
+    validation), so the fine-tuned side is the model as deployed, not an unbiased estimate.
+
+    Returns:
+        columns ``dataset, method, label_fraction, n, finetuned_mean, probe_mean, mean_margin, margins,
+        min_margin, n_below, passes`` (``margins``: :func:`probe_margins`' text); cells with no probe
+        value are left out.
+
+    Raises:
+        CryoDataError: a column is missing.
+    """
+    df = read_results(results, finetuned)
+    for column in (probe, "repeat"):
+        if column not in df.columns:
+            raise CryoDataError("results", f"no {column!r} column", "compute the validation probe per cell first")
+    if methods is not None:
+        df = df[df["method"].isin(list(methods))]
+    df = df[np.isfinite(df[probe].astype(float)) & np.isfinite(df[finetuned].astype(float))]
+    rows = []
+    for (dataset, method, fraction), block in df.groupby(list(_KEYS), sort=False):
+        block = block.set_index("repeat")
+        r = probe_margins(block[finetuned].astype(float), block[probe].astype(float))
+        rows.append({"dataset": dataset, "method": method, "label_fraction": fraction, "n": r["n"],
+                     "finetuned_mean": r["finetuned_mean"], "probe_mean": r["probe_mean"],
+                     "mean_margin": r["mean_margin"], "margins": r["margins_text"], "min_margin": r["min_margin"],
+                     "n_below": r["n_below"], "passes": r["passes"]})
+    columns = ["dataset", "method", "label_fraction", "n", "finetuned_mean", "probe_mean", "mean_margin", "margins",
+               "min_margin", "n_below", "passes"]
+    out = pd.DataFrame(rows, columns=columns)
+    return _sorted(out, df, ["dataset", "method", "label_fraction"]) if len(out) else out
 
 
 def seconds_summary(results: pd.DataFrame) -> dict[str, float]:

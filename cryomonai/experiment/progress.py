@@ -2,7 +2,7 @@
 
 **A unit is one run** the grid still has to do: a pretraining, a recipe-selection fine-tuning, a
 cell fine-tuning, or a cell evaluation (validation, the test split, the readouts and the
-``results.csv`` row). :func:`count_runs` counts them as ``docs/checks/slurm/count_jobs.py`` counts
+``results.csv`` row). :func:`count_runs` counts them as ``docs/records/slurm/count_jobs.py`` counts
 jobs, plus one evaluation per cell, minus what is already done (a resumed grid counts only what is
 left; a selection run of the chosen recipe is its repeat-0 cell's fine-tuning, counted once).
 

@@ -92,7 +92,7 @@ def zarr_store(location: str | os.PathLike, cache_dir: str | os.PathLike | None 
         return str(location)
     url, options = cached_url(str(location), cache_dir)
     try:
-        if ZARR3:  # pragma: no cover - the dev venv has zarr 2 (copick 1.x); see docs/checks/remote_zarr3
+        if ZARR3:  # pragma: no cover - the dev venv has zarr 2 (copick 1.x); see docs/records/remote_zarr3
             return _fsspec_store(url, options)
         return _strict_fsstore()(url, mode="r", exceptions=(KeyError,), **options)
     except ImportError as err:  # fsspec names the missing package (aiohttp for http, s3fs for s3)

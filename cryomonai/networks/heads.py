@@ -90,8 +90,17 @@ class Classifier(nn.Module):
         self.cam_layer = f"encoder.{encoder.cam_layer}"
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()
+            self.freeze(True)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Freeze the encoder (a linear probe: no gradients, eval mode while training) or unfreeze it.
+
+        Used by LP-FT (:class:`cryomonai.engines.LinearProbeFirst`) to switch from probing to fine-tuning.
+        Unfreezing makes every encoder parameter require gradients and restores the classifier's mode.
+        """
+        self.freeze_encoder = bool(frozen)
+        self.encoder.requires_grad_(not frozen)
+        self.encoder.train(self.training and not frozen)
 
     def train(self, mode: bool = True) -> Classifier:
         """Set train/eval mode; a frozen encoder stays in eval mode."""
