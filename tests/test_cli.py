@@ -75,6 +75,8 @@ def test_dry_run_prints_the_bundle_command_with_overlays_and_overrides(monkeypat
                  "configs/encoders/rb3d_bn.json'", "--method simclr", "--encoder rb3d_bn", "--epochs 5",
                  "--ssl_method#temperature 0.2", "--ckpt_dir runs/x/models", "--output_dir runs/x/eval"):
         assert part in out, part
+    code, out, _ = _main(monkeypatch, capfd, "finetune", "--distributed", "--dry_run")
+    assert code == 0 and "configs/multi_gpu_finetune.json'" in out and "--pretrained runs/pretrain/models/pretrain.pt" in out
     code, out, _ = _main(monkeypatch, capfd, "infer", "t.star", "simclr_rb3d_bn_16_classifier", "--device", "cpu",
                          "--voxel_size", "20", "--dry_run")
     assert code == 0 and "--device '$torch.device('\"'\"'cpu'\"'\"')'" in out and "--infer_voxel_size 20" in out, out
