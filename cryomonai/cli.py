@@ -4,9 +4,15 @@ Each command imports what it runs inside its body (torch, MONAI, the simulator t
 import), so ``cryomonai --help`` and a command's ``--help`` start at once. These, and MONAI's in
 :mod:`cryomonai.io.mrc` (``MrcReader``), are the package's only function-local imports.
 
+The bundle commands (``pretrain``, ``finetune``, ``evaluate``, ``infer``, ``embed``) run the ``cryo_ssl``
+bundle's run ids through one function, :func:`_bundle`: ``--method``/``--encoder`` choose overlays, any
+other ``--key value`` (``--epochs 5``, ``--ssl_method#queue_size 64``) overrides a bundle key, and
+``--dry_run`` prints the equivalent ``python -m monai.bundle run`` command instead of running it.
+
 What the commands say as they go are log lines on stderr (``<date> <time> INFO cryomonai.…: …``,
-:mod:`cryomonai.logs`); the long ones (``grid``, ``simulate``, ``extract``, ``embed``) also append
-them to ``--log_file PATH``. A user error is one ``cryomonai: <error>`` line, not a log line.
+:mod:`cryomonai.logs`); the long ones (``grid``, ``simulate``, ``extract`` and the bundle commands)
+also append them to ``--log_file PATH``. A user error (data or configuration,
+:class:`~cryomonai.errors.CryoError`) is one ``cryomonai: <error>`` line, not a log line.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 
 import fire
 
-from cryomonai.errors import CryoError, GridJobError
+from cryomonai.errors import ConfigError, CryoError, GridJobError
+from cryomonai.layout import RunLayout
 from cryomonai.logs import logging_to
 
 __all__ = ["main"]
@@ -29,11 +36,17 @@ log = logging.getLogger(__name__)
 
 def _snrs(snr) -> list[float]:
     """``0.05`` / ``"inf,0.05,0.03"`` / ``(inf, 0.05)`` → list of floats."""
-    if isinstance(snr, str):
-        return [float(s) for s in snr.replace(" ", "").split(",") if s]
-    if isinstance(snr, (list, tuple)):
-        return [float(s) for s in snr]
-    return [float(snr)]
+    values = snr.replace(" ", "").split(",") if isinstance(snr, str) else snr if isinstance(snr, (list, tuple)) else [snr]
+    try:
+        return [float(s) for s in values if s != ""]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--snr {snr}", "is not a number or a comma list of numbers", "e.g. --snr inf,0.05,0.03") from None
+
+
+def _choose(flag: str, value, choices: tuple[str, ...]) -> None:
+    """A ConfigError unless ``value`` (None: the default) is one of ``choices``."""
+    if value is not None and value not in choices:
+        raise ConfigError(f"--{flag} {value}", "is not one of the choices", f"use one of: {', '.join(choices)}")
 
 
 def simulate(
@@ -103,7 +116,13 @@ def simulate_tomogram(
     """Simulate a whole tomogram (z,y,x = ``shape``) with particles at known coordinates (STAR)."""
     from cryomonai.simulate.tomogram import simulate_tomogram as _sim  # lazy: torch, only when run
 
-    shp = tuple(int(v) for v in (shape.split(",") if isinstance(shape, str) else shape))
+    text = shape if isinstance(shape, str) else ",".join(str(v) for v in shape)
+    try:
+        shp = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shp = ()
+    if len(shp) != 3:
+        raise ConfigError(f"--shape {text}", "is not three whole numbers z,y,x", "e.g. --shape 128,256,256")
     return str(_sim(out, shp, n_particles, float(snr), box=box, seed=seed, overwrite=overwrite))
 
 
@@ -163,8 +182,9 @@ def extract(
         copick_user_id, copick_session_id: for a copick project, the pick sets to read (default: any).
         log_file: also append the log lines to this file.
     """
-    from cryomonai.data.extract import REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch, only when run
+    from cryomonai.data.extract import EDGE_POLICIES, REJECTED_FILE, extract_subtomograms, read_picks  # lazy: torch
 
+    _choose("edge", edge, EDGE_POLICIES)
     with logging_to(log_file):
         table = read_picks(picks, tomogram, tomograms_star, _copick(copick_tomo_type, copick_voxel_spacing,
                                                                    copick_user_id, copick_session_id))
@@ -176,11 +196,136 @@ def extract(
     return str(res.table)
 
 
+def _bundle(run_id: str, method: str | None = None, encoder: str | None = None, distributed: bool = False,
+            dry_run: bool = False, log_file: str | None = None, **keys) -> str | None:
+    """The one path of every bundle command (``pretrain``, ``finetune``, ``evaluate``, ``infer``, ``embed``):
+    ``run_id``'s configs with the ``method``/``encoder`` overlays, the bundle ``keys`` checked against
+    them (a typo is a ConfigError), then run; ``dry_run``: the equivalent ``python -m monai.bundle run``
+    command instead, nothing run."""
+    from cryomonai.pipeline import bundle_args, bundle_command, check_overrides, run_bundle  # lazy: MONAI
+
+    if isinstance(keys.get("device"), str) and not keys["device"].startswith(("$", "@")):  # --device cpu / cuda:1
+        keys["device"] = f"$torch.device({keys['device']!r})"
+    args = bundle_args(run_id, method, encoder, distributed, **keys)
+    check_overrides(run_id, args["config_file"], keys)
+    if dry_run:
+        return bundle_command(run_id, **args)
+    with logging_to(log_file):
+        log.info("%s: %s", run_id, " ".join(f"{k}={v}" for k, v in keys.items()))
+        run_bundle(run_id, method, encoder, distributed=distributed, **keys)
+    return None
+
+
+def _given(**keys) -> dict:
+    """The bundle keys of the options given (None: the bundle's default)."""
+    return {k: v for k, v in keys.items() if v is not None}
+
+
+def _run_paths(out: str) -> dict:
+    return RunLayout(out).bundle_paths()
+
+
+def pretrain(out: str = "runs/pretrain", dataset_dir: str = "runs/data", method: str | None = None,
+             encoder: str | None = None, distributed: bool = False, dry_run: bool = False,
+             log_file: str | None = None, **overrides) -> str:
+    """Self-supervised pretraining: the ``cryo_ssl`` bundle's ``pretrain`` run id → ``<out>/models/pretrain.pt``.
+
+    Args:
+        out: the run folder: ``models/`` (checkpoints) and ``eval/`` (TensorBoard logs).
+        dataset_dir: the folder of ``particles.star``; with the bundle's ``--simulate true`` (its
+            default) a simulated dataset is made there first when it has none.
+        method: the SSL method overlay, ``configs/methods/<method>.json`` (``moco``, ``simclr``, ``swav``,
+            ``vicreg``; default: the bundle's, MoCo).
+        encoder: the encoder overlay, ``configs/encoders/<encoder>.json`` (``rb3d``, ``rb3d_bn``, ``resnet10`` …).
+        distributed: one rank of a DDP run, with ``multi_gpu_pretrain.json``:
+            ``torchrun --standalone --nproc_per_node=2 -m cryomonai.cli pretrain --distributed``.
+        dry_run: print the ``python -m monai.bundle run`` command, run nothing.
+        log_file: also append cryomonai's log lines to this file.
+        overrides: any key of the bundle (``configs/common.json``, ``pretrain.json``), e.g. ``--epochs 5``,
+            ``--batch_size 32``, ``--ssl_method#queue_size 64``, ``--simulate false``.
+    """
+    keys = {**_run_paths(out), "dataset_dir": dataset_dir, **overrides}
+    return _bundle("pretrain", method, encoder, distributed, dry_run, log_file, **keys) or str(Path(out) / "models" / "pretrain.pt")
+
+
+def finetune(out: str = "runs/finetune", dataset_dir: str = "runs/data",
+             pretrained: str = "runs/pretrain/models/pretrain.pt", encoder: str | None = None,
+             distributed: bool = False, dry_run: bool = False, log_file: str | None = None, **overrides) -> str:
+    """Fine-tune a classifier on the labelled subtomograms: the bundle's ``finetune`` run id →
+    ``<out>/models/finetune_best.pt`` (best validation accuracy).
+
+    Args:
+        out: the run folder: ``models/`` (checkpoints) and ``eval/`` (TensorBoard logs, metrics).
+        dataset_dir: the folder of ``particles.star`` (simulated there first if it has none, as in ``pretrain``).
+        pretrained: the encoder to start from: a ``pretrain.pt`` (default: ``cryomonai pretrain``'s), a
+            shipped name (``simclr_rb3d_bn_16``) or ``""`` for random init.
+        encoder: the encoder overlay (must match ``pretrained``'s), e.g. ``rb3d_bn``.
+        distributed: one rank of a DDP run (``multi_gpu_finetune.json``, under ``torchrun``).
+        dry_run: print the ``python -m monai.bundle run`` command, run nothing.
+        log_file: also append cryomonai's log lines to this file.
+        overrides: any key of the bundle (``configs/common.json``, ``finetune.json``), e.g. ``--epochs 20``,
+            ``--label_fraction 0.25``, ``--lr 0.001``, ``--box 16``.
+    """
+    keys = {**_run_paths(out), "dataset_dir": dataset_dir, "pretrained": pretrained, **overrides}
+    return _bundle("finetune", None, encoder, distributed, dry_run, log_file, **keys) or str(Path(out) / "models" / "finetune_best.pt")
+
+
+def evaluate(out: str = "runs/finetune", dataset_dir: str = "runs/data", checkpoint: str | None = None,
+             encoder: str | None = None, dry_run: bool = False, log_file: str | None = None, **overrides) -> str:
+    """Test accuracy of a fine-tuned classifier: the bundle's ``evaluate`` run id →
+    ``<out>/eval/predictions_test.csv`` and the metrics beside it.
+
+    Args:
+        out: the fine-tuning run folder (its ``models/finetune_best.pt`` is evaluated; results in ``eval/``).
+        dataset_dir: the folder of ``particles.star``, as in ``finetune``.
+        checkpoint: another classifier (a path or a shipped name) instead of ``out``'s.
+        encoder: the encoder overlay (the classifier's).
+        dry_run: print the ``python -m monai.bundle run`` command, run nothing.
+        log_file: also append cryomonai's log lines to this file.
+        overrides: any key of the bundle (``configs/common.json``, ``finetune.json``, ``evaluate.json``),
+            e.g. ``--validate#split val``.
+    """
+    keys = {**_run_paths(out), "dataset_dir": dataset_dir, **_given(checkpoint=checkpoint), **overrides}
+    return _bundle("evaluate", None, encoder, False, dry_run, log_file, **keys) or str(Path(out) / "eval" / "predictions_test.csv")
+
+
+def infer(table: str, checkpoint: str, out: str = "runs/infer", encoder: str | None = None, box: int | None = None,
+          voxel_size: float | None = None, edge: str | None = None, batch_size: int | None = None,
+          tomograms_star: str | None = None, dry_run: bool = False, log_file: str | None = None, **overrides) -> str:
+    """Classify particles: the bundle's ``inference`` run id → ``<out>/predictions.star`` (+ ``.csv``,
+    ``embeddings.npy``, ``embedding.png``, ``report.html``).
+
+    Args:
+        table: subtomogram table, or a picks table (tomogram + x, y, z, a RELION-5 particles file, a
+            copick config; extracted on the fly).
+        checkpoint: a fine-tuned classifier (``finetune_best.pt``) or a shipped name
+            (``simclr_rb3d_bn_16_classifier``).
+        out: output folder.
+        encoder: the classifier's encoder overlay (``rb3d_bn`` for the shipped classifier).
+        box: the classifier's input box (voxels; the shipped classifier: 16).
+        voxel_size: cut boxes at this voxel size (Å; the shipped classifier: 20); default: the tomogram's.
+        edge: boxes crossing the tomogram edge: ``report`` (left out, listed), ``pad``, ``error``.
+        batch_size: particles per batch.
+        tomograms_star: a RELION-5 particles file's ``tomograms.star`` (default: next to ``table``).
+        dry_run: print the ``python -m monai.bundle run`` command, run nothing.
+        log_file: also append cryomonai's log lines to this file.
+        overrides: any key of the bundle (``configs/common.json``, ``inference.json``), e.g.
+            ``--infer_min_probability 0.5``, ``--embedding_map pca``, ``--device cpu``.
+    """
+    from cryomonai.data.extract import EDGE_POLICIES  # lazy: torch, only when run
+
+    _choose("edge", edge, EDGE_POLICIES)
+    keys = {"output_dir": out, "infer_table": table, "checkpoint": checkpoint,
+            **_given(box=box, infer_voxel_size=voxel_size, infer_edge=edge, batch_size=batch_size,
+                     infer_tomograms_star=tomograms_star), **overrides}
+    return _bundle("inference", None, encoder, False, dry_run, log_file, **keys) or str(Path(out) / "predictions.star")
+
+
 def embed(
     table: str, checkpoint: str, out: str = "runs/embed", n_clusters: int = 10, method: str = "kmeans",
     embedding_map: str = "tsne", box: int = 32, voxel_size: float | None = None, edge: str = "report",
     encoder: str = "rb3d", batch_size: int = 16, progress: bool = True, tomograms_star: str | None = None,
-    log_file: str | None = None, **overrides,
+    dry_run: bool = False, log_file: str | None = None, **overrides,
 ) -> str:
     """Cluster particles without labels: encoder features → clusters → ``<out>/clusters.star`` + PNGs.
 
@@ -189,33 +334,31 @@ def embed(
     Args:
         table: subtomogram table, or a picks table (tomogram + x, y, z, or a RELION-5 particles file;
             extracted on the fly).
-        checkpoint: a pretraining (``pretrain.pt``) or fine-tuning checkpoint of the bundle.
+        checkpoint: a pretraining (``pretrain.pt``) or fine-tuning checkpoint of the bundle, or a shipped name.
         out: output folder: ``clusters.star``/``.csv``, ``embeddings.npy``, ``embedding.png``, ``gallery.png``.
         n_clusters: number of clusters.
-        method: ``kmeans`` or ``agglomerative``.
+        method: ``kmeans`` or ``agglomerative`` (the clustering, not an SSL method).
         embedding_map: ``tsne`` or ``pca`` (``embedding.png``).
         box, voxel_size, edge: for a picks table, as in ``cryomonai extract``.
         encoder: the checkpoint's encoder (registry name).
         batch_size: particles per batch.
         progress: show a progress bar.
         tomograms_star: a RELION-5 particles file's ``tomograms.star`` (default: next to ``table``).
+        dry_run: print the ``python -m monai.bundle run`` command, run nothing.
         log_file: also append cryomonai's log lines to this file (MONAI's own go to stdout).
         overrides: any other bundle key (e.g. ``device``).
     """
-    from monai.bundle import run  # lazy: MONAI, only when run
+    from cryomonai.data.extract import EDGE_POLICIES  # lazy: torch and scikit-learn, only when run
+    from cryomonai.evaluation.embedding import CLUSTER_METHODS, MAP_METHODS
 
-    from cryomonai.pipeline import bundle_configs, bundle_dir  # lazy: MONAI, only when run
-
-    cfg = bundle_dir() / "configs"
-    with logging_to(log_file):
-        log.info("embed: %s with %s into %s", table, checkpoint, out)
-        run("embed", config_file=bundle_configs("embed", encoder=encoder), meta_file=str(cfg / "metadata.json"),
-            logging_file=str(cfg / "logging.conf"),
-            bundle_root=str(cfg.parent), output_dir=out, infer_table=table, checkpoint=checkpoint, n_clusters=n_clusters,
-            cluster_method=method, embedding_map=embedding_map, box=box, infer_voxel_size=voxel_size, infer_edge=edge,
-            batch_size=batch_size, progress=progress, infer_tomograms_star=tomograms_star, **overrides)
-        log.info("embed: clusters in %s", Path(out) / "clusters.star")
-    return str(Path(out) / "clusters.star")
+    for flag, value, choices in (("edge", edge, EDGE_POLICIES), ("method", method, CLUSTER_METHODS),
+                                 ("embedding_map", embedding_map, MAP_METHODS)):
+        _choose(flag, value, choices)
+    keys = {"output_dir": out, "infer_table": table, "checkpoint": checkpoint, "n_clusters": n_clusters,
+            "cluster_method": method, "embedding_map": embedding_map, "box": box, "infer_voxel_size": voxel_size,
+            "infer_edge": edge, "batch_size": batch_size, "progress": progress,
+            "infer_tomograms_star": tomograms_star, **overrides}
+    return _bundle("embed", None, encoder, False, dry_run, log_file, **keys) or str(Path(out) / "clusters.star")
 
 
 def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
@@ -263,7 +406,8 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
 
 
 COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage,
-            "extract": extract, "embed": embed}
+            "extract": extract, "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate, "infer": infer,
+            "embed": embed}
 
 
 def _user_error(err: BaseException):

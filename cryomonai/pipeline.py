@@ -6,17 +6,22 @@ exactly what ``python -m monai.bundle run <id> --config_file …`` does, with ov
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import time
+from difflib import get_close_matches
+from importlib import resources
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError
 
-__all__ = ["RUN_ENGINES", "bundle_dir", "bundle_configs", "run_bundle"]
+__all__ = ["RUN_ENGINES", "bundle_args", "bundle_command", "bundle_configs", "bundle_dir", "bundle_roots", "check_overrides",
+           "run_bundle"]
 
 #: config files (relative to ``configs/``) composed for each run id
 RUN_CONFIGS: dict[str, tuple[str, ...]] = {
@@ -38,31 +43,112 @@ RUN_ENGINES: dict[str, str] = {
 }
 
 
+#: the bundles of a checkout (``bundles/`` beside the package), and where a wheel carries them (setup.py's build_py)
+CHECKOUT_BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+PACKAGED_BUNDLES = "_bundles"
+
+
+def bundle_roots() -> list[tuple[str, Path]]:
+    """Where bundles are looked for, in order: ``$CRYOMONAI_BUNDLES``; the checkout's ``bundles/`` (when
+    cryomonai runs from a checkout, as after ``tools/setup_env.sh``); the copy installed with the package
+    (``cryomonai/_bundles``, a wheel's package data). Each as (what it is, folder)."""
+    roots = []
+    if os.environ.get("CRYOMONAI_BUNDLES"):
+        roots.append(("$CRYOMONAI_BUNDLES", Path(os.environ["CRYOMONAI_BUNDLES"])))
+    roots.append(("the checkout", CHECKOUT_BUNDLES))
+    roots.append(("the installed package", Path(str(resources.files("cryomonai").joinpath(PACKAGED_BUNDLES)))))
+    return roots
+
+
 def bundle_dir(name: str = "cryo_ssl") -> Path:
-    """The bundle folder: ``$CRYOMONAI_BUNDLES/<name>`` or ``<repository>/bundles/<name>``."""
-    root = Path(os.environ.get("CRYOMONAI_BUNDLES", Path(__file__).resolve().parents[1] / "bundles"))
-    path = root / name
-    if not (path / "configs" / "common.json").is_file():
-        raise CryoDataError(path, "bundle not found", "run from a cryomonai checkout, or set CRYOMONAI_BUNDLES")
+    """The bundle folder ``<root>/<name>`` of the first root of :func:`bundle_roots` that has it.
+
+    ``$CRYOMONAI_BUNDLES``, when set, is the only place looked at (a wrong value is an error, not a
+    silent fall-back to another copy)."""
+    roots = bundle_roots()
+    if os.environ.get("CRYOMONAI_BUNDLES"):
+        roots = roots[:1]
+    for _, root in roots:
+        if (root / name / "configs" / "common.json").is_file():
+            return root / name
+    where = ", ".join(f"{what} ({root})" for what, root in roots)
+    raise ConfigError(f"bundle '{name}'", f"not found in {where}",
+                      "set CRYOMONAI_BUNDLES to a folder holding it, or reinstall cryomonai")
+
+
+def _overlay(cfg: Path, kind: str, name: str) -> Path:
+    """``configs/<kind>/<name>.json`` (kind ``methods`` or ``encoders``), or a ConfigError naming the choices."""
+    path = cfg / kind / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(f.stem for f in (cfg / kind).glob("*.json")))
+        raise ConfigError(f"--{kind[:-1]} {name}", f"the bundle has no {kind[:-1]} '{name}'", f"use one of: {known}")
     return path
 
 
 def bundle_configs(run_id: str, method: str | None = None, encoder: str | None = None, bundle: Path | None = None,
                    distributed: bool = False) -> list[str]:
     """The config files for ``run_id`` plus the method/encoder overlays, as the CLI composes them;
-    ``distributed``: with ``multi_gpu_<run_id>.json`` (DDP, one process per rank)."""
+    ``distributed``: with ``multi_gpu_<run_id>.json`` (DDP, one process per rank). An unknown run id,
+    method or encoder is a :class:`~cryomonai.errors.ConfigError`."""
+    if run_id not in RUN_CONFIGS:
+        raise ConfigError(f"run id '{run_id}'", "is not a run id of the bundle", f"use one of: {', '.join(RUN_CONFIGS)}")
     cfg = (bundle or bundle_dir()) / "configs"
     files = [cfg / f for f in RUN_CONFIGS[run_id]]
     if distributed:
         files.append(cfg / f"multi_gpu_{run_id}.json")
+        if not files[-1].is_file():
+            raise ConfigError("--distributed", f"run id '{run_id}' has no multi-GPU overlay", "run it in one process")
     if method and run_id == "pretrain":
-        files.append(cfg / "methods" / f"{method}.json")
+        files.append(_overlay(cfg, "methods", method))
     if encoder:
-        files.append(cfg / "encoders" / f"{encoder}.json")
+        files.append(_overlay(cfg, "encoders", encoder))
     for f in files:
         if not f.is_file():
-            raise CryoDataError(f, "config file not found", "check the method/encoder name against configs/methods|encoders")
+            raise CryoDataError(f, "config file of the bundle missing", "reinstall cryomonai, or check CRYOMONAI_BUNDLES")
     return [str(f) for f in files]
+
+
+def bundle_args(run_id: str, method: str | None = None, encoder: str | None = None, distributed: bool = False,
+                **overrides: Any) -> dict[str, Any]:
+    """The arguments of ``monai.bundle`` for ``run_id``: ``config_file`` (:func:`bundle_configs`),
+    ``meta_file``, ``logging_file`` and the bundle keys (``bundle_root``, ``method``, ``encoder``, then
+    ``overrides``). What :func:`run_bundle` runs and :func:`bundle_command` prints."""
+    bundle = bundle_dir()
+    keys = {"bundle_root": str(bundle), **({"method": method} if method else {}),
+            **({"encoder": encoder} if encoder else {}), **overrides}
+    return {"config_file": bundle_configs(run_id, method, encoder, bundle, distributed),
+            "meta_file": str(bundle / "configs" / "metadata.json"),
+            "logging_file": str(bundle / "configs" / "logging.conf"), **keys}
+
+
+def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, Any]) -> None:
+    """A ConfigError for an override that is no key of ``run_id``'s configs (a typo such as ``epoch``).
+
+    ``a#b#c`` may be new when ``a#b`` is an object (``_target_``: a constructor argument, e.g.
+    ``ssl_method#queue_size``) or holds new keys anyway; a new top-level key is refused."""
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    for key in overrides:
+        if key in parser:
+            continue
+        parent = key.rpartition("#")[0]
+        if parent and parent in parser and isinstance(parser[parent], dict):
+            continue
+        top = [k for k in parser.get() if isinstance(k, str)]
+        near = get_close_matches(key.split("#")[0], top, n=3)
+        hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+        raise ConfigError(f"--{key}", f"is not a key of the bundle's '{run_id}' configs",
+                          f"{hint}the keys are in {Path(config_file[-1]).parent}/*.json")
+
+
+def bundle_command(run_id: str, **args: Any) -> str:
+    """The ``python -m monai.bundle run`` command line of :func:`bundle_args`' ``args``, one string."""
+    def text(v: Any) -> str:
+        return shlex.quote(v if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else repr(v))
+
+    files = '"[' + ",".join(f"'{f}'" for f in args.pop("config_file")) + ']"'  # as the READMEs write it
+    return " ".join(["python -m monai.bundle run", run_id, "--config_file", files,
+                     *(f"--{k} {text(v)}" for k, v in args.items())])
 
 
 def run_bundle(run_id: str, method: str | None = None, encoder: str | None = None,
@@ -78,21 +164,7 @@ def run_bundle(run_id: str, method: str | None = None, encoder: str | None = Non
     configs, building the network, opening the dataset and its cache, the final checkpoint).
     """
     t0 = time.perf_counter()
-    bundle = bundle_dir()
-    configs = bundle_configs(run_id, method, encoder, bundle, distributed)
-    overrides.setdefault("bundle_root", str(bundle))
-    if method:
-        overrides.setdefault("method", method)
-    if encoder:
-        overrides.setdefault("encoder", encoder)
-    wf = ConfigWorkflow(
-        config_file=configs,
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        workflow_type=None,
-        run_id=run_id,
-        **overrides,
-    )
+    wf = ConfigWorkflow(workflow_type=None, run_id=run_id, **bundle_args(run_id, method, encoder, distributed, **overrides))
     wf.initialize()
     if on_ready is not None:  # e.g. a benchmark attaching its clock to wf.parser's engine
         on_ready(wf)

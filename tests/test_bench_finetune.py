@@ -1,4 +1,4 @@
-"""The fine-tuning benchmark (``tools/bench_finetune.py``) runs end to end with ``--quick``.
+"""The fine-tuning benchmark (``benchmarks/bench_finetune.py``) runs end to end with ``--quick``.
 
 Checks what its numbers rest on, not the numbers: every stage has a positive, finite rate, and the
 bundle runs really differ in the switch they compare (the loader's batches are plain tensors with
@@ -7,23 +7,17 @@ the defaults, MONAI ``MetaTensor`` objects with ``track_meta`` true). No timing 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_finetune.py"
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
 
-    spec = importlib.util.spec_from_file_location("bench_finetune", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmarks import bench_finetune as module
     out = tmp_path_factory.mktemp("bench") / "bench_finetune.json"
     threads = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""The throughput tool (``tools/bench_throughput.py``) runs end to end with ``--quick``.
+"""The throughput tool (``benchmarks/bench_throughput.py``) runs end to end with ``--quick``.
 
 Checks the JSON it writes: every stage with a positive, finite rate, the ratios consistent with
 the rates, the FLOP count, MFU, the batch sweep's memory, the bundle's switches and the machine; and
@@ -7,14 +7,10 @@ the GPU peak table. No timing assertions (the numbers depend on the host).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_throughput.py"
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +18,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """Run ``main(["--quick", "--out", …])`` once; return (its return value, the JSON read back)."""
     import torch
 
-    spec = importlib.util.spec_from_file_location("bench_throughput", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from benchmarks import bench_throughput as module
     out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
     threads = torch.get_num_threads()
     try:
@@ -146,8 +140,7 @@ def test_gpu_peak_table(name: str, amp_dtype: str | None, tf32: bool, model: str
                         monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    monkeypatch.syspath_prepend(str(TOOL.parent))
-    from bench_machine import gpu_peak
+    from benchmarks.bench_machine import gpu_peak
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     out = gpu_peak(name, amp_dtype)

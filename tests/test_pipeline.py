@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.pipeline import bundle_configs
 
 
 def test_bundle_configs_compose_overlays():
     files = bundle_configs("pretrain", method="swav", encoder="resnet10")
     assert [f.rsplit("/", 2)[-2:] for f in files][-2:] == [["methods", "swav.json"], ["encoders", "resnet10.json"]]
-    with pytest.raises(CryoDataError, match="config file not found"):
+    with pytest.raises(ConfigError, match="no method 'nosuchmethod'.*use one of: moco, simclr, swav, vicreg"):
         bundle_configs("pretrain", method="nosuchmethod")
+    with pytest.raises(ConfigError, match="no encoder 'nosuch'"):
+        bundle_configs("finetune", encoder="nosuch")
 
 
 def test_slice_montage_and_central_slices(tmp_path):

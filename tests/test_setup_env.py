@@ -76,3 +76,21 @@ def test_pip_is_the_fallback_without_uv(repo):
 def test_unknown_kind_is_refused(repo):
     proc = subprocess.run(["bash", str(repo / "tools" / "setup_env.sh"), "bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "use dev or run" in proc.stderr
+
+
+def test_a_wheel_goes_into_the_named_venv_torch_first(repo, tmp_path_factory):
+    """``setup_env.sh WHEEL VENV`` (tests/test_wheel.py): the same installer and find-links, the wheel
+    itself (not editable), into VENV; no stamp, so a rerun installs again."""
+    venv = tmp_path_factory.mktemp("elsewhere") / "venv"
+    shutil.copytree(repo / ".venv", venv)
+    wheel = repo / "cryomonai-0.1.0-py3-none-any.whl"
+    wheel.touch()
+    (venv / "bin" / "python").write_text((venv / "bin" / "python").read_text().replace(
+        f"{repo}/.venv/bin", f"{venv}/bin"))
+    rc, calls = _run(repo, str(wheel), str(venv))
+    assert rc == 0
+    installs = [c for c in calls if c.startswith("uv pip install")]
+    py = f"{venv}/bin/python"
+    assert installs == [f"uv pip install -q --python {py} --prerelease disallow --find-links /opt/wheels torch==2.13.0",
+                        f"uv pip install -q --python {py} --prerelease disallow --find-links /opt/wheels {wheel}"]
+    assert not (venv / ".cryomonai-installed").exists() and not (repo / ".venv" / ".cryomonai-installed").exists()

@@ -8,7 +8,7 @@ the grid page is rendered from the main job's committed grid (``docs/grid_cpu``:
 ``tests/test_report_html.py`` does); an embedding point is hovered before the predictions screenshot
 (its particle's slice shows at the bottom right). Takes about a minute on 2 CPU cores.
 
-Usage: ``.venv/bin/python tools/report_screenshots.py [--out docs] [--chromium /usr/bin/chromium]``
+Usage: ``.venv/bin/python docs/report_screenshots.py [--out docs] [--chromium /usr/bin/chromium]``
 """
 
 from __future__ import annotations

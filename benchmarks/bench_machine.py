@@ -1,4 +1,4 @@
-"""Peak FLOP/s and a description of the machine, for ``tools/bench_throughput.py`` (MFU).
+"""Peak FLOP/s and a description of the machine, for ``benchmarks/bench_throughput.py`` (MFU).
 
 * CPU — :func:`cpu_peak`: cores × clock × fp32 FLOPs per cycle from ``lscpu``'s flags, with the
   assumption stated (there is no bf16 figure: a CPU bf16 run is compared with the fp32 peak);

@@ -47,9 +47,9 @@ optimizer and momentum update are left out (< 0.1 %). MFU = ``model FLOPs per sa
 ÷ peak``. Peak: CPU — cores × clock × FLOPs/cycle, fp32 (:func:`cpu_peak`; the bf16 line is
 compared with the same figure and can pass 100 %: AVX512-BF16 does twice the FLOPs); CUDA — :data:`GPU_PEAKS` by device name (dense tensor-core
 bf16, TF32 — what cuDNN uses for fp32 convolutions by default — and fp32 without tensor cores),
-``"unknown"`` for other devices; both in ``tools/bench_machine.py``.
+``"unknown"`` for other devices; both in ``benchmarks/bench_machine.py``.
 
-Usage: ``tools/bench_throughput.py [--quick] [--device cpu|cuda] [--out bench.json]``; ``--quick``
+Usage: ``python -m benchmarks.bench_throughput [--quick] [--device cpu|cuda] [--out bench.json]``; ``--quick``
 shrinks everything to test the tool; CUDA runs batch 64, sweep 16–128. Volumes ``(B, 1, D, H, W)`` (z, y, x).
 """
 
@@ -71,8 +71,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
-from bench_machine import cpu_peak, gpu_peak, machine  # noqa: E402
+from benchmarks.bench_machine import cpu_peak, gpu_peak, machine
 
 #: sizes of a full CPU run, a CUDA run and ``--quick``
 FULL = dict(box=32, batch=16, warmup=1, bare_rounds=4, bare_steps=2, n_per_class=8, epochs=3, bundle_warmup=1,
@@ -416,8 +415,8 @@ def bench_sweep(device: torch.device, box: int, batches: Sequence[int], steps: i
     """Stage (f): :func:`sweep` in a fresh process (so its peak memory is the sweep's own)."""
     spec = {"device": str(device), "box": box, "batches": list(batches), "steps": steps, "warmup": warmup,
             "channels_last": bool(sw["channels_last"]), "amp_dtype": sw["amp_dtype"]}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sweep", json.dumps(spec)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--sweep", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode == 0 and proc.stdout.strip():
         return json.loads(proc.stdout.strip().splitlines()[-1])
     return [{"batch": b, "error": proc.stderr.strip().splitlines()[-1:]} for b in batches]  # e.g. CUDA out of memory

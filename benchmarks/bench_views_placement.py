@@ -8,22 +8,20 @@ the training step (``augment_on_device: true``, ``num_workers: 0``), each timed 
 (``run_bundle``, set-up included), the two placements alternated ``--rounds`` times, and prints
 the median seconds and the ratio. The grid presets follow what it measures.
 
-    python tools/bench_views_placement.py --out docs/records/benchmarks/bench_views_placement.json
+    python -m benchmarks.bench_views_placement --out docs/records/benchmarks/bench_views_placement.json
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import fire
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
-from bench_machine import machine  # noqa: E402
+from benchmarks.bench_machine import machine
 
 
 def _run(run_id: str, data: Path, work: Path, on_device: bool, epochs: int) -> float:

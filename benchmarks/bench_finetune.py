@@ -19,7 +19,7 @@ d. **bundle** — the ``finetune`` run id itself on a simulated dataset of the m
 
 Ratios: (c)/(a) = what the views cost, (d)/(c) = what the bundle's engine costs per iteration.
 
-Usage: ``tools/bench_finetune.py [--quick] [--out docs/records/benchmarks/bench_finetune_cpu.json]``.
+Usage: ``python -m benchmarks.bench_finetune [--quick] [--out docs/records/benchmarks/bench_finetune_cpu.json]``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +39,7 @@ from cryomonai.io.atomic import atomic_write
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.transforms import finetune_views
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
-from bench_machine import machine  # noqa: E402
+from benchmarks.bench_machine import machine
 
 BOX, BATCH, CLASSES = 16, 16, 10
 
