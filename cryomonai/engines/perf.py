@@ -59,8 +59,9 @@ def native_bf16(device: str | torch.device) -> bool:
     Lake / Sapphire Rapids and newer, AMD Zen 4 and newer), as PyTorch's own dispatch sees them, and
     not capped below them by ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX2``, how a run imitates an older
     processor) — without them oneDNN emulates bf16 and autocast would be slower than float32. On a 2-core
-    Xeon with AMX a fine-tuning step of ``rb3d_bn`` at 16³ runs 1.5× faster under bf16 autocast
-    (``tools/bench_amp.py``; the accuracy parity runs are in ``docs/records/amp_parity/``).
+    Xeon with AMX a fine-tuning step of ``rb3d_bn`` at 16³ runs 1.45–1.55× faster under bf16 autocast
+    (``docs/records/amp_parity/``, with the accuracy parity runs; ``python -m benchmarks.bench_finetune``,
+    stage a, measures it: ``docs/records/benchmarks/bench_finetune_cpu.json``).
     """
     device = torch.device(device)
     if device.type == "cuda":

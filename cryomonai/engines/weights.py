@@ -43,6 +43,13 @@ WEIGHTS_INDEX = "weights.json"
 _KINDS = ("encoder", "classifier")
 
 
+def _restore(path: str | os.PathLike) -> str:
+    """The fix for a shipped file that is missing or damaged: it comes back from where cryomonai came from."""
+    return (f"in a checkout, restore it with `git checkout -- {path}`; installed from a wheel, reinstall "
+            "cryomonai (`pip install --force-reinstall --no-deps <the wheel>`); with $CRYOMONAI_BUNDLES, copy the "
+            "bundle there again")
+
+
 def shipped_weights(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The index of the bundle's shipped checkpoints (``{}`` when it ships none).
 
@@ -55,11 +62,11 @@ def shipped_weights(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]
     try:
         entries = json.loads(index.read_text())
     except json.JSONDecodeError as err:
-        raise CryoDataError(index, f"not valid JSON ({err.msg}, line {err.lineno})", "restore it from the repository") from None
+        raise CryoDataError(index, f"not valid JSON ({err.msg}, line {err.lineno})", _restore(index)) from None
     for name, entry in entries.items():
         if not isinstance(entry, Mapping) or "file" not in entry or entry.get("kind") not in _KINDS:
             raise CryoDataError(index, f"entry {name!r} needs 'file' and 'kind' ({' or '.join(_KINDS)})",
-                                "restore the index from the repository")
+                                _restore(index))
     return entries
 
 
@@ -79,8 +86,8 @@ def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.Pat
 
     Raises:
         ConfigError: a bare name that is neither a file nor shipped (the fix lists the shipped
-            names), a shipped file that is missing or altered (its SHA-256 differs from the
-            index), or shipped weights of the wrong kind.
+            names), or shipped weights of the wrong kind.
+        CryoDataError: a shipped file that is missing or altered (its SHA-256 differs from the index).
     """
     if checkpoint is None or str(checkpoint) == "":
         return None
@@ -97,10 +104,9 @@ def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.Pat
     entry = shipped[text]
     path = Path(bundle_root) / SHIPPED_DIR / entry["file"]
     if not path.is_file():
-        raise CryoDataError(path, f"the shipped weights {text!r} are missing", "restore the file from the repository (git checkout)")
+        raise CryoDataError(path, f"the shipped weights {text!r} are missing", _restore(path))
     if entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-        raise CryoDataError(path, f"differs from the shipped weights {text!r} (SHA-256 mismatch)",
-                            "restore the file from the repository (git checkout)")
+        raise CryoDataError(path, f"differs from the shipped weights {text!r} (SHA-256 mismatch)", _restore(path))
     if kind is not None and entry["kind"] != kind:
         raise ConfigError(text, f"is a shipped {entry['kind']}, and this run needs a {kind}",
                           f"fine-tune it first (--pretrained {text}), then use that run's {FINETUNE_BEST}"
