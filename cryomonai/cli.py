@@ -232,7 +232,7 @@ def pretrain(out: str = "runs/pretrain", dataset_dir: str = "runs/data", method:
 
     Args:
         out: the run folder: ``models/`` (checkpoints) and ``eval/`` (TensorBoard logs).
-        dataset_dir: the folder of ``particles.star``; with the bundle's ``--simulate true`` (its
+        dataset_dir: the folder of ``particles.star``; with the bundle's ``simulate`` key (``True``, its
             default) a simulated dataset is made there first when it has none.
         method: the SSL method overlay, ``configs/methods/<method>.json`` (``moco``, ``simclr``, ``swav``,
             ``vicreg``; default: the bundle's, MoCo).
@@ -242,7 +242,7 @@ def pretrain(out: str = "runs/pretrain", dataset_dir: str = "runs/data", method:
         dry_run: print the ``python -m monai.bundle run`` command, run nothing.
         log_file: also append cryomonai's log lines to this file.
         overrides: any key of the bundle (``configs/common.json``, ``pretrain.json``), e.g. ``--epochs 5``,
-            ``--batch_size 32``, ``--ssl_method#queue_size 64``, ``--simulate false``.
+            ``--batch_size 32``, ``--ssl_method#queue_size 64``, ``--simulate False`` (capitalised).
     """
     keys = {**_run_paths(out), "dataset_dir": dataset_dir, **overrides}
     return _bundle("pretrain", method, encoder, distributed, dry_run, log_file, **keys) or str(Path(out) / "models" / "pretrain.pt")
