@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.experiment.grid import RESULT_COLUMNS, GridPreset, grid_cells, load_preset, run_grid
 from test_progress import STAMP, captured_lines
 
@@ -41,9 +41,9 @@ def test_presets_load_and_enumerate():
     # fine-tuning takes at least the selection fraction's optimizer steps at every fraction (min_steps)
     per_epoch = -(-round(n * 0.6 * big.selection_fractions[0]) // big.common["batch_size"])
     assert big.finetune["min_steps"] == per_epoch * big.finetune["epochs"] == 600
-    with pytest.raises(CryoDataError, match="grid preset not found"):
+    with pytest.raises(ConfigError, match="grid preset not found"):
         load_preset("nosuchpreset")
-    with pytest.raises(CryoDataError, match="outside"):
+    with pytest.raises(ConfigError, match="outside"):
         _tiny(label_fractions=[0.0, 1.0])
 
 
@@ -62,17 +62,17 @@ def test_cpu_preset_is_cpu_full_scaled_down():
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
     """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order, and its log lines."""
-    import cryomonai.experiment.grid as grid
+    import cryomonai.experiment.training as training
 
     out = tmp_path_factory.mktemp("grid")
-    calls, real = [], grid.run_bundle
+    calls, real = [], training.run_bundle
 
     def recording(run_id, *args, **kw):
         calls.append((run_id, kw.get("validate#split"), kw.get("ckpt_dir", ""), kw.get("seed"), kw.get("lr")))
         return real(run_id, *args, **kw)
 
     with pytest.MonkeyPatch.context() as mp, captured_lines() as lines:
-        mp.setattr(grid, "run_bundle", recording)  # where the grid looks it up
+        mp.setattr(training, "run_bundle", recording)  # where the grid looks it up
         first = run_grid(_tiny(), out, report=True, progress=False, max_cells=7)  # no final report: cells missing
     return out, first, calls, lines
 
@@ -179,7 +179,7 @@ def test_the_grid_counts_its_runs_and_logs_an_eta_for_each(tiny_grid):
     progress = [line for line in lines if " runs, ETA " in line]
     assert all(re.match(rf"{STAMP} INFO cryomonai.experiment.progress: \[grid tiny\] \d+/18 runs, ETA \d\d:\d\d "
                         r"(\+\d+d )?\(\d+:\d\d:\d\d left\): ", line) for line in progress), progress
-    assert progress[0].endswith("fine-tune random on snr_1, 100 % labels, repeat 0, recipe fast")
+    assert progress[0].endswith("pretrain moco on snr_1, seed 3")  # the scheduler's order: repeat 0's pretraining first
     assert "(0:00:00 left): evaluate " in progress[-1]
     assert any("INFO cryomonai.experiment.grid: [grid tiny] cell 1/8: " in line for line in lines)
     assert any("[grid tiny] recipe selection: " in line for line in lines)
@@ -292,9 +292,9 @@ def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
     rows = [("first", 0.5, 0.155), ("first", 1.0, 0.29), ("second", 0.5, 0.165), ("second", 1.0, 0.28)]
     pd.DataFrame([{"dataset": "snr_1", "method": "random", "recipe": r, "label_fraction": f, "repeat": 0,
                    "pretrain_seed": np.nan, "best_val_accuracy": v, "chosen": False, "run_dir": "x"} for r, f, v in rows],
-                 columns=SELECTION_COLUMNS).to_csv(runner.selection_path, index=False)
+                 columns=SELECTION_COLUMNS).to_csv(runner.layout.selection, index=False)
     assert runner.choose_recipe("snr_1", "random") == "first"  # nothing to run: every selection row is there
-    assert runner.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
+    assert runner.tables.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
 
 
 def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_path):
@@ -337,14 +337,14 @@ def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_pat
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
 def test_workers_must_be_a_whole_number_of_processes(workers):
-    with pytest.raises(CryoDataError, match="workers"):
+    with pytest.raises(ConfigError, match="workers"):
         _tiny(workers=workers)
 
 
 @pytest.mark.parametrize("section, match", [({"kind": "pbs"}, "kind='pbs'"), ({"cpus_per_job": 0}, "cpus_per_job"),
                                             ({"partiton": "gpu"}, "unknown keys")])
 def test_a_bad_executor_section_is_a_one_line_error(section, match):
-    with pytest.raises(CryoDataError, match=match) as err:
+    with pytest.raises(ConfigError, match=match) as err:
         _tiny(executor=section)
     assert "\n" not in str(err.value)
 
@@ -381,7 +381,7 @@ def test_a_job_run_takes_its_threads_from_slurm_and_reports_its_times(monkeypatc
     import torch
 
     from cryomonai.experiment.executors import TrainRun
-    from cryomonai.experiment.parallel import _Job
+    from cryomonai.experiment.graph import Job
 
     seen = {}
 
@@ -397,7 +397,7 @@ def test_a_job_run_takes_its_threads_from_slurm_and_reports_its_times(monkeypatc
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     torch.set_num_threads(2)  # so that the job's 1 is visible
     try:
-        out = TrainRun(FakeRunner, _tiny(), "unused", _Job("finetune", ("cell", "fast")))()
+        out = TrainRun(FakeRunner, _tiny(), "unused", Job("finetune", ("cell", "fast")))()
     finally:
         torch.set_num_threads(threads)
     assert seen == {"progress": False, "threads": 1}
