@@ -47,16 +47,77 @@ def test_presets_load_and_enumerate():
         _tiny(label_fractions=[0.0, 1.0])
 
 
-def test_cpu_preset_is_cpu_full_scaled_down():
-    """The main job (``cpu``, 15 minutes) is ``cpu_full``'s protocol with fewer fractions, pretraining epochs
-    and selection fractions — the same data, arms, repeats, augmentation, fine-tuning and recipe space."""
+def test_cpu_full_inherits_the_cpu_preset():
+    """``cpu_full`` is ``{"base": "cpu"}`` plus its differences: the main job's protocol with more fractions,
+    pretraining epochs and selection fractions — the same data, arms, repeats, augmentation, fine-tuning
+    and recipe space. Merged, it is the file it replaced (the cpu preset with those three keys changed)."""
+    import json
+
+    from cryomonai.experiment.preset import preset_dir
+
     quick, full = load_preset("cpu"), load_preset("cpu_full")
+    assert json.loads((preset_dir() / "cpu_full.json").read_text())["base"] == "cpu"
     differ = {k for k in quick.__dataclass_fields__ if getattr(quick, k) != getattr(full, k)}
     assert differ == {"name", "label_fractions", "pretrain", "selection_fractions"}
-    assert set(quick.label_fractions) < set(full.label_fractions) and set(quick.selection_fractions) <= set(full.selection_fractions)
-    assert {k: v for k, v in quick.pretrain.items() if k != "epochs"} == {k: v for k, v in full.pretrain.items() if k != "epochs"}
-    assert quick.pretrain["epochs"] < full.pretrain["epochs"]
-    assert quick.workers == full.workers == 2
+    old = json.loads((preset_dir() / "cpu.json").read_text())
+    old.pop("description")
+    old.update(label_fractions=[0.1, 0.25, 1.0], selection_fractions=[0.1, 0.25])
+    old["pretrain"]["epochs"] = 50
+    assert full == GridPreset(name="cpu_full", **old)
+    assert full.workers == 2 and list(full.recipes) == list(quick.recipes)
+
+
+def test_ssl_methods_inherits_through_cpu_full():
+    """``ssl_methods`` → ``cpu_full`` → ``cpu``: the per-method pretraining settings live in cpu.json alone;
+    ``null`` removes a key (one recipe, no selection fractions)."""
+    ssl, cpu, full = load_preset("ssl_methods"), load_preset("cpu"), load_preset("cpu_full")
+    assert ssl.pretrain_by_method == cpu.pretrain_by_method and ssl.pretrain == full.pretrain
+    assert ssl.recipes == {} and ssl.selection_fractions is None and ssl.workers == 1
+    assert "val_interval" not in ssl.finetune and ssl.finetune["epochs"] == 5
+    assert ssl.finetune["optimizer"] == cpu.finetune["optimizer"]
+
+
+def test_preset_descriptions_are_one_line():
+    import json
+
+    from cryomonai.experiment.preset import preset_dir
+
+    for path in preset_dir().glob("*.json"):
+        text = json.loads(path.read_text())["description"]
+        assert len(text) <= 200 and "\n" not in text, path.name
+
+
+def _write_preset(folder: Path, name: str, **spec) -> Path:
+    import json
+
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_preset_chain_merges_dicts_and_replaces_lists(tmp_path):
+    """A base chain of files (a name or a path relative to the file): dicts merge, lists replace, null removes."""
+    _write_preset(tmp_path, "c", base="cpu", repeats=2, pretrain={"epochs": 2}, common={"batch_size": 8})
+    _write_preset(tmp_path, "b", base="c.json", label_fractions=[1.0], selection_fractions=None, workers=None)
+    top = load_preset(_write_preset(tmp_path, "a", base="b.json", pretrain={"lr": 0.01}))
+    cpu = load_preset("cpu")
+    assert top.name == "a" and top.repeats == 2 and top.label_fractions == [1.0] and top.selection_fractions is None
+    assert top.pretrain == {**cpu.pretrain, "epochs": 2, "lr": 0.01}  # merged through the chain
+    assert top.common == {**cpu.common, "batch_size": 8} and top.workers == 1  # null: the default
+    assert top.datasets == cpu.datasets and top.recipes == cpu.recipes
+
+
+def test_a_preset_base_cycle_or_unknown_base_is_a_config_error(tmp_path):
+    _write_preset(tmp_path, "x", base="y.json", repeats=1)
+    _write_preset(tmp_path, "y", base="x.json")
+    with pytest.raises(ConfigError, match=r"key 'base'.*cycle \(x.json -> y.json -> x.json\)") as err:
+        load_preset(tmp_path / "x.json")
+    assert "\n" not in str(err.value) and "fix:" in str(err.value)
+    _write_preset(tmp_path, "self", base="self.json")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_preset(tmp_path / "self.json")
+    with pytest.raises(ConfigError, match=r"z.json, key 'base': base preset 'nosuch' not found"):
+        load_preset(_write_preset(tmp_path, "z", base="nosuch"))
 
 
 @pytest.fixture(scope="module")
