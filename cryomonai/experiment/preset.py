@@ -67,7 +67,7 @@ class GridPreset:
         executor: who trains the runs (:class:`~cryomonai.experiment.executors.ExecutorSpec`):
             ``{"kind": "local"}`` (this machine, the default), ``{"kind": "slurm", "partition": …,
             "gpus_per_job": 1, "time_min": 240, …}`` (one SLURM job per run) or ``{"kind": "debug"}``.
-        workers: training processes at once (:mod:`~cryomonai.experiment.parallel`; 1: every run in
+        workers: training processes at once (:mod:`~cryomonai.experiment.scheduler`; 1: every run in
             this process, one after another). With more, the CPU's threads are shared out among them,
             which changes floating-point results within their noise, not what the grid computes.
     """
@@ -101,8 +101,8 @@ class GridPreset:
         except ConfigError as err:
             raise ConfigError(err.where.replace("grid preset", f"grid preset {self.name!r}", 1), err.problem, err.fix) from None
         if not self.datasets or not self.methods:
-            raise ConfigError(key("datasets' / 'methods"), "needs at least one dataset and one method",
-                              "list them in the preset JSON")
+            raise ConfigError(f"grid preset {self.name!r}, keys 'datasets' and 'methods'",
+                              "needs at least one dataset and one method", "list them in the preset JSON")
         names = [d.get("name") for d in self.datasets]
         if None in names or len(set(names)) != len(names):
             raise ConfigError(key("datasets"), f"dataset names {names} are missing or repeated",
