@@ -405,9 +405,48 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     return str(Path(out).resolve())
 
 
+def compare(a: str, b: str, names: tuple[str, str] = ("A", "B"), baseline: str = "random", alpha: float = 0.05,
+            png: str | None = None) -> None:
+    """Compare two runs of one grid preset (two ``results.csv``): per cell, per arm and in the
+    conclusions, as Markdown on stdout (:mod:`cryomonai.experiment.compare`). Exit status 0 when every
+    conclusion agrees, 1 when any differs.
+
+    Args:
+        a: ``results.csv`` of the first run (the reference); ``selection.csv`` next to it is compared too.
+        b: ``results.csv`` of the second run.
+        names: how to call the two runs, e.g. ``--names '["native", "AVX2 cap"]'``.
+        baseline: the arm the SSL methods are tested against.
+        alpha: the t-tests' significance level.
+        png: also draw both runs' accuracy against labels side by side here.
+    """
+    from cryomonai.experiment.compare import compare as compare_runs  # lazy: pandas, scipy, matplotlib
+
+    text, agree = compare_runs(a, b, tuple(names), baseline, alpha, png)
+    sys.stdout.write(text)
+    sys.exit(0 if agree else 1)
+
+
+def ship_weights(grid: str, name: str, method: str = "simclr", bundle_root: str | None = None) -> None:
+    """Ship the best SSL encoder of a finished grid, chosen on validation only, and the classifier
+    fine-tuned from it with the bundle (``models/shipped/``; :mod:`cryomonai.experiment.ship`).
+
+    Args:
+        grid: a finished grid's folder (``results.csv``, ``preset.json``, ``pretrain/``, ``cells/``).
+        name: the shipped encoder's name; the classifier gets ``<name>_classifier``.
+        method: the SSL arm to ship.
+        bundle_root: the bundle to ship into (default: the installed ``cryo_ssl`` bundle).
+    """
+    from cryomonai.experiment.ship import ship_best  # lazy: torch
+
+    ranking, paths = ship_best(grid, name, method, bundle_root)
+    print(ranking.to_string(index=False))
+    for p in paths:
+        print(f"{p}: {p.stat().st_size / 1e6:.2f} MB")
+
+
 COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram": simulate_tomogram, "montage": montage,
             "extract": extract, "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate, "infer": infer,
-            "embed": embed}
+            "embed": embed, "compare": compare, "ship-weights": ship_weights}
 
 
 def _user_error(err: BaseException):

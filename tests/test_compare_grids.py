@@ -1,18 +1,27 @@
-"""tools/compare_grids.py: two runs of one grid compared cell by cell, arm by arm, conclusion by conclusion."""
+"""``cryomonai compare`` (:mod:`cryomonai.experiment.compare`): two runs of one grid compared cell by cell,
+arm by arm, conclusion by conclusion; and ``cryomonai ship-weights`` (:mod:`cryomonai.experiment.ship`)."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_grids.py"
-spec = importlib.util.spec_from_file_location("compare_grids", TOOL)
-compare_grids = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_grids)
+from cryomonai.errors import ConfigError, CryoDataError
+from cryomonai.experiment import compare as compare_grids
+
+
+def _cli(monkeypatch, *argv: str) -> int:
+    """``cryomonai <argv>``: its exit status."""
+    from cryomonai import cli
+
+    monkeypatch.setattr(sys, "argv", ["cryomonai", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code
 
 
 def _results(ssl_gain: float, jitter: float, seed: int) -> pd.DataFrame:
@@ -56,7 +65,7 @@ def test_recipe_selection_is_compared_when_both_runs_have_it(tmp_path: Path) -> 
     assert "**different**" in text
 
 
-def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path) -> None:
+def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path, monkeypatch, capsys) -> None:
     a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
     b = _write(tmp_path, "b", _results(0.15, 0.005, 1))
     text, agree = compare_grids.report(a, b, ("native", "avx2"))
@@ -64,20 +73,42 @@ def test_small_noise_keeps_the_conclusions_and_is_measured(tmp_path: Path) -> No
     largest = float(text.split("| test accuracy | 12 | 0 | ")[1].split(" |")[0])
     assert 0 < largest < 3  # points: 0.5-point noise, at most a few standard deviations
     png = tmp_path / "side_by_side.png"
-    assert compare_grids.main([a, b, "--png", str(png)]) == 0
+    assert _cli(monkeypatch, "compare", a, b, "--png", str(png)) == 0
+    assert "Every conclusion the same: **yes**" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_a_lost_ssl_gain_is_a_changed_conclusion(tmp_path: Path) -> None:
+def test_a_lost_ssl_gain_is_a_changed_conclusion(tmp_path: Path, monkeypatch) -> None:
     a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
     b = _write(tmp_path, "b", _results(0.0, 0.0, 0))
     text, agree = compare_grids.report(a, b, ("native", "avx2"))
     assert not agree and "| **no** |" in text and "Every conclusion the same: **no**" in text
-    assert compare_grids.main([a, b]) == 1
+    assert _cli(monkeypatch, "compare", a, b, "--names", '["native", "avx2"]') == 1
 
 
 def test_runs_of_different_presets_are_refused(tmp_path: Path) -> None:
     a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
     other = _results(0.15, 0.0, 0).assign(dataset="other")
-    with pytest.raises(SystemExit, match="no cell in common"):
+    with pytest.raises(CryoDataError, match="no cell in common"):
         compare_grids.report(a, _write(tmp_path, "b", other), ("a", "b"))
+
+
+@pytest.mark.parametrize("command, usage", [("compare", "cryomonai compare A B <flags>"),
+                                            ("ship-weights", "cryomonai ship-weights GRID NAME <flags>")])
+def test_cli_help_of_compare_and_ship_weights(command, usage, monkeypatch, capfd):
+    monkeypatch.setenv("PAGER", "cat")
+    assert _cli(monkeypatch, command, "--help") == 0
+    err = capfd.readouterr().err  # fire writes help to stderr
+    assert usage in err and "FLAGS" in err, err[-2000:]
+
+
+def test_ship_weights_chooses_on_validation_only():
+    """The repeat with the best mean validation accuracy wins, whatever its test accuracy; its largest fraction ships."""
+    from cryomonai.experiment.ship import choose
+
+    rows = [{"method": "simclr", "repeat": r, "pretrain_seed": r, "label_fraction": f, "best_val_accuracy": v,
+             "test_accuracy": t} for r, v, t in ((0, 0.4, 0.9), (1, 0.5, 0.1)) for f in (0.1, 1.0)]
+    cell, ranking = choose(pd.DataFrame(rows), "simclr")
+    assert cell["repeat"] == 1 and cell["label_fraction"] == 1.0 and list(ranking["repeat"]) == [1, 0]
+    with pytest.raises(ConfigError, match="--method: results.csv has no rows of method 'moco'"):
+        choose(pd.DataFrame(rows), "moco")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.experiment.grid import RESULT_COLUMNS, GridPreset, grid_cells, load_preset, run_grid
 from test_progress import STAMP, captured_lines
 
@@ -41,38 +41,99 @@ def test_presets_load_and_enumerate():
     # fine-tuning takes at least the selection fraction's optimizer steps at every fraction (min_steps)
     per_epoch = -(-round(n * 0.6 * big.selection_fractions[0]) // big.common["batch_size"])
     assert big.finetune["min_steps"] == per_epoch * big.finetune["epochs"] == 600
-    with pytest.raises(CryoDataError, match="grid preset not found"):
+    with pytest.raises(ConfigError, match="grid preset not found"):
         load_preset("nosuchpreset")
-    with pytest.raises(CryoDataError, match="outside"):
+    with pytest.raises(ConfigError, match="outside"):
         _tiny(label_fractions=[0.0, 1.0])
 
 
-def test_cpu_preset_is_cpu_full_scaled_down():
-    """The main job (``cpu``, 15 minutes) is ``cpu_full``'s protocol with fewer fractions, pretraining epochs
-    and selection fractions — the same data, arms, repeats, augmentation, fine-tuning and recipe space."""
+def test_cpu_full_inherits_the_cpu_preset():
+    """``cpu_full`` is ``{"base": "cpu"}`` plus its differences: the main job's protocol with more fractions,
+    pretraining epochs and selection fractions — the same data, arms, repeats, augmentation, fine-tuning
+    and recipe space. Merged, it is the file it replaced (the cpu preset with those three keys changed)."""
+    import json
+
+    from cryomonai.experiment.preset import preset_dir
+
     quick, full = load_preset("cpu"), load_preset("cpu_full")
+    assert json.loads((preset_dir() / "cpu_full.json").read_text())["base"] == "cpu"
     differ = {k for k in quick.__dataclass_fields__ if getattr(quick, k) != getattr(full, k)}
     assert differ == {"name", "label_fractions", "pretrain", "selection_fractions"}
-    assert set(quick.label_fractions) < set(full.label_fractions) and set(quick.selection_fractions) <= set(full.selection_fractions)
-    assert {k: v for k, v in quick.pretrain.items() if k != "epochs"} == {k: v for k, v in full.pretrain.items() if k != "epochs"}
-    assert quick.pretrain["epochs"] < full.pretrain["epochs"]
-    assert quick.workers == full.workers == 2
+    old = json.loads((preset_dir() / "cpu.json").read_text())
+    old.pop("description")
+    old.update(label_fractions=[0.1, 0.25, 1.0], selection_fractions=[0.1, 0.25])
+    old["pretrain"]["epochs"] = 50
+    assert full == GridPreset(name="cpu_full", **old)
+    assert full.workers == 2 and list(full.recipes) == list(quick.recipes)
+
+
+def test_ssl_methods_inherits_through_cpu_full():
+    """``ssl_methods`` → ``cpu_full`` → ``cpu``: the per-method pretraining settings live in cpu.json alone;
+    ``null`` removes a key (one recipe, no selection fractions)."""
+    ssl, cpu, full = load_preset("ssl_methods"), load_preset("cpu"), load_preset("cpu_full")
+    assert ssl.pretrain_by_method == cpu.pretrain_by_method and ssl.pretrain == full.pretrain
+    assert ssl.recipes == {} and ssl.selection_fractions is None and ssl.workers == 1
+    assert "val_interval" not in ssl.finetune and ssl.finetune["epochs"] == 5
+    assert ssl.finetune["optimizer"] == cpu.finetune["optimizer"]
+
+
+def test_preset_descriptions_are_one_line():
+    import json
+
+    from cryomonai.experiment.preset import preset_dir
+
+    for path in preset_dir().glob("*.json"):
+        text = json.loads(path.read_text())["description"]
+        assert len(text) <= 200 and "\n" not in text, path.name
+
+
+def _write_preset(folder: Path, name: str, **spec) -> Path:
+    import json
+
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_preset_chain_merges_dicts_and_replaces_lists(tmp_path):
+    """A base chain of files (a name or a path relative to the file): dicts merge, lists replace, null removes."""
+    _write_preset(tmp_path, "c", base="cpu", repeats=2, pretrain={"epochs": 2}, common={"batch_size": 8})
+    _write_preset(tmp_path, "b", base="c.json", label_fractions=[1.0], selection_fractions=None, workers=None)
+    top = load_preset(_write_preset(tmp_path, "a", base="b.json", pretrain={"lr": 0.01}))
+    cpu = load_preset("cpu")
+    assert top.name == "a" and top.repeats == 2 and top.label_fractions == [1.0] and top.selection_fractions is None
+    assert top.pretrain == {**cpu.pretrain, "epochs": 2, "lr": 0.01}  # merged through the chain
+    assert top.common == {**cpu.common, "batch_size": 8} and top.workers == 1  # null: the default
+    assert top.datasets == cpu.datasets and top.recipes == cpu.recipes
+
+
+def test_a_preset_base_cycle_or_unknown_base_is_a_config_error(tmp_path):
+    _write_preset(tmp_path, "x", base="y.json", repeats=1)
+    _write_preset(tmp_path, "y", base="x.json")
+    with pytest.raises(ConfigError, match=r"key 'base'.*cycle \(x.json -> y.json -> x.json\)") as err:
+        load_preset(tmp_path / "x.json")
+    assert "\n" not in str(err.value) and "fix:" in str(err.value)
+    _write_preset(tmp_path, "self", base="self.json")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_preset(tmp_path / "self.json")
+    with pytest.raises(ConfigError, match=r"z.json, key 'base': base preset 'nosuch' not found"):
+        load_preset(_write_preset(tmp_path, "z", base="nosuch"))
 
 
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
     """The tiny grid's first 7 cells, recording every bundle run (run id, split, run folder) in order, and its log lines."""
-    import cryomonai.experiment.grid as grid
+    import cryomonai.experiment.training as training
 
     out = tmp_path_factory.mktemp("grid")
-    calls, real = [], grid.run_bundle
+    calls, real = [], training.run_bundle
 
     def recording(run_id, *args, **kw):
         calls.append((run_id, kw.get("validate#split"), kw.get("ckpt_dir", ""), kw.get("seed"), kw.get("lr")))
         return real(run_id, *args, **kw)
 
     with pytest.MonkeyPatch.context() as mp, captured_lines() as lines:
-        mp.setattr(grid, "run_bundle", recording)  # where the grid looks it up
+        mp.setattr(training, "run_bundle", recording)  # where the grid looks it up
         first = run_grid(_tiny(), out, report=True, progress=False, max_cells=7)  # no final report: cells missing
     return out, first, calls, lines
 
@@ -179,7 +240,7 @@ def test_the_grid_counts_its_runs_and_logs_an_eta_for_each(tiny_grid):
     progress = [line for line in lines if " runs, ETA " in line]
     assert all(re.match(rf"{STAMP} INFO cryomonai.experiment.progress: \[grid tiny\] \d+/18 runs, ETA \d\d:\d\d "
                         r"(\+\d+d )?\(\d+:\d\d:\d\d left\): ", line) for line in progress), progress
-    assert progress[0].endswith("fine-tune random on snr_1, 100 % labels, repeat 0, recipe fast")
+    assert progress[0].endswith("pretrain moco on snr_1, seed 3")  # the scheduler's order: repeat 0's pretraining first
     assert "(0:00:00 left): evaluate " in progress[-1]
     assert any("INFO cryomonai.experiment.grid: [grid tiny] cell 1/8: " in line for line in lines)
     assert any("[grid tiny] recipe selection: " in line for line in lines)
@@ -292,9 +353,9 @@ def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
     rows = [("first", 0.5, 0.155), ("first", 1.0, 0.29), ("second", 0.5, 0.165), ("second", 1.0, 0.28)]
     pd.DataFrame([{"dataset": "snr_1", "method": "random", "recipe": r, "label_fraction": f, "repeat": 0,
                    "pretrain_seed": np.nan, "best_val_accuracy": v, "chosen": False, "run_dir": "x"} for r, f, v in rows],
-                 columns=SELECTION_COLUMNS).to_csv(runner.selection_path, index=False)
+                 columns=SELECTION_COLUMNS).to_csv(runner.layout.selection, index=False)
     assert runner.choose_recipe("snr_1", "random") == "first"  # nothing to run: every selection row is there
-    assert runner.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
+    assert runner.tables.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
 
 
 def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_path):
@@ -337,14 +398,14 @@ def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_pat
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
 def test_workers_must_be_a_whole_number_of_processes(workers):
-    with pytest.raises(CryoDataError, match="workers"):
+    with pytest.raises(ConfigError, match="workers"):
         _tiny(workers=workers)
 
 
 @pytest.mark.parametrize("section, match", [({"kind": "pbs"}, "kind='pbs'"), ({"cpus_per_job": 0}, "cpus_per_job"),
                                             ({"partiton": "gpu"}, "unknown keys")])
 def test_a_bad_executor_section_is_a_one_line_error(section, match):
-    with pytest.raises(CryoDataError, match=match) as err:
+    with pytest.raises(ConfigError, match=match) as err:
         _tiny(executor=section)
     assert "\n" not in str(err.value)
 
@@ -381,7 +442,7 @@ def test_a_job_run_takes_its_threads_from_slurm_and_reports_its_times(monkeypatc
     import torch
 
     from cryomonai.experiment.executors import TrainRun
-    from cryomonai.experiment.parallel import _Job
+    from cryomonai.experiment.graph import Job
 
     seen = {}
 
@@ -397,7 +458,7 @@ def test_a_job_run_takes_its_threads_from_slurm_and_reports_its_times(monkeypatc
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     torch.set_num_threads(2)  # so that the job's 1 is visible
     try:
-        out = TrainRun(FakeRunner, _tiny(), "unused", _Job("finetune", ("cell", "fast")))()
+        out = TrainRun(FakeRunner, _tiny(), "unused", Job("finetune", ("cell", "fast")))()
     finally:
         torch.set_num_threads(threads)
     assert seen == {"progress": False, "threads": 1}

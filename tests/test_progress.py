@@ -109,7 +109,7 @@ def test_runs_left_are_counted_as_the_slurm_jobs_plus_one_evaluation_per_cell(tm
     # half the pretrainings done and one arm's selection runs tried: only what is left is counted
     done = [c for c in cells if c.method != "random" and c.repeat < 2]
     for c in {(c.dataset, c.method, c.repeat) for c in done}:
-        model = runner.pretrain_dir(c[0], c[1], runner.preset.seed + c[2]) / "models" / "pretrain.pt"
+        model = runner.layout.pretrain_dir(c[0], c[1], runner.preset.seed + c[2]) / "models" / "pretrain.pt"
         model.parent.mkdir(parents=True)
         model.touch()
     assert count_runs(runner, cells)["pretrain"] == 45 - len({(c.dataset, c.method, c.repeat) for c in done})

@@ -1,21 +1,23 @@
-"""Who trains a grid's runs: worker processes on this machine, or jobs handed to submitit (SLURM, debug).
+"""Who trains a grid's runs: this process, worker processes on this machine, or jobs handed to submitit.
 
-The grid's driver (:func:`~cryomonai.experiment.parallel.run_parallel`) decides *what* runs and
-*when*; an executor only trains one run (a pretraining, a recipe-selection or a cell fine-tuning)
-and says when it is done:
+The grid's scheduler (:mod:`~cryomonai.experiment.scheduler`) decides *what* runs and *when*; an
+executor only trains one run (a pretraining, a recipe-selection or a cell fine-tuning) and says when
+it is done. Every executor has ``capacity`` (runs at once), ``submit(job, label)`` → a handle,
+``wait(handles)`` → the finished ones, ``result(handle, label)`` → the run's seconds, and ``close()``:
 
-* ``local`` (:class:`LocalPool`): ``workers`` spawned processes on this machine, each with its
-  share of the threads (the one-machine default; ``workers: 1`` is the serial grid).
-* ``slurm`` (:class:`SubmititPool`): every run is its own SLURM job through submitit
-  (``submitit.AutoExecutor``): the preset's ``executor`` section gives partition, account, GPUs,
-  CPUs, memory, time limit and extra sbatch options. A job that reaches its time limit or is
-  preempted gets submitit's ``USR2`` signal, is requeued (:class:`TrainRun` is
-  ``submitit.helpers.Checkpointable``) and resumes from its last epoch checkpoint. Its threads
-  follow ``SLURM_CPUS_PER_TASK``. Job ids go to ``<grid>/jobs.csv``: a driver that is killed and
-  rerun attaches to the jobs still queued or running and resubmits none of them; logs are
-  ``<grid>/jobs/<job id>/``. Job states are read with ``scontrol`` (no accounting database,
-  ``sacct``, is needed): a job that leaves the queue without a result is a failure, reported with
-  its log tail and its run, never waited on forever.
+* ``local`` with ``workers: 1`` (:class:`InProcessPool`): every run in this process, one after
+  another — the serial grid.
+* ``local`` with ``workers`` > 1 (:class:`LocalPool`): ``workers`` spawned processes on this
+  machine, each with its share of the threads (the one-machine default of the CPU presets).
+* ``slurm`` (:class:`~cryomonai.experiment.slurm.SubmititPool`): every run is its own SLURM job
+  through submitit (``submitit.AutoExecutor``): the preset's ``executor`` section gives partition,
+  account, GPUs, CPUs, memory, time limit and extra sbatch options. A job that reaches its time limit
+  or is preempted gets submitit's ``USR2`` signal, is requeued and resumes from its last epoch
+  checkpoint. Its threads follow ``SLURM_CPUS_PER_TASK``. Job ids go to ``<grid>/jobs.csv``: a
+  driver that is killed and rerun attaches to the jobs still queued or running and resubmits none of
+  them; logs are ``<grid>/jobs/<job id>/``. Job states are read with ``scontrol`` (no accounting
+  database, ``sacct``, is needed): a job that leaves the queue without a result is a failure,
+  reported with its log tail and its run, never waited on forever.
 * ``debug``: submitit's debug executor, every run in this process, one after another.
 
 A pretraining job with ``nodes`` × ``tasks_per_node`` > 1 is one multi-node DDP job: every task
@@ -35,28 +37,20 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from multiprocessing import get_context, get_start_method, set_start_method
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from cryomonai.errors import CryoDataError, GridJobError
-from cryomonai.io.atomic import atomic_write
+from cryomonai.errors import ConfigError, GridJobError
 
-__all__ = ["EXECUTORS", "ExecutorSpec", "GridJobError", "LocalPool", "SubmititPool", "TrainRun", "job_overhead", "make_pool",
-           "slurm_state", "slurm_states"]
+__all__ = ["EXECUTORS", "ExecutorSpec", "GridJobError", "InProcessPool", "LocalPool", "TrainRun", "job_overhead",
+           "slurm_state", "slurm_states", "train"]
 
 log = logging.getLogger(__name__)
 
 #: the executor kinds a preset (``executor.kind``) or ``cryomonai grid --executor`` may name
 EXECUTORS = ("local", "slurm", "debug")
-#: SLURM job states after which a job will not run again
-_FINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT",
-          "GONE"}
-#: ``jobs.csv``: one row per submitted job; times in seconds since the epoch (``started``/``finished``: the
-#: run inside the job, after Python and the package are imported; ``collected``: the driver saw it done)
-JOB_COLUMNS = ["run", "job_id", "folder", "tasks", "submitted", "started", "finished", "collected"]
 
 
 @dataclass
@@ -89,12 +83,14 @@ class ExecutorSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise CryoDataError("grid executor", f"kind={self.kind!r} is not one of {list(EXECUTORS)}",
-                                "use --executor local (this machine), slurm or debug")
+            raise ConfigError("grid preset, key 'executor.kind' (or --executor)",
+                              f"kind={self.kind!r} is not one of {list(EXECUTORS)}",
+                              "use --executor local (this machine), slurm or debug")
         for name in ("cpus_per_job", "time_min", "max_jobs", "nodes", "tasks_per_node"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CryoDataError("grid executor", f"{name}={value!r}", f"give {name} as a whole number >= 1")
+                raise ConfigError(f"grid preset, key 'executor.{name}' (or --{name})", f"{name}={value!r}",
+                                  f"give {name} as a whole number >= 1")
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any] | None) -> ExecutorSpec:
@@ -102,8 +98,8 @@ class ExecutorSpec:
         spec = dict(spec or {})
         unknown = sorted(set(spec) - {f.name for f in fields(cls)})
         if unknown:
-            raise CryoDataError("grid preset 'executor'", f"unknown keys {unknown}",
-                                f"use {sorted(f.name for f in fields(cls))}")
+            raise ConfigError("grid preset, key 'executor'", f"unknown keys {unknown}",
+                              f"use {sorted(f.name for f in fields(cls))}")
         return cls(**spec)
 
     def slurm_parameters(self, name: str, distributed: bool) -> dict[str, Any]:
@@ -125,10 +121,10 @@ class ExecutorSpec:
 
 
 class TrainRun:
-    """One training run of the grid as a callable a job runs: ``TrainRun(GridRunner, preset, out, job, progress)()``.
+    """One training run of the grid as a callable a job runs: ``TrainRun(GridTrainer, preset, out, job, progress)()``.
 
     Its threads follow ``SLURM_CPUS_PER_TASK`` inside a SLURM job. As a submitit
-    ``Checkpointable`` (the subclass :func:`_checkpointable` makes), a job signalled before its time
+    ``Checkpointable`` (the subclass :func:`cryomonai.experiment.slurm.checkpointable` makes), a job signalled before its time
     limit or preemption resubmits this same call, which resumes from the run's last epoch checkpoint.
 
     ``progress``: the run's own progress bar (the bundle's ``progress``), shown only where this
@@ -151,13 +147,17 @@ class TrainRun:
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         bars = self.progress and sys.stderr.isatty()
-        runner = self.runner_cls(self.preset, self.out, progress=bars)
         started = time.time()
-        if self.job.kind == "pretrain":
-            seconds = runner.train_pretraining(*self.job.args, distributed=distributed)
-        else:
-            seconds = runner.train_finetune(*self.job.args)
+        seconds = train(self.runner_cls(self.preset, self.out, progress=bars), self.job, distributed)
         return None if seconds is None else {**seconds, "started": started, "finished": time.time()}
+
+
+def train(trainer: Any, job: Any, distributed: bool = False) -> dict[str, float] | None:
+    """Train ``job`` (a :class:`~cryomonai.experiment.graph.Job`) with ``trainer`` (a
+    :class:`~cryomonai.experiment.training.GridTrainer`): its seconds, None if it was already trained."""
+    if job.kind == "pretrain":
+        return trainer.train_pretraining(*job.args, distributed=distributed)
+    return trainer.train_finetune(*job.args)
 
 
 def _handle_usr2_once() -> None:
@@ -183,14 +183,28 @@ def _handle_usr2_once() -> None:
     signal.signal(signal.SIGUSR2, once)
 
 
-def _checkpointable() -> type:
-    """:class:`TrainRun` as a ``submitit.helpers.Checkpointable`` (submitit imported only when used)."""
-    import submitit
-
-    return type("CheckpointableTrainRun", (TrainRun, submitit.helpers.Checkpointable), {"__module__": __name__})
-
-
 # -- this machine -----------------------------------------------------------------------------------
+class InProcessPool:
+    """One worker, this process: a run trains when :meth:`wait` is asked for it (the serial grid)."""
+
+    capacity = 1
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def submit(self, job: Any, label: str) -> Any:
+        return job
+
+    def wait(self, handles: list[Any]) -> list[Any]:
+        return handles[:1]
+
+    def result(self, handle: Any, label: str) -> dict[str, float] | None:
+        return train(self.trainer, handle)
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
 def _init_worker(threads: int, start_method: str) -> None:
     """A worker's threads; and the parent's start method back for the worker's own DataLoader processes
     (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s)."""
@@ -206,8 +220,8 @@ class LocalPool:
     """``workers`` spawned processes on this machine, each with ``threads // workers`` threads; this
     process (which evaluates while they train) gets the same share until :meth:`close`."""
 
-    def __init__(self, runner: Any, workers: int) -> None:
-        self.runner, self.capacity = runner, workers
+    def __init__(self, trainer: Any, workers: int) -> None:
+        self.trainer, self.capacity = trainer, workers
         threads = max(1, torch.get_num_threads() // workers)
         self._env, self._own = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the spawned workers' OpenMP pools, before they import torch
@@ -217,7 +231,7 @@ class LocalPool:
                                          initargs=(threads, get_start_method()))
 
     def submit(self, job: Any, label: str) -> Future:
-        run = TrainRun(type(self.runner), self.runner.preset, str(self.runner.out), job, self.runner.progress)
+        run = TrainRun(type(self.trainer), self.trainer.preset, str(self.trainer.out), job, self.trainer.progress)
         return self._pool.submit(_train_local, run)
 
     def wait(self, handles: list[Future]) -> list[Future]:
@@ -235,7 +249,7 @@ class LocalPool:
             os.environ["OMP_NUM_THREADS"] = self._env
 
 
-# -- submitit: SLURM and debug ----------------------------------------------------------------------
+# -- SLURM's view of the jobs (the pool is :class:`cryomonai.experiment.slurm.SubmititPool`) ----------
 def slurm_states() -> dict[str, str]:
     """Every job the controller knows: job id → state (``scontrol show job``; no accounting needed).
 
@@ -256,109 +270,6 @@ def slurm_states() -> dict[str, str]:
 def slurm_state(job_id: str) -> str:
     """One job's state, ``"GONE"`` if the controller no longer knows it."""
     return slurm_states().get(str(job_id), "GONE")
-
-
-def _log_tail(job: Any, lines: int = 30) -> str:
-    texts = []
-    for path in (job.paths.stderr, job.paths.stdout):
-        if Path(path).is_file():
-            texts.append(f"---- {path}\n" + "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:]))
-    return "\n".join(texts) or f"(no log at {job.paths.stdout})"
-
-
-class SubmititPool:
-    """Every run a submitit job (``spec.kind``: ``slurm`` or ``debug``); see the module docstring."""
-
-    def __init__(self, runner: Any, spec: ExecutorSpec) -> None:
-        import submitit
-
-        self.runner, self.preset, self.out, self.spec = runner, runner.preset, Path(runner.out), spec
-        self.capacity = 1 if spec.kind == "debug" else spec.max_jobs
-        self.records = self.out / "jobs.csv"
-        self._executor = submitit.AutoExecutor(folder=self.out / "jobs" / "%j", cluster=spec.kind)
-        self._call = _checkpointable()
-
-    def _recorded(self) -> pd.DataFrame:
-        if not self.records.is_file():
-            return pd.DataFrame(columns=JOB_COLUMNS)
-        return pd.read_csv(self.records, dtype={"job_id": str})
-
-    def _attach(self, run: str) -> Any | None:
-        """The job recorded for ``run`` if it is still queued, running or has its result; else None."""
-        import submitit
-
-        rows = self._recorded()
-        rows = rows[rows["run"] == run]
-        if rows.empty:
-            return None
-        row = rows.iloc[-1]
-        job = submitit.SlurmJob(folder=row["folder"], job_id=str(row["job_id"]), tasks=tuple(range(int(row["tasks"]))))
-        if job.paths.result_pickle.exists() or slurm_state(job.job_id) not in _FINAL:
-            return job
-        return None
-
-    def submit(self, job: Any, label: str) -> Any:
-        run = repr((job.kind, *job.args))
-        if self.spec.kind == "slurm" and (attached := self._attach(run)) is not None:
-            log.info("[grid %s] attached to job %s (still queued or running): %s", self.preset.name, attached.job_id, label)
-            return attached
-        distributed = job.kind == "pretrain" and self.spec.nodes * self.spec.tasks_per_node > 1
-        self._executor.update_parameters(**self.spec.slurm_parameters(f"cryomonai-{job.kind}", distributed))
-        handle = self._executor.submit(self._call(type(self.runner), self.preset, str(self.out), job, self.runner.progress))
-        if self.spec.kind == "slurm":
-            row = {"run": run, "job_id": str(handle.job_id), "folder": str(self.out / "jobs" / "%j"),
-                   "tasks": handle.num_tasks, "submitted": time.time()}
-            self._write(pd.concat([self._recorded(), pd.DataFrame([row], columns=JOB_COLUMNS)], ignore_index=True))
-            log.info("[grid %s] job %s: %s; log %s", self.preset.name, handle.job_id, label, handle.paths.stdout)
-        return handle
-
-    def _write(self, table: pd.DataFrame) -> None:
-        with atomic_write(self.records, "w") as fh:  # only the driver writes it
-            table.to_csv(fh, index=False)
-
-    @staticmethod
-    def _finished(handle: Any, states: dict[str, str]) -> bool:
-        """Done when SLURM says so, not when a result file exists: a job requeued at its time limit can
-        leave the error of its interrupted attempt as a result (a DataLoader worker killed by the requeue
-        can fail the step before it exits) and then run again."""
-        return states.get(str(handle.job_id), "GONE").split("+")[0] in _FINAL
-
-    def wait(self, handles: list[Any]) -> list[Any]:
-        if self.spec.kind == "debug":
-            return handles[:1]  # a debug job runs in this process when its result is asked for
-        while True:
-            states = slurm_states()
-            done = [h for h in handles if self._finished(h, states)]
-            if done:
-                return done
-            time.sleep(self.spec.poll_s)
-
-    def result(self, handle: Any, label: str) -> dict[str, float] | None:
-        try:
-            seconds = handle.results()[0]  # the seconds of rank 0 (the only task unless DDP)
-        except Exception as err:  # submitit's FailedJobError / UncompletedJobError, or the run's own in debug
-            if self.spec.kind == "debug":
-                raise
-            state = slurm_state(handle.job_id)
-            raise GridJobError(f"grid {self.preset.name}: {label} failed in job {handle.job_id} (state {state}); "
-                               f"its log:\n{_log_tail(handle)}\n({type(err).__name__})") from None
-        if self.spec.kind == "slurm" and seconds is not None:
-            table = self._recorded()
-            row = table.index[table["job_id"] == str(handle.job_id)]
-            table.loc[row, ["started", "finished", "collected"]] = [seconds["started"], seconds["finished"], time.time()]
-            self._write(table)
-        return seconds
-
-    def close(self) -> None:
-        """Nothing to stop: jobs still queued or running stay recorded, and a rerun attaches to them."""
-
-
-def make_pool(runner: Any, spec: ExecutorSpec, workers: int) -> LocalPool | SubmititPool:
-    """The pool that trains the runs of ``runner`` (a grid's runner): ``local`` → :class:`LocalPool`
-    (``workers`` processes), ``slurm`` / ``debug`` → :class:`SubmititPool`."""
-    if spec.kind == "local":
-        return LocalPool(runner, workers)
-    return SubmititPool(runner, spec)
 
 
 def job_overhead(records: str | os.PathLike) -> pd.DataFrame:

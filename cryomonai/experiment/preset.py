@@ -1,5 +1,16 @@
 """Grid presets: what a grid runs (datasets × methods × label fractions × repeats, recipes), read
-from the bundle's ``configs/grid/<name>.json`` or a JSON file, checked on load."""
+from the bundle's ``configs/grid/<name>.json`` or a JSON file, checked on load.
+
+A preset may inherit: ``"base": "cpu"`` (a preset name, or a JSON path relative to this file) is that
+preset with this file's keys merged over it as a JSON merge patch (RFC 7396): a dict merges key by
+key, recursively; a list or any other value replaces; ``null`` removes the key (its default applies).
+So an overlay holds only what differs, as the bundle's config overlays do.
+
+Example:
+    >>> merge({"pretrain": {"epochs": 30, "lr": 0.001}, "workers": 2, "recipes": {"a": {}}},
+    ...       {"pretrain": {"epochs": 50}, "workers": None, "recipes": None})
+    {'pretrain': {'epochs': 50, 'lr': 0.001}}
+"""
 
 from __future__ import annotations
 
@@ -11,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryomonai.errors import CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.experiment.executors import ExecutorSpec
+from cryomonai.experiment.layout import GridLayout
 from cryomonai.pipeline import bundle_dir
 
-__all__ = ["DEFAULT_RECIPE", "TABLE_KEYS", "GridCell", "GridPreset", "grid_cells", "load_preset", "preset_dir"]
+__all__ = ["DEFAULT_RECIPE", "TABLE_KEYS", "GridCell", "GridPreset", "grid_cells", "load_preset", "merge", "preset_dir"]
 
 #: the keys of a dataset entry that names a particle table (the others simulate)
 TABLE_KEYS = {"name", "table", "split_fractions", "working_box", "working_voxel_size"}
@@ -55,7 +67,7 @@ class GridPreset:
         executor: who trains the runs (:class:`~cryomonai.experiment.executors.ExecutorSpec`):
             ``{"kind": "local"}`` (this machine, the default), ``{"kind": "slurm", "partition": …,
             "gpus_per_job": 1, "time_min": 240, …}`` (one SLURM job per run) or ``{"kind": "debug"}``.
-        workers: training processes at once (:mod:`~cryomonai.experiment.parallel`; 1: every run in
+        workers: training processes at once (:mod:`~cryomonai.experiment.scheduler`; 1: every run in
             this process, one after another). With more, the CPU's threads are shared out among them,
             which changes floating-point results within their noise, not what the grid computes.
     """
@@ -79,29 +91,37 @@ class GridPreset:
     executor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        where = f"grid preset {self.name!r}"
+        def key(name: str) -> str:
+            return f"grid preset {self.name!r}, key {name!r}"
+
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise CryoDataError(where, f"workers={self.workers!r}", "give a whole number >= 1 (1: one run at a time)")
-        ExecutorSpec.from_dict(self.executor)  # a one-line error for a bad section
+            raise ConfigError(key("workers"), f"workers={self.workers!r}", "give a whole number >= 1 (1: one run at a time)")
+        try:
+            ExecutorSpec.from_dict(self.executor)  # a one-line error for a bad section
+        except ConfigError as err:
+            raise ConfigError(err.where.replace("grid preset", f"grid preset {self.name!r}", 1), err.problem, err.fix) from None
         if not self.datasets or not self.methods:
-            raise CryoDataError(where, "needs at least one dataset and one method", "list them in the preset JSON")
+            raise ConfigError(f"grid preset {self.name!r}, keys 'datasets' and 'methods'",
+                              "needs at least one dataset and one method", "list them in the preset JSON")
         names = [d.get("name") for d in self.datasets]
         if None in names or len(set(names)) != len(names):
-            raise CryoDataError(where, f"dataset names {names} are missing or repeated", "give every dataset a unique 'name'")
+            raise ConfigError(key("datasets"), f"dataset names {names} are missing or repeated",
+                              "give every dataset a unique 'name'")
         for ds in self.datasets:
-            _check_dataset_entry(ds, where)
+            _check_dataset_entry(ds, key("datasets"))
         bad = [f for f in self.label_fractions if not 0 < float(f) <= 1]
         if bad:
-            raise CryoDataError(where, f"label fractions {bad} are outside (0, 1]", "use e.g. [0.25, 0.5, 0.75, 1.0]")
+            raise ConfigError(key("label_fractions"), f"label fractions {bad} are outside (0, 1]",
+                              "use e.g. [0.25, 0.5, 0.75, 1.0]")
         if int(self.repeats) < 1:
-            raise CryoDataError(where, f"repeats={self.repeats}", "use at least 1 (the paper: 5)")
+            raise ConfigError(key("repeats"), f"repeats={self.repeats}", "use at least 1 (the paper: 5)")
         bad = [r for r in self.recipes if not r or not str(r).replace("_", "").replace("-", "").replace(".", "").isalnum()]
         if bad:
-            raise CryoDataError(where, f"recipe names {bad} are not plain names", "use letters, digits, '_', '-', '.'")
+            raise ConfigError(key("recipes"), f"recipe names {bad} are not plain names", "use letters, digits, '_', '-', '.'")
         extra = sorted(set(map(float, self.selection_fractions or [])) - set(map(float, self.label_fractions)))
         if extra:
-            raise CryoDataError(where, f"selection_fractions {extra} are not label fractions",
-                                f"choose among {self.label_fractions}")
+            raise ConfigError(key("selection_fractions"), f"selection_fractions {extra} are not label fractions",
+                              f"choose among {self.label_fractions}")
 
     def recipe_overrides(self) -> dict[str, dict[str, Any]]:
         """Every recipe's full fine-tuning overrides (``finetune`` then the recipe's), in declared order."""
@@ -124,7 +144,7 @@ class GridCell:
 
     def run_dir(self, recipe: str) -> str:
         """The cell's folder (fine-tuned with ``recipe``) relative to the grid's ``out_dir``."""
-        return f"cells/{self.dataset}/{self.method}/{recipe}/f{round(self.label_fraction * 100):03d}_r{self.repeat}"
+        return GridLayout.cell_dir(self.dataset, self.method, recipe, self.label_fraction, self.repeat)
 
 
 def _check_dataset_entry(ds: dict[str, Any], where: str) -> None:
@@ -134,10 +154,10 @@ def _check_dataset_entry(ds: dict[str, Any], where: str) -> None:
     entry = f"{where}, dataset {ds['name']!r}"
     extra = sorted(set(ds) - TABLE_KEYS)
     if extra:
-        raise CryoDataError(entry, f"names a table and also simulation keys {extra}",
-                            f"remove {extra} (a table is read as it is), or remove 'table' to simulate")
+        raise ConfigError(entry, f"names a table and also simulation keys {extra}",
+                          f"remove {extra} (a table is read as it is), or remove 'table' to simulate")
     if not ds["table"]:
-        raise CryoDataError(entry, "has no table", "give --dataset_table PATH (or 'table' in the preset)")
+        raise ConfigError(entry, "has no table", "give --dataset_table PATH (or 'table' in the preset)")
 
 
 def preset_dir() -> Path:
@@ -145,28 +165,72 @@ def preset_dir() -> Path:
     return bundle_dir() / "configs" / "grid"
 
 
-def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | None = None, **overrides: Any) -> GridPreset:
-    """A preset by name (``"cpu"``, ``"paper"``, ``"real"``: ``configs/grid/<name>.json``) or JSON path.
+def merge(base: Any, patch: Any) -> Any:
+    """``patch`` over ``base`` as a JSON merge patch (RFC 7396): dicts merge recursively, ``None`` removes
+    a key, anything else (a list, a number …) replaces. Neither argument is changed."""
+    if not isinstance(patch, dict) or not isinstance(base, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
 
-    ``overrides`` replace top-level keys (e.g. ``repeats=1``). ``dataset_table`` (a path relative to
-    the working directory) becomes the ``table`` of the preset's one table dataset (e.g. the
-    ``real`` preset's). A ``table`` written in the preset is relative to the preset file.
-    """
+
+def _find(preset: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """A preset's file: a name in the bundle's ``configs/grid/``, or a JSON path (relative to ``relative_to``)."""
     path = Path(preset)
     if not path.suffix:
-        path = preset_dir() / f"{preset}.json"
-    if not path.is_file():
-        found = sorted(p.stem for p in preset_dir().glob("*.json"))
-        raise CryoDataError(path, "grid preset not found", f"use one of {found} or a JSON file path")
+        return preset_dir() / f"{preset}.json"
+    return (relative_to / path).resolve() if relative_to is not None else path
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The preset at ``path`` with its ``base`` chain merged in (``chain``: the files that inherit from it)."""
+    if path.resolve() in chain:
+        names = " -> ".join(p.name for p in (*chain, path.resolve()))
+        raise ConfigError(f"{chain[-1]}, key 'base'", f"the presets inherit in a cycle ({names})",
+                          "let one preset of the cycle stand alone (remove its 'base')")
     try:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise CryoDataError(path, f"not valid JSON ({err})", "fix the preset file") from None
+        raise ConfigError(path, f"not valid JSON ({err})", "fix the preset file") from None
+    for ds in spec.get("datasets") or []:
+        if isinstance(ds, dict) and ds.get("table"):  # relative to the file that names it
+            ds["table"] = str((path.parent / Path(ds["table"]).expanduser()).resolve())
+    base = spec.pop("base", None)
+    if base is None:
+        return spec
+    parent = _find(base, path.parent)
+    if not parent.is_file():
+        found = sorted(p.stem for p in preset_dir().glob("*.json"))
+        raise ConfigError(f"{path}, key 'base'", f"base preset {base!r} not found",
+                          f"use one of {found} or a JSON path relative to {path.name}")
+    inherited = _read(parent, (*chain, path.resolve()))
+    inherited.pop("name", None)  # a preset's name is its own
+    return merge(inherited, spec)
+
+
+def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | None = None, **overrides: Any) -> GridPreset:
+    """A preset by name (``"cpu"``, ``"paper"``, ``"real"``: ``configs/grid/<name>.json``) or JSON path.
+
+    A ``base`` key inherits (see the module docstring). ``overrides`` replace top-level keys (e.g.
+    ``repeats=1``). ``dataset_table`` (a path relative to the working directory) becomes the
+    ``table`` of the preset's one table dataset (e.g. the ``real`` preset's). A ``table`` written in
+    a preset is relative to that preset's file.
+    """
+    path = _find(preset)
+    if not path.is_file():
+        found = sorted(p.stem for p in preset_dir().glob("*.json"))
+        raise ConfigError(f"{path} (--preset)", "grid preset not found", f"use one of {found} or a JSON file path")
+    spec = _read(path)
     spec.update(overrides)
     spec.setdefault("name", path.stem)
     unknown = set(spec) - set(GridPreset.__dataclass_fields__) - {"description"}
     if unknown:
-        raise CryoDataError(path, f"unknown preset keys {sorted(unknown)}", f"use {sorted(GridPreset.__dataclass_fields__)}")
+        raise ConfigError(path, f"unknown preset keys {sorted(unknown)}", f"use {sorted(GridPreset.__dataclass_fields__)}")
     spec.pop("description", None)
     datasets = [dict(d) for d in spec.get("datasets", [])]
     for ds in datasets:
@@ -175,11 +239,15 @@ def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | No
     if dataset_table is not None:
         tables = [ds for ds in datasets if "table" in ds]
         if len(tables) != 1:
-            raise CryoDataError(path, f"--dataset_table needs a preset with one table dataset, it has {len(tables)}",
-                                "use --preset real, or a preset with one dataset entry that has 'table'")
+            raise ConfigError(f"{path}, key 'datasets' (--dataset_table)",
+                              f"--dataset_table needs a preset with one table dataset, it has {len(tables)}",
+                              "use --preset real, or a preset with one dataset entry that has 'table'")
         tables[0]["table"] = str(Path(dataset_table).expanduser().resolve())
     spec["datasets"] = datasets
-    return GridPreset(**spec)
+    try:
+        return GridPreset(**spec)
+    except ConfigError as err:  # the file, not only the preset's name
+        raise ConfigError(err.where.replace(f"grid preset {spec['name']!r}", str(path), 1), err.problem, err.fix) from None
 
 
 def grid_cells(preset: GridPreset) -> Iterator[GridCell]:

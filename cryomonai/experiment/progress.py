@@ -56,7 +56,7 @@ def count_runs(runner: Any, todo: Iterable[Any]) -> dict[str, int]:
     selection, selecting = 0, set()
     for dataset in dict.fromkeys(c.dataset for c in todo):
         for method in preset.methods:
-            tried = runner.tried_recipes(dataset, method) if fractions else set()
+            tried = runner.tables.tried(dataset, method) if fractions else set()
             left = [(r, f) for r in recipes for f in fractions if (r, f) not in tried]
             if left:
                 selecting.add((dataset, method))
@@ -67,10 +67,10 @@ def count_runs(runner: Any, todo: Iterable[Any]) -> dict[str, int]:
         pretrain.add((cell.dataset, cell.method, cell.repeat))
         if cell.repeat == 0 and round(float(cell.label_fraction), 6) in fractions:
             continue  # trained as a selection run (counted there, or done)
-        if not any(runner.finetuned(cell, r) for r in recipes):
+        if not any(runner.trainer.finetuned(cell, r) for r in recipes):
             finetune += 1
     seed = preset.seed
-    n_pretrain = sum(1 for d, m, r in pretrain if m != "random" and not runner.pretrained(d, m, seed + r))
+    n_pretrain = sum(1 for d, m, r in pretrain if m != "random" and not runner.trainer.pretrained(d, m, seed + r))
     return {"pretrain": n_pretrain, "selection": selection, "finetune": finetune, "evaluate": len(todo)}
 
 

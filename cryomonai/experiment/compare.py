@@ -17,26 +17,27 @@ The same preset run twice — on two processors, with oneDNN capped to an older 
   whether the verdicts are the same; and
   per fraction whether the fine-tuned baseline beats the probe on its own frozen features in each.
 
-Usage::
+Usage (``cryomonai compare``, :func:`cryomonai.cli.compare`)::
 
-    python tools/compare_grids.py docs/grid_cpu_full/results.csv runs/grid_cpu_avx2/results.csv \\
-        --names "native (AVX-512, AMX; bf16)" "AVX2 cap (float32)" --png compare.png > compare.md
+    cryomonai compare docs/grid_cpu_full/results.csv runs/grid_cpu_avx2/results.csv \\
+        --names '["native (AVX-512, AMX; bf16)", "AVX2 cap (float32)"]' --png compare.png > compare.md
 
 Exit status 0 when the conclusions agree, 1 when any differs (so a script can check it).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.stats import baseline_check, read_results, ttest_vs_baseline
 from cryomonai.visualize.results import plot_accuracy_vs_labels
+
+__all__ = ["compare", "plot_side_by_side", "report"]
 
 KEYS = ["dataset", "method", "label_fraction", "repeat"]
 METRICS = [("test_accuracy", "test accuracy"), ("linear_probe_accuracy", "linear probe"), ("knn_accuracy", "kNN")]
@@ -153,7 +154,7 @@ def report(a_path: str, b_path: str, names: tuple[str, str], baseline: str = "ra
     metrics = _metrics(a)
     cells = paired_cells(a, b)
     if cells.empty:
-        raise SystemExit(f"{a_path} and {b_path} have no cell in common — compare two runs of one preset")
+        raise CryoDataError(f"{a_path} and {b_path}", "have no cell in common", "compare two runs of one preset")
     cell_md, identical = cell_lines(cells, metrics)
     both = conclusions(a, b, baseline, alpha)
     checks = baseline_checks(a, b, baseline)
@@ -182,21 +183,11 @@ def plot_side_by_side(a_path: str, b_path: str, names: tuple[str, str], path: st
     plot_accuracy_vs_labels(pd.concat(frames, ignore_index=True), path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a", help="results.csv of the first run (the reference)")
-    parser.add_argument("b", help="results.csv of the second run")
-    parser.add_argument("--names", nargs=2, default=("A", "B"), help="how to call the two runs")
-    parser.add_argument("--baseline", default="random")
-    parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--png", help="also draw both runs' accuracy against labels side by side here")
-    args = parser.parse_args(argv)
-    text, agree = report(args.a, args.b, tuple(args.names), args.baseline, args.alpha)
-    if args.png:
-        plot_side_by_side(args.a, args.b, tuple(args.names), args.png)
-    sys.stdout.write(text)
-    return 0 if agree else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def compare(a: str, b: str, names: tuple[str, str] = ("A", "B"), baseline: str = "random", alpha: float = 0.05,
+            png: str | None = None) -> tuple[str, bool]:
+    """The Markdown report of ``a`` vs ``b`` (two ``results.csv``) and whether every conclusion agrees;
+    with ``png``, also both runs' accuracy against labels side by side there."""
+    text, agree = report(a, b, tuple(names), baseline, alpha)
+    if png:
+        plot_side_by_side(a, b, tuple(names), png)
+    return text, agree

@@ -1,0 +1,101 @@
+"""The grid's one scheduler: it hands the run graph's training runs to an executor and evaluates the
+cells in the grid's order.
+
+The protocol does not depend on who trains: only *who trains when* does. The executor
+(:mod:`~cryomonai.experiment.executors`) is one of
+
+* ``workers: 1`` — :class:`~cryomonai.experiment.executors.InProcessPool`: every run in this
+  process, one after another (the serial grid);
+* ``workers`` > 1 — :class:`~cryomonai.experiment.executors.LocalPool`: spawned processes, each
+  with its share of the threads. The small networks of the CPU presets do not keep two cores busy
+  from one process (data loading, Python and small tensor operations run on one core between the
+  parallel kernels), so several runs at once pay;
+* ``executor: slurm`` / ``debug`` — :class:`~cryomonai.experiment.slurm.SubmititPool`: one job per run.
+
+An executor only *trains* (pretrainings, recipe-selection and cell fine-tunings, each as soon as what
+it needs is done, :mod:`~cryomonai.experiment.graph`); it writes run folders and nothing else.
+**This process** keeps the bookkeeping and everything that reads the validation or test split: it
+records each collected run's time; chooses an arm's recipe on validation once its selection runs are
+trained (the driver's ``choose_recipe``), and only then adds that arm's cells to the graph; and
+evaluates the cells **in the grid's order** (validation, the one test read, readouts, the
+``results.csv`` row), a dataset's cells only after every arm of it has its recipe. So ``results.csv``,
+``selection.csv``, resuming and the interim reports do not depend on the executor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from cryomonai.experiment.executors import ExecutorSpec, InProcessPool, LocalPool
+from cryomonai.experiment.graph import Job, RunGraph
+from cryomonai.experiment.preset import GridCell
+from cryomonai.experiment.slurm import SubmititPool
+
+__all__ = ["make_pool", "schedule"]
+
+log = logging.getLogger(__name__)
+
+
+def make_pool(trainer: Any, spec: ExecutorSpec, workers: int) -> InProcessPool | LocalPool | SubmititPool:
+    """The executor that trains the runs of ``trainer`` (a :class:`~cryomonai.experiment.training.GridTrainer`):
+    ``local`` → :class:`InProcessPool` (``workers`` 1) or :class:`LocalPool`; ``slurm`` / ``debug`` → :class:`SubmititPool`."""
+    if spec.kind != "local":
+        return SubmititPool(trainer, spec)
+    return InProcessPool(trainer) if workers == 1 else LocalPool(trainer, workers)
+
+
+def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[GridCell, str], None]) -> None:
+    """Train the runs that ``todo``'s cells need in ``pool``; evaluate the cells here, in order.
+
+    Args:
+        driver: the grid's driver (:class:`~cryomonai.experiment.grid.GridRunner`): ``preset``, its
+            ``trainer`` and ``tables``, ``choose_recipe(dataset, method)`` (reads validation only) and
+            ``collected(job, seconds)`` (a training run is done: its time and progress).
+        pool: an executor (``capacity``, ``submit``, ``wait``, ``result``, ``close``).
+        todo: the cells to evaluate, in the grid's order.
+        evaluate: ``evaluate(cell, recipe)`` evaluates a cell whose training is done and writes its row;
+            called in ``todo``'s order, and for a dataset only once every method of it has its recipe.
+    """
+    preset, trainer, todo = driver.preset, driver.trainer, list(todo)
+
+    def trained(job: Job) -> bool:
+        return trainer.pretrained(*job.args) if job.kind == "pretrain" else trainer.finetuned(*job.args)
+
+    graph = RunGraph(preset, todo, trained, driver.tables.tried)
+    chosen: dict[tuple[str, str], str] = {}
+    running: dict[Any, Job] = {}  # a pool's handle → its run
+    try:
+        while todo:
+            for pair in graph.pairs:  # in order, so that selection.csv is written in the grid's order
+                if pair in chosen:
+                    continue
+                if not graph.selected(pair):
+                    break
+                chosen[pair] = driver.choose_recipe(*pair)
+                graph.add_cells(pair, chosen[pair])
+            while todo and _evaluable(todo[0], chosen, graph, preset.methods):
+                cell = todo.pop(0)
+                evaluate(cell, chosen[(cell.dataset, cell.method)])
+            if not todo:
+                break
+            busy = {j.key for j in running.values()}
+            for job in graph.ready(busy)[:pool.capacity - len(running)]:
+                log.info("[grid %s] training: %s", preset.name, job.label)
+                running[pool.submit(job, job.label)] = job
+            if not running:
+                raise RuntimeError(f"grid {preset.name}: nothing to train and cells left ({todo[0]}): a scheduling bug")
+            for handle in pool.wait(list(running)):
+                job = running.pop(handle)
+                seconds = pool.result(handle, job.label)  # a failed run stops the grid here, naming it
+                graph.finish(job)
+                driver.collected(job, seconds)
+    finally:
+        pool.close()
+
+
+def _evaluable(cell: GridCell, chosen: dict[tuple[str, str], str], graph: RunGraph, methods: list[str]) -> bool:
+    if not all((cell.dataset, m) in chosen for m in methods):
+        return False
+    return graph.trained(cell, chosen[(cell.dataset, cell.method)])
