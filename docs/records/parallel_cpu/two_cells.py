@@ -1,3 +1,4 @@
+# Made at commit 3efe7ca, before the grid refactor: GridRunner._finetune is now runner.trainer.train_finetune(cell, recipe) followed by runner.validate(cell, recipe).
 import sys, os, time, shutil
 from pathlib import Path
 import torch
