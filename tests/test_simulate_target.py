@@ -1,13 +1,13 @@
 """The labelled target: the particle nearest the box centre, and its SNR next to the whole box's."""
 
 import inspect
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cryomonai.experiment.preset import preset_spec
 from cryomonai.simulate.dataset import build_simulator, simulate_dataset
 from cryomonai.simulate.imaging import ImagingParams
 from cryomonai.simulate.subtomogram import TOUCHING_SHELL
@@ -23,7 +23,7 @@ def _geometry_cases() -> list[tuple[str, dict]]:
     preset is covered): simulate_dataset kwargs over its defaults."""
     cases = [("defaults", dict(DEFAULTS))]
     for preset in sorted(GRID.glob("*.json")):
-        for ds in json.loads(preset.read_text())["datasets"]:
+        for ds in preset_spec(preset)["datasets"]:  # with its base's datasets (presets inherit)
             if "table" in ds:  # a user's particles, not simulated
                 continue
             cases.append((f"{preset.stem}:{ds['name']}", {**DEFAULTS, **ds}))

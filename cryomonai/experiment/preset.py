@@ -27,7 +27,7 @@ from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.experiment.layout import GridLayout
 from cryomonai.pipeline import bundle_dir
 
-__all__ = ["DEFAULT_RECIPE", "TABLE_KEYS", "GridCell", "GridPreset", "grid_cells", "load_preset", "merge", "preset_dir"]
+__all__ = ["DEFAULT_RECIPE", "TABLE_KEYS", "GridCell", "GridPreset", "grid_cells", "load_preset", "merge", "preset_dir", "preset_spec"]
 
 #: the keys of a dataset entry that names a particle table (the others simulate)
 TABLE_KEYS = {"name", "table", "split_fractions", "working_box", "working_voxel_size"}
@@ -211,6 +211,11 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     inherited = _read(parent, (*chain, path.resolve()))
     inherited.pop("name", None)  # a preset's name is its own
     return merge(inherited, spec)
+
+
+def preset_spec(preset: str | os.PathLike) -> dict[str, Any]:
+    """A preset's JSON with its ``base`` chain merged in, unchecked (what :func:`load_preset` reads)."""
+    return _read(_find(preset))
 
 
 def load_preset(preset: str | os.PathLike, dataset_table: str | os.PathLike | None = None, **overrides: Any) -> GridPreset:
