@@ -80,18 +80,15 @@ def recipe_edges(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]]
         one row per arm and key at an edge; no rows with fewer than two recipes.
     """
     columns = ["dataset", "method", "recipe", "key", "value", "edge"]
+    if len(recipes) < 2 or not {"dataset", "method", "recipe"} <= set(results.columns):
+        return pd.DataFrame(columns=columns)
+    rates = {name: _rates(o, BUNDLE_RATES if defaults is None else defaults) for name, o in recipes.items()}
+    offered = {key: sorted({r[key] for r in rates.values() if math.isfinite(r.get(key, math.nan))}) for key in keys}
     rows = []
-    if len(recipes) >= 2 and {"dataset", "method", "recipe"} <= set(results.columns):
-        chosen = results.drop_duplicates(["dataset", "method", "recipe"])
-        for key in keys:
-            values = {name: _rates(o, BUNDLE_RATES if defaults is None else defaults).get(key, math.nan)
-                      for name, o in recipes.items()}
-            offered = sorted({v for v in values.values() if math.isfinite(v)})
-            if len(offered) < 2:
-                continue
-            for r in chosen.itertuples():
-                value = values.get(str(r.recipe), math.nan)
-                edge = "largest" if value == offered[-1] else "smallest" if value == offered[0] else ""
-                if edge:
-                    rows.append([r.dataset, r.method, r.recipe, key, value, edge])
+    for arm in results.drop_duplicates(["dataset", "method", "recipe"]).itertuples():
+        for key in (k for k in keys if len(offered[k]) >= 2):  # a key the recipes vary
+            value = rates.get(str(arm.recipe), {}).get(key, math.nan)
+            edge = "largest" if value == offered[key][-1] else "smallest" if value == offered[key][0] else ""
+            if edge:
+                rows.append([arm.dataset, arm.method, arm.recipe, key, value, edge])
     return pd.DataFrame(rows, columns=columns)
