@@ -257,7 +257,7 @@ def test_tiny_grid_report(tiny_grid):
     run_grid(_tiny(), out, report=True, progress=False)
     assert not (out / "interim").exists()  # the final report replaces the interim one
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
-                 "ttest_test_accuracy.csv", "report.html"):
+                 "ttest_test_accuracy.csv", "stats_test_accuracy.csv", "report.html"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
     table = (out / "table.md").read_text()

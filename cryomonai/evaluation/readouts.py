@@ -62,28 +62,30 @@ def encoder_features(
 PROBE_C, PROBE_MAX_ITER = 0.1, 2000
 
 
-def fit_linear_probe(features: np.ndarray, table: Any, labelled_rows: np.ndarray, fit: bool = True
-                     ) -> tuple[StandardScaler, LogisticRegression | None]:
-    """The linear probe on frozen ``features`` ``(N, F)``: features standardised with the training split's
-    mean and std, ``LogisticRegression(C=0.1)`` fit on the table rows ``labelled_rows`` ``(n,)``.
-
-    Returns:
-        ``(scaler, probe)``: score a split with ``probe.score(scaler.transform(features[rows]), labels[rows])``;
-        ``fit`` False: the scaler alone (``probe`` None), after the same checks.
-
-    Raises:
-        CryoDataError: labelled rows outside the labelled training split.
-    """
-    df = table.df
-    split, labels = df["split"].to_numpy(), df["label_index"].to_numpy()
+def _standardised(features: np.ndarray, table: Any, labelled_rows: np.ndarray) -> tuple[StandardScaler, np.ndarray]:
+    """The scaler fit on the training split's features, and the labelled rows (checked: in that split, labelled)."""
+    split, labels = table.df["split"].to_numpy(), table.df["label_index"].to_numpy()
     train = np.flatnonzero(split == "train")
     chosen = np.asarray(labelled_rows, dtype=np.int64)
     if not np.isin(chosen, train).all() or (labels[chosen] < 0).any():
         raise CryoDataError("labelled rows", "include rows outside the labelled training split",
                             "give the rows the fine-tuning saved for this table")
-    scaler = StandardScaler().fit(features[train])
-    if not fit:
-        return scaler, None
+    return StandardScaler().fit(features[train]), chosen
+
+
+def fit_linear_probe(features: np.ndarray, table: Any, labelled_rows: np.ndarray
+                     ) -> tuple[StandardScaler, LogisticRegression]:
+    """The linear probe on frozen ``features`` ``(N, F)``: features standardised with the training split's
+    mean and std, ``LogisticRegression(C=0.1)`` fit on the table rows ``labelled_rows`` ``(n,)``.
+
+    Returns:
+        ``(scaler, probe)``: score a split with ``probe.score(scaler.transform(features[rows]), labels[rows])``.
+
+    Raises:
+        CryoDataError: labelled rows outside the labelled training split.
+    """
+    scaler, chosen = _standardised(features, table, labelled_rows)
+    labels = table.df["label_index"].to_numpy()
     probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER).fit(scaler.transform(features[chosen]), labels[chosen])
     return scaler, probe
 
@@ -91,8 +93,8 @@ def fit_linear_probe(features: np.ndarray, table: Any, labelled_rows: np.ndarray
 def knn_accuracy(features: np.ndarray, table: Any, labelled_rows: np.ndarray, k: int = 10, split: str = "test") -> float:
     """Accuracy on ``split`` of a cosine kNN (``k`` neighbours) fit on the table rows ``labelled_rows`` of
     ``features``, standardised on the training split as for the probe."""
-    scaler, _ = fit_linear_probe(features, table, labelled_rows, fit=False)
-    chosen, labels = np.asarray(labelled_rows, dtype=np.int64), table.df["label_index"].to_numpy()
+    scaler, chosen = _standardised(features, table, labelled_rows)
+    labels = table.df["label_index"].to_numpy()
     rows = np.flatnonzero(table.df["split"].to_numpy() == split)
     knn = KNeighborsClassifier(n_neighbors=min(k, len(chosen)), metric="cosine")
     knn.fit(scaler.transform(features[chosen]), labels[chosen])

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.stats import (
+    arms_vs_baseline,
     dataset_title,
     method_label,
     order_datasets,
@@ -182,13 +183,14 @@ def write_report(
     """Write the grid's report into ``out_dir`` from its ``results.csv``.
 
     Files: ``table.md`` (:func:`write_table`), ``ttest_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.
-    ttest_vs_baseline`), ``accuracy_vs_labels.png`` (chance = 1/len(class_names)) and, per dataset,
+    ttest_vs_baseline`), ``stats_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.arms_vs_baseline`:
+    Student, Welch, paired and Holm; with a ``repeat`` column), ``accuracy_vs_labels.png`` (chance = 1/len(class_names)) and, per dataset,
     ``confusion_<dataset>_f<fraction>.png`` for its lowest and highest labelled fraction (fraction as
     in results.csv, e.g. ``f0.25``), from the ``predictions`` file in each cell's ``run_dir``
     (relative to the folder of ``results_csv``); cells without that file are skipped.
 
     Returns:
-        the files written, by key (``table``, ``ttest``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
+        the files written, by key (``table``, ``ttest``, ``stats``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
     """
     results_csv, out = Path(results_csv), Path(out_dir)
     df = read_results(results_csv, metric)
@@ -197,6 +199,10 @@ def write_report(
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
     written["ttest"] = out / f"ttest_{metric}.csv"
+    if "repeat" in df.columns:  # Student, Welch, paired and Holm, as table.md's statistics
+        with atomic_write(out / f"stats_{metric}.csv", "w", newline="") as f:
+            arms_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
+        written["stats"] = out / f"stats_{metric}.csv"
     written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric,
                                                   baseline)
     if "run_dir" not in df.columns:
