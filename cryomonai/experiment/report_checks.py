@@ -96,7 +96,7 @@ def baseline_check_lines(results: pd.DataFrame, baseline: str = "random") -> lis
         return []
     title = [f"## Fair-baseline check: fine-tuned {method_label(baseline)} vs a linear probe on frozen random features",
              ""]
-    if not _has(results[results["method"] == baseline], PROBE_VAL):
+    if not _has(results[results["method"] == baseline], PROBE_VAL) or FINETUNED_VAL not in results.columns:
         return title + [_MISSING, ""]
     check = own_probe_check(results, FINETUNED_VAL, PROBE_VAL, methods=[baseline])
     failed = check[~check["passes"].astype(bool)]
@@ -116,7 +116,7 @@ def baseline_check_lines(results: pd.DataFrame, baseline: str = "random") -> lis
 def own_probe_lines(results: pd.DataFrame) -> list[str]:
     """Markdown: every arm's fine-tuned model vs the linear probe on its own frozen features, on validation."""
     title = ["## Fine-tuned vs its own frozen-feature probe (validation)", ""]
-    if not _has(results, PROBE_VAL):
+    if not _has(results, PROBE_VAL) or FINETUNED_VAL not in results.columns:
         return title + [_MISSING, ""] if _has(results, "linear_probe_accuracy") else []
     check = own_probe_check(results, FINETUNED_VAL, PROBE_VAL)  # by dataset, method (random first), fraction
     failed = check[~check["passes"].astype(bool)]
