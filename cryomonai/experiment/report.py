@@ -99,8 +99,8 @@ def _metric_lines(results: pd.DataFrame, metric: str, baseline: str, per_dataset
     n_text = (f"n = {n_usual} repeats per cell" if summary["n"].nunique() == 1 else
               f"n = {summary['n'].min()}–{summary['n'].max()} repeats per cell (a cell with n ≠ {n_usual} shows it)")
     lines = [f"{n_text}; mean ± sample std (ddof=1) in %; p: two-tailed Student's t-test (pooled variance) "
-             f"vs {method_label(baseline)} over the repeats (Welch's, paired and Holm-adjusted for the main metric: the statistics "
-             "table); best mean per row in **bold**.", ""]
+             f"vs {method_label(baseline)} over the repeats (Welch's, paired and Holm-adjusted for the main metric: "
+             "the statistics table); best mean per row in **bold**.", ""]
     header = ["Labelled (%)"] + [method_label(m) for m in methods]
     all_rows = []
     for dataset in order_datasets(results[results["dataset"].isin(summary["dataset"])]):
@@ -184,7 +184,8 @@ def write_report(
 
     Files: ``table.md`` (:func:`write_table`), ``ttest_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.
     ttest_vs_baseline`), ``stats_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.arms_vs_baseline`:
-    Student, Welch, paired and Holm; with a ``repeat`` column), ``accuracy_vs_labels.png`` (chance = 1/len(class_names)) and, per dataset,
+    Student, Welch, paired and Holm; with a ``repeat`` column), ``accuracy_vs_labels.png`` (chance =
+    1/len(class_names)) and, per dataset,
     ``confusion_<dataset>_f<fraction>.png`` for its lowest and highest labelled fraction (fraction as
     in results.csv, e.g. ``f0.25``), from the ``predictions`` file in each cell's ``run_dir``
     (relative to the folder of ``results_csv``); cells without that file are skipped.

@@ -102,8 +102,9 @@ def baseline_check_lines(results: pd.DataFrame, baseline: str = "random") -> lis
     failed = check[~check["passes"].astype(bool)]
     where = "; ".join(f"{dataset_title(results, d)} at {', '.join(f'{100 * f:g}' for f in block['label_fraction'])} %"
                       for d, block in failed.groupby("dataset", sort=False))
-    loud = ([f"> **The fair baseline is broken** ({where} labelled): the fine-tuned baseline does not beat a probe on its own random features on validation. "
-             "Gains over it there are not evidence for SSL: fix its fine-tuning (recipes, step budget) first.", ""]
+    loud = ([f"> **The fair baseline is broken** ({where} labelled): the fine-tuned baseline does not beat a probe "
+             "on its own random features on validation. Gains over it there are not evidence for SSL: fix its "
+             "fine-tuning (recipes, step budget) first.", ""]
             if len(failed) else [])
     return title + loud + [
         "Validation accuracy (%) over the repeats (the test split is not read); margins: fine-tuned − probe per "
