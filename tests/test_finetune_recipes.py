@@ -43,7 +43,7 @@ OLD_RECIPE = {
          "interval": "$@val_interval * @epoch_scale"},
     ],
 }
-#: a grid preset's optimizer (``grid/cpu.json``): Adam with the two-group expression
+#: a preset's own optimizer: Adam with the two-group expression (the grid presets' before ``finetune_param_groups``)
 PRESET_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": "@lr", "weight_decay": "@weight_decay",
                     "params": OLD_RECIPE["optimizer#params"]}
 
@@ -92,6 +92,25 @@ def test_default_keys_train_bit_identically_to_the_recipe_without_them(env: dict
     extra = {} if optimizer is None else {"optimizer": optimizer}
     new = _train(env, f"new_{bool(optimizer)}", epochs=2, **extra)
     old = _train(env, f"old_{bool(optimizer)}", epochs=2, **{**OLD_RECIPE, **extra})
+    assert _equal(new, old)
+
+
+def test_the_grid_presets_optimizer_trains_bit_identically_to_the_two_group_expression(env: dict) -> None:
+    """Every grid preset that sets its optimizer builds the groups with ``finetune_param_groups`` (so
+    ``layer_decay`` reaches it); at ``layer_decay`` 1 that trains as the old two-group expression did."""
+    import json
+
+    from cryomonai.experiment.preset import preset_dir
+
+    def optimizers(node: object) -> list[dict]:  # every "optimizer" a preset sets (in finetune or in a recipe)
+        if not isinstance(node, dict):
+            return []
+        return [v for k, v in node.items() if k == "optimizer"] + [o for v in node.values() for o in optimizers(v)]
+
+    found = {p.stem: optimizers(json.loads(p.read_text())) for p in preset_dir().glob("*.json")}
+    assert all("finetune_param_groups(" in o["params"] for os_ in found.values() for o in os_), found
+    new = _train(env, "preset_groups", epochs=2, optimizer=found["cpu"][0])
+    old = _train(env, "preset_two_groups", epochs=2, optimizer=PRESET_OPTIMIZER)
     assert _equal(new, old)
 
 

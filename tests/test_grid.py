@@ -208,8 +208,14 @@ def test_tiny_grid_runs_every_cell_and_resumes(tiny_grid):
     # the same labelled subset for every method of a repeat, nested across fractions
     n = results.groupby(["label_fraction", "repeat"])["n_labelled"].agg(["min", "max"])
     assert (n["min"] == n["max"]).all() and n.loc[(0.5, 0), "max"] < n.loc[(1.0, 0), "max"]
-    for col in ("best_val_accuracy", "test_accuracy", "linear_probe_accuracy", "knn_accuracy"):
+    for col in ("best_val_accuracy", "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "val_linear_probe_accuracy",
+                "deployed_test_accuracy"):
         assert results[col].between(0, 1).all()
+    # the deployed classifier: the probe where it beats the fine-tuned model on validation, with its test accuracy
+    probe = results["val_linear_probe_accuracy"] > results["best_val_accuracy"]
+    assert (results["deployed"] == np.where(probe, "probe", "finetune")).all()
+    assert np.allclose(results["deployed_test_accuracy"],
+                       np.where(probe, results["linear_probe_accuracy"], results["test_accuracy"]))
     pre = results.loc[results.method == "moco", "pretrain_seconds"]
     assert (pre > 0).all() and results.loc[results.method == "random", "pretrain_seconds"].isna().all()
     from cryomonai.data import label_subset
@@ -251,12 +257,17 @@ def test_tiny_grid_report(tiny_grid):
     run_grid(_tiny(), out, report=True, progress=False)
     assert not (out / "interim").exists()  # the final report replaces the interim one
     for name in ("table.md", "accuracy_vs_labels.png", "embedding_before_after.png", "gradcam.png", "summary.json",
-                 "ttest_test_accuracy.csv", "report.html"):
+                 "ttest_test_accuracy.csv", "stats_test_accuracy.csv", "report.html"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in out.glob("confusion_*.png")) == ["confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
     table = (out / "table.md").read_text()
     assert "| 50 |" in table and "| 100 |" in table and "±" in table
-    assert "Fair-baseline check" in table and "Random features, linear probe" in table
+    assert "Fair-baseline check" in table and "Random features, probe (val)" in table and "margins per repeat" in table
+    # issue 26's sections: statistics with Holm, every arm vs its own probe, the deployed classifier, the edge flag
+    for section in ("## Statistics: every arm vs Random init", "| Holm Student | Holm Welch | Holm paired |",
+                    "## Fine-tuned vs its own frozen-feature probe (validation)", "## Deployed classifier",
+                    "**At the edge: widen the space.**"):
+        assert section in table, section
     page = (out / "report.html").read_text()  # the same table, the figures and a link per cell (test_report_html.py)
     assert "Fair-baseline check" in page and page.count('class="cell" href="cells/') == len(pd.read_csv(out / "results.csv"))
     assert "## Fine-tuning recipe per arm" in table and '`{"epochs": 2, "lr": 0.0001}`' in table

@@ -174,8 +174,10 @@ def test_write_report_from_results_csv(tmp_path: Path) -> None:
     _write_predictions(tmp_path, df)
     df.to_csv(tmp_path / "results.csv", index=False)
     written = write_report(tmp_path / "results.csv", tmp_path / "report", CLASSES)
-    assert {"table", "ttest", "accuracy", "confusion_snr_0.05_f0.25", "confusion_snr_0.05_f1",
+    assert {"table", "ttest", "stats", "accuracy", "confusion_snr_0.05_f0.25", "confusion_snr_0.05_f1",
             "confusion_snr_inf_f0.25", "confusion_snr_inf_f1"} == set(written)
+    stats = pd.read_csv(written["stats"])  # Student, Welch, paired and Holm over the 8 comparisons
+    assert len(stats) == 8 and {"student_p", "welch_p", "paired_p", "paired_p_holm"} <= set(stats.columns)
     assert "**" in written["table"].read_text()
     ttest = pd.read_csv(written["ttest"])
     assert len(ttest) == 8 and ttest["p"].between(0, 1).all()

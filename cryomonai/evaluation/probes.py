@@ -1,9 +1,9 @@
 """The linear probe on any split, and on the validation split from a checkpoint.
 
-:func:`~cryomonai.evaluation.readouts.frozen_readouts` scores its probe on the test split only, for the
-grid's results table. Checks that must not read test (issue 26: the fair-baseline check and "every arm's
-fine-tuned model beats the probe on its own frozen features", both on validation) need the same probe
-scored on the validation split:
+:func:`~cryomonai.evaluation.readouts.frozen_readouts` scores its probe on the test split only. Checks
+that must not read test (issue 26: the fair-baseline check and "every arm's fine-tuned model beats the
+probe on its own frozen features", both on validation) need the same probe
+(:func:`~cryomonai.evaluation.readouts.fit_linear_probe`) scored on the validation split:
 
 * :func:`probe_accuracies` — the same probe (features standardised on the training split, logistic
   regression with ``C = 0.1`` fit on the labelled rows a cell fine-tuned on) scored on chosen splits;
@@ -26,26 +26,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from cryomonai.data import read_labelled_rows
 from cryomonai.errors import CryoDataError
-from cryomonai.evaluation.readouts import encoder_features
+from cryomonai.evaluation.readouts import encoder_features, fit_linear_probe
 
 __all__ = ["probe_accuracies", "validation_probe"]
-
-#: the probe of :func:`~cryomonai.evaluation.readouts.frozen_readouts` (inverse L2 strength, iterations)
-PROBE_C, PROBE_MAX_ITER = 0.1, 2000
-
 
 def probe_accuracies(features: np.ndarray, table: Any, labelled_rows: np.ndarray | str | os.PathLike,
                      splits: Sequence[str] = ("val",)) -> dict[str, float]:
     """Accuracy on each of ``splits`` of a linear probe fit on ``labelled_rows`` of ``features``.
 
-    The probe is :func:`~cryomonai.evaluation.readouts.frozen_readouts`' (the same numbers on ``test``):
-    features standardised with the training split's mean and std, ``LogisticRegression(C=0.1)`` fit on
-    the rows the cell fine-tuned on.
+    The probe is :func:`~cryomonai.evaluation.readouts.fit_linear_probe`, the one of
+    :func:`~cryomonai.evaluation.readouts.frozen_readouts` (the same numbers on ``test``): features
+    standardised with the training split's mean and std, ``LogisticRegression(C=0.1)`` fit on the rows the
+    cell fine-tuned on.
 
     Args:
         features: ``(N, F)``, one row per table row (:func:`~cryomonai.evaluation.readouts.encoder_features`).
@@ -59,16 +54,8 @@ def probe_accuracies(features: np.ndarray, table: Any, labelled_rows: np.ndarray
     """
     if isinstance(labelled_rows, (str, os.PathLike)):
         labelled_rows = read_labelled_rows(labelled_rows)
-    df = table.df
-    split, labels = df["split"].to_numpy(), df["label_index"].to_numpy()
-    train = np.flatnonzero(split == "train")
-    chosen = np.asarray(labelled_rows, dtype=np.int64)
-    if not np.isin(chosen, train).all() or (labels[chosen] < 0).any():
-        raise CryoDataError("labelled rows", "include rows outside the labelled training split",
-                            "give the rows the fine-tuning saved for this table")
-    scaler = StandardScaler().fit(features[train])
-    probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER)
-    probe.fit(scaler.transform(features[chosen]), labels[chosen])
+    scaler, probe = fit_linear_probe(features, table, labelled_rows)
+    split, labels = table.df["split"].to_numpy(), table.df["label_index"].to_numpy()
     out = {}
     for name in splits:
         rows = np.flatnonzero((split == name) & (labels >= 0))

@@ -28,7 +28,7 @@ from cryomonai.errors import CryoDataError
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.transforms import eval_transform
 
-__all__ = ["encoder_features", "frozen_readouts"]
+__all__ = ["PROBE_C", "PROBE_MAX_ITER", "encoder_features", "fit_linear_probe", "frozen_readouts", "knn_accuracy"]
 
 
 def encoder_features(
@@ -58,26 +58,61 @@ def encoder_features(
     return torch.cat(feats).numpy()
 
 
-def frozen_readouts(features: np.ndarray, table: Any, labelled_rows: np.ndarray, k: int = 10) -> tuple[float, float]:
-    """Test accuracy of a linear probe and of a cosine kNN (``k`` neighbours) on ``features``.
+#: the linear probe's inverse L2 strength and iterations (one definition for every probe of the project)
+PROBE_C, PROBE_MAX_ITER = 0.1, 2000
 
-    Both are fit on the table rows ``labelled_rows`` ``(n,)`` — the subset the fine-tuning of the
-    same cell trained on — after standardising the features on the training split.
 
-    Returns:
-        ``(linear_probe_accuracy, knn_accuracy)``.
-    """
-    df = table.df
-    split = df["split"].to_numpy()
-    labels = df["label_index"].to_numpy()
-    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+def _standardised(features: np.ndarray, table: Any, labelled_rows: np.ndarray) -> tuple[StandardScaler, np.ndarray]:
+    """The scaler fit on the training split's features, and the labelled rows (checked: in that split, labelled)."""
+    split, labels = table.df["split"].to_numpy(), table.df["label_index"].to_numpy()
+    train = np.flatnonzero(split == "train")
     chosen = np.asarray(labelled_rows, dtype=np.int64)
     if not np.isin(chosen, train).all() or (labels[chosen] < 0).any():
         raise CryoDataError("labelled rows", "include rows outside the labelled training split",
                             "give the rows the fine-tuning saved for this table")
-    scaler = StandardScaler().fit(features[train])
-    x_fit, y_fit = scaler.transform(features[chosen]), labels[chosen]
-    x_test, y_test = scaler.transform(features[test]), labels[test]
-    probe = LogisticRegression(C=0.1, max_iter=2000).fit(x_fit, y_fit)
-    knn = KNeighborsClassifier(n_neighbors=min(k, len(chosen)), metric="cosine").fit(x_fit, y_fit)
-    return float(probe.score(x_test, y_test)), float(knn.score(x_test, y_test))
+    return StandardScaler().fit(features[train]), chosen
+
+
+def fit_linear_probe(features: np.ndarray, table: Any, labelled_rows: np.ndarray
+                     ) -> tuple[StandardScaler, LogisticRegression]:
+    """The linear probe on frozen ``features`` ``(N, F)``: features standardised with the training split's
+    mean and std, ``LogisticRegression(C=0.1)`` fit on the table rows ``labelled_rows`` ``(n,)``.
+
+    Returns:
+        ``(scaler, probe)``: score a split with ``probe.score(scaler.transform(features[rows]), labels[rows])``.
+
+    Raises:
+        CryoDataError: labelled rows outside the labelled training split.
+    """
+    scaler, chosen = _standardised(features, table, labelled_rows)
+    labels = table.df["label_index"].to_numpy()
+    probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER).fit(scaler.transform(features[chosen]), labels[chosen])
+    return scaler, probe
+
+
+def knn_accuracy(features: np.ndarray, table: Any, labelled_rows: np.ndarray, k: int = 10, split: str = "test") -> float:
+    """Accuracy on ``split`` of a cosine kNN (``k`` neighbours) fit on the table rows ``labelled_rows`` of
+    ``features``, standardised on the training split as for the probe."""
+    scaler, chosen = _standardised(features, table, labelled_rows)
+    labels = table.df["label_index"].to_numpy()
+    rows = np.flatnonzero(table.df["split"].to_numpy() == split)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(chosen)), metric="cosine")
+    knn.fit(scaler.transform(features[chosen]), labels[chosen])
+    return float(knn.score(scaler.transform(features[rows]), labels[rows]))
+
+
+def frozen_readouts(features: np.ndarray, table: Any, labelled_rows: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """Test accuracy of the linear probe (:func:`fit_linear_probe`) and of a cosine kNN (:func:`knn_accuracy`,
+    ``k`` neighbours) on ``features``.
+
+    Both are fit on the table rows ``labelled_rows`` ``(n,)`` — the subset the fine-tuning of the
+    same cell trained on — after standardising the features on the training split. The same probe
+    scored on any split: :func:`cryomonai.evaluation.probes.probe_accuracies`.
+
+    Returns:
+        ``(linear_probe_accuracy, knn_accuracy)``.
+    """
+    scaler, probe = fit_linear_probe(features, table, labelled_rows)
+    test = np.flatnonzero(table.df["split"].to_numpy() == "test")
+    probe_test = float(probe.score(scaler.transform(features[test]), table.df["label_index"].to_numpy()[test]))
+    return probe_test, knn_accuracy(features, table, labelled_rows, k)

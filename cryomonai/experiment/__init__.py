@@ -22,6 +22,10 @@ results tables → report, each a small module; the folder layout in one object.
   thing the grid hands its report;
 * :mod:`~cryomonai.experiment.report` — :func:`write_table` (``table.md`` in Table 1's layout) and
   :func:`write_report` (the table, the t-tests and the figures from ``results.csv``);
+* :mod:`~cryomonai.experiment.report_checks` — ``table.md``'s checks: the statistics with Holm, the
+  fair-baseline and own-probe checks on validation, the deployed classifier, the recipe-space edge
+  (computed in :mod:`~cryomonai.experiment.checks`; the cells' readouts in
+  :mod:`~cryomonai.experiment.cell_readouts`);
 * :mod:`~cryomonai.experiment.report_grid` — :func:`write_grid_report`: the report of a finished
   grid, with embeddings before/after pretraining and 3D Grad-CAM (Figure 8);
 * :mod:`~cryomonai.experiment.compare` — two runs of one preset compared (``cryomonai compare``);

@@ -20,8 +20,10 @@ second training loop:
    (accuracy and ``predictions_test.csv``). A selection run of the chosen recipe *is* that
    recipe's repeat-0 cell (it is not trained twice);
 5. cheap extra readouts on frozen encoder features of the same labelled subset
-   (:mod:`cryomonai.evaluation.readouts`): a linear probe and k-nearest neighbours — for
-   ``random`` these are the frozen *random* features the fine-tuned baseline must beat.
+   (:mod:`~cryomonai.experiment.cell_readouts`): a linear probe (scored on test, and on validation for the
+   checks that must not read test) and k-nearest neighbours — for ``random`` these are the frozen
+   *random* features the fine-tuned baseline must beat; the cell's *deployed* classifier is the better
+   of probe and fine-tune on validation (:func:`~cryomonai.experiment.checks.deployed`).
 
 Each finished cell appends one row to ``results.csv`` (rewritten atomically), and a rerun skips
 the rows already there: the grid resumes. A pretraining or fine-tuning run killed half-way
@@ -49,12 +51,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cryomonai.data.labelled import read_labelled_rows
-from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.evaluation.stats import timing_table
+from cryomonai.experiment.cell_readouts import READOUT_COLUMNS, CellReadouts
+from cryomonai.experiment.checks import deployed
 from cryomonai.experiment.data import snr
 from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.experiment.graph import Job
@@ -90,7 +91,7 @@ class GridRunner:
         self.trainer = GridTrainer(preset, out_dir, progress)
         self.layout, self.out, self.data = self.trainer.layout, self.trainer.out, self.trainer.data
         self.tables = GridTables(self.layout)
-        self._features: dict[tuple[str, str, int], np.ndarray] = {}
+        self.readouts = CellReadouts(preset.encoder)  # linear probe (test and validation) and kNN, features cached
         self.tracker: GridProgress | None = None  # the grid's progress while :meth:`run` runs
 
     def finished(self, kind: str, label: str, seconds: float | None = None, started: float | None = None) -> None:
@@ -163,29 +164,21 @@ class GridRunner:
         self.tables.record_timing("evaluate_test", wf.seconds, *_where(cell, recipe))
         n_labelled = len(wf.parser.get_parsed_content("train#labelled"))
         table = wf.parser.get_parsed_content("data#table")
-        probe = knn = float("nan")
+        readouts = dict.fromkeys(READOUT_COLUMNS, math.nan)
         if self.preset.readouts:
             t0 = time.perf_counter()
-            probe, knn = self._readouts(cell, self.trainer.checkpoint(cell), table, seed, run.labelled_rows)
+            readouts = self.readouts(cell.dataset, cell.method, seed, self.trainer.checkpoint(cell), table,
+                                     self.layout.cache(cell.dataset), run.labelled_rows)
             self.tables.record_timing("readouts", {"compute": time.perf_counter() - t0}, *_where(cell, recipe))
-        return {
+        row = {
             "dataset": cell.dataset, "snr": snr(ds), "method": cell.method, "label_fraction": cell.label_fraction,
             "repeat": cell.repeat, "seed": seed, "pretrain_seed": seed if cell.method != "random" else math.nan,
-            "recipe": recipe, "n_labelled": n_labelled, "best_val_accuracy": val,
-            "test_accuracy": test, "linear_probe_accuracy": probe, "knn_accuracy": knn,
+            "recipe": recipe, "n_labelled": n_labelled, "best_val_accuracy": val, "test_accuracy": test, **readouts,
             "finetune_seconds": _seconds(run.root),
             "pretrain_seconds": _seconds(self.layout.pretrain_dir(cell.dataset, cell.method, seed)),
             "run_dir": cell.run_dir(recipe),
         }
-
-    def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int, rows: Path) -> tuple[float, float]:
-        # the random encoder is seeded by the cell's seed, a pretrained one by its pretraining seed (the same number)
-        key = (cell.dataset, cell.method, seed)
-        if key not in self._features:
-            cache = str(self.layout.cache(cell.dataset))
-            kept = {k: v for k, v in self._features.items() if k[0] == cell.dataset}  # one dataset at a time
-            self._features = {**kept, key: encoder_features(table, cache, self.preset.encoder, pretrained, seed)}
-        return frozen_readouts(self._features[key], table, read_labelled_rows(rows))
+        return {**row, **deployed(row)}  # probe or fine-tune, chosen on validation
 
     def record(self) -> GridRecord:
         """What this grid ran and where (:class:`~cryomonai.experiment.record.GridRecord`), for the report."""

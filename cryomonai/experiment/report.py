@@ -24,7 +24,7 @@ import pandas as pd
 
 from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.stats import (
-    baseline_check,
+    arms_vs_baseline,
     dataset_title,
     method_label,
     order_datasets,
@@ -32,6 +32,13 @@ from cryomonai.evaluation.stats import (
     read_results,
     summarise,
     ttest_vs_baseline,
+)
+from cryomonai.experiment.report_checks import (
+    baseline_check_lines,
+    deployed_lines,
+    edge_lines,
+    own_probe_lines,
+    statistics_lines,
 )
 from cryomonai.io.atomic import atomic_write
 from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices
@@ -92,7 +99,8 @@ def _metric_lines(results: pd.DataFrame, metric: str, baseline: str, per_dataset
     n_text = (f"n = {n_usual} repeats per cell" if summary["n"].nunique() == 1 else
               f"n = {summary['n'].min()}–{summary['n'].max()} repeats per cell (a cell with n ≠ {n_usual} shows it)")
     lines = [f"{n_text}; mean ± sample std (ddof=1) in %; p: two-tailed Student's t-test (pooled variance) "
-             f"vs {method_label(baseline)} over the repeats; best mean per row in **bold**.", ""]
+             f"vs {method_label(baseline)} over the repeats (Welch's, paired and Holm-adjusted for the main metric: "
+             "the statistics table); best mean per row in **bold**.", ""]
     header = ["Labelled (%)"] + [method_label(m) for m in methods]
     all_rows = []
     for dataset in order_datasets(results[results["dataset"].isin(summary["dataset"])]):
@@ -117,25 +125,7 @@ def _recipe_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping] | None) 
     if recipes:
         lines += ["| Recipe | bundle overrides |", "|---:|---:|"]
         lines += [f"| `{name}` | `{json.dumps(dict(o), sort_keys=True)}` |" for name, o in recipes.items()] + [""]
-    return lines
-
-
-def _baseline_check_lines(results: pd.DataFrame, baseline: str) -> list[str]:
-    """Markdown: the fine-tuned baseline against a linear probe on its own frozen random features.
-
-    If the probe wins, the baseline's fine-tuning is broken (under-trained), not SSL good.
-    """
-    check = baseline_check(results, baseline)
-    if check.empty:
-        return []
-    rows = [[r.dataset, f"{100 * r.label_fraction:g}", f"{100 * r.finetuned_mean:.1f} ± {100 * r.finetuned_std:.1f}",
-             f"{100 * r.probe_mean:.1f} ± {100 * r.probe_std:.1f}", "yes" if r.passes else "**no**"]
-            for r in check.itertuples()]
-    return ["## Fair-baseline check: fine-tuned random init vs a linear probe on frozen random features", "",
-            "Test accuracy (%) over the repeats; a fine-tuned baseline that does not beat the probe on its own "
-            "random features is under-trained.", "",
-            *_markdown(["Dataset", "Labelled (%)", f"{method_label(baseline)}, fine-tuned", "Random features, linear probe",
-                        "fine-tuned beats probe"], rows), ""]
+    return lines + edge_lines(results, recipes)
 
 
 def write_table(
@@ -152,9 +142,11 @@ def write_table(
     the best mean of each row in bold, and each method's two-tailed Student's t-test p-value against
     ``baseline`` after its cell, e.g. ``39.3 ± 2.1 (p=0.003)``. ``linear_probe_accuracy`` and
     ``knn_accuracy`` follow as one compact table each when they have non-NaN values; then the
-    fine-tuning recipe of each arm (a ``recipe`` column; ``recipes`` maps names to their bundle
-    overrides) and the fair-baseline check (fine-tuned ``baseline`` vs the linear probe on its
-    frozen random features). Written atomically (folder created).
+    sections of :mod:`~cryomonai.experiment.report_checks`: the statistics (Student, Welch, paired,
+    Holm) after the main table; the fair-baseline check and every arm's fine-tuned-vs-own-probe check,
+    both on validation; the deployed classifier; and the fine-tuning recipe of each arm (a ``recipe``
+    column; ``recipes`` maps names to their bundle overrides) with the arms at the edge of the recipe
+    space. Written atomically (folder created).
 
     Raises:
         CryoDataError: the results lack the key columns or ``metric``, or ``metric`` has no values.
@@ -164,10 +156,14 @@ def write_table(
         raise CryoDataError("results", f"no finite {metric!r} values", "run the grid's cells first")
     lines = [f"## {metric.replace('_', ' ').capitalize()} (%), as Table 1 of Gupta et al. (2022)", ""]
     lines += _metric_lines(df, metric, baseline, per_dataset=True)
+    lines += statistics_lines(df, metric, baseline)
     for extra, title in EXTRA_METRICS.items():
         if extra != metric and extra in df.columns and np.isfinite(pd.to_numeric(df[extra], errors="coerce")).any():
             lines += [f"## {title}", "", *_metric_lines(df, extra, baseline, per_dataset=False)]
-    lines += _baseline_check_lines(df, baseline) + _recipe_lines(df, recipes)
+    lines += baseline_check_lines(df, baseline)
+    lines += own_probe_lines(df)
+    lines += deployed_lines(df, baseline)
+    lines += _recipe_lines(df, recipes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
@@ -187,13 +183,15 @@ def write_report(
     """Write the grid's report into ``out_dir`` from its ``results.csv``.
 
     Files: ``table.md`` (:func:`write_table`), ``ttest_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.
-    ttest_vs_baseline`), ``accuracy_vs_labels.png`` (chance = 1/len(class_names)) and, per dataset,
+    ttest_vs_baseline`), ``stats_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.arms_vs_baseline`:
+    Student, Welch, paired and Holm; with a ``repeat`` column), ``accuracy_vs_labels.png`` (chance =
+    1/len(class_names)) and, per dataset,
     ``confusion_<dataset>_f<fraction>.png`` for its lowest and highest labelled fraction (fraction as
     in results.csv, e.g. ``f0.25``), from the ``predictions`` file in each cell's ``run_dir``
     (relative to the folder of ``results_csv``); cells without that file are skipped.
 
     Returns:
-        the files written, by key (``table``, ``ttest``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
+        the files written, by key (``table``, ``ttest``, ``stats``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
     """
     results_csv, out = Path(results_csv), Path(out_dir)
     df = read_results(results_csv, metric)
@@ -202,6 +200,10 @@ def write_report(
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
     written["ttest"] = out / f"ttest_{metric}.csv"
+    if "repeat" in df.columns:  # Student, Welch, paired and Holm, as table.md's statistics
+        with atomic_write(out / f"stats_{metric}.csv", "w", newline="") as f:
+            arms_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
+        written["stats"] = out / f"stats_{metric}.csv"
     written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric,
                                                   baseline)
     if "run_dir" not in df.columns:

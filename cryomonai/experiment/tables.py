@@ -14,14 +14,18 @@ from cryomonai.errors import CryoDataError
 from cryomonai.experiment.layout import GridLayout
 from cryomonai.io.atomic import atomic_write
 
-__all__ = ["RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "GridTables", "cell_key"]
+__all__ = ["ADDED_RESULT_COLUMNS", "RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "GridTables", "cell_key"]
 
 #: the columns of ``results.csv``, in order
 RESULT_COLUMNS = [
     "dataset", "snr", "method", "label_fraction", "repeat", "seed", "pretrain_seed", "recipe", "n_labelled",
     "best_val_accuracy",
     "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "finetune_seconds", "pretrain_seconds", "run_dir",
+    "val_linear_probe_accuracy",  # the cell's linear probe scored on validation (issue 26's own-probe checks)
+    "deployed", "deployed_test_accuracy",  # the better of probe and fine-tune on validation, and its test accuracy
 ]
+#: columns a ``results.csv`` of an earlier version may lack: read as NaN, written on the next row
+ADDED_RESULT_COLUMNS = {"val_linear_probe_accuracy", "deployed", "deployed_test_accuracy"}
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
@@ -35,13 +39,16 @@ def cell_key(cell: Any) -> tuple:
     return cell.dataset, cell.method, round(float(cell.label_fraction), 6), int(cell.repeat)
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read(path: Path, columns: list[str], added: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """The table at ``path`` with ``columns``; a file without some of ``added`` (an earlier version's) gets them as NaN."""
     if not path.is_file():
         return pd.DataFrame(columns=columns)
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise CryoDataError(path, f"unreadable ({err})", "move it away to rerun the grid") from None
+    if set(columns) - set(df.columns) <= added and list(df.columns) == [c for c in columns if c in set(df.columns)]:
+        df = df.reindex(columns=columns)
     if list(df.columns) != columns:
         raise CryoDataError(path, f"has columns {list(df.columns)}, not this version's {columns}",
                             "move it away (or use a new --out) to rerun the grid")
@@ -62,7 +69,7 @@ class GridTables:
 
     def results(self) -> pd.DataFrame:
         """The rows written so far (an empty frame with :data:`RESULT_COLUMNS` if none)."""
-        return _read(self.layout.results, RESULT_COLUMNS)
+        return _read(self.layout.results, RESULT_COLUMNS, ADDED_RESULT_COLUMNS)
 
     def selection(self) -> pd.DataFrame:
         """The recipe-selection runs so far (:data:`SELECTION_COLUMNS`)."""
@@ -78,7 +85,7 @@ class GridTables:
 
     def add_result(self, row: dict[str, Any]) -> None:
         """Append one cell's row to ``results.csv``."""
-        _append(self.layout.results, RESULT_COLUMNS, row)
+        _append(self.layout.results, RESULT_COLUMNS, row, ADDED_RESULT_COLUMNS)
 
     def add_selection(self, row: dict[str, Any]) -> None:
         """Append one selection run's row to ``selection.csv``."""
@@ -113,5 +120,5 @@ class GridTables:
         return bool(((t["phase"] == phase) & (t["dataset"] == dataset)).any())
 
 
-def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
-    _write(path, pd.concat([_read(path, columns), pd.DataFrame([row], columns=columns)], ignore_index=True))
+def _append(path: Path, columns: list[str], row: dict[str, Any], added: set[str] | frozenset[str] = frozenset()) -> None:
+    _write(path, pd.concat([_read(path, columns, added), pd.DataFrame([row], columns=columns)], ignore_index=True))
