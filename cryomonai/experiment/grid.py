@@ -55,6 +55,7 @@ import pandas as pd
 from cryomonai.data.labelled import read_labelled_rows
 from cryomonai.evaluation.readouts import encoder_features, frozen_readouts
 from cryomonai.evaluation.stats import timing_table
+from cryomonai.experiment.context_control import context_accuracy
 from cryomonai.experiment.data import snr
 from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.experiment.graph import Job
@@ -175,7 +176,7 @@ class GridRunner:
             "test_accuracy": test, "linear_probe_accuracy": probe, "knn_accuracy": knn,
             "finetune_seconds": _seconds(run.root),
             "pretrain_seconds": _seconds(self.layout.pretrain_dir(cell.dataset, cell.method, seed)),
-            "run_dir": cell.run_dir(recipe),
+            "run_dir": cell.run_dir(recipe), "context_accuracy": context_accuracy(self, cell, recipe),
         }
 
     def _readouts(self, cell: GridCell, pretrained: str, table: Any, seed: int, rows: Path) -> tuple[float, float]:

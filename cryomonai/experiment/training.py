@@ -110,8 +110,9 @@ class GridTrainer:
         return dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(),
                     **self.data.bundle_keys(cell.dataset, seed))
 
-    def evaluate(self, cell: GridCell, recipe: str, split: str) -> tuple[float, Any]:
-        """Score ``cell``'s best model (fine-tuned with ``recipe``) on ``split``: the accuracy and the bundle run."""
+    def evaluate(self, cell: GridCell, recipe: str, split: str, **overrides: Any) -> tuple[float, Any]:
+        """Score ``cell``'s best model (fine-tuned with ``recipe``) on ``split``: the accuracy and the bundle run
+        (``overrides``: more bundle keys, e.g. another table for the context control)."""
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": split},
-                        **self.bundle_keys(cell, recipe))
+                        **{**self.bundle_keys(cell, recipe), **overrides})
         return _accuracy(wf), wf
