@@ -134,6 +134,7 @@ def test_confirm_description_is_one_short_line():
         assert "\n" not in text and len(text) <= 200
 
 
+@pytest.mark.slow
 def test_confirm_protocol_runs_end_to_end_on_a_tiny_dataset(tmp_path):
     """The confirm protocol itself (its AITom noise, context control, recipe space with layer decay and
     LP-FT, step rule, workers) on a tiny fresh-seeded dataset, shortened: every recipe trains, one is
