@@ -8,6 +8,8 @@ copied or modified. A table without a ``split`` column gets a stratified split (
 default 60/20/20, seeded by the preset's seed) saved as ``data/<dataset>/particles.star`` (the user's
 rows and columns plus ``split``; volume paths absolute) and reused on resume. ``working_box`` and
 ``working_voxel_size`` bring volumes of another size to the working one, once, into the cache.
+A simulated entry with ``"context_control": true`` is simulated with ``context=True`` (each box also
+without its target; :mod:`~cryomonai.experiment.context_control`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def snr(ds: dict[str, Any]) -> float:
 
 
 def _simulation(ds: dict[str, Any], seed: int) -> dict[str, Any]:
-    sim = {k: v for k, v in ds.items() if k != "name"}
+    sim = {k: v for k, v in ds.items() if k not in ("name", "context_control")}
+    if ds.get("context_control"):  # each box also without its target: the context control
+        sim["context"] = True
     sim["snr"] = snr(ds)
     sim.setdefault("seed", seed)
     return sim

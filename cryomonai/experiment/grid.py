@@ -56,6 +56,7 @@ import pandas as pd
 from cryomonai.evaluation.stats import timing_table
 from cryomonai.experiment.cell_readouts import READOUT_COLUMNS, CellReadouts
 from cryomonai.experiment.checks import deployed
+from cryomonai.experiment.context_control import context_accuracy
 from cryomonai.experiment.data import snr
 from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.experiment.graph import Job
@@ -176,7 +177,7 @@ class GridRunner:
             "recipe": recipe, "n_labelled": n_labelled, "best_val_accuracy": val, "test_accuracy": test, **readouts,
             "finetune_seconds": _seconds(run.root),
             "pretrain_seconds": _seconds(self.layout.pretrain_dir(cell.dataset, cell.method, seed)),
-            "run_dir": cell.run_dir(recipe),
+            "run_dir": cell.run_dir(recipe), "context_accuracy": context_accuracy(self, cell, recipe),
         }
         return {**row, **deployed(row)}  # probe or fine-tune, chosen on validation
 

@@ -5,6 +5,7 @@ Layout of a grid's folder (``out``)::
     data/<dataset>/                      simulated subtomograms + particles.star (a user's table: only the
                                          split it lacked, as particles.star, and the cache)
     data/<dataset>/cache/volumes.npy     the bundle's float16 volume cache
+    data/<dataset>/context/              the context control's test boxes without their target (table + cache)
     pretrain/<dataset>/<method>/s<seed>/ models/pretrain.pt, eval/ (TensorBoard), seconds.txt
     cells/<dataset>/<method>/<recipe>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked

@@ -40,6 +40,7 @@ from cryomonai.experiment.report_checks import (
     own_probe_lines,
     statistics_lines,
 )
+from cryomonai.experiment.report_context import add_context_section
 from cryomonai.io.atomic import atomic_write
 from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices
 
@@ -197,6 +198,7 @@ def write_report(
     df = read_results(results_csv, metric)
     out.mkdir(parents=True, exist_ok=True)
     written = {"table": write_table(df, out / "table.md", metric, baseline, recipes)}
+    add_context_section(written["table"], df, len(class_names))  # the context control, where the data has one
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
     written["ttest"] = out / f"ttest_{metric}.csv"

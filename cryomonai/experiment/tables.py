@@ -16,21 +16,22 @@ from cryomonai.io.atomic import atomic_write
 
 __all__ = ["ADDED_RESULT_COLUMNS", "RESULT_COLUMNS", "SELECTION_COLUMNS", "TIMING_COLUMNS", "GridTables", "cell_key"]
 
-#: the columns of ``results.csv``, in order
+#: the columns of ``results.csv``, in order (``context_accuracy``: :mod:`~cryomonai.experiment.context_control`)
 RESULT_COLUMNS = [
     "dataset", "snr", "method", "label_fraction", "repeat", "seed", "pretrain_seed", "recipe", "n_labelled",
     "best_val_accuracy",
     "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "finetune_seconds", "pretrain_seconds", "run_dir",
     "val_linear_probe_accuracy",  # the cell's linear probe scored on validation (issue 26's own-probe checks)
     "deployed", "deployed_test_accuracy",  # the better of probe and fine-tune on validation, and its test accuracy
+    "context_accuracy",
 ]
 #: columns a ``results.csv`` of an earlier version may lack: read as NaN, written on the next row
-ADDED_RESULT_COLUMNS = {"val_linear_probe_accuracy", "deployed", "deployed_test_accuracy"}
+ADDED_RESULT_COLUMNS = {"val_linear_probe_accuracy", "deployed", "deployed_test_accuracy", "context_accuracy"}
 #: the columns of ``selection.csv``, in order
 SELECTION_COLUMNS = ["dataset", "method", "recipe", "label_fraction", "repeat", "pretrain_seed", "best_val_accuracy",
                      "chosen", "run_dir"]
 #: the columns of ``timings.csv``: one row per step the grid ran (phases: data, pretrain, finetune,
-#: evaluate_val, evaluate_test, readouts, report); ``setup`` is a bundle run's time outside its engine
+#: evaluate_val, evaluate_test, evaluate_context, readouts, report); ``setup`` is a bundle run's time outside its engine
 TIMING_COLUMNS = ["phase", "dataset", "method", "label_fraction", "repeat", "recipe", "setup_seconds", "compute_seconds"]
 
 

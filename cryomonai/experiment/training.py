@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cryomonai.engines.checkpoints import latest_checkpoint
+from cryomonai.experiment.budget import resolve_min_steps
 from cryomonai.experiment.data import GridData
 from cryomonai.experiment.layout import GridLayout
 from cryomonai.experiment.preset import GridCell, GridPreset
@@ -98,7 +99,8 @@ class GridTrainer:
         t0 = time.perf_counter()
         wf = run_bundle(
             "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
-            **{**self.bundle_keys(cell, recipe), **self.preset.recipe_overrides()[recipe]},
+            **{**self.bundle_keys(cell, recipe),
+               **resolve_min_steps(self.preset, self.preset.recipe_overrides()[recipe], self.data.table_path(cell.dataset))},
         )
         write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
         return wf.seconds
@@ -110,8 +112,9 @@ class GridTrainer:
         return dict(label_fraction=cell.label_fraction, label_seed=cell.repeat, **run.bundle_paths(),
                     **self.data.bundle_keys(cell.dataset, seed))
 
-    def evaluate(self, cell: GridCell, recipe: str, split: str) -> tuple[float, Any]:
-        """Score ``cell``'s best model (fine-tuned with ``recipe``) on ``split``: the accuracy and the bundle run."""
+    def evaluate(self, cell: GridCell, recipe: str, split: str, **overrides: Any) -> tuple[float, Any]:
+        """Score ``cell``'s best model (fine-tuned with ``recipe``) on ``split``: the accuracy and the bundle run
+        (``overrides``: more bundle keys, e.g. another table for the context control)."""
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": split},
-                        **self.bundle_keys(cell, recipe))
+                        **{**self.bundle_keys(cell, recipe), **overrides})
         return _accuracy(wf), wf
