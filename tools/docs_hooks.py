@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 
-_NOT_A_NAME = re.compile(r"Could not find cross-reference target '(.*[\"'\s,()\[\]].*|[\d.]+)'$", re.S)
+_NOT_A_NAME = re.compile(r"Could not find cross-reference target '(.*[\"'\s,()\[\]].*|-?[\d.:]+)'$", re.S)
 
 
 class _CodeIsNotAReference(logging.Filter):
