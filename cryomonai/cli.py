@@ -245,11 +245,11 @@ def pretrain(out: str = "runs/pretrain", dataset_dir: str = "runs/data", method:
             ``--batch_size 32``, ``--ssl_method#queue_size 64``, ``--simulate False`` (capitalised).
     """
     keys = {**_run_paths(out), "dataset_dir": dataset_dir, **overrides}
-    return _bundle("pretrain", method, encoder, distributed, dry_run, log_file, **keys) or str(Path(out) / "models" / "pretrain.pt")
+    return _bundle("pretrain", method, encoder, distributed, dry_run, log_file, **keys) or str(RunLayout(out).pretrain)
 
 
 def finetune(out: str = "runs/finetune", dataset_dir: str = "runs/data",
-             pretrained: str = "runs/pretrain/models/pretrain.pt", encoder: str | None = None,
+             pretrained: str = RunLayout("runs/pretrain").pretrain.as_posix(), encoder: str | None = None,
              distributed: bool = False, dry_run: bool = False, log_file: str | None = None, **overrides) -> str:
     """Fine-tune a classifier on the labelled subtomograms: the bundle's ``finetune`` run id →
     ``<out>/models/finetune_best.pt`` (best validation accuracy).
@@ -267,7 +267,7 @@ def finetune(out: str = "runs/finetune", dataset_dir: str = "runs/data",
             ``--label_fraction 0.25``, ``--lr 0.001``, ``--box 16``.
     """
     keys = {**_run_paths(out), "dataset_dir": dataset_dir, "pretrained": pretrained, **overrides}
-    return _bundle("finetune", None, encoder, distributed, dry_run, log_file, **keys) or str(Path(out) / "models" / "finetune_best.pt")
+    return _bundle("finetune", None, encoder, distributed, dry_run, log_file, **keys) or str(RunLayout(out).finetune_best)
 
 
 def evaluate(out: str = "runs/finetune", dataset_dir: str = "runs/data", checkpoint: str | None = None,
