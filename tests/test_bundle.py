@@ -158,6 +158,21 @@ def test_pretrain_writes_checkpoints_and_tensorboard(env: dict, pretrained: Path
     assert len(events.Scalars("train_loss")) == 2
 
 
+def test_a_batch_larger_than_the_pretraining_split_is_a_config_error(env: dict) -> None:
+    """15 training particles, batch 64, drop_last: no batch would be drawn and no checkpoint written."""
+    from cryomonai.errors import ConfigError
+
+    out = env["root"] / "too_big_batch"
+    overrides = {**env["overrides"], "ckpt_dir": str(out / "models"), "output_dir": str(out / "eval"), "batch_size": 64}
+    with pytest.raises(Exception) as info:
+        run("pretrain", config_file=PRETRAIN, **overrides, epochs=1)
+    err = info.value
+    while err is not None and not isinstance(err, ConfigError):  # MONAI wraps a `$` expression's error
+        err = err.__cause__ or err.__context__
+    assert err is not None and "64 is larger than the 15 subtomograms" in str(err) and "at most 15" in str(err)
+    assert not (out / "models" / "pretrain.pt").exists()
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_pretrains_through_the_bundle(env: dict, method: str) -> None:
     out = env["root"] / f"method_{method}"

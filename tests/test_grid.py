@@ -311,6 +311,11 @@ def test_report_of_a_grid_without_the_random_baseline(tmp_path):
     for name in ("table.md", "gradcam.png", "embedding_before_after.png", "summary.json"):
         assert (tmp_path / name).is_file(), name
     assert "±" in (tmp_path / "table.md").read_text()
+    # gradcam_examples 0: the report without its Grad-CAM figure (it used to fail stacking no volumes)
+    (tmp_path / "gradcam.png").unlink()
+    run_grid(_tiny(methods=["simclr"], label_fractions=[1.0], repeats=2, recipes={}, report={"gradcam_examples": 0}),
+             tmp_path, report=True, progress=False)
+    assert (tmp_path / "embedding_before_after.png").is_file() and not (tmp_path / "gradcam.png").exists()
 
 
 def test_cli_reports_a_bundle_error_in_one_line(tmp_path, monkeypatch, capsys):

@@ -53,7 +53,7 @@ from cryomonai.engines.recipes import (
     finetune_param_groups,
 )
 from cryomonai.engines.rng import RNGState
-from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, ssl_iteration, unwrap_ssl_method
+from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, check_batches, ssl_iteration, unwrap_ssl_method
 from cryomonai.engines.weights import compact_checkpoint, shipped_weights, weights_file
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "RunInfo",
     "SSLPrepareBatch",
     "SSLStep",
+    "check_batches",
     "SupervisedPrepareBatch",
     "TrackMeta",
     "epoch_scale",

@@ -41,7 +41,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from cryomonai.errors import ConfigError
 from cryomonai.ssl.base import SSLMethod
 
-__all__ = ["SSLPrepareBatch", "SSLStep", "ssl_iteration", "unwrap_ssl_method"]
+__all__ = ["SSLPrepareBatch", "SSLStep", "check_batches", "ssl_iteration", "unwrap_ssl_method"]
 
 
 class SSLStep(nn.Module):
@@ -178,3 +178,18 @@ def ssl_iteration(engine: Any, batchdata: Mapping[str, Any]) -> dict[str, float]
     method.on_train_step_end(engine.state.iteration, max(total, engine.state.iteration))
     engine.fire_event(IterationEvents.MODEL_COMPLETED)
     return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
+
+
+def check_batches(dataloader: Any, batch_size: int) -> None:
+    """Refuse a pretraining that would draw no batch: with ``drop_last`` a ``batch_size`` larger than the
+    pretraining split (per rank) gives an empty epoch, and the run would end without a checkpoint.
+
+    Raises:
+        ConfigError: the loader has no batch.
+    """
+    if len(dataloader) == 0:
+        n = len(dataloader.dataset)
+        raise ConfigError("batch_size", f"{batch_size} is larger than the {n} subtomograms of the pretraining split "
+                          "(per process): no full batch, so nothing would be trained",
+                          f"give --batch_size of at most {n} (a grid preset: 'pretrain': {{'batch_size': ...}}), "
+                          "or pretrain on more subtomograms")

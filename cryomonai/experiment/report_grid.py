@@ -118,20 +118,8 @@ def write_grid_report(record: GridRecord) -> dict[str, Path]:
             titles=("random-init encoder", f"{best}-pretrained encoder"),
         )
         n = int(preset.report.get("gradcam_examples", 4))
-        _, vols, labels = _test_volumes(table, cache, n, preset.seed)
-        low = min(preset.label_fractions)
-        cams, preds = {}, {}
-        for method in ("random", best):
-            cell = results[(results.dataset == dataset) & (results.method == method) & (results.label_fraction == low)]
-            if cell.empty:  # a grid without the random-init baseline
-                continue
-            ckpt = RunLayout(out / str(cell.sort_values("repeat")["run_dir"].iloc[0])).finetune_best
-            model, _ = load_finetuned_classifier(ckpt)
-            name = "random init" if method == "random" else f"{method} pretrained"
-            cams[name] = gradcam_volumes(model, vols)
-            with torch.no_grad():
-                preds[name] = model(vols).argmax(1).tolist()
-        written["gradcam"] = plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
+        if n > 0:  # gradcam_examples 0: no Grad-CAM figure
+            written["gradcam"] = _gradcam(record, results, table, cache, dataset, best, n)
 
     summary = {"preset": preset.name, "cells": int(len(results)), "selection_runs": int(len(record.selection())),
                **seconds_summary(results)}
@@ -141,6 +129,26 @@ def write_grid_report(record: GridRecord) -> dict[str, Path]:
     written["html"] = write_grid_html(out, record.results_path, _figure_captions(written),
                                       title=f"Grid report: {preset.name}")
     return written
+
+
+def _gradcam(record: GridRecord, results: Any, table: Any, cache: str, dataset: str, best: str, n: int) -> Path:
+    """``gradcam.png``: Grad-CAM of ``n`` test particles under the random-init and the ``best`` arm's
+    classifiers (repeat 0 at the lowest label fraction)."""
+    preset, out = record.preset, record.out
+    _, vols, labels = _test_volumes(table, cache, n, preset.seed)
+    low = min(preset.label_fractions)
+    cams, preds = {}, {}
+    for method in ("random", best):
+        cell = results[(results.dataset == dataset) & (results.method == method) & (results.label_fraction == low)]
+        if cell.empty:  # a grid without the random-init baseline
+            continue
+        ckpt = RunLayout(out / str(cell.sort_values("repeat")["run_dir"].iloc[0])).finetune_best
+        model, _ = load_finetuned_classifier(ckpt)
+        name = "random init" if method == "random" else f"{method} pretrained"
+        cams[name] = gradcam_volumes(model, vols)
+        with torch.no_grad():
+            preds[name] = model(vols).argmax(1).tolist()
+    return plot_gradcam_overlays(vols, cams, labels, list(table.class_names), out / "gradcam.png", preds)
 
 
 def _figure_captions(written: dict[str, Path]) -> dict[str, Path]:
