@@ -25,7 +25,7 @@ from pathlib import Path
 
 import fire
 
-from cryomonai.errors import ConfigError, CryoError, GridJobError
+from cryomonai.errors import ConfigError, GridJobError, user_error
 from cryomonai.layout import RunLayout
 from cryomonai.logs import logging_to
 
@@ -449,18 +449,6 @@ COMMANDS = {"grid": grid, "demo": demo, "simulate": simulate, "simulate-tomogram
             "embed": embed, "compare": compare, "ship-weights": ship_weights}
 
 
-def _user_error(err: BaseException):
-    """The :class:`~cryomonai.errors.CryoError` (data or configuration) behind ``err`` (MONAI's config parser wraps the
-    errors of ``$`` expressions in ``RuntimeError``), or None."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, CryoError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def main() -> None:
     """Entry point of the ``cryomonai`` console script: a user error prints one line, exit status 2; a
     failed cluster job of a grid prints its run and log tail, exit status 1."""
@@ -476,7 +464,7 @@ def main() -> None:
         print(f"cryomonai: {err}", file=sys.stderr)
         sys.exit(1)
     except Exception as err:  # noqa: BLE001 - only our user-facing errors are caught, the rest re-raised
-        user = _user_error(err)
+        user = user_error(err)
         if user is None:
             raise
         print(f"cryomonai: {user}", file=sys.stderr)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError"]
+__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError", "user_error"]
 
 
 class CryoError(ValueError):
@@ -52,6 +52,10 @@ class CryoError(ValueError):
         if self.fix:
             msg += f" — fix: {self.fix}"
         super().__init__(msg)
+
+    def __reduce__(self):
+        """Pickle by the three parts (a worker process's error reaches the grid as itself, still one line)."""
+        return type(self), (self.where, self.problem, self.fix)
 
 
 class CryoDataError(CryoError):
@@ -81,3 +85,15 @@ class ConfigError(CryoError):
 class GridJobError(RuntimeError):
     """A training run of a grid failed in its cluster job: which run, which job and state, and the
     tail of the job's log (several lines: the log is what the user needs to see)."""
+
+
+def user_error(err: BaseException | None) -> CryoError | None:
+    """The :class:`CryoError` (data or configuration) behind ``err``, following its cause chain (MONAI's
+    config parser wraps the errors of ``$`` expressions in ``RuntimeError``), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, CryoError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

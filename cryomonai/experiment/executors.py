@@ -27,6 +27,7 @@ runs the bundle's ``multi_gpu_pretrain.json`` with the rendezvous taken from SLU
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cryomonai.errors import ConfigError, GridJobError
+from cryomonai.errors import ConfigError, GridJobError, user_error
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "GridJobError", "InProcessPool", "LocalPool", "TrainRun", "job_overhead",
            "slurm_state", "slurm_states", "train"]
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: the executor kinds a preset (``executor.kind``) or ``cryomonai grid --executor`` may name
 EXECUTORS = ("local", "slurm", "debug")
+#: prctl(2) option: the signal a process gets when its parent ends (Linux)
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -205,15 +208,29 @@ class InProcessPool:
         """Nothing to stop."""
 
 
-def _init_worker(threads: int, start_method: str) -> None:
-    """A worker's threads; and the parent's start method back for the worker's own DataLoader processes
-    (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s)."""
+def _init_worker(threads: int, start_method: str, parent: int | None = None) -> None:
+    """A worker's threads; the parent's start method back for the worker's own DataLoader processes
+    (a spawned process defaults to spawning: a loader worker per epoch would import torch again, ~9 s);
+    and, on Linux, the worker ends with the grid (``parent``'s pid): a grid stopped by ``kill`` or a
+    batch system's time limit leaves no worker training on (and holding its run's lock)."""
     torch.set_num_threads(threads)
     set_start_method(start_method, force=True)
+    if parent is not None and sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the grid ended before the line above took effect
+            os._exit(1)
 
 
 def _train_local(run: TrainRun) -> dict[str, float] | None:
-    return run()
+    """Train one run in a worker; a user error anywhere in its cause chain (e.g. one that MONAI's config
+    parser wrapped) is raised as itself, so the grid prints it on one line."""
+    try:
+        return run()
+    except Exception as err:
+        user = user_error(err)
+        if user is None or user is err:
+            raise
+        raise user from None
 
 
 class LocalPool:
@@ -228,7 +245,7 @@ class LocalPool:
         torch.set_num_threads(threads)
         # spawned, not forked: a process forked after this one ran OpenMP kernels can hang in its own (libgomp)
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                         initargs=(threads, get_start_method()))
+                                         initargs=(threads, get_start_method(), os.getpid()))
 
     def submit(self, job: Any, label: str) -> Future:
         run = TrainRun(type(self.trainer), self.trainer.preset, str(self.trainer.out), job, self.trainer.progress)
