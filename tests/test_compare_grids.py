@@ -86,6 +86,21 @@ def test_a_lost_ssl_gain_is_a_changed_conclusion(tmp_path: Path, monkeypatch) ->
     assert _cli(monkeypatch, "compare", a, b, "--names", '["native", "avx2"]') == 1
 
 
+def test_the_fair_baseline_check_reads_validation_when_both_runs_have_it(tmp_path: Path) -> None:
+    """On test the baseline beats its probe in both runs; on validation it does not in run B: validation decides,
+    and the conclusions no longer agree. Results without a validation probe fall back to test, and say so."""
+    a = _results(0.15, 0.0, 0)
+    a["best_val_accuracy"], a["val_linear_probe_accuracy"] = a["test_accuracy"], a["test_accuracy"] - 0.05
+    b = a.copy()
+    b.loc[b["method"] == "random", "val_linear_probe_accuracy"] = b["test_accuracy"] + 0.05
+    text, agree = compare_grids.report(_write(tmp_path, "a", a), _write(tmp_path, "b", b), ("a", "b"))
+    assert "Fair-baseline check on the validation split" in text and not agree
+    assert "| `d` | 10 % | yes | no |" in text
+    old = _write(tmp_path, "old", _results(0.15, 0.0, 0))
+    text, agree = compare_grids.report(old, old, ("a", "b"))
+    assert "on the test split (these results have no validation probe)" in text and agree
+
+
 def test_runs_of_different_presets_are_refused(tmp_path: Path) -> None:
     a = _write(tmp_path, "a", _results(0.15, 0.0, 0))
     other = _results(0.15, 0.0, 0).assign(dataset="other")
