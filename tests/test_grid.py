@@ -370,8 +370,53 @@ def test_equal_validation_accuracies_tie_to_the_first_declared_recipe(tmp_path):
     pd.DataFrame([{"dataset": "snr_1", "method": "random", "recipe": r, "label_fraction": f, "repeat": 0,
                    "pretrain_seed": np.nan, "best_val_accuracy": v, "chosen": False, "run_dir": "x"} for r, f, v in rows],
                  columns=SELECTION_COLUMNS).to_csv(runner.layout.selection, index=False)
-    assert runner.choose_recipe("snr_1", "random") == "first"  # nothing to run: every selection row is there
+    choice = runner.choose_recipe("snr_1", "random")  # nothing to run: every selection row is there
+    assert set(choice.values()) == {"first"} and set(choice) == {round(f, 6) for f in preset.label_fractions}
     assert runner.tables.selection().query("recipe == 'first'")["chosen"].astype(bool).all()
+
+
+def test_choose_per_fraction_takes_each_fractions_validation_winner(tmp_path):
+    """``choose_per_fraction``: 'second' wins at 50 % and 'first' at 100 % on validation (and 'first' on the mean);
+    a label fraction outside the selection takes the mean's winner; selection.csv marks each fraction's choice."""
+    from cryomonai.experiment.grid import SELECTION_COLUMNS, GridRunner
+
+    preset = _tiny(recipes={"first": {}, "second": {"lr": 0.1}}, label_fractions=[0.25, 0.5, 1.0], selection_fractions=[0.5, 1.0],
+                   choose_per_fraction=True)
+    runner = GridRunner(preset, tmp_path, progress=False)
+    rows = [("first", 0.5, 0.15), ("first", 1.0, 0.40), ("second", 0.5, 0.20), ("second", 1.0, 0.30)]
+    pd.DataFrame([{"dataset": "snr_1", "method": "random", "recipe": r, "label_fraction": f, "repeat": 0,
+                   "pretrain_seed": np.nan, "best_val_accuracy": v, "chosen": False, "run_dir": "x"} for r, f, v in rows],
+                 columns=SELECTION_COLUMNS).to_csv(runner.layout.selection, index=False)
+    choice = runner.choose_recipe("snr_1", "random")
+    assert choice[0.5] == "second" and choice[1.0] == "first"
+    assert choice[0.25] == "first"
+    marked = runner.tables.selection().query("chosen == True")
+    assert sorted(zip(marked["recipe"], marked["label_fraction"])) == [("first", 1.0), ("second", 0.5)]
+    runner.preset.choose_per_fraction = False  # the default: one recipe for every fraction, the mean's winner
+    assert set(runner.choose_recipe("snr_1", "random").values()) == {"first"}
+    assert set(runner.tables.selection().query("chosen == True")["recipe"]) == {"first"}
+
+
+def test_a_grid_choosing_per_fraction_trains_each_cell_with_its_fractions_recipe(tmp_path):
+    """End to end (random init alone, 2 repeats): each cell's recipe is its fraction's choice in selection.csv,
+    and repeat 0's cells reuse the selection run of that recipe instead of training again."""
+    preset = _tiny(methods=["random"], repeats=2, readouts=False, selection_fractions=[0.5, 1.0], choose_per_fraction=True,
+                   recipes={"fast": {"lr": 0.05}, "slow": {"lr": 1e-6}})
+    results = run_grid(preset, tmp_path, report=False, progress=False)
+    selection = pd.read_csv(tmp_path / "selection.csv")
+    chosen = selection[selection["chosen"].astype(bool)]
+    assert sorted(chosen["label_fraction"]) == [0.5, 1.0]  # one choice per fraction
+    for frac, recipe in zip(chosen["label_fraction"], chosen["recipe"]):
+        best = selection[selection["label_fraction"] == frac].sort_values("best_val_accuracy", ascending=False).iloc[0]
+        assert recipe == best["recipe"] or np.isclose(best["best_val_accuracy"],
+                                                      selection.query("label_fraction == @frac and recipe == @recipe")["best_val_accuracy"].iloc[0])
+        cells = results[results["label_fraction"] == frac]
+        assert set(cells["recipe"]) == {recipe} and len(cells) == 2
+        assert cells.query("repeat == 0")["run_dir"].iloc[0] == chosen.query("label_fraction == @frac")["run_dir"].iloc[0]
+    # 2 recipes x 2 fractions at repeat 0 (selection), + repeat 1's two cells; nothing else trained
+    assert len(set(selection["run_dir"]) | set(results["run_dir"])) == 4 + 2
+    timings = pd.read_csv(tmp_path / "timings.csv")
+    assert (timings["phase"] == "finetune").sum() == 6
 
 
 def test_parallel_workers_and_the_debug_executor_compute_the_serial_grid(tmp_path):

@@ -96,11 +96,12 @@ class RunGraph:
         """Whether every selection run of ``pair`` (dataset, method) is trained: its recipe can be chosen."""
         return all(k in self.done for k in self.selection[pair])
 
-    def add_cells(self, pair: tuple[str, str], recipe: str) -> None:
-        """The fine-tunings of ``pair``'s cells with its chosen ``recipe``."""
+    def add_cells(self, pair: tuple[str, str], choice: dict[float, str]) -> None:
+        """The fine-tunings of ``pair``'s cells, each with its fraction's chosen recipe (``choice``: label
+        fraction rounded to 6 digits → recipe)."""
         for cell in self.todo:
             if (cell.dataset, cell.method) == pair:
-                self._finetuning(cell, recipe, CELL)
+                self._finetuning(cell, choice[round(cell.label_fraction, 6)], CELL)
 
     def trained(self, cell: GridCell, recipe: str) -> bool:
         """Whether ``cell``'s fine-tuning with ``recipe`` is done."""

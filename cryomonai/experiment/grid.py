@@ -126,16 +126,19 @@ class GridRunner:
         self.tables.record_timing("evaluate_val", wf.seconds, *_where(cell, recipe))
         return val
 
-    def choose_recipe(self, dataset: str, method: str) -> str:
-        """The recipe of ``method`` on ``dataset``: the only one, or the best on the validation split.
+    def choose_recipe(self, dataset: str, method: str) -> dict[float, str]:
+        """The recipe of ``method`` on ``dataset`` per label fraction (rounded to 6 digits): the only one,
+        or the best on the validation split.
 
         Every recipe fine-tunes repeat 0 at each selection fraction (trained by the scheduler, scored
-        here, rows in ``selection.csv``); the highest mean best-validation accuracy wins, ties to the
-        first declared.
+        here, rows in ``selection.csv``); the highest mean best-validation accuracy over the selection
+        fractions wins, ties to the first declared. With the preset's ``choose_per_fraction``, each
+        selection fraction takes its own winner (the highest best-validation accuracy there).
         """
         recipes = list(self.preset.recipe_overrides())
+        fractions = [round(float(f), 6) for f in self.preset.label_fractions]
         if len(recipes) == 1:
-            return recipes[0]
+            return dict.fromkeys(fractions, recipes[0])
         seed = self.preset.seed
         have = self.tables.tried(dataset, method)
         for recipe in recipes:
@@ -150,11 +153,19 @@ class GridRunner:
                     "best_val_accuracy": self.validate(cell, recipe), "chosen": False, "run_dir": cell.run_dir(recipe)})
         table = self.tables.selection()
         mine = table[(table["dataset"] == dataset) & (table["method"] == method)]
-        # rounded, so that equal accuracies tie exactly (0.155 + 0.29 ≠ 0.165 + 0.28 in floating point)
-        means = mine.groupby("recipe", sort=False)["best_val_accuracy"].mean().round(9)
-        chosen = max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
-        self.tables.mark_chosen(dataset, method, chosen)
-        return chosen
+        mine = mine.assign(label_fraction=mine["label_fraction"].astype(float).round(6))
+
+        def best(rows: pd.DataFrame) -> str:
+            # rounded, so that equal accuracies tie exactly (0.155 + 0.29 ≠ 0.165 + 0.28 in floating point)
+            means = rows.groupby("recipe", sort=False)["best_val_accuracy"].mean().round(9)
+            return max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
+
+        choice = dict.fromkeys(fractions, best(mine))
+        if self.preset.choose_per_fraction:
+            choice.update({f: best(mine[mine["label_fraction"] == f]) for f in sorted(set(mine["label_fraction"]))
+                           if f in choice})
+        self.tables.mark_chosen(dataset, method, choice)
+        return choice
 
     def run_cell(self, cell: GridCell, recipe: str) -> dict[str, Any]:
         """Score ``cell`` (fine-tuned with ``recipe``) on validation, then once on test (and the readouts):

@@ -62,6 +62,11 @@ class GridPreset:
             ``"default"`` = ``finetune`` alone.
         selection_fractions: the label fractions at which the recipes are compared (repeat 0);
             ``None``: all of ``label_fractions``.
+        choose_per_fraction: ``False`` (default): an arm's one recipe is the best on the mean validation
+            accuracy over the selection fractions, for every label fraction. ``True``: each selection
+            fraction gets the recipe best on validation *at that fraction* (others keep the mean's
+            winner), so a recipe that keeps pretrained features at 1 % labels and one that trains
+            freely at 100 % can both be chosen.
         readouts: also compute linear-probe and kNN accuracy on frozen features.
         report: arguments of the report (``gradcam_examples``, ``embedding``).
         executor: who trains the runs (:class:`~cryomonai.experiment.executors.ExecutorSpec`):
@@ -85,6 +90,7 @@ class GridPreset:
     finetune: dict[str, Any] = field(default_factory=dict)
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     selection_fractions: list[float] | None = None
+    choose_per_fraction: bool = False
     readouts: bool = True
     report: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
@@ -118,6 +124,9 @@ class GridPreset:
         bad = [r for r in self.recipes if not r or not str(r).replace("_", "").replace("-", "").replace(".", "").isalnum()]
         if bad:
             raise ConfigError(key("recipes"), f"recipe names {bad} are not plain names", "use letters, digits, '_', '-', '.'")
+        if not isinstance(self.choose_per_fraction, bool):
+            raise ConfigError(key("choose_per_fraction"), f"choose_per_fraction={self.choose_per_fraction!r}",
+                              "give true or false")
         extra = sorted(set(map(float, self.selection_fractions or [])) - set(map(float, self.label_fractions)))
         if extra:
             raise ConfigError(key("selection_fractions"), f"selection_fractions {extra} are not label fractions",

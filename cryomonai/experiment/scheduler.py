@@ -51,7 +51,7 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
 
     Args:
         driver: the grid's driver (:class:`~cryomonai.experiment.grid.GridRunner`): ``preset``, its
-            ``trainer`` and ``tables``, ``choose_recipe(dataset, method)`` (reads validation only) and
+            ``trainer`` and ``tables``, ``choose_recipe(dataset, method)`` (label fraction → recipe; reads validation only) and
             ``collected(job, seconds)`` (a training run is done: its time and progress).
         pool: an executor (``capacity``, ``submit``, ``wait``, ``result``, ``close``).
         todo: the cells to evaluate, in the grid's order.
@@ -64,7 +64,7 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
         return trainer.pretrained(*job.args) if job.kind == "pretrain" else trainer.finetuned(*job.args)
 
     graph = RunGraph(preset, todo, trained, driver.tables.tried)
-    chosen: dict[tuple[str, str], str] = {}
+    chosen: dict[tuple[str, str], dict[float, str]] = {}  # (dataset, method) → label fraction → recipe
     running: dict[Any, Job] = {}  # a pool's handle → its run
     try:
         while todo:
@@ -77,7 +77,7 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
                 graph.add_cells(pair, chosen[pair])
             while todo and _evaluable(todo[0], chosen, graph, preset.methods):
                 cell = todo.pop(0)
-                evaluate(cell, chosen[(cell.dataset, cell.method)])
+                evaluate(cell, _recipe(chosen, cell))
             if not todo:
                 break
             busy = {j.key for j in running.values()}
@@ -95,7 +95,11 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
         pool.close()
 
 
-def _evaluable(cell: GridCell, chosen: dict[tuple[str, str], str], graph: RunGraph, methods: list[str]) -> bool:
+def _recipe(chosen: dict[tuple[str, str], dict[float, str]], cell: GridCell) -> str:
+    return chosen[(cell.dataset, cell.method)][round(cell.label_fraction, 6)]
+
+
+def _evaluable(cell: GridCell, chosen: dict[tuple[str, str], dict[float, str]], graph: RunGraph, methods: list[str]) -> bool:
     if not all((cell.dataset, m) in chosen for m in methods):
         return False
-    return graph.trained(cell, chosen[(cell.dataset, cell.method)])
+    return graph.trained(cell, _recipe(chosen, cell))

@@ -92,12 +92,16 @@ class GridTables:
         """Append one selection run's row to ``selection.csv``."""
         _append(self.layout.selection, SELECTION_COLUMNS, row)
 
-    def mark_chosen(self, dataset: str, method: str, recipe: str) -> None:
-        """Mark ``recipe`` as the chosen one of ``method`` on ``dataset`` in ``selection.csv`` (rewritten if it changes)."""
+    def mark_chosen(self, dataset: str, method: str, choice: dict[float, str]) -> None:
+        """Mark the chosen recipes of ``method`` on ``dataset`` in ``selection.csv``: ``choice`` maps a label
+        fraction (rounded to 6 digits) to its recipe; a selection row is chosen when its recipe is its
+        fraction's (rewritten if that changes)."""
         table = self.selection()
         mine = (table["dataset"] == dataset) & (table["method"] == method)
-        if not table.loc[mine & (table["recipe"] == recipe), "chosen"].astype(bool).all():
-            table.loc[mine, "chosen"] = table.loc[mine, "recipe"] == recipe
+        fractions = table["label_fraction"].astype(float).round(6)
+        want = table["recipe"] == fractions.map(choice)
+        if not (table.loc[mine, "chosen"].astype(bool) == want[mine]).all():
+            table.loc[mine, "chosen"] = want[mine]
             with atomic_write(self.layout.selection, "w") as fh:
                 table.to_csv(fh, index=False)
 
