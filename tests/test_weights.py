@@ -153,10 +153,11 @@ def test_embed_takes_shipped_weights_by_name(shipped_bundle: dict) -> None:
 
 # -- the weights the repository ships -------------------------------------------------------------
 SHIPPED = {"simclr_rb3d_bn_16": "encoder", "simclr_rb3d_bn_16_classifier": "classifier"}
-#: measured with the shipped weights on the 2-core Xeon (see the model card): probe 31.3 % vs 18.7 % on random
-#: features, classifier 67.0 %; the thresholds are about half the measured margins
+#: measured with the shipped weights on the 2-core AMD EPYC (docs/records/shipped_weights_v2): on 300 such
+#: subtomograms a 5-fold CV probe gets 23.0 % on the shipped encoder vs 10.7 % on random features; the classifier
+#: 52.0 / 45.0 / 40.5 / 31.0 / 31.0 % with 0-4 neighbours. The thresholds are about half the measured margins
 PROBE_MARGIN = 0.06
-CLASSIFIER_MIN = 0.40
+CLASSIFIER_MIN = 0.25
 
 
 def test_the_bundle_ships_its_weights_small_and_intact() -> None:
@@ -176,16 +177,15 @@ def test_the_bundle_ships_its_weights_small_and_intact() -> None:
 
 @pytest.fixture(scope="module")
 def fresh_simulation(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    """Simulated subtomograms the shipped weights never saw (another seed), of their kind: 10 classes × 30,
-    SNR ∞, 16³ at 20 Å (32³ binned 2×), 4 neighbours, ±2 voxels; the table and its volume cache."""
+    """Simulated subtomograms the shipped weights never saw (another seed), of their kind — the walkthrough's:
+    10 classes × 30, SNR 0.05 (the simulator's default noise model), 16³ at 20 Å (32³ binned 2×), 0–4
+    neighbours (the shortcut-free defaults), ±2 voxels; the table and its volume cache."""
     from cryomonai.io import read_particle_table
     from cryomonai.simulate.prepare import ensure_dataset
 
     root = tmp_path_factory.mktemp("fresh")
     table = ensure_dataset(root / "data" / "particles.star", root / "data" / "cache" / "volumes.npy", progress=False,
-                           n_per_class=30, snr=math.inf, box=16, binning=2, max_shift=2.0, n_neighbours=4, seed=11,
-                           neighbour_gap=[0, 2], neighbour_contact="target",  # the touching shell they were trained on
-                           workers=0)
+                           n_per_class=30, snr=0.05, box=16, binning=2, max_shift=2.0, seed=11, workers=0)
     return read_particle_table(table), root / "data" / "cache" / "volumes.npy"
 
 
