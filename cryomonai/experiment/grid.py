@@ -138,7 +138,10 @@ class GridRunner:
     def extend_recipes(self, dataset: str, method: str) -> list[tuple[GridCell, str]]:
         """After :meth:`choose_recipe`: the selection runs to train before that choice is final, none if it is
         (the preset's ``extend_edges``, :mod:`~cryomonai.experiment.edges`)."""
-        return self.chooser.extend(dataset, method)
+        runs = self.chooser.extend(dataset, method)
+        if runs and self.tracker is not None:
+            self.tracker.add("selection", len(runs))
+        return runs
 
     def selection_runs(self, dataset: str, method: str) -> list[tuple[str, float]]:
         """The arm's selection runs as (recipe, fraction), the recipes added at the edge included."""

@@ -134,6 +134,13 @@ class GridProgress:
         self.bar.close()
         self._redirect.close()
 
+    def add(self, kind: str, n: int) -> None:
+        """``n`` more runs of ``kind`` to do (selection runs of recipes added at the edge of the space)."""
+        self.left["finetune" if kind == "selection" else kind] += n
+        self.total += n
+        self.bar.total = self.total
+        self.bar.refresh()
+
     def eta(self) -> float | None:
         """Seconds until every run is done (see the module docstring); None before the first run finishes."""
         done = [s for kind in KINDS for s in self.seconds[kind]]
