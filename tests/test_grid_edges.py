@@ -10,6 +10,7 @@ import torch
 from cryomonai.errors import ConfigError
 from cryomonai.experiment.edges import Extension, propose, read_extensions, recipe_overrides
 from cryomonai.experiment.grid import SELECTION_COLUMNS, GridPreset, GridRunner, run_grid
+from cryomonai.experiment.training import GridTrainer
 
 EDGES = {"factor": 3, "max_steps": 2}
 SPACE = {"adam_1e-4": {"lr": 0.0001}, "adam_1e-3": {"lr": 0.001}, "adam_3e-3": {"lr": 0.003}}
@@ -52,6 +53,7 @@ def test_the_largest_rate_winning_adds_it_times_the_factor(tmp_path):
     assert ext.overrides == {"lr": 0.009} and ext.fractions == (1.0,)
     # the trainer (here or in a worker handed the original preset) finds its overrides in the record
     assert runner.trainer.recipe("adam_3e-3_lr_0.009") == {"epochs": 1, "lr": 0.009}
+    assert GridTrainer(_tiny(), tmp_path).recipe("adam_3e-3_lr_0.009")["lr"] == 0.009  # as a worker builds it
     assert recipe_overrides(_tiny(), runner.layout.recipes_extended)["adam_3e-3_lr_0.009"]["lr"] == 0.009
     assert runner.selection_runs("snr_1", "random")[-1] == ("adam_3e-3_lr_0.009", 1.0)
     assert runner.extend_recipes("snr_1", "random") == []  # recorded (not yet scored): not proposed twice
@@ -152,3 +154,23 @@ def test_a_grid_extends_at_the_edge_records_it_and_resumes(tmp_path):
     again = run_grid(preset, tmp_path, report=False, progress=False)
     assert len(again) == len(results) and len(pd.read_csv(tmp_path / "timings.csv")) == len(timings)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/**/models/*.pt")} == stamps
+
+
+def test_the_report_says_what_was_extended_and_where_it_stopped(tmp_path):
+    """Random init went 3e-3 → 9e-3 and still chose the largest (stopped after max_steps); MoCo's extension lost."""
+    from dataclasses import asdict
+
+    from cryomonai.experiment import write_table
+
+    exts = [Extension("d", "random", "adam_3e-3_lr_0.009", "adam_3e-3", "lr", "largest", 0.003, 0.009, 1, (1.0,), {"lr": 0.009}),
+            Extension("d", "moco", "adam_1e-4_lr_3.33333e-05", "adam_1e-4", "lr", "smallest", 1e-4, 3.33333e-05, 1, (1.0,),
+                      {"lr": 3.33333e-05})]
+    extended = pd.DataFrame([asdict(e) for e in exts])
+    recipes = {**SPACE, **{e.recipe: e.overrides for e in exts}}
+    df = pd.DataFrame({"dataset": "d", "method": ["random"] * 2 + ["moco"] * 2, "label_fraction": 1.0, "repeat": [0, 1] * 2,
+                       "recipe": ["adam_3e-3_lr_0.009"] * 2 + ["adam_1e-4"] * 2, "test_accuracy": [0.3, 0.32, 0.5, 0.52]})
+    text = write_table(df, tmp_path / "table.md", recipes=recipes, extended=extended).read_text()
+    assert "| d | Random init | `adam_3e-3` | `lr` | largest | 0.003 → 0.009 | `adam_3e-3_lr_0.009` | 1 | 100 |" in text
+    assert "| d | Random init | `adam_3e-3_lr_0.009` | `lr` | 0.009 | largest: extension stopped after max_steps |" in text
+    # MoCo chose from its own space (1e-4 is inside it now); the other arm's 9e-3 is not on MoCo's offer
+    assert "| d | MoCo | `adam_1e-4` | `lr` | 0.0001 |" not in text
