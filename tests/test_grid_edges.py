@@ -9,7 +9,9 @@ import torch
 
 from cryomonai.errors import ConfigError
 from cryomonai.experiment.edges import Extension, propose, read_extensions, recipe_overrides
+from cryomonai.experiment.graph import RunGraph
 from cryomonai.experiment.grid import SELECTION_COLUMNS, GridPreset, GridRunner, run_grid
+from cryomonai.experiment.preset import GridCell, grid_cells
 from cryomonai.experiment.training import GridTrainer
 
 EDGES = {"factor": 3, "max_steps": 2}
@@ -57,6 +59,11 @@ def test_the_largest_rate_winning_adds_it_times_the_factor(tmp_path):
     assert recipe_overrides(_tiny(), runner.layout.recipes_extended)["adam_3e-3_lr_0.009"]["lr"] == 0.009
     assert runner.selection_runs("snr_1", "random")[-1] == ("adam_3e-3_lr_0.009", 1.0)
     assert runner.extend_recipes("snr_1", "random") == []  # recorded (not yet scored): not proposed twice
+    # a grid stopped here resumes by training the recorded recipe's run before it chooses again
+    graph = RunGraph(runner.preset, list(grid_cells(runner.preset)), lambda job: False, runner.tables.tried,
+                     runner.selection_runs)
+    assert graph.selection[("snr_1", "random")] == [("finetune", GridCell("snr_1", "random", 1.0, 0), "adam_3e-3_lr_0.009")]
+    assert not graph.selected(("snr_1", "random"))
 
 
 def test_the_smallest_rate_winning_adds_it_divided_and_a_middle_one_nothing(tmp_path):
