@@ -13,10 +13,10 @@ chooses again. A recipe already ``max_steps`` factors beyond the declared space 
 is not extended: the report says the extension stopped there. A recipe that does not set
 ``encoder_lr`` has its ``lr`` there (finetune.json's ``"@lr"``): that rate moves with ``lr``, not on its own.
 
-Each extension is written to ``recipes_extended.json`` (:attr:`~cryomonai.experiment.layout.GridLayout.
-recipes_extended`) *before* it trains, so a resumed grid chooses from the same recipes, and a run in
-a worker process or a SLURM job finds its overrides there (:func:`recipe_overrides`), whatever preset
-object it was handed.
+Each extension is written to the grid's ``recipes_extended.json``
+(:class:`~cryomonai.experiment.layout.GridLayout`) *before* it trains, so a resumed grid chooses from
+the same recipes, and a run in a worker process or a SLURM job finds its overrides there
+(:func:`recipe_overrides`), whatever preset object it was handed.
 
 Example (the largest rate wins; ×3):
     >>> table = pd.DataFrame({"recipe": ["lo", "hi"], "label_fraction": [1.0, 1.0]})
