@@ -14,6 +14,9 @@ results tables → report, each a small module; the folder layout in one object.
   processes (``workers`` > 1); :mod:`~cryomonai.experiment.slurm` — SLURM jobs through submitit;
 * :mod:`~cryomonai.experiment.training` — a run of the bundle: pretrain, fine-tune, evaluate;
 * :mod:`~cryomonai.experiment.tables` — ``results.csv``, ``selection.csv``, ``timings.csv``;
+* :mod:`~cryomonai.experiment.selection` — each arm's recipe, chosen on validation;
+  :mod:`~cryomonai.experiment.edges` — the recipes added where that choice sits at the edge of the
+  space (``extend_edges``), recorded in ``recipes_extended.json``;
 * :mod:`~cryomonai.experiment.grid` — :func:`run_grid`: the driver (recipes chosen on validation,
   cells evaluated, the tables written), resumable;
 * :mod:`~cryomonai.experiment.progress` — the grid's progress: its runs counted, one bar (or one log

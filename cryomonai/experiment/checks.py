@@ -16,12 +16,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["BUNDLE_RATES", "EDGE_KEYS", "deployed", "recipe_edges"]
+__all__ = ["BUNDLE_RATES", "EDGE_KEYS", "deployed", "recipe_edges", "recipe_rates"]
 
 #: the rate keys whose chosen value is checked against the edges of the recipe space
 EDGE_KEYS: tuple[str, ...] = ("lr", "encoder_lr")
@@ -47,7 +47,7 @@ def deployed(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"deployed": "finetune", "deployed_test_accuracy": _number(row.get("test_accuracy"))}
 
 
-def _rates(overrides: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, float]:
+def recipe_rates(overrides: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, float]:
     """A recipe's rates: its ``lr`` (else the default), its ``encoder_lr`` (else its ``lr``, as finetune.json)."""
     rates = {**defaults, **overrides}
     rates.setdefault("encoder_lr", rates.get("lr"))
@@ -59,7 +59,8 @@ BUNDLE_RATES: dict[str, float] = {"lr": 0.0005}
 
 
 def recipe_edges(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]],
-                 defaults: Mapping[str, Any] | None = None, keys: tuple[str, ...] = EDGE_KEYS) -> pd.DataFrame:
+                 defaults: Mapping[str, Any] | None = None, keys: tuple[str, ...] = EDGE_KEYS,
+                 spaces: Mapping[tuple[str, str], Sequence[str]] | None = None) -> pd.DataFrame:
     """The arms whose chosen recipe puts a rate at the edge of the search space.
 
     For each key of ``keys`` that the recipes vary, an arm (dataset, method; its ``recipe`` in
@@ -74,6 +75,8 @@ def recipe_edges(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]]
             :meth:`~cryomonai.experiment.preset.GridPreset.recipe_overrides`).
         defaults: rates a recipe leaves alone (default :data:`BUNDLE_RATES`).
         keys: the rate keys checked.
+        spaces: (dataset, method) → the recipe names that arm chose from (the declared ones and those the
+            grid added for it, :mod:`~cryomonai.experiment.edges`); an arm not in it: every recipe of ``recipes``.
 
     Returns:
         columns ``dataset, method, recipe, key, value, edge`` (``edge``: ``"largest"`` or ``"smallest"``),
@@ -82,10 +85,15 @@ def recipe_edges(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]]
     columns = ["dataset", "method", "recipe", "key", "value", "edge"]
     if len(recipes) < 2 or not {"dataset", "method", "recipe"} <= set(results.columns):
         return pd.DataFrame(columns=columns)
-    rates = {name: _rates(o, BUNDLE_RATES if defaults is None else defaults) for name, o in recipes.items()}
-    offered = {key: sorted({r[key] for r in rates.values() if math.isfinite(r.get(key, math.nan))}) for key in keys}
+    rates = {name: recipe_rates(o, BUNDLE_RATES if defaults is None else defaults) for name, o in recipes.items()}
+
+    def offer(names: Sequence[str]) -> dict[str, list[float]]:
+        return {key: sorted({rates[n][key] for n in names if n in rates and math.isfinite(rates[n].get(key, math.nan))})
+                for key in keys}
+
     rows = []
     for arm in results.drop_duplicates(["dataset", "method", "recipe"]).itertuples():
+        offered = offer((spaces or {}).get((arm.dataset, arm.method), list(rates)))
         for key in (k for k in keys if len(offered[k]) >= 2):  # a key the recipes vary
             value = rates.get(str(arm.recipe), {}).get(key, math.nan)
             edge = "largest" if value == offered[key][-1] else "smallest" if value == offered[key][0] else ""

@@ -4,7 +4,9 @@ Every training run is a :class:`Job`; it names the jobs it needs done first:
 
 * a **pretraining** per (dataset, SSL method, repeat), seed ``seed + repeat``, needs nothing;
 * a **selection** run per (dataset, method, recipe, selection fraction) fine-tunes repeat 0 and needs
-  that arm's repeat-0 pretraining (only when the preset has more than one recipe);
+  that arm's repeat-0 pretraining (only when the preset has more than one recipe); a recipe added where
+  the arm's choice sat at the edge of the space (:mod:`~cryomonai.experiment.edges`) joins with
+  :meth:`RunGraph.add_selection`;
 * a **cell** fine-tuning per (dataset, method, label fraction, repeat) with its arm's chosen recipe
   needs its pretraining. It joins the graph once the arm's recipe is chosen
   (:meth:`RunGraph.add_cells`), and a selection run of the chosen recipe *is* that cell's run.
@@ -55,14 +57,18 @@ class RunGraph:
         todo: the cells still to evaluate, in the grid's order.
         trained: whether a job's run is already trained (its folder says so).
         tried: ``(dataset, method)`` → the ``(recipe, fraction rounded)`` selection runs already in ``selection.csv``.
+        runs: ``(dataset, method)`` → its selection runs as ``(recipe, fraction)`` (default: every recipe at
+            every selection fraction, none with one recipe); the grid's include the recipes it added.
     """
 
     def __init__(self, preset: GridPreset, todo: list[GridCell], trained: Callable[[Job], bool],
-                 tried: Callable[[str, str], set[tuple[str, float]]]) -> None:
+                 tried: Callable[[str, str], set[tuple[str, float]]],
+                 runs: Callable[[str, str], list[tuple[str, float]]] | None = None) -> None:
         self.preset, self.todo, self._trained = preset, list(todo), trained
         self.pending: dict[tuple, Job] = {}
         self.done: set[tuple] = set()
         recipes = list(preset.recipe_overrides())
+        declared = [(r, float(f)) for r in (recipes if len(recipes) > 1 else []) for f in preset.selection_cells()]
         #: (dataset, method) in the order their recipes are chosen: a dataset's methods in the preset's order
         self.pairs = [(name, m) for name in dict.fromkeys(c.dataset for c in todo) for m in preset.methods]
         self.selection: dict[tuple[str, str], list[tuple]] = {}
@@ -70,7 +76,7 @@ class RunGraph:
             have = tried(dataset, method)
             self.selection[(dataset, method)] = [
                 self._finetuning(GridCell(dataset, method, frac, 0), recipe, SELECT)
-                for recipe in (recipes if len(recipes) > 1 else []) for frac in preset.selection_cells()
+                for recipe, frac in (runs(dataset, method) if runs is not None else declared)
                 if (recipe, round(frac, 6)) not in have]
         for cell in todo:  # pretrain early: a repeat's pretraining before its first cell
             self._pretraining(cell.dataset, cell.method, cell.repeat)
@@ -95,6 +101,10 @@ class RunGraph:
     def selected(self, pair: tuple[str, str]) -> bool:
         """Whether every selection run of ``pair`` (dataset, method) is trained: its recipe can be chosen."""
         return all(k in self.done for k in self.selection[pair])
+
+    def add_selection(self, pair: tuple[str, str], runs: list[tuple[GridCell, str]]) -> None:
+        """More selection runs of ``pair`` (recipes added at the edge of the space): its recipe waits for them."""
+        self.selection[pair] += [self._finetuning(cell, recipe, SELECT) for cell, recipe in runs]
 
     def add_cells(self, pair: tuple[str, str], choice: dict[float, str]) -> None:
         """The fine-tunings of ``pair``'s cells, each with its fraction's chosen recipe (``choice``: label

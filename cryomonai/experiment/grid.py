@@ -11,7 +11,9 @@ second training loop:
 3. per (dataset, method): the fine-tuning **recipe** (a named set of bundle overrides from the
    preset's ``recipes`` search space) is chosen on the **validation split only**: every recipe
    fine-tunes repeat 0 at the ``selection_fractions``; the highest mean best-validation accuracy
-   wins (``selection.csv``). The test split is not read while choosing;
+   wins (``selection.csv``; :mod:`~cryomonai.experiment.selection`). The test split is not read while
+   choosing. With the preset's ``extend_edges``, a choice at the edge of the space in a rate gets a
+   recipe beyond it, trained and compared the same way (:mod:`~cryomonai.experiment.edges`);
 4. per (dataset, method, label fraction, repeat): ``finetune`` with the chosen recipe on the
    stratified labelled fraction (``label_seed = repeat``, so every method sees the same subset
    within a repeat; nested across fractions), from the repeat's pretrained encoder or from random
@@ -65,6 +67,7 @@ from cryomonai.experiment.progress import GridProgress, bundle_seconds, count_ru
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
 from cryomonai.experiment.scheduler import make_pool, schedule
+from cryomonai.experiment.selection import RecipeChooser
 from cryomonai.experiment.tables import RESULT_COLUMNS, SELECTION_COLUMNS, TIMING_COLUMNS, GridTables, cell_key
 from cryomonai.experiment.training import GridTrainer, write_text
 from cryomonai.io.lock import FolderLock
@@ -92,6 +95,7 @@ class GridRunner:
         self.trainer = GridTrainer(preset, out_dir, progress)
         self.layout, self.out, self.data = self.trainer.layout, self.trainer.out, self.trainer.data
         self.tables = GridTables(self.layout)
+        self.chooser = RecipeChooser(preset, self.tables, self.layout, self.validate)  # on validation, in selection.csv
         self.readouts = CellReadouts(preset.encoder)  # linear probe (test and validation) and kNN, features cached
         self.tracker: GridProgress | None = None  # the grid's progress while :meth:`run` runs
 
@@ -127,45 +131,25 @@ class GridRunner:
         return val
 
     def choose_recipe(self, dataset: str, method: str) -> dict[float, str]:
-        """The recipe of ``method`` on ``dataset`` per label fraction (rounded to 6 digits): the only one,
-        or the best on the validation split.
+        """The recipe of ``method`` on ``dataset`` per label fraction (rounded to 6 digits), chosen on validation
+        (:meth:`RecipeChooser.choose <cryomonai.experiment.selection.RecipeChooser.choose>`)."""
+        return self.chooser.choose(dataset, method)
 
-        Every recipe fine-tunes repeat 0 at each selection fraction (trained by the scheduler, scored
-        here, rows in ``selection.csv``); the highest mean best-validation accuracy over the selection
-        fractions wins, ties to the first declared. With the preset's ``choose_per_fraction``, each
-        selection fraction takes its own winner (the highest best-validation accuracy there).
-        """
-        recipes = list(self.preset.recipe_overrides())
-        fractions = [round(float(f), 6) for f in self.preset.label_fractions]
-        if len(recipes) == 1:
-            return dict.fromkeys(fractions, recipes[0])
-        seed = self.preset.seed
-        have = self.tables.tried(dataset, method)
-        for recipe in recipes:
-            for frac in self.preset.selection_cells():
-                if (recipe, round(frac, 6)) in have:
-                    continue
-                cell = GridCell(dataset, method, frac, 0)
-                log.info("[grid %s] recipe selection: %s recipe=%s", self.preset.name, cell, recipe)
-                self.tables.add_selection({
-                    "dataset": dataset, "method": method, "recipe": recipe, "label_fraction": frac, "repeat": 0,
-                    "pretrain_seed": seed if method != "random" else math.nan,
-                    "best_val_accuracy": self.validate(cell, recipe), "chosen": False, "run_dir": cell.run_dir(recipe)})
-        table = self.tables.selection()
-        mine = table[(table["dataset"] == dataset) & (table["method"] == method)]
-        mine = mine.assign(label_fraction=mine["label_fraction"].astype(float).round(6))
+    def extend_recipes(self, dataset: str, method: str) -> list[tuple[GridCell, str]]:
+        """After :meth:`choose_recipe`: the selection runs to train before that choice is final, none if it is
+        (the preset's ``extend_edges``, :mod:`~cryomonai.experiment.edges`)."""
+        runs = self.chooser.extend(dataset, method)
+        if runs and self.tracker is not None:
+            self.tracker.add("selection", len(runs))
+        return runs
 
-        def best(rows: pd.DataFrame) -> str:
-            # rounded, so that equal accuracies tie exactly (0.155 + 0.29 ≠ 0.165 + 0.28 in floating point)
-            means = rows.groupby("recipe", sort=False)["best_val_accuracy"].mean().round(9)
-            return max(recipes, key=lambda r: (means.get(r, -1.0), -recipes.index(r)))
+    def selection_runs(self, dataset: str, method: str) -> list[tuple[str, float]]:
+        """The arm's selection runs as (recipe, fraction), the recipes added at the edge included."""
+        return self.chooser.runs(dataset, method)
 
-        choice = dict.fromkeys(fractions, best(mine))
-        if self.preset.choose_per_fraction:
-            choice.update({f: best(mine[mine["label_fraction"] == f]) for f in sorted(set(mine["label_fraction"]))
-                           if f in choice})
-        self.tables.mark_chosen(dataset, method, choice)
-        return choice
+    def recipe_overrides(self) -> dict[str, dict[str, Any]]:
+        """Every recipe's full overrides, the recipes added at the edge included."""
+        return self.chooser.recipes()
 
     def run_cell(self, cell: GridCell, recipe: str) -> dict[str, Any]:
         """Score ``cell`` (fine-tuned with ``recipe``) on validation, then once on test (and the readouts):

@@ -9,6 +9,7 @@ Layout of a grid's folder (``out``)::
     pretrain/<dataset>/<method>/s<seed>/ models/pretrain.pt, eval/ (TensorBoard), seconds.txt
     cells/<dataset>/<method>/<recipe>/f<pct>_r<repeat>/   models/finetune_best.pt, eval/predictions_test.csv
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked
+    recipes_extended.json                the recipes added where a choice sat at the space's edge (``extend_edges``)
     results.csv, preset.json             one row per cell; the preset the grid ran with
     timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
     jobs.csv, jobs/<job id>/             SLURM executor only: the jobs submitted, their logs
@@ -42,6 +43,8 @@ class GridLayout:
 
     results = property(lambda self: self.root / "results.csv", doc="One row per cell.")
     selection = property(lambda self: self.root / "selection.csv", doc="The recipe-selection runs.")
+    recipes_extended = property(lambda self: self.root / "recipes_extended.json",
+                                doc="The recipes the grid added at the edge of the space (preset key ``extend_edges``).")
     timings = property(lambda self: self.root / "timings.csv", doc="One row per step the grid ran.")
     timing_md = property(lambda self: self.root / "timing.md", doc="Where the time went, as a table.")
     preset = property(lambda self: self.root / "preset.json", doc="The preset the grid ran with.")

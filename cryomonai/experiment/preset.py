@@ -67,6 +67,12 @@ class GridPreset:
             fraction gets the recipe best on validation *at that fraction* (others keep the mean's
             winner), so a recipe that keeps pretrained features at 1 % labels and one that trains
             freely at 100 % can both be chosen.
+        extend_edges: ``None`` (default): the recipe space is as declared. ``{"factor": 3, "max_steps": 2}``:
+            where an arm's choice (per selection fraction with ``choose_per_fraction``) puts ``lr`` or
+            ``encoder_lr`` at the largest or smallest value on offer, the grid adds that recipe with the
+            rate × or ÷ ``factor``, trains it at those fractions (repeat 0, validation only) and chooses
+            again, at most ``max_steps`` factors beyond the declared space per key and direction
+            (:mod:`~cryomonai.experiment.edges`; recorded in ``recipes_extended.json``).
         readouts: also compute linear-probe and kNN accuracy on frozen features.
         report: arguments of the report (``gradcam_examples``, ``embedding``).
         executor: who trains the runs (:class:`~cryomonai.experiment.executors.ExecutorSpec`):
@@ -91,6 +97,7 @@ class GridPreset:
     recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     selection_fractions: list[float] | None = None
     choose_per_fraction: bool = False
+    extend_edges: dict[str, Any] | None = None
     readouts: bool = True
     report: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
@@ -127,6 +134,7 @@ class GridPreset:
         if not isinstance(self.choose_per_fraction, bool):
             raise ConfigError(key("choose_per_fraction"), f"choose_per_fraction={self.choose_per_fraction!r}",
                               "give true or false")
+        _check_extend_edges(self.extend_edges, key("extend_edges"))
         extra = sorted(set(map(float, self.selection_fractions or [])) - set(map(float, self.label_fractions)))
         if extra:
             raise ConfigError(key("selection_fractions"), f"selection_fractions {extra} are not label fractions",
@@ -154,6 +162,20 @@ class GridCell:
     def run_dir(self, recipe: str) -> str:
         """The cell's folder (fine-tuned with ``recipe``) relative to the grid's ``out_dir``."""
         return GridLayout.cell_dir(self.dataset, self.method, recipe, self.label_fraction, self.repeat)
+
+
+def _check_extend_edges(spec: Any, where: str) -> None:
+    """``extend_edges`` is off (``None``) or ``{"factor": > 1, "max_steps": whole number >= 1}`` (one-line errors)."""
+    if spec is None:
+        return
+    fix = 'give e.g. {"factor": 3, "max_steps": 2}, or null (off)'
+    if not isinstance(spec, dict) or set(spec) != {"factor", "max_steps"}:
+        raise ConfigError(where, f"extend_edges={spec!r} is not a dict with keys factor and max_steps", fix)
+    factor, steps = spec["factor"], spec["max_steps"]
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise ConfigError(where, f"factor={factor!r} is not a number > 1", fix)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(where, f"max_steps={steps!r} is not a whole number >= 1", fix)
 
 
 def _check_dataset_entry(ds: dict[str, Any], where: str) -> None:

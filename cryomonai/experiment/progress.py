@@ -50,14 +50,14 @@ def count_runs(runner: Any, todo: Iterable[Any]) -> dict[str, int]:
     ``random``), its fine-tuning (unless done, or done as a selection run) and its evaluation.
     """
     preset, todo = runner.preset, list(todo)
-    recipes = list(preset.recipe_overrides())
-    fractions = {round(float(f), 6) for f in preset.selection_cells()} if len(recipes) > 1 else set()
+    recipes = list(runner.recipe_overrides())  # with the recipes added at the edge of the space so far
+    fractions = {round(float(f), 6) for f in preset.selection_cells()} if len(preset.recipe_overrides()) > 1 else set()
     pretrain: set[tuple[str, str, int]] = set()
     selection, selecting = 0, set()
     for dataset in dict.fromkeys(c.dataset for c in todo):
         for method in preset.methods:
             tried = runner.tables.tried(dataset, method) if fractions else set()
-            left = [(r, f) for r in recipes for f in fractions if (r, f) not in tried]
+            left = [(r, f) for r, f in runner.selection_runs(dataset, method) if (r, round(f, 6)) not in tried]
             if left:
                 selecting.add((dataset, method))
                 selection += len(left)
@@ -133,6 +133,13 @@ class GridProgress:
         """Close the bar (it stays on screen) and give the log lines their handlers back."""
         self.bar.close()
         self._redirect.close()
+
+    def add(self, kind: str, n: int) -> None:
+        """``n`` more runs of ``kind`` to do (selection runs of recipes added at the edge of the space)."""
+        self.left["finetune" if kind == "selection" else kind] += n
+        self.total += n
+        self.bar.total = self.total
+        self.bar.refresh()
 
     def eta(self) -> float | None:
         """Seconds until every run is done (see the module docstring); None before the first run finishes."""

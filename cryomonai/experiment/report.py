@@ -113,7 +113,8 @@ def _metric_lines(results: pd.DataFrame, metric: str, baseline: str, per_dataset
     return lines + (_markdown(["Dataset"] + header, all_rows) + [""] if not per_dataset else [])
 
 
-def _recipe_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping] | None) -> list[str]:
+def _recipe_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping] | None,
+                  extended: pd.DataFrame | None = None) -> list[str]:
     """Markdown: the fine-tuning recipe each arm used (chosen on validation), and what each recipe sets."""
     if "recipe" not in results.columns:
         return []
@@ -126,7 +127,7 @@ def _recipe_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping] | None) 
     if recipes:
         lines += ["| Recipe | bundle overrides |", "|---:|---:|"]
         lines += [f"| `{name}` | `{json.dumps(dict(o), sort_keys=True)}` |" for name, o in recipes.items()] + [""]
-    return lines + edge_lines(results, recipes)
+    return lines + edge_lines(results, recipes, extended)
 
 
 def write_table(
@@ -135,6 +136,7 @@ def write_table(
     metric: str = "test_accuracy",
     baseline: str = "random",
     recipes: Mapping[str, Mapping] | None = None,
+    extended: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``table.md``: the paper's Table 1 layout for ``metric``, then smaller probe/kNN tables.
 
@@ -147,7 +149,8 @@ def write_table(
     Holm) after the main table; the fair-baseline check and every arm's fine-tuned-vs-own-probe check,
     both on validation; the deployed classifier; and the fine-tuning recipe of each arm (a ``recipe``
     column; ``recipes`` maps names to their bundle overrides) with the arms at the edge of the recipe
-    space. Written atomically (folder created).
+    space, and the recipes the grid added there (``extended``: ``recipes_extended.json`` as a table,
+    :func:`~cryomonai.experiment.edges.extensions_table`). Written atomically (folder created).
 
     Raises:
         CryoDataError: the results lack the key columns or ``metric``, or ``metric`` has no values.
@@ -164,7 +167,7 @@ def write_table(
     lines += baseline_check_lines(df, baseline)
     lines += own_probe_lines(df)
     lines += deployed_lines(df, baseline)
-    lines += _recipe_lines(df, recipes)
+    lines += _recipe_lines(df, recipes, extended)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
@@ -180,6 +183,7 @@ def write_report(
     baseline: str = "random",
     predictions: str = "eval/predictions_test.csv",
     recipes: Mapping[str, Mapping] | None = None,
+    extended: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write the grid's report into ``out_dir`` from its ``results.csv``.
 
@@ -197,7 +201,7 @@ def write_report(
     results_csv, out = Path(results_csv), Path(out_dir)
     df = read_results(results_csv, metric)
     out.mkdir(parents=True, exist_ok=True)
-    written = {"table": write_table(df, out / "table.md", metric, baseline, recipes)}
+    written = {"table": write_table(df, out / "table.md", metric, baseline, recipes, extended)}
     add_context_section(written["table"], df, len(class_names))  # the context control, where the data has one
     with atomic_write(out / f"ttest_{metric}.csv", "w", newline="") as f:
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")

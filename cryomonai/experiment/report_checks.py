@@ -157,14 +157,40 @@ def deployed_lines(results: pd.DataFrame, baseline: str = "random") -> list[str]
             *_table(["Dataset", "Labelled (%)", *[method_label(m) for m in methods]], rows)]
 
 
-def edge_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
-    """Markdown: the arms whose chosen recipe sets ``lr`` or ``encoder_lr`` at the edge of the recipe space."""
-    edges = recipe_edges(results, recipes or {})
+def edge_lines(results: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]] | None,
+               extended: pd.DataFrame | None = None) -> list[str]:
+    """Markdown: the recipes the grid added at the edge of the space (``extended``, one row per
+    :class:`~cryomonai.experiment.edges.Extension`), then the arms whose chosen recipe still sets ``lr`` or
+    ``encoder_lr`` at the edge of the recipes they chose from."""
+    extended = extended if extended is not None and len(extended) else None
+    lines, spaces = [], None
+    if extended is not None:
+        added = set(extended["recipe"])
+        declared = [name for name in recipes or {} if name not in added]
+        spaces = {(d, m): declared + list(dict.fromkeys(block["recipe"]))
+                  for (d, m), block in extended.groupby(["dataset", "method"], sort=False)}
+        rows = [[r.dataset, method_label(r.method), f"`{r.parent}`", f"`{r.key}`", r.edge, f"{r.from_value:g} → {r.value:g}",
+                 f"`{r.recipe}`", str(r.step), ", ".join(f"{100 * f:g}" for f in r.fractions)] for r in extended.itertuples()]
+        lines = ["**Extended on validation** (`extend_edges`; `recipes_extended.json`). Where an arm's choice put a "
+                 "rate at the edge of the space, the grid added the chosen recipe with that rate moved a factor "
+                 "further, trained it at the selection fractions concerned (repeat 0) and chose again; step: factors "
+                 "beyond the declared space.", "",
+                 *_table(["Dataset", "Method", "from recipe", "key", "edge", "value", "added recipe", "step",
+                          "at labelled (%)"], rows)]
+    edges = recipe_edges(results, recipes or {}, spaces=spaces)
     if edges.empty:
-        return []
-    rows = [[r.dataset, method_label(r.method), f"`{r.recipe}`", f"`{r.key}`", f"{r.value:g}", r.edge]
+        return lines + (["Every extended arm's final choice is inside its extended space.", ""] if lines else [])
+
+    def still(r: Any) -> str:
+        keys = [r.key, "lr"] if r.key == "encoder_lr" else [r.key]  # an encoder rate that follows lr moved with it
+        went = extended is not None and ((extended["dataset"] == r.dataset) & (extended["method"] == r.method)
+                                         & extended["key"].isin(keys) & (extended["edge"] == r.edge)).any()
+        return f"{r.edge}: extension stopped after max_steps" if went else r.edge
+
+    rows = [[r.dataset, method_label(r.method), f"`{r.recipe}`", f"`{r.key}`", f"{r.value:g}", still(r)]
             for r in edges.itertuples()]
-    return ["**At the edge: widen the space.** These arms chose a recipe whose rate is the largest or the smallest "
-            "on offer among the recipes that vary it, so a better one may lie outside the space (extend it and "
-            "choose again, on validation).", "",
-            *_table(["Dataset", "Method", "Recipe", "key", "value", "edge of the space"], rows)]
+    return lines + [
+        "**At the edge: widen the space.** These arms chose a recipe whose rate is the largest or the smallest "
+        "on offer among the recipes that vary it, so a better one may lie outside the space (extend it and "
+        "choose again, on validation).", "",
+        *_table(["Dataset", "Method", "Recipe", "key", "value", "edge of the space"], rows)]

@@ -32,6 +32,8 @@ from cryomonai.data.dataset import VolumeStackDataset
 from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
 from cryomonai.evaluation.readouts import encoder_features
 from cryomonai.evaluation.stats import order_datasets, seconds_summary
+from cryomonai.experiment.edges import extensions_table, recipe_overrides
+from cryomonai.experiment.layout import GridLayout
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report import write_report
 from cryomonai.io.atomic import atomic_write
@@ -97,13 +99,19 @@ def _data_section(record: GridRecord, datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _recipes(record: GridRecord) -> dict[str, Any]:
+    """The report's recipe arguments: every recipe (those added at the edge of the space too) and the added ones."""
+    extended = GridLayout(record.out).recipes_extended
+    return {"recipes": recipe_overrides(record.preset, extended), "extended": extensions_table(extended)}
+
+
 def write_grid_report(record: GridRecord) -> dict[str, Path]:
     """Write the report of the grid that ``record`` describes into its folder; returns the files by key."""
     preset, out = record.preset, record.out
     results = record.results()
     dataset = order_datasets(results)[0]
     table = read_particle_table(record.tables[dataset])
-    written = write_report(record.results_path, out, list(table.class_names), recipes=preset.recipe_overrides())
+    written = write_report(record.results_path, out, list(table.class_names), **_recipes(record))
     with atomic_write(written["table"], "w") as fh:
         fh.write(Path(written["table"]).read_text() + _data_section(record, order_datasets(results)))
     best = _best_method(results, dataset)
@@ -176,7 +184,7 @@ def write_interim_report(record: GridRecord, repeats_done: int) -> Path:
         results.to_csv(fh, index=False)
     dataset = order_datasets(results)[0]
     classes = list(read_particle_table(record.tables[dataset], check_files=False).class_names)
-    written = write_report(out / "results.csv", out, classes, recipes=record.preset.recipe_overrides())
+    written = write_report(out / "results.csv", out, classes, **_recipes(record))
     n = int(record.preset.repeats)
     banner = (f"> **Interim report: {repeats_done} of {n} repeats finished.** The grid is still running; "
               f"its final report (`../table.md`, with all {n} repeats) replaces this folder. "

@@ -16,7 +16,9 @@ An executor only *trains* (pretrainings, recipe-selection and cell fine-tunings,
 it needs is done, :mod:`~cryomonai.experiment.graph`); it writes run folders and nothing else.
 **This process** keeps the bookkeeping and everything that reads the validation or test split: it
 records each collected run's time; chooses an arm's recipe on validation once its selection runs are
-trained (the driver's ``choose_recipe``), and only then adds that arm's cells to the graph; and
+trained (the driver's ``choose_recipe``) — where the choice sits at the edge of the recipe space and the
+preset says ``extend_edges``, it first adds the arm's next selection runs (``extend_recipes``) and chooses
+again once they are trained — and only then adds that arm's cells to the graph; and
 evaluates the cells **in the grid's order** (validation, the one test read, readouts, the
 ``results.csv`` row), a dataset's cells only after every arm of it has its recipe. So ``results.csv``,
 ``selection.csv``, resuming and the interim reports do not depend on the executor.
@@ -51,8 +53,10 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
 
     Args:
         driver: the grid's driver (:class:`~cryomonai.experiment.grid.GridRunner`): ``preset``, its
-            ``trainer`` and ``tables``, ``choose_recipe(dataset, method)`` (label fraction → recipe; reads validation only) and
-            ``collected(job, seconds)`` (a training run is done: its time and progress).
+            ``trainer`` and ``tables``, ``selection_runs(dataset, method)`` (its (recipe, fraction) selection runs),
+            ``choose_recipe(dataset, method)`` (label fraction → recipe; reads validation only),
+            ``extend_recipes(dataset, method)`` (after a choice: the (cell, recipe) selection runs to train before
+            it is final, none if it is) and ``collected(job, seconds)`` (a training run is done: its time and progress).
         pool: an executor (``capacity``, ``submit``, ``wait``, ``result``, ``close``).
         todo: the cells to evaluate, in the grid's order.
         evaluate: ``evaluate(cell, recipe)`` evaluates a cell whose training is done and writes its row;
@@ -63,7 +67,7 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
     def trained(job: Job) -> bool:
         return trainer.pretrained(*job.args) if job.kind == "pretrain" else trainer.finetuned(*job.args)
 
-    graph = RunGraph(preset, todo, trained, driver.tables.tried)
+    graph = RunGraph(preset, todo, trained, driver.tables.tried, driver.selection_runs)
     chosen: dict[tuple[str, str], dict[float, str]] = {}  # (dataset, method) → label fraction → recipe
     running: dict[Any, Job] = {}  # a pool's handle → its run
     try:
@@ -73,7 +77,12 @@ def schedule(driver: Any, pool: Any, todo: list[GridCell], evaluate: Callable[[G
                     continue
                 if not graph.selected(pair):
                     break
-                chosen[pair] = driver.choose_recipe(*pair)
+                choice = driver.choose_recipe(*pair)
+                more = driver.extend_recipes(*pair)  # at the edge of the space: more selection runs first
+                if more:
+                    graph.add_selection(pair, more)
+                    break
+                chosen[pair] = choice
                 graph.add_cells(pair, chosen[pair])
             while todo and _evaluable(todo[0], chosen, graph, preset.methods):
                 cell = todo.pop(0)

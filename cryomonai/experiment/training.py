@@ -17,6 +17,7 @@ from typing import Any
 from cryomonai.engines.checkpoints import latest_checkpoint
 from cryomonai.experiment.budget import resolve_min_steps
 from cryomonai.experiment.data import GridData
+from cryomonai.experiment.edges import recipe_overrides
 from cryomonai.experiment.layout import GridLayout
 from cryomonai.experiment.preset import GridCell, GridPreset
 from cryomonai.io.atomic import atomic_write
@@ -100,10 +101,15 @@ class GridTrainer:
         wf = run_bundle(
             "finetune", encoder=self.preset.encoder, pretrained=pretrained, resume=_resumable(run.models, "finetune"),
             **{**self.bundle_keys(cell, recipe),
-               **resolve_min_steps(self.preset, self.preset.recipe_overrides()[recipe], self.data.table_path(cell.dataset))},
+               **resolve_min_steps(self.preset, self.recipe(recipe), self.data.table_path(cell.dataset))},
         )
         write_text(run.root / "seconds.txt", f"{time.perf_counter() - t0:.2f}\n")
         return wf.seconds
+
+    def recipe(self, recipe: str) -> dict[str, Any]:
+        """``recipe``'s full fine-tuning overrides: a declared recipe's, or one the grid added at the edge of the
+        space, read from the grid's record (so a worker handed the preset before it was added finds it)."""
+        return recipe_overrides(self.preset, self.layout.recipes_extended)[recipe]
 
     def bundle_keys(self, cell: GridCell, recipe: str) -> dict[str, Any]:
         """The bundle overrides that locate ``cell``'s run with ``recipe`` (data, labelled subset, folders, seed)."""
