@@ -117,6 +117,7 @@ def test_confirm_presets_load_with_fresh_seeds_and_the_sizes():
         assert preset.label_fractions == [0.01, 0.1, 1.0] and preset.repeats == 3 and preset.workers == 2
         assert preset.selection_cells() == preset.label_fractions  # recipes scored at every fraction
         assert preset.choose_per_fraction is True  # and chosen per fraction on validation
+        assert preset.extend_edges == {"factor": 3, "max_steps": 2}  # a winner at the edge widens the space
         recipes = preset.recipe_overrides()
         assert any(r.get("lp_epochs", 0) > 0 for r in recipes.values())  # LP-FT
         assert any(0 < r.get("layer_decay", 1.0) < 1.0 for r in recipes.values())  # layer-wise decay
