@@ -156,5 +156,11 @@ def test_confirm_protocol_runs_end_to_end_on_a_tiny_dataset(tmp_path):
     results = run_grid(preset, tmp_path / "grid", report=True, progress=False)
     assert len(results) == 4 and results["context_accuracy"].between(0, 1).all()
     selection = pd.read_csv(tmp_path / "grid" / "selection.csv")
-    assert set(selection["recipe"]) == set(confirm.recipes) and len(selection) == 2 * 2 * len(confirm.recipes)
+    declared = selection[selection["recipe"].isin(list(confirm.recipes))]
+    assert set(declared["recipe"]) == set(confirm.recipes) and len(declared) == 2 * 2 * len(confirm.recipes)
+    # a winner at the edge of the space (extend_edges): the added recipes are recorded before they train
+    from cryomonai.experiment.edges import read_extensions
+
+    added = {e.recipe for e in read_extensions(tmp_path / "grid" / "recipes_extended.json")}
+    assert set(selection["recipe"]) - set(confirm.recipes) == added
     assert "## Context control" in (tmp_path / "grid" / "table.md").read_text()
