@@ -140,6 +140,21 @@ def test_the_grid_report_renders_tables_curve_figures_and_cell_links(tmp_path: P
     assert "<table>" in text and "<strong>0.61</strong>" in text  # table.md rendered by Python-Markdown
     assert text.count('class="cell" href="cells/snr_inf/') == 12 and 'id="accuracy-curve"' in text
     assert text.count("data:image/png;base64,") == 1
+    assert "<th>context_accuracy</th>" not in text  # a column results.csv does not have is not listed
+
+
+def test_the_grid_reports_cell_table_shows_the_validation_and_context_columns(tmp_path: Path) -> None:
+    """The numbers the grid chose on (validation), the deployed classifier and the context control, per cell."""
+    out = _grid(tmp_path)
+    df = pd.read_csv(out / "results.csv")
+    df = df.assign(recipe="lpft_5", best_val_accuracy=0.5, val_linear_probe_accuracy=0.4, deployed="finetune",
+                   deployed_test_accuracy=df["test_accuracy"], context_accuracy=0.1034)
+    df.to_csv(out / "results.csv", index=False)
+    text = write_grid_html(out, out / "results.csv").read_text().split('<table id="cells">')[1].split("</table>")[0]
+    for column in ("recipe", "best_val_accuracy", "val_linear_probe_accuracy", "deployed", "deployed_test_accuracy",
+                   "context_accuracy"):
+        assert f"<th>{column}</th>" in text, column
+    assert text.count("<td>0.1034</td>") == 12 and text.count("<td>lpft_5</td>") == 12
 
 
 # ---------------------------------------------------------------------------------------------- browser

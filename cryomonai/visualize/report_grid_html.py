@@ -29,9 +29,11 @@ from cryomonai.visualize.html import figure_html, file_data_uri, html_page, writ
 
 __all__ = ["write_grid_html"]
 
-#: the columns of results.csv listed per cell (those present)
-CELL_COLUMNS = ("dataset", "method", "label_fraction", "repeat", "n_labelled", "test_accuracy",
-                "linear_probe_accuracy", "knn_accuracy", "finetune_seconds")
+#: the columns of results.csv listed per cell (those present): the recipe, the validation numbers the grid
+#: chose on, the one test read, the readouts, the deployed classifier and the context control
+CELL_COLUMNS = ("dataset", "method", "label_fraction", "repeat", "recipe", "n_labelled", "best_val_accuracy",
+                "val_linear_probe_accuracy", "test_accuracy", "linear_probe_accuracy", "knn_accuracy", "deployed",
+                "deployed_test_accuracy", "context_accuracy", "finetune_seconds")
 
 
 def accuracy_figure(results: pd.DataFrame, metric: str = "test_accuracy") -> go.Figure:
