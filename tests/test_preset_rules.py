@@ -85,14 +85,15 @@ CONFIRM = ("confirm", "confirm_dev")
 
 
 def _seeds_elsewhere() -> str:
-    """Every tracked file except the confirm presets and this test (where a confirmation seed must not appear)."""
+    """Every tracked file except the confirm presets, this test, the presets page and the records of the confirm
+    runs themselves (``docs/records/confirm*/``) — where a confirmation seed must not appear."""
     root = Path(__file__).resolve().parents[1]
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
     skip = {"bundles/cryo_ssl/configs/grid/confirm.json", "bundles/cryo_ssl/configs/grid/confirm_dev.json",
             "tests/test_preset_rules.py", "docs/explanation/presets.md"}
     text = []
     for f in files:
-        if f not in skip and f.endswith((".py", ".json", ".md", ".cfg", ".toml", ".yaml", ".yml", ".sh", ".txt")):
+        if f not in skip and not f.startswith("docs/records/confirm") and f.endswith((".py", ".json", ".md", ".cfg", ".toml", ".yaml", ".yml", ".sh", ".txt")):
             text.append((root / f).read_text(errors="ignore"))
     return "\n".join(text)
 
