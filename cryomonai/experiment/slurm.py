@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 #: SLURM job states after which a job will not run again
 _FINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT",
           "GONE"}
+#: final states in which a job wrote no result of its own (not TIMEOUT: submitit requeues a job at its time limit)
+_FAILED = {"BOOT_FAIL", "CANCELLED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY"}
 #: ``jobs.csv``: one row per submitted job; times in seconds since the epoch (``started``/``finished``: the
 #: run inside the job, after Python and the package are imported; ``collected``: the driver saw it done)
 JOB_COLUMNS = ["run", "job_id", "folder", "tasks", "submitted", "started", "finished", "collected"]
@@ -111,6 +113,12 @@ class SubmititPool:
             time.sleep(self.spec.poll_s)
 
     def result(self, handle: Any, label: str) -> dict[str, float] | None:
+        if self.spec.kind == "slurm":
+            state = slurm_state(handle.job_id)
+            if state.split("+")[0] in _FAILED and not handle.paths.result_pickle.exists():
+                # ended without a result (e.g. scancel): submitit would keep polling accounting for one
+                raise GridJobError(f"grid {self.preset.name}: {label} failed in job {handle.job_id} (state {state}); "
+                                   f"its log:\n{_log_tail(handle)}\n(no result)")
         try:
             seconds = handle.results()[0]  # the seconds of rank 0 (the only task unless DDP)
         except Exception as err:  # submitit's FailedJobError / UncompletedJobError, or the run's own in debug
