@@ -3,6 +3,7 @@ control (each box without its target), including a control that fails on the tou
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,28 @@ def test_the_touching_shell_draws_exactly_as_before():
     for i, (classes, centres) in enumerate(recorded):
         lay = s.layout(np.random.default_rng([5, i]), i)
         assert lay.classes.tolist() == classes and np.allclose(lay.centres_zyx, centres, atol=1e-6)
+
+
+def test_what_users_run_simulates_crowding_without_the_shortcut():
+    """The bundle's simulated set (``python -m monai.bundle run …`` on built-in data) and the main job's
+    presets draw the shortcut-free crowding: the simulator's defaults (or the same values spelled out),
+    never the touching shell, and the presets render the context control. Only the presets kept to
+    reproduce committed history (``paper``, ``label_efficiency``) pin the old shell."""
+    from monai.bundle import ConfigParser
+
+    from cryomonai.experiment.preset import load_preset
+    from cryomonai.simulate.subtomogram import N_NEIGHBOURS
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "bundles" / "cryo_ssl" / "configs" / "common.json"))
+    sim = parser.get("simulation")
+    crowding = {"n_neighbours": tuple(sim["n_neighbours"]), "neighbour_gap": tuple(sim["neighbour_gap"]),
+                "neighbour_contact": sim["neighbour_contact"]}
+    defaults = {"n_neighbours": tuple(N_NEIGHBOURS), "neighbour_gap": tuple(NEIGHBOUR_GAP),
+                "neighbour_contact": "largest"}
+    assert crowding == defaults and crowding != TOUCHING_SHELL
+    for name in ("cpu", "cpu_full", "shipped", "confirm"):
+        for ds in load_preset(name).datasets:
+            assert ds.get("context_control") is True, (name, ds["name"])
+            assert ds.get("neighbour_contact", "largest") == "largest", (name, ds["name"])
+            assert tuple(ds.get("neighbour_gap", NEIGHBOUR_GAP)) == tuple(NEIGHBOUR_GAP), (name, ds["name"])
