@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv (if needed) and run the main job on built-in simulated data: the paper's experiment
-# grid at the `cpu` preset (10/25 % labels; about 15 min on 2 CPU cores, venv included; after each of
+# grid at the `cpu` preset (10/25 % labels; about 15 min on 2 CPU cores; after each of
 # the first 2 repeats an interim report in runs/grid_cpu/interim/), report in runs/grid_cpu/.
-# The fuller protocol with 100 % labels (about 30 min): .venv/bin/cryomonai grid --preset cpu_full (→ runs/grid_cpu_full)
+# The fuller protocol with 100 % labels (about 30 min before issue 26's recipes; not retimed): .venv/bin/cryomonai grid --preset cpu_full (→ runs/grid_cpu_full)
 # Extra arguments go to `cryomonai grid` (e.g. --repeats 2).
 # Rerunning resumes: finished cells are not rerun.
 set -euo pipefail
