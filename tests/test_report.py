@@ -300,3 +300,25 @@ def test_baseline_check_says_where_the_fine_tuned_baseline_beats_its_random_feat
     assert check["passes"].tolist() == [False, True] and check["label_fraction"].tolist() == [0.1, 1.0]
     assert check["finetuned_mean"].round(3).tolist() == [0.13, 0.51] and check["probe_mean"].round(3).tolist() == [0.15, 0.21]
     assert baseline_check(df.drop(columns="linear_probe_accuracy")).empty
+
+
+def test_the_accuracy_plot_shows_each_pretrained_arms_deployed_classifier(tmp_path: Path, monkeypatch) -> None:
+    """With ``deployed_test_accuracy`` in the results, each pretrained arm gets a dotted line at its deployed
+    classifier's mean (what a user ships); random init does not, and results without the column draw none."""
+    import cryomonai.visualize.results as results
+
+    figures = []
+    real = results.save_png
+    monkeypatch.setattr(results, "save_png", lambda fig, path, **kw: (figures.append(fig), real(fig, path, **kw))[1])
+    df = _results()
+    df["deployed_test_accuracy"] = df["test_accuracy"] + np.where(df["method"] == "simclr", 0.05, 0.0)
+    _png(plot_accuracy_vs_labels(df, tmp_path / "acc.png", num_classes=len(CLASSES)))
+    ax = next(a for a in figures[-1].axes if "0.05" in a.get_title())  # the panel of dataset snr_0.05
+    dotted = {line.get_label(): line for line in ax.get_lines() if "deployed" in line.get_label()}
+    assert set(dotted) == {"SimCLR deployed", "MoCo deployed"}
+    assert all(line.get_linestyle() == ":" for line in dotted.values())
+    simclr = dotted["SimCLR deployed"]
+    expected = [100 * (np.mean(ACC[(f, "simclr")]) + 0.05) for f in (0.25, 1.0)]
+    np.testing.assert_allclose(simclr.get_ydata(), expected)
+    _png(plot_accuracy_vs_labels(_results(), tmp_path / "plain.png", num_classes=len(CLASSES)))
+    assert not [line for line in figures[-1].axes[0].get_lines() if "deployed" in line.get_label()]

@@ -37,6 +37,10 @@ def plot_accuracy_vs_labels(
 ) -> Path:
     """PNG: ``metric`` (%) against labelled fraction (%), one panel per dataset, mean ± std per method.
 
+    Where the results have the deployed classifier (``deployed_test_accuracy``: probe or fine-tune,
+    chosen on validation) and ``metric`` is ``test_accuracy``, each pretrained arm also gets its
+    deployed accuracy, dotted in the arm's colour: what a user would ship, beside what fine-tuning gave.
+
     Args:
         results: the grid's results (DataFrame or path).
         path: output PNG (atomic; folder created).
@@ -48,6 +52,9 @@ def plot_accuracy_vs_labels(
     """
     df = read_results(results, metric)
     summary = summarise(df, metric)
+    deployed = None
+    if metric == "test_accuracy" and "deployed_test_accuracy" in df.columns:
+        deployed = summarise(df[df["method"] != baseline], "deployed_test_accuracy")
     if num_classes is None and "num_classes" in df.columns:
         num_classes = int(df["num_classes"].dropna().iloc[0])
     datasets = order_datasets(df[df["dataset"].isin(summary["dataset"])])
@@ -59,8 +66,13 @@ def plot_accuracy_vs_labels(
         for k, m in enumerate(methods):
             rows = block[block["method"] == m].sort_values("label_fraction")
             dodge = (k - (len(methods) - 1) / 2) * 0.8  # percentage points, so error bars do not overlap
-            ax.errorbar(100 * rows["label_fraction"] + dodge, 100 * rows["mean"], yerr=100 * rows["std"].fillna(0),
-                        marker="o", ms=4, capsize=3, lw=1.4, label=method_label(m), ls="--" if m == baseline else "-")
+            line = ax.errorbar(100 * rows["label_fraction"] + dodge, 100 * rows["mean"], yerr=100 * rows["std"].fillna(0),
+                               marker="o", ms=4, capsize=3, lw=1.4, label=method_label(m), ls="--" if m == baseline else "-")
+            if deployed is not None:
+                ship = deployed[(deployed["dataset"] == dataset) & (deployed["method"] == m)].sort_values("label_fraction")
+                if len(ship):
+                    ax.plot(100 * ship["label_fraction"] + dodge, 100 * ship["mean"], marker="s", ms=4, mfc="none", lw=1.2,
+                            ls=":", color=line[0].get_color(), label=f"{method_label(m)} deployed")
         if num_classes:
             ax.axhline(100 / num_classes, color="0.5", ls=":", lw=1, label=f"chance (1/{num_classes})")
         ax.set_title(dataset_title(df, dataset).replace("`", ""), fontsize=9)
@@ -69,9 +81,15 @@ def plot_accuracy_vs_labels(
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 1.3 / fig.get_figwidth(), 0.5), fontsize=8,
-               frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
+    # each arm, then its deployed classifier, then chance; the legend's column as wide as its longest label
+    rank = {label: i for i, label in enumerate(x for m in methods for x in (method_label(m), f"{method_label(m)} deployed"))}
+    order = sorted(range(len(labels)), key=lambda i: rank.get(labels[i], len(rank)))
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    room = max(1.4, 0.6 + 0.07 * max(map(len, labels), default=0))
+    fig.set_figwidth(fig.get_figwidth() - 1.4 + room)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - (room - 0.1) / fig.get_figwidth(), 0.5),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - room / fig.get_figwidth(), 1))
     return save_png(fig, path, dpi=dpi)
 
 
