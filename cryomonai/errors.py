@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError", "user_error"]
+__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError", "as_flag", "user_error"]
 
 
 class CryoError(ValueError):
@@ -97,3 +97,25 @@ def user_error(err: BaseException | None) -> CryoError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def as_flag(value: bool | str, where: str) -> bool:
+    """A yes/no setting: a bool, or ``true``/``false`` (``1``/``0``, ``yes``/``no``, any case) as a command line
+    gives it — ``python -m monai.bundle run … --simulate false`` passes the *string* ``"false"``, which Python
+    would take as true.
+
+    Raises:
+        ConfigError: anything else (named by ``where``, e.g. ``"key 'simulate'"``).
+
+    Example:
+        >>> as_flag("false", "key 'simulate'"), as_flag(True, "key 'simulate'"), as_flag("Yes", "key 'x'")
+        (False, True, True)
+    """
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise ConfigError(where, f"{value!r} is not true or false", "give true or false")

@@ -201,6 +201,11 @@ def test_ensure_dataset_simulates_once(tmp_path: Path) -> None:
     table = tmp_path / "sim" / "particles.star"
     with pytest.raises(CryoDataError, match="particle table not found"):
         ensure_dataset(table, simulate=False)
+    with pytest.raises(CryoDataError, match="particle table not found"):  # `--simulate false` on a command line
+        ensure_dataset(table, simulate="false", progress="False")
+    with pytest.raises(ConfigError, match=r"key 'simulate': 'maybe' is not true or false"):
+        ensure_dataset(table, simulate="maybe")
+    assert not table.parent.exists()  # nothing simulated
     out = ensure_dataset(table, tmp_path / "cache" / "v.npy", progress=False, n_per_class=1,
                          classes=CLASSES[:2], box=16, workers=0)
     assert out == table and table.is_file() and (tmp_path / "cache" / "v.npy").is_file()

@@ -36,7 +36,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from cryomonai.data.extract import tomogram_paths
-from cryomonai.errors import ConfigError, CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError, as_flag
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.copick import is_copick_config, write_copick_predictions
 from cryomonai.io.predictions import (
@@ -88,14 +88,6 @@ def _central_slices(image: Any) -> np.ndarray | None:
     lo, hi = torch.quantile(xy.reshape(len(xy), -1), torch.tensor([0.01, 0.99]), dim=1)[:, :, None, None]
     scaled = (xy - lo) / torch.clamp(hi - lo, min=1e-6)
     return (scaled.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def _flag(value: bool | str) -> bool:
-    """A yes/no setting: a bool, or ``true``/``false`` (``1``/``0``, ``yes``/``no``) as a command line gives it."""
-    word = str(value).strip().lower()
-    if isinstance(value, bool) or word in ("true", "false", "1", "0", "yes", "no"):
-        return value if isinstance(value, bool) else word in ("true", "1", "yes")
-    raise ConfigError("split_by_class", f"{value!r} is not true or false", "give true or false")
 
 
 class PredictionsWriter:
@@ -227,7 +219,7 @@ class ParticlePredictionsWriter:
     ) -> None:
         self.output_dir, self.prefix, self.pred_key, self.write_files = Path(output_dir), prefix, pred_key, write
         self.copick_user_id = copick_user_id
-        self.min_probability, self.split_by_class = check_min_probability(min_probability), _flag(split_by_class)
+        self.min_probability, self.split_by_class = check_min_probability(min_probability), as_flag(split_by_class, "split_by_class")
         self.coordinates = check_coordinates(coordinates)
         self.table = table if isinstance(table, ParticleTable) else read_particle_table(table, check_files=False)
         self.class_names = None if class_names is None else [str(c) for c in class_names]

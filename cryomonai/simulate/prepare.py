@@ -24,7 +24,7 @@ from typing import Any
 import torch.distributed as dist
 
 from cryomonai.data.dataset import build_volume_cache
-from cryomonai.errors import ConfigError, CryoDataError
+from cryomonai.errors import ConfigError, CryoDataError, as_flag
 from cryomonai.simulate.dataset import simulate_dataset
 from cryomonai.simulate.subtomogram import TOUCHING_SHELL, gap_range, neighbour_range
 from cryomonai.simulate.templates import SHREC_10
@@ -120,8 +120,9 @@ def ensure_dataset(
             :func:`simulate_dataset` writes that folder.
         cache_path: also build (or check) the float16 volume cache of
             :class:`~cryomonai.data.VolumeStackDataset` there, once, before the datasets open it.
-        simulate: simulate a missing table (else raise).
-        progress: show progress bars.
+        simulate: simulate a missing table (else raise); ``"true"``/``"false"`` from a command line count as
+            booleans.
+        progress: show progress bars (the same).
         working_box, working_voxel_size: the cache's volume size (voxels, Å): volumes of another
             size are Fourier-resized and cropped/padded into the cache once (the bundle's
             ``working_box`` / ``working_voxel_size``; None: as they are).
@@ -134,10 +135,11 @@ def ensure_dataset(
     Raises:
         CryoDataError: the table is missing and ``simulate`` is false (or its folder exists), or a
             volume is unreadable (cache build).
-        ConfigError: ``simulate`` is asked for a table that is not ``particles.star``, or a working
-            box / voxel size is not positive.
+        ConfigError: ``simulate`` is asked for a table that is not ``particles.star``, a working
+            box / voxel size is not positive, or ``simulate`` / ``progress`` is not a yes/no value.
     """
     table = Path(table)
+    simulate, progress = as_flag(simulate, "key 'simulate'"), as_flag(progress, "key 'progress'")  # "false" from a command line
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
         working = {"working_box": working_box, "working_voxel_size": working_voxel_size}
