@@ -29,6 +29,9 @@ results tables → report, each a small module; the folder layout in one object.
   fair-baseline and own-probe checks on validation, the deployed classifier, the recipe-space edge
   (computed in :mod:`~cryomonai.experiment.checks`; the cells' readouts in
   :mod:`~cryomonai.experiment.cell_readouts`);
+* :mod:`~cryomonai.experiment.advice` — ``table.md``'s answer to "which method should I use?": per dataset
+  and fraction, the SSL arm best on validation as deployed, its test gain over random init (Holm), and
+  the fewest labels at which it reaches random init with the most;
 * :mod:`~cryomonai.experiment.report_grid` — :func:`write_grid_report`: the report of a finished
   grid, with embeddings before/after pretraining and 3D Grad-CAM (Figure 8);
 * :mod:`~cryomonai.experiment.compare` — two runs of one preset compared (``cryomonai compare``);

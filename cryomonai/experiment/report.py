@@ -33,6 +33,7 @@ from cryomonai.evaluation.stats import (
     summarise,
     ttest_vs_baseline,
 )
+from cryomonai.experiment.advice import advice_lines
 from cryomonai.experiment.report_checks import (
     baseline_check_lines,
     deployed_lines,
@@ -145,7 +146,8 @@ def write_table(
     the best mean of each row in bold, and each method's two-tailed Student's t-test p-value against
     ``baseline`` after its cell, e.g. ``39.3 ± 2.1 (p=0.003)``. ``linear_probe_accuracy`` and
     ``knn_accuracy`` follow as one compact table each when they have non-NaN values; then the
-    sections of :mod:`~cryomonai.experiment.report_checks`: the statistics (Student, Welch, paired,
+    answer to "which method should I use?" (:mod:`~cryomonai.experiment.advice`, for test accuracy);
+    the sections of :mod:`~cryomonai.experiment.report_checks`: the statistics (Student, Welch, paired,
     Holm) after the main table; the fair-baseline check and every arm's fine-tuned-vs-own-probe check,
     both on validation; the deployed classifier; and the fine-tuning recipe of each arm (a ``recipe``
     column; ``recipes`` maps names to their bundle overrides) with the arms at the edge of the recipe
@@ -160,6 +162,8 @@ def write_table(
         raise CryoDataError("results", f"no finite {metric!r} values", "run the grid's cells first")
     lines = [f"## {metric.replace('_', ' ').capitalize()} (%), as Table 1 of Gupta et al. (2022)", ""]
     lines += _metric_lines(df, metric, baseline, per_dataset=True)
+    if metric == "test_accuracy":
+        lines += advice_lines(df, baseline)
     lines += statistics_lines(df, metric, baseline)
     for extra, title in EXTRA_METRICS.items():
         if extra != metric and extra in df.columns and np.isfinite(pd.to_numeric(df[extra], errors="coerce")).any():
