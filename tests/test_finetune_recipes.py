@@ -312,3 +312,97 @@ def test_lp_ft_under_ddp_with_two_gloo_processes(env: dict) -> None:
     stat = "encoder.features.norm0.running_mean"
     assert not torch.equal(epoch[1][stat], start[stat])
     assert not torch.equal(epoch[0]["head.fc.weight"], net.state_dict()["head.fc.weight"])
+
+
+# ---- LP-FT with the readouts' probe as LP (lp_probe) ---------------------------------------------
+
+
+def test_probe_as_linear_is_the_probes_decision_function() -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from cryomonai.engines import probe_as_linear
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 5)) * rng.uniform(0.5, 4, 5) + rng.normal(size=5) * 3
+    for y, classes in ((np.arange(90) % 3, 3), (np.arange(90) % 2, 2), (np.arange(90) % 3 * 2, 6)):
+        scaler = StandardScaler().fit(x)
+        probe = LogisticRegression().fit(scaler.transform(x), y)
+        w, b = probe_as_linear(scaler, probe, classes)
+        logits = x @ w.T + b
+        assert w.shape == (classes, 5)
+        np.testing.assert_array_equal(logits.argmax(1), probe.predict(scaler.transform(x)))
+        seen = np.exp(logits[:, probe.classes_] - logits.max(1, keepdims=True))  # softmax over the probe's classes
+        np.testing.assert_allclose(seen / seen.sum(1, keepdims=True), probe.predict_proba(scaler.transform(x)),
+                                   atol=1e-9)
+        unseen = sorted(set(range(classes)) - set(probe.classes_))  # 6 classes, labels 0, 2, 4 only
+        assert all((w[unseen] == 0).all() and (b[unseen] < b[probe.classes_].min() - 9))
+
+
+def test_lp_probe_starts_fine_tuning_at_the_readouts_probe_and_validates_it(env: dict) -> None:
+    import numpy as np
+
+    from cryomonai.data import VolumeStackDataset
+    from cryomonai.evaluation.probes import probe_accuracies
+    from cryomonai.transforms import eval_transform
+
+    workflow = _workflow(env, "lp_probe", epochs=2, lp_probe=True, val_interval=2, lr=0.01)
+    classifier = workflow.parser.get_parsed_content("classifier")
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    validator = workflow.parser.get_parsed_content("validate#evaluator")
+    table = workflow.parser.get_parsed_content("data#table")
+    labelled = workflow.parser.get_parsed_content("train#labelled")
+    head0 = _state(classifier.head)
+    seen: dict[str, object] = {}
+    validator.add_event_handler(Events.COMPLETED, lambda e: seen.setdefault("val", []).append(
+        (trainer.state.iteration, e.state.metrics["val_accuracy"])))
+
+    @trainer.on(Events.ITERATION_STARTED(once=1))
+    def _start(engine) -> None:  # after ProbeStart (attached earlier): the head and the features it saw
+        seen["head"] = _state(classifier.head)
+        encoder = classifier.encoder.eval()
+        ds = VolumeStackDataset(table, workflow.parser.get_parsed_content("cache_path"), transform=eval_transform(),
+                                progress=False)
+        with torch.no_grad():
+            seen["features"] = torch.cat([encoder(ds[i]["image"].as_tensor()[None]) for i in range(len(ds))]).numpy()
+
+    workflow.run()
+    best = workflow.parser.get_parsed_content("run_files#finetune_best")
+    workflow.finalize()
+    assert not torch.equal(seen["head"]["fc.weight"], head0["fc.weight"])  # the head was set before the first step
+    rows = np.array([int(labelled.dataset.data[i]["index"]) for i in labelled.indices])
+    probe_val = probe_accuracies(seen["features"], table, rows)["val"]
+    (it0, start_val), *later = seen["val"]
+    assert it0 == 1 and len(later) == 1  # validated at the start, then at epoch 2 (val_interval 2)
+    assert start_val == pytest.approx(probe_val)  # the start is the readouts' probe
+    assert max(start_val, later[0][1]) >= probe_val  # the best checkpoint is never below it
+    assert (env["root"] / "lp_probe" / "models" / Path(best).name).is_file()
+
+
+def test_lp_probe_leaves_a_resumed_run_and_a_disabled_one_alone() -> None:
+    from ignite.engine import Engine
+
+    from cryomonai.engines import ProbeStart
+
+    calls: list[int] = []
+
+    class Counting(ProbeStart):
+        def __call__(self, engine) -> None:
+            calls.append(engine.state.iteration)
+
+    def engine() -> Engine:
+        return Engine(lambda e, b: None)
+
+    fresh = engine()
+    Counting(None, None, None, "", fit=None, enabled=True).attach(fresh)
+    fresh.run(range(3), max_epochs=2)
+    assert calls == [1]
+    resumed = engine()
+    Counting(None, None, None, "", fit=None, enabled=True).attach(resumed)
+    resumed.load_state_dict({"iteration": 3, "epoch_length": 3, "max_epochs": 2})
+    resumed.run(range(3))
+    disabled = engine()
+    Counting(None, None, None, "", fit=None, enabled=False).attach(disabled)
+    disabled.run(range(3), max_epochs=1)
+    assert calls == [1]

@@ -14,6 +14,8 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 * :mod:`~cryomonai.engines.recipes` — fine-tuning that keeps pretrained features:
   :func:`finetune_param_groups` (layer-wise lr decay, the bundle's ``layer_decay``),
   :class:`LinearProbeFirst` and :func:`finetune_lr_scheduler` (LP-FT, the bundle's ``lp_epochs``);
+* :mod:`~cryomonai.engines.probe_start` — :class:`ProbeStart`: LP-FT whose LP is the readouts' logistic-
+  regression probe, validated at the start (the bundle's ``lp_probe``);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
@@ -45,6 +47,7 @@ from cryomonai.engines.perf import (
     seed_run,
 )
 from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
+from cryomonai.engines.probe_start import ProbeStart, probe_as_linear
 from cryomonai.engines.recipes import (
     LinearProbeFirst,
     check_layer_decay,
@@ -63,6 +66,7 @@ __all__ = [
     "ParticlePredictionsWriter",
     "PrepareBatchMemoryFormat",
     "PredictionsWriter",
+    "ProbeStart",
     "ProgressBarHandler",
     "RNGState",
     "RunInfo",
@@ -73,6 +77,7 @@ __all__ = [
     "TrackMeta",
     "epoch_scale",
     "native_bf16",
+    "probe_as_linear",
     "release_ddp",
     "ViewSlicesHandler",
     "central_slices",
