@@ -32,8 +32,8 @@ Example:
 from __future__ import annotations
 
 import os
-from pydoc import locate
 from collections.abc import Callable
+from pydoc import locate
 from typing import Any
 
 import numpy as np
