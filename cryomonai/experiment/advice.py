@@ -25,7 +25,7 @@ Example:
     ...          "best_val_accuracy": v + 0.01 * r, "test_accuracy": v + 0.01 * r}
     ...         for m, v in (("random", 0.30), ("simclr", 0.45)) for r in range(3)]
     >>> a = advise(pd.DataFrame(rows)).iloc[0]
-    >>> a["choice"], round(100 * a["mean_difference"], 1)
+    >>> str(a["choice"]), round(float(100 * a["mean_difference"]), 1)
     ('simclr', 15.0)
 """
 
