@@ -45,6 +45,7 @@ from cryomonai.evaluation.stats import (
     order_methods,
     read_results,
 )
+from cryomonai.experiment.checks import deployed
 
 __all__ = ["advice_lines", "advise", "deployed_scores", "labels_to_match"]
 
@@ -63,11 +64,11 @@ def deployed_scores(results: pd.DataFrame) -> pd.DataFrame:
     the grid wrote it, else recomputed from the same rule), ``kind`` ``"probe"`` or ``"finetune"``.
     """
     df = results.copy()
-    ft_val, probe_val = _numbers(df, "best_val_accuracy"), _numbers(df, "val_linear_probe_accuracy")
-    probe = probe_val > ft_val  # NaN compares False: the fine-tuned model
-    df["kind"] = np.where(probe, "probe", "finetune")
-    df["val"] = np.where(probe, probe_val, ft_val)
-    df["test"] = np.where(probe, _numbers(df, "linear_probe_accuracy"), _numbers(df, "test_accuracy"))
+    chosen = [deployed(row) for row in df.to_dict("records")]  # the report's one rule (validation only)
+    df["kind"] = [c["deployed"] for c in chosen]
+    df["test"] = [c["deployed_test_accuracy"] for c in chosen]
+    df["val"] = np.where(df["kind"] == "probe", _numbers(df, "val_linear_probe_accuracy"),
+                         _numbers(df, "best_val_accuracy"))
     return df
 
 
