@@ -16,6 +16,8 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :class:`LinearProbeFirst` and :func:`finetune_lr_scheduler` (LP-FT, the bundle's ``lp_epochs``);
 * :mod:`~cryomonai.engines.probe_start` — :class:`ProbeStart`: LP-FT whose LP is the readouts' logistic-
   regression probe, validated at the start (the bundle's ``lp_probe``);
+* :mod:`~cryomonai.engines.precise_bn` — :class:`PreciseBN`: batch-norm statistics recomputed on the
+  labelled training volumes, un-augmented, before each validation pass (the bundle's ``precise_bn``);
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
@@ -46,6 +48,7 @@ from cryomonai.engines.perf import (
     prepare_network,
     seed_run,
 )
+from cryomonai.engines.precise_bn import PreciseBN, has_batch_norm
 from cryomonai.engines.predictions import ParticlePredictionsWriter, PredictionsWriter
 from cryomonai.engines.probe_start import ProbeStart, probe_as_linear
 from cryomonai.engines.recipes import (
@@ -66,6 +69,7 @@ __all__ = [
     "ParticlePredictionsWriter",
     "PrepareBatchMemoryFormat",
     "PredictionsWriter",
+    "PreciseBN",
     "ProbeStart",
     "ProgressBarHandler",
     "RNGState",
@@ -76,6 +80,7 @@ __all__ = [
     "SupervisedPrepareBatch",
     "TrackMeta",
     "epoch_scale",
+    "has_batch_norm",
     "native_bf16",
     "probe_as_linear",
     "release_ddp",

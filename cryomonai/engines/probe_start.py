@@ -96,13 +96,18 @@ class ProbeStart:
             candidate of the best-on-validation checkpoint; ``None``: not validated.
         enabled: ``False`` attaches nothing (the bundle's default: today's fine-tuning, bit for bit).
         batch_size: volumes per forward pass of the features.
+        bn_stats: the validator's :class:`~cryomonai.engines.precise_bn.PreciseBN` (the bundle's
+            ``precise_bn``): when enabled, the batch-norm statistics are recomputed as validation will
+            recompute them before the features are taken, so the probe is fit on the features it is
+            validated with.
     """
 
     def __init__(self, classifier: nn.Module, table: Any, labelled: Subset, cache_path: str | os.PathLike,
                  fit: Callable[..., tuple[Any, Any]] | str, validator: Engine | None = None, enabled: bool = False,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, bn_stats: Any = None) -> None:
         self.classifier, self.table, self.labelled, self.cache_path = classifier, table, labelled, cache_path
         self.fit, self.validator, self.enabled, self.batch_size = fit, validator, bool(enabled), int(batch_size)
+        self.bn_stats = bn_stats
 
     def attach(self, engine: Engine) -> None:
         """Run at the first iteration of a fresh run (``ITERATION_STARTED`` with iteration 1)."""
@@ -131,6 +136,8 @@ class ProbeStart:
 
     def __call__(self, engine: Engine) -> None:
         device = next(self.classifier.parameters()).device
+        if self.bn_stats is not None and self.bn_stats.enabled:
+            self.bn_stats.recompute(device)
         features = self.features(device)
         data = self.labelled.dataset.data  # type: ignore[attr-defined]
         rows = np.array([int(data[i]["index"]) for i in self.labelled.indices], dtype=np.int64)
