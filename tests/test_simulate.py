@@ -268,3 +268,21 @@ def test_preview_shows_each_snr_in_each_noise_model():
     noise = [v - vols[1] for v in vols[2:]]  # same particle in every column: only the noise differs
     assert noise[1].var() > noise[0].var() and noise[3].var() > noise[2].var()  # SNR 0.03 noisier than 0.05
     assert noise[5].var() > noise[4].var()  # aitom: its own signal (AITom's band-pass) + noise, same order
+
+
+def test_dead_worker_is_one_line_error(tmp_path):
+    """A script without a ``__main__`` guard makes every spawned worker re-run it and die: the caller
+    gets one ConfigError naming the fix, and no dataset folder is left behind."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ds"
+    script = tmp_path / "no_guard.py"
+    script.write_text("from cryomonai.simulate.dataset import simulate_dataset\n"
+                      f"simulate_dataset({str(out)!r}, n_per_class=1, box=16, classes=('1bxn', '1qvr'), workers=1, progress=False)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("cryomonai.errors.ConfigError: simulate_dataset(workers=1): a simulation worker process died")
+    assert 'if __name__ == "__main__":' in last and "workers=0" in last
+    assert not out.exists()

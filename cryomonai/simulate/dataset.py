@@ -40,6 +40,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +148,16 @@ def _run(indices: list[int], cfg: dict, workers: int, progress: bool) -> list[tu
             bar.update(len(c))
     else:
         # a process pool that fails loudly (BrokenProcessPool) if a worker dies, instead of hanging
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (cfg,)) as pool:
-            for r in pool.map(_simulate_chunk, chunks):
-                results += r
-                bar.update(len(r))
+        try:
+            with ProcessPoolExecutor(workers, mp.get_context("spawn"), _init_worker, (cfg,)) as pool:
+                for r in pool.map(_simulate_chunk, chunks):
+                    results += r
+                    bar.update(len(r))
+        except BrokenProcessPool:
+            bar.close()
+            raise ConfigError(f"simulate_dataset(workers={workers})", "a simulation worker process died (nothing was written)",
+                              "in a script, call it under `if __name__ == \"__main__\":` (the workers are spawned and "
+                              "import the script again), or pass workers=0; if memory ran out, use fewer workers") from None
     bar.close()
     return results
 
