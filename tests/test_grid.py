@@ -1,5 +1,6 @@
 """The experiment grid end to end (tiny): every cell through the bundle, results.csv, resume."""
 
+import json
 import re
 from pathlib import Path
 
@@ -242,8 +243,15 @@ def test_the_grid_counts_its_runs_and_logs_an_eta_for_each(tiny_grid):
     """7 of 8 cells: 2 pretrainings, 4 selection runs (2 arms × 2 recipes), 5 cell fine-tunings (the 2
     cells at the selection fraction were trained as selection runs) and 7 evaluations: 18 runs. Off a
     terminal, one timestamped line per finished run with the ETA; the grid's other lines as before."""
-    *_, lines = tiny_grid
+    out, *_, lines = tiny_grid
     assert _runs(lines) == [f"{k}/18" for k in range(1, 19)]
+    # what a resumed invocation's ETA starts from: every run of every invocation so far (other tests may
+    # have resumed this grid: one evaluation per cell in results.csv, and its fine-tunings, two selection runs
+    # of the other recipe among them)
+    pace = json.loads((out / "progress.json").read_text())
+    cells = len(pd.read_csv(out / "results.csv"))
+    assert {k: v["runs"] for k, v in pace["kinds"].items()} == {"pretrain": 2, "finetune": cells + 2, "evaluate": cells}
+    assert pace["elapsed"] > 0 and pace["kinds"]["pretrain"]["seconds"] > 0
     progress = [line for line in lines if " runs, ETA " in line]
     assert all(re.match(rf"{STAMP} INFO cryomonai.experiment.progress: \[grid tiny\] \d+/18 runs, ETA \d\d:\d\d "
                         r"(\+\d+d )?\(\d+:\d\d:\d\d left\): ", line) for line in progress), progress

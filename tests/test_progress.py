@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import re
 import sys
@@ -83,6 +84,43 @@ def test_the_eta_weighs_each_kind_of_run_by_its_mean_duration_so_far(lines):
     assert [l.split("] ")[1].split(",")[0] for l in lines] == ["1/4 runs", "2/4 runs", "3/4 runs", "4/4 runs"]
     assert re.search(r"ETA \d\d:\d\d \(0:05:00 left\): pretrain moco on d, seed 0$", lines[0]), lines[0]
     assert lines[-1].endswith("(0:00:00 left): evaluate d")
+
+
+def test_a_resumed_grid_starts_from_the_pace_it_had(lines, tmp_path):
+    """The first invocation: a 100 s pretraining and a 10 s fine-tuning in 110 s of wall time, then it is
+    stopped. Time the grid does not run does not count. The second one has an ETA before its first run
+    ends: 2 fine-tunings at 10 s and an evaluation at the mean of all runs (55 s) at the old pace → 75 s;
+    after a 10 s fine-tuning at t + 10: 1 × 10 + 1 × 40 (120 s over 3 runs) at pace 120/120 → 50 s."""
+    state, clock = tmp_path / "progress.json", FakeClock()
+    with GridProgress("g", {"pretrain": 1, "finetune": 3, "evaluate": 1}, io.StringIO(), clock, state=state) as bar:
+        clock.t += 100
+        bar.done("pretrain", "pretrain moco on d, seed 0", seconds=100.0)
+        clock.t += 10
+        bar.done("finetune", "fine-tune moco on d", seconds=10.0)
+    assert json.loads(state.read_text()) == {"elapsed": 110.0, "kinds": {
+        "pretrain": {"seconds": 100.0, "runs": 1}, "finetune": {"seconds": 10.0, "runs": 1},
+        "evaluate": {"seconds": 0.0, "runs": 0}}}
+    clock.t += 3600  # stopped for an hour
+    lines.clear()
+    with GridProgress("g", {"finetune": 2, "evaluate": 1}, io.StringIO(), clock, state=state) as again:
+        assert again.eta() == pytest.approx(75.0)
+        assert len(lines) == 1 and re.search(r"\[grid g\] resumed: 3 runs to do, ETA \d\d:\d\d \(0:01:15 left\)$", lines[0])
+        clock.t += 10
+        again.done("finetune", "fine-tune random on d", seconds=10.0)
+        assert again.eta() == pytest.approx(50.0)
+    assert json.loads(state.read_text())["elapsed"] == 120.0
+    # without the state, as before: no ETA until a run finishes
+    assert GridProgress("g", {"finetune": 2}, io.StringIO(), clock).eta() is None
+
+
+def test_an_unreadable_pace_is_one_warning_and_a_fresh_eta(tmp_path, caplog):
+    state = tmp_path / "progress.json"
+    state.write_text('{"elapsed": 5, "kinds": {"pretrain": {"seconds": "x"}}}')
+    with caplog.at_level(logging.WARNING, logger="cryomonai"):
+        bar = GridProgress("g", {"finetune": 2}, io.StringIO(), FakeClock(), state=state)
+    assert bar.eta() is None and bar.before_elapsed == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(state) in warnings[0] and "ETA starts afresh" in warnings[0]
 
 
 def test_on_a_terminal_it_is_one_bar_and_no_lines(lines):

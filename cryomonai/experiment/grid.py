@@ -203,7 +203,7 @@ class GridRunner:
         done = self.tables.done()
         todo = [c for c in grid_cells(self.preset) if cell_key(c) not in done]
         n_todo, todo = len(todo), todo[:max_cells]
-        self.tracker = GridProgress(self.preset.name, count_runs(self, todo))
+        self.tracker = GridProgress(self.preset.name, count_runs(self, todo), state=self.layout.progress)
         try:
             if todo:
                 for name in dict.fromkeys(c.dataset for c in todo):

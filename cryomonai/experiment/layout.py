@@ -12,6 +12,7 @@ Layout of a grid's folder (``out``)::
     recipes_extended.json                the recipes added where a choice sat at the space's edge (``extend_edges``)
     results.csv, preset.json             one row per cell; the preset the grid ran with
     timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
+    progress.json                        the pace so far, for a resumed grid's ETA
     jobs.csv, jobs/<job id>/             SLURM executor only: the jobs submitted, their logs
     interim/                             while running: the report over the repeats finished so far
 
@@ -46,6 +47,7 @@ class GridLayout:
     recipes_extended = property(lambda self: self.root / "recipes_extended.json",
                                 doc="The recipes the grid added at the edge of the space (preset key ``extend_edges``).")
     timings = property(lambda self: self.root / "timings.csv", doc="One row per step the grid ran.")
+    progress = property(lambda self: self.root / "progress.json", doc="The pace so far (a resumed grid's ETA).")
     timing_md = property(lambda self: self.root / "timing.md", doc="Where the time went, as a table.")
     preset = property(lambda self: self.root / "preset.json", doc="The preset the grid ran with.")
     jobs = property(lambda self: self.root / "jobs.csv", doc="The SLURM jobs submitted (executor ``slurm``).")

@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from cryomonai.io.atomic import atomic_write
 
 __all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "run_label"]
 
@@ -104,16 +109,19 @@ class GridProgress:
         counts: runs to do per kind (``selection`` counts as ``finetune``).
         stream: where the bar goes (default stderr); not a terminal: log lines instead.
         clock: seconds, monotonic (a test's fake clock).
+        state: a JSON file that carries the pace over to the next invocation (the grid's ``progress.json``);
+            read here if it exists, rewritten (atomically) after every finished run.
     """
 
     def __init__(self, name: str, counts: dict[str, int], stream: IO[str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.name, self.clock = name, clock
+                 clock: Callable[[], float] = time.monotonic, state: str | os.PathLike | None = None) -> None:
+        self.name, self.clock, self.state = name, clock, state
         self.left = {k: 0 for k in KINDS}
         for kind, n in counts.items():
             self.left["finetune" if kind == "selection" else kind] += int(n)
         self.total, self.n = sum(self.left.values()), 0
         self.seconds: dict[str, list[float]] = {k: [] for k in KINDS}
+        self.before, self.before_elapsed = self._read_state()  # earlier invocations: {kind: (seconds, runs)}, wall s
         self.start = self.last = clock()
         stream = sys.stderr if stream is None else stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -122,6 +130,39 @@ class GridProgress:
         self._redirect = contextlib.ExitStack()
         if self.tty:  # log lines above the bar, not through it
             self._redirect.enter_context(logging_redirect_tqdm([logging.getLogger("cryomonai")], tqdm_class=tqdm))
+        eta = self.eta()
+        if eta is not None and self.total:  # a resumed grid: its pace so far, before a run of this invocation ends
+            when = _clock(eta, time.time())
+            if self.tty:
+                self.bar.set_postfix_str(f"ETA {when}")
+            else:
+                log.info("[grid %s] resumed: %d runs to do, ETA %s", self.name, self.total, when)
+
+    def _read_state(self) -> tuple[dict[str, tuple[float, int]], float]:
+        """The pace of earlier invocations from ``state`` (nothing if there is none; a warning if unreadable)."""
+        if self.state is None or not os.path.exists(self.state):
+            return {}, 0.0
+        try:
+            state = json.loads(Path(self.state).read_text(encoding="utf-8"))
+            kinds = {k: (float(v["seconds"]), int(v["runs"])) for k, v in state["kinds"].items() if k in KINDS}
+            return kinds, float(state["elapsed"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning("%s: cannot read the grid's earlier pace (%s: %s); the ETA starts afresh (delete the file to "
+                        "silence this)", self.state, type(err).__name__, err)
+            return {}, 0.0
+
+    def _work(self) -> dict[str, tuple[float, int]]:
+        """Per kind: seconds and runs finished, this invocation's and earlier ones'."""
+        earlier = {k: self.before.get(k, (0.0, 0)) for k in KINDS}
+        return {k: (sum(self.seconds[k]) + earlier[k][0], len(self.seconds[k]) + earlier[k][1]) for k in KINDS}
+
+    def _write_state(self, elapsed: float) -> None:
+        """Store the pace so far (``elapsed``: the grid's working wall time) for the next invocation."""
+        if self.state is None:
+            return
+        kinds = {k: {"seconds": round(s, 3), "runs": n} for k, (s, n) in self._work().items()}
+        with atomic_write(self.state, "w") as fh:
+            json.dump({"elapsed": round(elapsed, 3), "kinds": kinds}, fh, indent=1)
 
     def __enter__(self) -> GridProgress:
         return self
@@ -142,15 +183,15 @@ class GridProgress:
         self.bar.refresh()
 
     def eta(self) -> float | None:
-        """Seconds until every run is done (see the module docstring); None before the first run finishes."""
-        done = [s for kind in KINDS for s in self.seconds[kind]]
-        work_done = sum(done)
-        if not done or work_done <= 0:
+        """Seconds until every run is done (see the module docstring); None before the grid's first run finishes."""
+        work = self._work()
+        work_done, runs = sum(s for s, _ in work.values()), sum(n for _, n in work.values())
+        if not runs or work_done <= 0:
             return None
-        overall = work_done / len(done)
-        mean = {k: sum(v) / len(v) if v else overall for k, v in self.seconds.items()}
+        overall = work_done / runs
+        mean = {k: s / n if n else overall for k, (s, n) in work.items()}
         work_left = sum(max(n, 0) * mean[k] for k, n in self.left.items())
-        return (self.clock() - self.start) * work_left / work_done
+        return (self.before_elapsed + self.clock() - self.start) * work_left / work_done
 
     def done(self, kind: str, label: str, seconds: float | None = None, started: float | None = None) -> None:
         """A run of ``kind`` (:data:`KINDS`) finished: ``seconds`` long (as the bundle measured it), or,
@@ -162,6 +203,7 @@ class GridProgress:
         self.seconds[kind].append(max(float(seconds), 0.0))
         self.left[kind] -= 1
         self.n += 1
+        self._write_state(self.before_elapsed + now - self.start)
         eta = self.eta()
         when = "--:--" if eta is None else _clock(eta, time.time())
         if self.tty:
