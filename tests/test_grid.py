@@ -158,7 +158,7 @@ def test_interim_report_after_the_first_finished_repeat(tiny_grid):
     pd.testing.assert_frame_equal(rows.drop(columns="run_dir"), first[first["repeat"] == 0].drop(columns="run_dir"))
     assert all(Path(d).is_absolute() and (Path(d) / "eval" / "predictions_test.csv").is_file() for d in rows["run_dir"])
     assert sorted(p.name for p in interim.glob("*.png")) == [
-        "accuracy_vs_labels.png", "confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png"]
+        "accuracy_vs_labels.png", "confusion_snr_1_f0.5.png", "confusion_snr_1_f1.png", "gain_over_baseline.png"]
 
 
 def test_recipes_chosen_on_validation_before_the_test_split_is_read(tiny_grid):

@@ -19,6 +19,7 @@ from cryomonai.experiment import write_report, write_table
 from cryomonai.visualize import (
     plot_accuracy_vs_labels,
     plot_confusion_matrices,
+    plot_gain_over_baseline,
     plot_embeddings_before_after,
     plot_gradcam_overlays,
 )
@@ -174,7 +175,7 @@ def test_write_report_from_results_csv(tmp_path: Path) -> None:
     _write_predictions(tmp_path, df)
     df.to_csv(tmp_path / "results.csv", index=False)
     written = write_report(tmp_path / "results.csv", tmp_path / "report", CLASSES)
-    assert {"table", "ttest", "stats", "accuracy", "confusion_snr_0.05_f0.25", "confusion_snr_0.05_f1",
+    assert {"table", "ttest", "stats", "gain", "accuracy", "confusion_snr_0.05_f0.25", "confusion_snr_0.05_f1",
             "confusion_snr_inf_f0.25", "confusion_snr_inf_f1"} == set(written)
     stats = pd.read_csv(written["stats"])  # Student, Welch, paired and Holm over the 8 comparisons
     assert len(stats) == 8 and {"student_p", "welch_p", "paired_p", "paired_p_holm"} <= set(stats.columns)
@@ -322,3 +323,37 @@ def test_the_accuracy_plot_shows_each_pretrained_arms_deployed_classifier(tmp_pa
     np.testing.assert_allclose(simclr.get_ydata(), expected)
     _png(plot_accuracy_vs_labels(_results(), tmp_path / "plain.png", num_classes=len(CLASSES)))
     assert not [line for line in figures[-1].axes[0].get_lines() if "deployed" in line.get_label()]
+
+
+def test_the_gain_map_shows_each_methods_gain_over_random_init_with_its_holm_p(tmp_path: Path, monkeypatch) -> None:
+    """One panel per dataset, ∞ first; a row per pretrained method, a column per fraction; each cell the mean
+    gain in points (the figure's data and its text) and the Holm Welch p, bold where p < 0.05. A grid with
+    only random init has no such figure."""
+    import cryomonai.visualize.results as results
+    from cryomonai.evaluation.stats import arms_vs_baseline
+
+    figures = []
+    real = results.save_png
+    monkeypatch.setattr(results, "save_png", lambda fig, path, **kw: (figures.append(fig), real(fig, path, **kw))[1])
+    df = _results()
+    stats = arms_vs_baseline(df, "test_accuracy", "random")
+    _png(plot_gain_over_baseline(stats, tmp_path / "gain.png", df))
+    panels = [a for a in figures[-1].axes if a.images]  # not the colour bar
+    assert [a.get_title() for a in panels] == ["SNR ∞ (snr_inf)", "SNR 0.05 (snr_0.05)"]
+    ax = panels[1]
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["SimCLR", "MoCo"]  # shared by the panels
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["25 %", "100 %"]
+    gain = np.asarray(ax.images[0].get_array())
+    expected = [[100 * (np.mean(ACC[(f, m)]) - np.mean(ACC[(f, "random")])) for f in (0.25, 1.0)] for m in ("simclr", "moco")]
+    np.testing.assert_allclose(gain, expected)
+    texts = {t.get_text().split("\n")[0]: t for t in ax.texts}
+    block = stats[stats["dataset"] == "snr_0.05"].set_index(["method", "label_fraction"])
+    for (m, f), row in block.iterrows():
+        text = texts[f"{100 * row['mean_difference']:+.1f}"]
+        assert text.get_text().endswith(f"p={row['welch_p_holm']:.2g}")
+        assert (text.get_fontweight() == "bold") == (row["welch_p_holm"] < 0.05)
+    assert any(t.get_fontweight() == "bold" for t in ax.texts)  # SimCLR at 25 %: +25 points
+    df[df["method"] == "random"].to_csv(tmp_path / "results.csv", index=False)
+    assert "gain" not in write_report(tmp_path / "results.csv", tmp_path / "only_random", CLASSES)
+    with pytest.raises(ValueError, match="only the baseline"):
+        plot_gain_over_baseline(stats.iloc[:0], tmp_path / "none.png")

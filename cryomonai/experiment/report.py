@@ -43,7 +43,7 @@ from cryomonai.experiment.report_checks import (
 )
 from cryomonai.experiment.report_context import add_context_section
 from cryomonai.io.atomic import atomic_write
-from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices
+from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices, plot_gain_over_baseline
 
 __all__ = ["write_report", "write_table"]
 
@@ -193,14 +193,16 @@ def write_report(
 
     Files: ``table.md`` (:func:`write_table`), ``ttest_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.
     ttest_vs_baseline`), ``stats_<metric>.csv`` (:func:`~cryomonai.evaluation.stats.arms_vs_baseline`:
-    Student, Welch, paired and Holm; with a ``repeat`` column), ``accuracy_vs_labels.png`` (chance =
+    Student, Welch, paired and Holm; with a ``repeat`` column) and, where a method besides the baseline
+    has one, ``gain_over_baseline.png``
+    (:func:`~cryomonai.visualize.results.plot_gain_over_baseline`), ``accuracy_vs_labels.png`` (chance =
     1/len(class_names)) and, per dataset,
     ``confusion_<dataset>_f<fraction>.png`` for its lowest and highest labelled fraction (fraction as
     in results.csv, e.g. ``f0.25``), from the ``predictions`` file in each cell's ``run_dir``
     (relative to the folder of ``results_csv``); cells without that file are skipped.
 
     Returns:
-        the files written, by key (``table``, ``ttest``, ``stats``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
+        the files written, by key (``table``, ``ttest``, ``stats``, ``gain``, ``accuracy``, ``confusion_<dataset>_f<fraction>``).
     """
     results_csv, out = Path(results_csv), Path(out_dir)
     df = read_results(results_csv, metric)
@@ -211,9 +213,12 @@ def write_report(
         ttest_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
     written["ttest"] = out / f"ttest_{metric}.csv"
     if "repeat" in df.columns:  # Student, Welch, paired and Holm, as table.md's statistics
+        stats = arms_vs_baseline(df, metric, baseline)
         with atomic_write(out / f"stats_{metric}.csv", "w", newline="") as f:
-            arms_vs_baseline(df, metric, baseline).to_csv(f, index=False, float_format="%.6g")
+            stats.to_csv(f, index=False, float_format="%.6g")
         written["stats"] = out / f"stats_{metric}.csv"
+        if not stats.empty:
+            written["gain"] = plot_gain_over_baseline(stats, out / "gain_over_baseline.png", df, metric, baseline)
     written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric,
                                                   baseline)
     if "run_dir" not in df.columns:

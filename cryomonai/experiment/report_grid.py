@@ -160,10 +160,11 @@ def _gradcam(record: GridRecord, results: Any, table: Any, cache: str, dataset: 
 
 
 def _figure_captions(written: dict[str, Path]) -> dict[str, Path]:
-    """The PNG figures of a report by caption, in reading order (accuracy, confusion matrices, embedding, Grad-CAM)."""
-    captions = {"accuracy": "Accuracy vs labelled fraction", "embedding": "Embeddings before and after pretraining",
-                "gradcam": "3D Grad-CAM, random init vs pretrained"}
-    out = {captions["accuracy"]: written["accuracy"]} if "accuracy" in written else {}
+    """The PNG figures of a report by caption, in reading order (accuracy, the gain over random init, confusion
+    matrices, embedding, Grad-CAM)."""
+    captions = {"accuracy": "Accuracy vs labelled fraction", "gain": "Gain over random init (points, Holm Welch p)",
+                "embedding": "Embeddings before and after pretraining", "gradcam": "3D Grad-CAM, random init vs pretrained"}
+    out = {captions[k]: written[k] for k in ("accuracy", "gain") if k in written}
     out.update({k.replace("confusion_", "Confusion matrices, "): p for k, p in written.items() if k.startswith("confusion_")})
     out.update({captions[k]: written[k] for k in ("embedding", "gradcam") if k in written})
     return out

@@ -15,7 +15,7 @@ from cryomonai.visualize.embedding import plot_embedding, plot_embeddings_before
 from cryomonai.visualize.gallery import cluster_gallery, nearest_members_gallery
 from cryomonai.visualize.gradcam import plot_gradcam_overlays
 from cryomonai.visualize.preview import preview_montage
-from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices
+from cryomonai.visualize.results import plot_accuracy_vs_labels, plot_confusion_matrices, plot_gain_over_baseline
 from cryomonai.visualize.slices import central_slices, slice_montage
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "cluster_gallery",
     "nearest_members_gallery",
     "plot_accuracy_vs_labels",
+    "plot_gain_over_baseline",
     "plot_confusion_matrices",
     "plot_embedding",
     "plot_embeddings_before_after",

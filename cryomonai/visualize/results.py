@@ -5,6 +5,8 @@ from the cells' ``eval/predictions_test.csv`` files. Accuracies in ``results.csv
 [0, 1]; everything shown is in %.
 
 * :func:`plot_accuracy_vs_labels` — accuracy (%) against labelled fraction (%), one panel per dataset;
+* :func:`plot_gain_over_baseline` — each method's gain over the baseline (points) per labelled fraction,
+  with its Holm-adjusted Welch p, one heat map per dataset: which method, at which noise, with how many labels;
 * :func:`plot_confusion_matrices` — one row-normalised confusion matrix per method.
 """
 
@@ -24,7 +26,7 @@ from cryomonai.errors import CryoDataError
 from cryomonai.evaluation.stats import dataset_title, method_label, order_datasets, order_methods, read_results, summarise
 from cryomonai.visualize.figure import save_png
 
-__all__ = ["plot_accuracy_vs_labels", "plot_confusion_matrices"]
+__all__ = ["plot_accuracy_vs_labels", "plot_confusion_matrices", "plot_gain_over_baseline"]
 
 
 def plot_accuracy_vs_labels(
@@ -90,6 +92,56 @@ def plot_accuracy_vs_labels(
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - (room - 0.1) / fig.get_figwidth(), 0.5),
                fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - room / fig.get_figwidth(), 1))
+    return save_png(fig, path, dpi=dpi)
+
+
+def plot_gain_over_baseline(stats: pd.DataFrame, path: str | os.PathLike, results: pd.DataFrame | None = None,
+                            metric: str = "test_accuracy", baseline: str = "random", dpi: int = 110) -> Path:
+    """PNG: one heat map per dataset, a row per method and a column per labelled fraction, each cell the
+    method's mean gain over the baseline in points of ``metric`` and its Holm-adjusted Welch p.
+
+    Blue is a gain, red a loss, on one colour scale for every panel; a bold number has Holm Welch p < 0.05.
+
+    Args:
+        stats: :func:`~cryomonai.evaluation.stats.arms_vs_baseline` of the grid (``dataset``,
+            ``label_fraction``, ``method``, ``mean_difference``, ``welch_p_holm``).
+        path: output PNG (atomic; folder created).
+        results: the grid's results, for the panels' titles (the datasets' SNR); None: the dataset names.
+        metric: what the gain is of, for the colour bar's label.
+        baseline: the method compared against, for the colour bar's label.
+        dpi: resolution.
+    """
+    if stats.empty:
+        raise ValueError("gain over the baseline: no method to compare (the grid has only the baseline)")
+    datasets = order_datasets(results) if results is not None else list(dict.fromkeys(stats["dataset"]))
+    datasets = [d for d in datasets if d in set(stats["dataset"])]
+    methods = order_methods(stats["method"], baseline)
+    fractions = sorted(stats["label_fraction"].unique())
+    limit = max(1.0, float(np.nanmax(np.abs(100 * stats["mean_difference"].to_numpy(float)))))
+    fig = Figure(figsize=(0.95 * len(fractions) * len(datasets) + 0.9 * len(datasets) + 1.6, 0.55 * len(methods) + 1.5),
+                 layout="constrained")
+    axes = fig.subplots(1, len(datasets), squeeze=False, sharey=True)
+    image = None
+    for ax, dataset in zip(axes[0], datasets):
+        block = stats[stats["dataset"] == dataset].set_index(["method", "label_fraction"])
+        gain = np.full((len(methods), len(fractions)), np.nan)
+        for i, m in enumerate(methods):
+            for j, f in enumerate(fractions):
+                if (m, f) in block.index:
+                    row = block.loc[(m, f)]
+                    gain[i, j] = 100 * float(row["mean_difference"])
+                    p = float(row["welch_p_holm"])
+                    ax.text(j, i, f"{gain[i, j]:+.1f}\np={p:.2g}" if math.isfinite(p) else f"{gain[i, j]:+.1f}",
+                            ha="center", va="center", fontsize=7, fontweight="bold" if p < 0.05 else "normal",
+                            color="white" if abs(gain[i, j]) > 0.6 * limit else "black")
+        image = ax.imshow(gain, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(fractions)), [f"{100 * f:g} %" for f in fractions], fontsize=8)
+        ax.set_yticks(range(len(methods)), [method_label(m) for m in methods], fontsize=8)
+        ax.set_xlabel("labelled", fontsize=8)
+        title = dataset_title(results, dataset) if results is not None else dataset
+        ax.set_title(title.replace("`", ""), fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9,
+                 label=f"{metric.replace('_', ' ')}: gain over\n{method_label(baseline)} (points)")
     return save_png(fig, path, dpi=dpi)
 
 
