@@ -21,6 +21,8 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 * :mod:`~cryomonai.engines.handlers` — TensorBoard view slices and learning rate, a progress bar;
 * :mod:`~cryomonai.engines.perf` — speed switches: :func:`prepare_network` (memory format, compile),
   :class:`PrepareBatchMemoryFormat`, :class:`AutocastInferer`, :class:`TrackMeta`;
+* :mod:`~cryomonai.engines.busy_cores` — :func:`warn_busy_cores`: one warning when a CPU run's threads
+  would share cores that other work keeps busy (the bundle's ``initialize``);
 * :mod:`~cryomonai.engines.predictions` — :class:`PredictionsWriter` (predictions CSV),
   :class:`ParticlePredictionsWriter` (predictions STAR/CSV and features of a particle table);
 * :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact);
@@ -28,6 +30,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   bundle's shipped weights), :func:`compact_checkpoint`.
 """
 
+from cryomonai.engines.busy_cores import warn_busy_cores
 from cryomonai.engines.checkpoints import (
     AtomicCheckpointSaver,
     RunInfo,
@@ -102,4 +105,5 @@ __all__ = [
     "ssl_iteration",
     "unwrap_ssl_method",
     "weights_file",
+    "warn_busy_cores",
 ]
