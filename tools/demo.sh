@@ -10,4 +10,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/tools/setup_env.sh" run
 cd "$root"
 .venv/bin/cryomonai grid --preset cpu --out runs/grid_cpu "$@"
-echo "report: $root/runs/grid_cpu/table.md (+ accuracy_vs_labels.png, confusion_*.png, gradcam.png, embedding_before_after.png)"
+echo "report: $root/runs/grid_cpu/table.md (+ accuracy_vs_labels.png, gain_over_baseline.png, confusion_*.png, gradcam.png, embedding_before_after.png, report.html)"
