@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,6 @@ def test_busy_processes_on_this_machine_are_counted() -> None:
     before = busy.runnable_elsewhere()
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        import time
         time.sleep(0.5)  # started and spinning
         during = busy.runnable_elsewhere(samples=7)
     finally:
