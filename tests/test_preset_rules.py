@@ -1,10 +1,11 @@
-"""Rules every grid preset keeps (issue 26): one step-budget rule, and the frozen ``confirm`` protocol."""
+"""Rules every grid preset keeps (issue 26): one step-budget rule, the frozen ``confirm`` protocol, and ``paper`` under the fair protocol."""
 
 import json
 import math
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,31 @@ def test_confirm_presets_load_with_fresh_seeds_and_the_sizes():
         assert "finetune_param_groups" in preset.finetune["optimizer"]["params"]  # layer_decay reaches the optimizer
     differ = {k for k in confirm.__dataclass_fields__ if getattr(confirm, k) != getattr(dev, k)}
     assert differ == {"name", "datasets"}  # the twin is the same protocol on development data
+
+
+def test_the_paper_preset_is_table_1_under_the_fair_protocol():
+    """``paper`` is Gupta et al.'s Table 1 at its sizes (10 classes x 500 at 32^3, AITom's nominal SNR inf / 0.05 /
+    0.03, 25-100 % labels x 5 repeats, 200 pretraining epochs), under issue 26's rules: the shortcut-free crowding
+    with the context control, five arms, and ``real``'s recipe space (the paper's SGD, Adam at two rates, a start
+    at the probe with a lower encoder rate, LP-FT) chosen per arm and fraction on validation, widened at an edge."""
+    paper = load_preset("paper")
+    real = SimpleNamespace(**json.loads((preset_dir() / "real.json").read_text()))  # without a table, as written
+    assert [str(ds["snr"]) for ds in paper.datasets] == ["inf", "0.05", "0.03"]
+    for ds in paper.datasets:
+        assert ds["noise_model"] == "aitom" and ds["context_control"] is True
+        assert ds["box"] == 32 and ds.get("binning", 1) == 1 and ds["n_per_class"] == 500
+        assert not {"neighbour_gap", "neighbour_contact", "n_neighbours"} & set(ds)  # the shortcut-free defaults
+    assert paper.label_fractions == [0.25, 0.5, 0.75, 1.0] and paper.repeats == 5 and paper.pretrain["epochs"] == 200
+    assert paper.methods == real.methods == ["random", "simclr", "moco", "swav", "vicreg"]
+    assert paper.encoder == real.encoder and paper.recipes == real.recipes and paper.extend_edges == real.extend_edges
+    assert paper.selection_cells() == paper.label_fractions and paper.choose_per_fraction is True
+    recipes = paper.recipe_overrides()
+    assert recipes["sgd_5e-4"]["optimizer"]["_target_"] == "torch.optim.SGD" and recipes["sgd_5e-4"]["lr"] == 5e-4
+    assert any(r.get("lp_epochs", 0) > 0 for r in recipes.values())  # LP-FT
+    assert any(r.get("encoder_lr", r["lr"]) < r["lr"] for r in recipes.values())  # a lower encoder rate
+    assert paper.finetune.get("precise_bn", True) is True
+    assert {k: v for k, v in paper.finetune.items() if k not in ("min_steps", "precise_bn")} == \
+        {k: v for k, v in real.finetune.items() if k != "min_steps"}  # Table 2's fine-tuning, its own step count
 
 
 def test_confirm_description_is_one_short_line():

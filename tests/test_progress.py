@@ -138,19 +138,19 @@ def test_on_a_terminal_it_is_one_bar_and_no_lines(lines):
 
 
 def test_runs_left_are_counted_as_the_slurm_jobs_plus_one_evaluation_per_cell(tmp_path):
-    """On a new folder the paper preset is docs/records/slurm/count_jobs.txt's 309 jobs (45 pretrainings,
-    48 selection runs, 216 cell fine-tunings), plus an evaluation per cell."""
+    """On a new folder the paper preset is docs/records/slurm/count_jobs.txt's 600 jobs (60 pretrainings,
+    300 selection runs, 240 cell fine-tunings), plus an evaluation per cell."""
     runner = GridRunner(load_preset("paper"), tmp_path)
     cells = list(grid_cells(runner.preset))
     counts = count_runs(runner, cells)
-    assert counts == {"pretrain": 45, "selection": 48, "finetune": 216, "evaluate": len(cells)}
+    assert counts == {"pretrain": 60, "selection": 300, "finetune": 240, "evaluate": len(cells)}
     # half the pretrainings done and one arm's selection runs tried: only what is left is counted
     done = [c for c in cells if c.method != "random" and c.repeat < 2]
     for c in {(c.dataset, c.method, c.repeat) for c in done}:
         model = runner.layout.pretrain_dir(c[0], c[1], runner.preset.seed + c[2]) / "models" / "pretrain.pt"
         model.parent.mkdir(parents=True)
         model.touch()
-    assert count_runs(runner, cells)["pretrain"] == 45 - len({(c.dataset, c.method, c.repeat) for c in done})
+    assert count_runs(runner, cells)["pretrain"] == 60 - len({(c.dataset, c.method, c.repeat) for c in done})
 
 
 def test_cli_grid_log_file_gets_the_timestamped_lines(tmp_path, monkeypatch, capsys):
