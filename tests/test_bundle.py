@@ -146,7 +146,7 @@ def test_pretrain_writes_checkpoints_and_tensorboard(env: dict, pretrained: Path
     ckpt = torch.load(pretrained / "pretrain_checkpoint_epoch=2.pt", weights_only=True)
     assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "run_info", "rng"}
     assert dict(ckpt["trainer"]) == {"epoch_length": 3, "iteration": 6, "max_epochs": 2}  # 2 epochs done
-    assert ckpt["run_info"] == {"task": "pretrain", "encoder": "rb3d", "method": "moco"}
+    assert ckpt["run_info"] == {"task": "pretrain", "encoder": "rb3d", "method": "moco", "encoder_args": {}}
     assert ckpt["model"]["queue"].shape == (16, 128) and any(k.startswith("key_encoder.") for k in ckpt["model"])
     assert int(ckpt["model"]["queue_ptr"]) == (2 * 3 * 4) % 16  # 15 training particles, batch 4: 3 steps/epoch
     final = torch.load(pretrained / "pretrain.pt", weights_only=True)

@@ -1,4 +1,4 @@
-"""Rules every grid preset keeps (issue 26): one step-budget rule, the frozen ``confirm`` protocol, and ``paper`` under the fair protocol."""
+"""Rules every grid preset keeps (issue 26): the step-budget rule, the frozen ``confirm``, a fair ``paper``."""
 
 import json
 import math

@@ -130,8 +130,9 @@ def load_finetuned_classifier(
 ) -> tuple[nn.Module, list[str]]:
     """A fine-tuned classifier (eval mode) and its class names from a ``models/finetune_best.pt``.
 
-    The checkpoint's ``"run_info"`` names the encoder and the classes; ``encoder_kwargs`` are the
-    encoder's non-default arguments of that run (e.g. ``norm="batch"``).
+    The checkpoint's ``"run_info"`` names the encoder, the arguments it was built with (``"encoder_args"``,
+    e.g. ``channels=64``; saved since bundle 0.8.2) and the classes; ``encoder_kwargs`` add to or replace
+    those arguments (for an older checkpoint, the non-default ones of its run).
 
     Raises:
         CryoDataError: not a checkpoint, or no run info.
@@ -143,7 +144,8 @@ def load_finetuned_classifier(
         raise CryoDataError(checkpoint, "lacks 'model' weights or 'run_info' with 'encoder' and 'classes'",
                             f"give the models/{FINETUNE_BEST} of a fine-tuning run")
     classes = [str(c) for c in info["classes"]]
-    model = Classifier(build_encoder(str(info["encoder"]), **encoder_kwargs), len(classes))
+    model = Classifier(build_encoder(str(info["encoder"]), **{**dict(info.get("encoder_args") or {}), **encoder_kwargs}),
+                       len(classes))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -23,7 +23,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from cryomonai.data import VolumeStackDataset
-from cryomonai.engines import load_pretrained_encoder
+from cryomonai.engines import load_pretrained_encoder, read_run_info
 from cryomonai.errors import CryoDataError
 from cryomonai.networks import Classifier, build_encoder
 from cryomonai.transforms import eval_transform
@@ -32,7 +32,8 @@ __all__ = ["PROBE_C", "PROBE_MAX_ITER", "encoder_features", "fit_linear_probe", 
 
 
 def encoder_features(
-    table: Any, cache_path: str | os.PathLike, encoder: str, pretrained: str = "", seed: int = 0, batch_size: int = 64
+    table: Any, cache_path: str | os.PathLike, encoder: str, pretrained: str = "", seed: int = 0, batch_size: int = 64,
+    **encoder_kwargs: Any,
 ) -> np.ndarray:
     """Features ``(N, F)`` of every row of ``table`` (a :class:`~cryomonai.io.ParticleTable`).
 
@@ -43,9 +44,12 @@ def encoder_features(
         pretrained: an SSL checkpoint whose ``encoder.*`` weights are loaded ("" = random init).
         seed: seeds the random initialisation (``torch.manual_seed``).
         batch_size: volumes per forward pass.
+        encoder_kwargs: the encoder's arguments (e.g. ``channels=64``), on top of those ``pretrained`` was
+            built with (its run info's ``encoder_args``).
     """
     set_determinism(seed)
-    net = Classifier(build_encoder(encoder), len(table.class_names))
+    saved = dict(read_run_info(pretrained, encoder).get("encoder_args") or {}) if pretrained else {}
+    net = Classifier(build_encoder(encoder, **{**saved, **encoder_kwargs}), len(table.class_names))
     if pretrained:
         net = load_pretrained_encoder(net, pretrained, encoder)
     net.eval()

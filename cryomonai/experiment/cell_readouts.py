@@ -25,10 +25,11 @@ READOUT_COLUMNS = ("linear_probe_accuracy", "val_linear_probe_accuracy", "knn_ac
 
 
 class CellReadouts:
-    """The readouts of the grid's cells with ``encoder``, the features of one dataset at a time kept."""
+    """The readouts of the grid's cells with ``encoder`` (built with ``encoder_kwargs``, on top of a pretrained
+    checkpoint's own), the features of one dataset at a time kept."""
 
-    def __init__(self, encoder: str) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: str, **encoder_kwargs: Any) -> None:
+        self.encoder, self.encoder_kwargs = encoder, encoder_kwargs
         self._features: dict[tuple[str, str, int], np.ndarray] = {}
 
     def __call__(self, dataset: str, method: str, seed: int, pretrained: str, table: Any, cache: str | os.PathLike,
@@ -38,7 +39,8 @@ class CellReadouts:
         key = (dataset, method, seed)
         if key not in self._features:
             kept = {k: v for k, v in self._features.items() if k[0] == dataset}  # one dataset at a time
-            self._features = {**kept, key: encoder_features(table, str(cache), self.encoder, pretrained, seed)}
+            self._features = {**kept, key: encoder_features(table, str(cache), self.encoder, pretrained, seed,
+                                                                          **self.encoder_kwargs)}
         features, labelled = self._features[key], read_labelled_rows(labelled_rows)
         probe = probe_accuracies(features, table, labelled, ("val", "test"))  # one fit, scored on both
         return {"linear_probe_accuracy": probe["test"], "val_linear_probe_accuracy": probe["val"],

@@ -62,6 +62,7 @@ from cryomonai.experiment.context_control import context_accuracy
 from cryomonai.experiment.data import snr
 from cryomonai.experiment.executors import ExecutorSpec
 from cryomonai.experiment.graph import Job
+from cryomonai.experiment.network_keys import encoder_kwargs
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
 from cryomonai.experiment.progress import GridProgress, bundle_seconds, count_runs
 from cryomonai.experiment.record import GridRecord
@@ -96,7 +97,8 @@ class GridRunner:
         self.layout, self.out, self.data = self.trainer.layout, self.trainer.out, self.trainer.data
         self.tables = GridTables(self.layout)
         self.chooser = RecipeChooser(preset, self.tables, self.layout, self.validate)  # on validation, in selection.csv
-        self.readouts = CellReadouts(preset.encoder)  # linear probe (test and validation) and kNN, features cached
+        # linear probe (test and validation) and kNN, features cached; random features as wide as common says
+        self.readouts = CellReadouts(preset.encoder, **encoder_kwargs(preset.common))
         self.tracker: GridProgress | None = None  # the grid's progress while :meth:`run` runs
 
     def finished(self, kind: str, label: str, seconds: float | None = None, started: float | None = None) -> None:

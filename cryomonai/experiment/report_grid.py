@@ -34,6 +34,7 @@ from cryomonai.evaluation.readouts import encoder_features
 from cryomonai.evaluation.stats import order_datasets, seconds_summary
 from cryomonai.experiment.edges import extensions_table, recipe_overrides
 from cryomonai.experiment.layout import GridLayout
+from cryomonai.experiment.network_keys import encoder_kwargs
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report import write_report
 from cryomonai.io.atomic import atomic_write
@@ -119,7 +120,8 @@ def write_grid_report(record: GridRecord) -> dict[str, Path]:
     if best is not None:
         pretrained = str(record.pretrained[(dataset, best, preset.seed)])
         test = (table.df["split"] == "test").to_numpy()
-        feats = [encoder_features(table, cache, preset.encoder, p, preset.seed)[test] for p in ("", pretrained)]
+        feats = [encoder_features(table, cache, preset.encoder, p, preset.seed, **encoder_kwargs(preset.common))[test]
+                 for p in ("", pretrained)]
         written["embedding"] = plot_embeddings_before_after(
             *feats, table.df["label_index"].to_numpy()[test], list(table.class_names), out / "embedding_before_after.png",
             method=preset.report.get("embedding", "tsne"), seed=preset.seed,

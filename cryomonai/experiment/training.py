@@ -19,6 +19,7 @@ from cryomonai.experiment.budget import resolve_min_steps
 from cryomonai.experiment.data import GridData
 from cryomonai.experiment.edges import recipe_overrides
 from cryomonai.experiment.layout import GridLayout
+from cryomonai.experiment.network_keys import network_keys
 from cryomonai.experiment.preset import GridCell, GridPreset
 from cryomonai.io.atomic import atomic_write
 from cryomonai.layout import RunLayout
@@ -122,5 +123,5 @@ class GridTrainer:
         """Score ``cell``'s best model (fine-tuned with ``recipe``) on ``split``: the accuracy and the bundle run
         (``overrides``: more bundle keys, e.g. another table for the context control)."""
         wf = run_bundle("evaluate", encoder=self.preset.encoder, **{"validate#split": split},
-                        **{**self.bundle_keys(cell, recipe), **overrides})
+                        **{**self.bundle_keys(cell, recipe), **network_keys(self.recipe(recipe)), **overrides})
         return _accuracy(wf), wf

@@ -7,7 +7,7 @@ See :mod:`cryomonai.networks.registry` for the encoder interface
 from cryomonai.networks.heads import Classifier, MLPHead
 from cryomonai.networks.monai_nets import densenet121, resnet10
 from cryomonai.networks.rb3d import RB3D, RB3DBlock, RB3DOriginal
-from cryomonai.networks.registry import ENCODERS, build_encoder
+from cryomonai.networks.registry import ENCODERS, build_encoder, encoder_args
 
 __all__ = [
     "ENCODERS",
@@ -18,5 +18,6 @@ __all__ = [
     "RB3DOriginal",
     "build_encoder",
     "densenet121",
+    "encoder_args",
     "resnet10",
 ]

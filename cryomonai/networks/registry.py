@@ -29,7 +29,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.networks.monai_nets import densenet121, resnet10
 from cryomonai.networks.rb3d import RB3D, RB3DOriginal
 
-__all__ = ["ENCODERS", "build_encoder"]
+__all__ = ["ENCODERS", "build_encoder", "encoder_args"]
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "rb3d": RB3D,  # Che et al. 2018 / Gupta et al. 2022, adaptive pool → 256 features, 0.12 M params
@@ -48,4 +48,20 @@ def build_encoder(name: str, **kwargs: Any) -> nn.Module:
     """
     if name not in ENCODERS:
         raise ConfigError("encoder", f"unknown encoder {name!r}", f"use one of {sorted(ENCODERS)}")
-    return ENCODERS[name](**kwargs)
+    net = ENCODERS[name](**kwargs)
+    net.encoder_args = dict(kwargs)  # what encoder_args() saves in a checkpoint's run info
+    return net
+
+
+def encoder_args(net: nn.Module) -> dict[str, Any]:
+    """The keyword arguments ``net`` was built with by :func:`build_encoder` (``{}`` for its defaults).
+
+    A bundle run saves them in its checkpoints' run info (``"encoder_args"``), so whatever rebuilds the
+    network from a checkpoint (evaluation, Grad-CAM, frozen features) builds the one that was trained, e.g.
+    ``network_def#channels: 64`` without being told again.
+
+    Example:
+        >>> encoder_args(build_encoder("rb3d", channels=16))
+        {'channels': 16}
+    """
+    return dict(getattr(net, "encoder_args", {}))
