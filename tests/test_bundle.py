@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -371,6 +372,26 @@ def test_finetune_refuses_a_checkpoint_of_another_encoder(env: dict, pretrained:
     with pytest.raises(RuntimeError) as info:
         workflow.parser.get_parsed_content("network")
     assert "encoder 'rb3d' but this run builds 'resnet10'" in str(info.value.__cause__)
+
+
+def test_a_network_set_once_is_rebuilt_from_its_checkpoints(env: dict, tmp_path: Path) -> None:
+    """``--network_def#channels 8`` given to pretraining only: fine-tuning, evaluation, inference and ``embed`` build
+    the 8-channel encoder from the checkpoint they start from (its run info's ``encoder_args``)."""
+    keys = {**env["overrides"], "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")}
+    run("pretrain", config_file=PRETRAIN, **keys, epochs=1, **{"ssl_method#queue_size": 16, "network_def#channels": 8})
+    run("finetune", config_file=FINETUNE, **keys, epochs=1)
+    best = torch.load(tmp_path / "models" / "finetune_best.pt", weights_only=True)
+    assert best["run_info"]["encoder_args"] == {"channels": 8} and next(v for k, v in best["model"].items() if v.ndim == 5).shape[0] == 8
+    run("evaluate", config_file=_files("common.json", "finetune.json", "evaluate.json"), **keys)
+    run("inference", config_file=_files("common.json", "inference.json"), **keys)
+    assert np.load(tmp_path / "eval" / "embeddings.npy").shape == (24, 8 * 8)  # adaptive pool to 2^3 x 8 channels
+    run("embed", config_file=_files("common.json", "inference.json", "embed.json"),
+        **{**keys, "output_dir": str(tmp_path / "emb")}, n_clusters=2)
+    assert np.load(tmp_path / "emb" / "embeddings.npy").shape == (24, 64)
+    # a width given in the run's config wins over the checkpoint's: 16 channels do not fit its weights
+    with pytest.raises(RuntimeError):
+        run("evaluate", config_file=_files("common.json", "finetune.json", "evaluate.json"), **keys,
+            **{"network_def#channels": 16})
 
 
 def _cli_env() -> dict:

@@ -42,6 +42,7 @@ from cryomonai.engines.checkpoints import (
 )
 from cryomonai.engines.distributed import release_ddp
 from cryomonai.engines.finetune import SupervisedPrepareBatch, epoch_scale
+from cryomonai.engines.network import build_network, saved_encoder_args
 from cryomonai.engines.handlers import LearningRateWriter, ProgressBarHandler, ViewSlicesHandler, central_slices
 from cryomonai.engines.perf import (
     AutocastInferer,
@@ -88,6 +89,7 @@ __all__ = [
     "probe_as_linear",
     "release_ddp",
     "ViewSlicesHandler",
+    "build_network",
     "central_slices",
     "check_layer_decay",
     "encoder_blocks",
@@ -101,6 +103,7 @@ __all__ = [
     "seed_run",
     "read_run_info",
     "resume_handlers",
+    "saved_encoder_args",
     "shipped_weights",
     "ssl_iteration",
     "unwrap_ssl_method",
