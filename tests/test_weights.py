@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import run
 
-from cryomonai.engines import load_pretrained_encoder, read_run_info
+from cryomonai.engines import build_network, load_pretrained_encoder, read_run_info, saved_encoder_args
 from cryomonai.engines.weights import SHIPPED_DIR, WEIGHTS_INDEX, compact_checkpoint, ship_weights, weights_file
 from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.networks import Classifier, build_encoder
@@ -30,7 +30,7 @@ def _ssl_checkpoint(path: Path, seed: int = 0) -> dict:
     state = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     state.update({"head.0.weight": torch.randn(4, enc.num_features), "queue": torch.zeros(2, 8, 4)})
     ckpt = {"model": state, "optimizer": {"state": {}, "param_groups": []},
-            "run_info": {"task": "pretrain", "encoder": "rb3d", "method": "simclr"}}
+            "run_info": {"task": "pretrain", "encoder": "rb3d", "method": "simclr", "encoder_args": dict(SMALL)}}
     torch.save(ckpt, path)
     return ckpt
 
@@ -63,6 +63,7 @@ def test_ship_and_resolve_by_name(tmp_path: Path) -> None:
     assert set(saved) == {"model", "run_info"} and all(k.startswith("encoder.") for k in saved["model"])
     index = json.loads((root / SHIPPED_DIR / WEIGHTS_INDEX).read_text())
     assert index["tiny"]["kind"] == "encoder" and index["tiny"]["encoder"] == "rb3d" and len(index["tiny"]["sha256"]) == 64
+    assert index["tiny"]["encoder_args"] == SMALL  # a non-default network is in the index as well as in the file
     # a name resolves to the shipped file, and its encoder weights load exactly
     assert weights_file("tiny", root) == str(path)
     model = load_pretrained_encoder(Classifier(build_encoder("rb3d", **SMALL), 3), weights_file("tiny", root), "rb3d")
@@ -204,12 +205,15 @@ def test_the_shipped_encoder_beats_random_features(fresh_simulation: tuple) -> N
     table, cache = fresh_simulation
     labels = table.df["label_index"].to_numpy()
 
+    shipped_file = weights_file("simclr_rb3d_bn_16", bundle_dir())
+    width = saved_encoder_args(shipped_file, "rb3d_bn")  # random features as wide as the shipped encoder
+
     def probe(checkpoint: str) -> float:
-        features = encoder_features(table, cache, "rb3d_bn", checkpoint)
+        features = encoder_features(table, cache, "rb3d_bn", checkpoint, **width)
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
         return float(cross_val_score(model, features, labels, cv=StratifiedKFold(5, shuffle=True, random_state=0)).mean())
 
-    shipped, random_features = probe(weights_file("simclr_rb3d_bn_16", bundle_dir())), probe("")
+    shipped, random_features = probe(shipped_file), probe("")
     assert shipped >= random_features + PROBE_MARGIN, f"shipped {shipped:.3f} vs random features {random_features:.3f}"
 
 
@@ -221,9 +225,10 @@ def test_the_shipped_classifier_classifies_unseen_subtomograms(fresh_simulation:
     from cryomonai.transforms import eval_transform
 
     table, cache = fresh_simulation
-    ckpt = torch.load(weights_file("simclr_rb3d_bn_16_classifier", bundle_dir(), "classifier"), weights_only=True)
+    path = weights_file("simclr_rb3d_bn_16_classifier", bundle_dir(), "classifier")
+    ckpt = torch.load(path, weights_only=True)
     assert list(ckpt["run_info"]["classes"]) == list(table.class_names)
-    net = Classifier(build_encoder("rb3d_bn"), len(table.class_names))
+    net = Classifier(build_network("rb3d_bn", path), len(table.class_names))  # as wide as it was trained
     net.load_state_dict(ckpt["model"])
     net.eval()
     preds = []

@@ -172,7 +172,9 @@ def ship_weights(
         torch.save(compact, f)
     index = shipped_weights(bundle_root)
     run_info = compact["run_info"]
-    index[name] = {"file": path.name, "kind": kind, "encoder": run_info.get("encoder"), **info,
+    args = dict(run_info.get("encoder_args") or {})  # a non-default network (e.g. 64 channels), in the index too
+    index[name] = {"file": path.name, "kind": kind, "encoder": run_info.get("encoder"),
+                   **({"encoder_args": args} if args else {}), **info,
                    **({"classes": list(run_info["classes"])} if kind == "classifier" else {}),
                    "sha256": sha256_of(path)}
     with atomic_write(folder / WEIGHTS_INDEX, "w") as f:
