@@ -319,6 +319,7 @@ def test_report_of_a_grid_without_the_random_baseline(tmp_path):
     assert set(results["method"]) == {"simclr"} and len(results) == 2
     for name in ("table.md", "gradcam.png", "embedding_before_after.png", "summary.json"):
         assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "gain_over_baseline.png").exists()  # no baseline, no gain over it (it drew "+nan")
     assert "±" in (tmp_path / "table.md").read_text()
     # gradcam_examples 0: the report without its Grad-CAM figure (it used to fail stacking no volumes)
     (tmp_path / "gradcam.png").unlink()

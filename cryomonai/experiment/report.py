@@ -217,8 +217,9 @@ def write_report(
         with atomic_write(out / f"stats_{metric}.csv", "w", newline="") as f:
             stats.to_csv(f, index=False, float_format="%.6g")
         written["stats"] = out / f"stats_{metric}.csv"
-        if not stats.empty:
-            written["gain"] = plot_gain_over_baseline(stats, out / "gain_over_baseline.png", df, metric, baseline)
+        compared = stats[stats["baseline_n"] > 0]  # a grid without the baseline arm has nothing to gain over
+        if not compared.empty:
+            written["gain"] = plot_gain_over_baseline(compared, out / "gain_over_baseline.png", df, metric, baseline)
     written["accuracy"] = plot_accuracy_vs_labels(df, out / "accuracy_vs_labels.png", len(class_names), metric,
                                                   baseline)
     if "run_dir" not in df.columns:
