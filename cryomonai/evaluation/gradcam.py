@@ -35,9 +35,10 @@ from monai.visualize import GradCAM
 from torch import nn
 
 from cryomonai.engines.checkpoints import load_checkpoint
+from cryomonai.engines.network import build_network
 from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.layout import FINETUNE_BEST
-from cryomonai.networks import Classifier, build_encoder
+from cryomonai.networks import Classifier
 
 __all__ = ["as_volumes", "gradcam_volumes", "load_finetuned_classifier"]
 
@@ -144,8 +145,7 @@ def load_finetuned_classifier(
         raise CryoDataError(checkpoint, "lacks 'model' weights or 'run_info' with 'encoder' and 'classes'",
                             f"give the models/{FINETUNE_BEST} of a fine-tuning run")
     classes = [str(c) for c in info["classes"]]
-    model = Classifier(build_encoder(str(info["encoder"]), **{**dict(info.get("encoder_args") or {}), **encoder_kwargs}),
-                       len(classes))
+    model = Classifier(build_network(str(info["encoder"]), checkpoint, **encoder_kwargs), len(classes))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

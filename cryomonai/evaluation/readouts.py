@@ -23,9 +23,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from cryomonai.data import VolumeStackDataset
-from cryomonai.engines import load_pretrained_encoder, read_run_info
+from cryomonai.engines import build_network, load_pretrained_encoder
 from cryomonai.errors import CryoDataError
-from cryomonai.networks import Classifier, build_encoder
+from cryomonai.networks import Classifier
 from cryomonai.transforms import eval_transform
 
 __all__ = ["PROBE_C", "PROBE_MAX_ITER", "encoder_features", "fit_linear_probe", "frozen_readouts", "knn_accuracy"]
@@ -48,8 +48,7 @@ def encoder_features(
             built with (its run info's ``encoder_args``).
     """
     set_determinism(seed)
-    saved = dict(read_run_info(pretrained, encoder).get("encoder_args") or {}) if pretrained else {}
-    net = Classifier(build_encoder(encoder, **{**saved, **encoder_kwargs}), len(table.class_names))
+    net = Classifier(build_network(encoder, pretrained or None, **encoder_kwargs), len(table.class_names))
     if pretrained:
         net = load_pretrained_encoder(net, pretrained, encoder)
     net.eval()
