@@ -9,6 +9,7 @@ switch (``augment``, ``augment_on_device``) is tested in ``tests/test_bundle.py`
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,6 +103,35 @@ def test_so3_augmentation_keeps_the_missing_wedge_empty(path: str) -> None:
     assert float(out.std()) == pytest.approx(1.0, abs=1e-2)  # not wiped out
     unrotated_wedge = _wedge_ratio(finetune_views(rotation="so3", tilt_range=None).batched()(x)[0])
     assert float(unrotated_wedge.min()) > 0.05  # without re-imposing, SO(3) fills the wedge
+
+
+@pytest.mark.parametrize("path", ["per_sample", "batched"])
+@pytest.mark.parametrize("rotation", ["d2", "d2h"])
+def test_wedge_turns_are_exact_voxel_permutations_drawn_uniformly(path: str, rotation: str) -> None:
+    """``d2`` / ``d2h``: every view is the normalised input with two axes (or, d2h, any) flipped, so it
+    keeps the wedge empty without re-imposing it and is as sharp as the data; each group element comes up."""
+    x = _wedged(400, 15)  # an odd box too: the turn is about the box centre, no voxel comes from outside
+    out = _augment(finetune_views(rotation=rotation, shift_voxels=0.0), x, path)
+    normalised = (x - x.mean(dim=(2, 3, 4), keepdim=True)) / x.std(dim=(2, 3, 4), keepdim=True, unbiased=False)
+    elements = [(), (0, 1), (0, 2), (1, 2)] + ([(0,), (1,), (2,), (0, 1, 2)] if rotation == "d2h" else [])
+    drawn = []
+    for i in range(len(x)):
+        errors = [float((out[i] - normalised[i].flip([a + 1 for a in axes])).abs().max()) for axes in elements]
+        assert min(errors) < 1e-4, (i, errors)
+        drawn.append(int(np.argmin(errors)))
+    counts = np.bincount(drawn, minlength=len(elements))
+    expected = len(x) / len(elements)
+    assert np.all(np.abs(counts - expected) < 4 * np.sqrt(expected)), counts  # uniform, no element missing
+    assert float(_wedge_ratio(out).max()) < 1e-10
+    twin = finetune_views(rotation=rotation).batched()
+    assert (twin.rotation, twin.reimpose_wedge) == (rotation, False)
+
+
+def test_an_unknown_rotation_is_a_one_line_error_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match="d2h"):
+        finetune_views(rotation="d4")
+    with pytest.raises(ConfigError, match="d2h"):
+        BatchedViews(rotation="d4")
 
 
 @pytest.mark.parametrize("path", ["per_sample", "batched"])

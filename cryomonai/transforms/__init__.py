@@ -50,6 +50,8 @@ from cryomonai.transforms.spatial import (
     RandShiftd,
     RandSO3Rotate,
     RandSO3Rotated,
+    RandWedgeTurn,
+    RandWedgeTurnd,
     beam_rotation,
 )
 from cryomonai.transforms.views import MultiViewd
@@ -75,6 +77,8 @@ __all__ = [
     "RandSO3Rotated",
     "RandShift",
     "RandShiftd",
+    "RandWedgeTurn",
+    "RandWedgeTurnd",
     "ViewPipeline",
     "beam_rotation",
     "check_volume",

@@ -13,7 +13,8 @@ handful of batched tensor operations wherever the batch lies:
    ``U(noise_factor_range)`` (:class:`~cryomonai.transforms.RandSNRJitter`'s rule).
 2. **Spatial steps** as batched ``torch.nn.functional.affine_grid`` + ``grid_sample``, one affine
    matrix per sample: the rotation (``"beam"``: about z by ``U(±beam_angle_deg)``; ``"so3"``:
-   uniform on SO(3) from a normalised Gaussian quaternion), the shift (``U(±shift_voxels)`` voxels
+   uniform on SO(3) from a normalised Gaussian quaternion; ``"d2"`` / ``"d2h"``: an axis-aligned
+   180° turn / also a mirror, whose samples fall on voxel centres), the shift (``U(±shift_voxels)`` voxels
    per axis), the random resized crop (3D, or (y, x) only for the paper) and the paper's in-plane
    affine. By default each step resamples, as the
    per-sample pipeline does: each bilinear interpolation low-passes a little, and the views then
@@ -58,6 +59,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.physics.ctf import ctf_of_frequency
 from cryomonai.physics.fourier import fourier_grid, raised_cosine_lowpass
 from cryomonai.physics.wedge import missing_wedge_mask
+from cryomonai.transforms.spatial import ROTATIONS
 
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
@@ -149,6 +151,15 @@ def affine_theta(params: dict[str, torch.Tensor], shape: Sequence[int]) -> torch
     return (reverse @ total @ reverse)[:, :3, :]
 
 
+def _wedge_turn_signs(n: int, mirror: bool, device: torch.device) -> torch.Tensor:
+    """``(n, 3)`` axis signs of :class:`~cryomonai.transforms.RandWedgeTurn`'s group elements, uniform:
+    the identity or a 180° turn (two axes negated) — or, with ``mirror``, each axis negated with probability ½."""
+    if mirror:
+        return torch.where(torch.rand(n, 3, device=device) < 0.5, -1.0, 1.0)
+    turns = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, -1.0]], device=device)
+    return turns[torch.randint(4, (n,), device=device)]
+
+
 @functools.lru_cache(maxsize=16)
 def _frames(shape: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """4×4 maps for a (D, H, W) box: voxel-centred → ``[-1, 1]``, back, and the (z, y, x) ↔ (x, y, z) reversal."""
@@ -190,7 +201,7 @@ class BatchedViews:
     input_snr: float = 0.1
     tilt_range: tuple[float, float] | None = None
     # 2. spatial, composed in this order: rotation, shift, crop, in-plane affine
-    rotation: str | None = None  # "beam", "so3" or None
+    rotation: str | None = None  # one of ROTATIONS ("beam", "so3", "d2", "d2h") or None
     rotation_prob: float = 1.0
     beam_angle_deg: tuple[float, float] = (-180.0, 180.0)
     shift_voxels: float = 0.0  # U(±shift_voxels) voxels along each axis; 0: off
@@ -209,9 +220,8 @@ class BatchedViews:
     normalise: bool = False
 
     def __post_init__(self) -> None:
-        if self.rotation not in (None, "beam", "so3"):
-            raise ConfigError("BatchedViews", f"rotation={self.rotation!r} is unknown",
-                              "use rotation='beam' or rotation='so3'")
+        if self.rotation is not None and self.rotation not in ROTATIONS:
+            raise ConfigError("BatchedViews", f"rotation={self.rotation!r} is unknown", f"use one of {list(ROTATIONS)}")
         if self.noise_factor_range[0] < 1.0:
             raise ConfigError("BatchedViews", f"noise_factor_range {self.noise_factor_range} has a factor below 1",
                               "use factors >= 1 (1 = no noise)")
@@ -280,6 +290,8 @@ class BatchedViews:
         if self.rotation is not None:
             if self.rotation == "so3":
                 rot = random_rotations(n, device)
+            elif self.rotation in ("d2", "d2h"):  # RandWedgeTurn's draw: sign flips of two axes (or, d2h, any)
+                rot = torch.diag_embed(_wedge_turn_signs(n, self.rotation == "d2h", device))
             else:
                 rot = _about_z(torch.deg2rad(_uniform(n, self.beam_angle_deg, device)))
             params["rotation"] = torch.where(_coin(n, self.rotation_prob, device).view(n, 1, 1), rot, eye)

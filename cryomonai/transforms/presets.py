@@ -28,6 +28,8 @@ from cryomonai.transforms.spatial import (
     RandResizedCropd,
     RandShiftd,
     RandSO3Rotated,
+    RandWedgeTurnd,
+    ROTATIONS,
     beam_rotation,
 )
 from cryomonai.transforms.views import MultiViewd
@@ -157,12 +159,15 @@ def paper_views(
 
 
 def _rotation(keys: KeysCollection, rotation: str, prob: float, beam_angle_deg, mode: str, pad: str) -> Transform:
-    """The rotation stage of :func:`cryo3d_views`: about z (``"beam"``) or uniform 3D (``"so3"``)."""
+    """The rotation stage of :func:`cryo3d_views`: about z (``"beam"``), uniform 3D (``"so3"``), or the
+    axis-aligned 180° turns (``"d2"``; ``"d2h"`` with their mirror images)."""
     if rotation == "beam":
         return beam_rotation(keys, beam_angle_deg, prob, mode, pad)
     if rotation == "so3":
         return RandSO3Rotated(keys, prob, mode, pad)
-    raise ConfigError("cryo3d_views", f"rotation={rotation!r} is unknown", "use rotation='beam' or rotation='so3'")
+    if rotation in ("d2", "d2h"):
+        return RandWedgeTurnd(keys, prob, mirror=rotation == "d2h")
+    raise ConfigError("cryo3d_views", f"rotation={rotation!r} is unknown", f"use one of {list(ROTATIONS)}")
 
 
 def cryo3d_views(
@@ -203,7 +208,8 @@ def cryo3d_views(
     3. noise dividing the SNR by ``~ U(noise_factor_range)`` (:class:`RandSNRJitter`), shaped by
        the wedge of ``tilt_range`` so it turns with the data in step 4;
     4. rotation: ``"beam"`` about z by ``~ U(±beam_angle_deg)`` (or ``U(min, max)`` for a pair),
-       or ``"so3"`` uniform in 3D; then, if ``shift_voxels`` > 0, a shift ``~ U(±shift_voxels)``
+       ``"so3"`` uniform in 3D, or ``"d2"`` one of the 180° turns about z, y, x or none
+       (:class:`RandWedgeTurn`: exact, the wedge stays; ``"d2h"`` with their mirror images); then, if ``shift_voxels`` > 0, a shift ``~ U(±shift_voxels)``
        voxels along each axis (:class:`RandShift`);
     5. a 3D random resized crop (volume fraction ``crop_scale``; isotropic, so wedge angles stay);
     6. for ``"so3"``, re-impose the wedge of ``tilt_range`` (``None``: data without a wedge —
@@ -259,8 +265,8 @@ def finetune_views(
     """Augmentation for supervised fine-tuning: one view of :func:`cryo3d_views`'s kind in place of ``"image"``.
 
     Normalise, then one view (the steps of :func:`cryo3d_views`, the same code): a rotation
-    (``"so3"`` uniform in 3D with the missing wedge of ``tilt_range`` re-imposed afterwards, or
-    ``"beam"`` about z), a shift ``~ U(±shift_voxels)`` voxels along each axis (``0``: none), the
+    (``"so3"`` uniform in 3D with the missing wedge of ``tilt_range`` re-imposed afterwards,
+    ``"beam"`` about z, or ``"d2"`` / ``"d2h"`` the axis-aligned turns, exact), a shift ``~ U(±shift_voxels)`` voxels along each axis (``0``: none), the
     optional crop / noise / low-pass / CTF jitter (probabilities 0 by default), normalise again.
     The view replaces ``keys``; every other key (``"label"``, ``"name"`` …) passes through
     untouched. ``view_options`` are any other keyword arguments of :func:`cryo3d_views`

@@ -8,6 +8,8 @@
 * :func:`beam_rotation` — MONAI ``RandRotated`` about z (keeps a physical missing wedge).
 * :class:`RandSO3Rotate` — a uniformly random 3D rotation (re-impose the wedge afterwards with
   :class:`cryomonai.transforms.ImposeMissingWedge`: rotating moves it).
+* :class:`RandWedgeTurn` — one of the axis-aligned 180° turns (D2), or with ``mirror`` also their
+  mirror images: exact voxel permutations that leave an axis-aligned missing wedge where it is.
 * :class:`RandShift` — a random 3D translation of up to a few voxels along each axis (a phase
   ramp in Fourier space: the missing wedge stays where it is).
 
@@ -41,6 +43,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.transforms.base import RandArrayd, RandVolumeTransform, check_volume
 
 __all__ = [
+    "ROTATIONS",
     "RandResizedCrop",
     "RandResizedCropd",
     "RandInPlaneAffine",
@@ -49,8 +52,14 @@ __all__ = [
     "RandSO3Rotated",
     "RandShift",
     "RandShiftd",
+    "RandWedgeTurn",
+    "RandWedgeTurnd",
     "beam_rotation",
 ]
+
+#: the rotations of the views (``rotation`` of :func:`~cryomonai.transforms.cryo3d_views`,
+#: :func:`~cryomonai.transforms.finetune_views` and :class:`~cryomonai.transforms.BatchedViews`)
+ROTATIONS = ("beam", "so3", "d2", "d2h")
 
 
 class RandResizedCrop(RandomizableTransform):
@@ -240,6 +249,53 @@ class RandSO3Rotate(_RandAffineWarp):
         return m
 
 
+class RandWedgeTurn(RandVolumeTransform):
+    """Turn a (C, D, H, W) volume by 180° about z, y or x (or not), each with probability ¼ (the group D2).
+
+    A 180° turn about an axis negates the other two coordinates, in real and in Fourier space. An
+    axis-aligned missing wedge (tilt axis x or y, beam z) is symmetric under each such negation, so it
+    stays where the microscope put it: no wedge to re-impose, unlike :class:`RandSO3Rotate`. And the
+    turn is a permutation of voxels (``torch.flip`` of two axes; an even or odd box alike): no
+    interpolation smooths the volume, no corner comes in from outside the box. The training views
+    then have exactly the statistics of the data. With ``mirror=True`` the element is drawn from the
+    eight of D2h (the turns and their mirror images, each axis flipped with probability ½), which
+    also changes the handedness of the particle. The flipped spatial axes are kept in ``self.axes``.
+
+    Args:
+        prob: probability of drawing a group element (the identity is one of them).
+        mirror: also draw the mirror images (D2h, 8 elements), not only the turns (D2, 4).
+
+    Example:
+        >>> turn = RandWedgeTurn().set_random_state(0)
+        >>> vol = torch.rand(1, 4, 6, 8)
+        >>> out = turn(vol)
+        >>> bool(torch.equal(out, vol.flip([a + 1 for a in turn.axes]))), len(turn.axes) in (0, 2)
+        (True, True)
+    """
+
+    #: the spatial axes each D2 element flips: the identity, and the turns about x, y, z
+    TURNS = ((), (0, 1), (0, 2), (1, 2))
+
+    def __init__(self, prob: float = 1.0, mirror: bool = False) -> None:
+        super().__init__(prob)
+        self.mirror = bool(mirror)
+        self.axes: tuple[int, ...] = ()
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the group element (``data`` is not used)."""
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        if self.mirror:
+            self.axes = tuple(int(a) for a in np.flatnonzero(self.R.random_sample(3) < 0.5))
+        else:
+            self.axes = self.TURNS[int(self.R.randint(4))]
+
+    def apply(self, img: torch.Tensor) -> torch.Tensor:
+        """Flip the drawn spatial axes (a new tensor; the input is left as it is)."""
+        return img.flip([a + 1 for a in self.axes]) if self.axes else img.clone()
+
+
 class RandShift(_RandAffineWarp):
     """Translate a (C, D, H, W) volume by a random shift of up to ``max_shift`` voxels along each axis.
 
@@ -335,3 +391,7 @@ class RandSO3Rotated(RandArrayd, array=RandSO3Rotate):
 
 class RandShiftd(RandArrayd, array=RandShift):
     """Dictionary twin of :class:`RandShift` (one shift for all ``keys``)."""
+
+
+class RandWedgeTurnd(RandArrayd, array=RandWedgeTurn):
+    """Dictionary twin of :class:`RandWedgeTurn` (one group element for all ``keys``)."""
