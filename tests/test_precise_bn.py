@@ -94,6 +94,38 @@ def test_statistics_are_those_of_the_labelled_volumes_unaugmented(env: dict) -> 
         torch.testing.assert_close(got[k].float(), expected[k].float(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_frozen_encoder_keeps_the_statistics_its_head_is_trained_on(env: dict) -> None:
+    """LP-FT's probe phase: the encoder is frozen (eval mode while training); its statistics stay as they are,
+    the head's layers are recomputed, and the frozen features are the same before and after. Before the fix
+    the frozen layers were reset to mean 0, variance 1 and the probe phase validated at chance."""
+    net = _net()
+    for m in net.encoder.modules():  # statistics of pretraining, not the identity's
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-1.0, 1.0)
+            m.running_var.uniform_(0.5, 2.0)
+    net.freeze()
+    net.train()
+    encoder_stats = {k: v for k, v in _bn_buffers(net).items() if k.startswith("encoder.")}
+    assert encoder_stats
+    labelled = _labelled(env)
+    train = VolumeStackDataset(env["table"], env["cache"], split="train", transform=eval_transform(), progress=False)
+    volumes = torch.stack([torch.as_tensor(train[int(i)]["image"]) for i in labelled.indices])
+    net.encoder.eval()
+    with torch.no_grad():
+        features = net.encoder(volumes)
+    net.train()
+    PreciseBN(net, env["table"], labelled, env["cache"], batch_size=4).recompute()
+    after = _bn_buffers(net)
+    for k, v in encoder_stats.items():
+        assert torch.equal(after[k], v), k
+    assert net.training and not net.encoder.training  # modes as they were
+    with torch.no_grad():
+        torch.testing.assert_close(net.encoder(volumes), features)
+    net.freeze(False)  # fine-tuning: the encoder trains, so its statistics are recomputed
+    PreciseBN(net, env["table"], labelled, env["cache"], batch_size=4).recompute()
+    assert any(not torch.equal(_bn_buffers(net)[k], v) for k, v in encoder_stats.items())
+
+
 def test_at_most_max_volumes_a_fixed_choice(env: dict) -> None:
     labelled = _labelled(env, 1.0)
     a = PreciseBN(_net(), env["table"], labelled, env["cache"], max_volumes=5).volumes()

@@ -19,6 +19,10 @@ untouched, so the run's training steps are the same with it or without it and on
 checkpointed as best and then tested changes. The test split's evaluation loads the best checkpoint with
 the statistics it was validated with.
 
+Layers the network keeps in eval mode while it trains keep their statistics: in LP-FT's probe phase the
+frozen encoder normalises with the statistics its head is being fitted to (until 2026-12-07 they were reset
+to mean 0, variance 1 at the first validation, and the probe phase validated at chance).
+
 A network without batch norm is left as it is.
 """
 
@@ -44,6 +48,19 @@ __all__ = ["PreciseBN", "has_batch_norm"]
 def has_batch_norm(network: nn.Module) -> bool:
     """Whether ``network`` has a batch-norm layer that keeps running statistics."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in network.modules())
+
+
+def _frozen_statistics(model: nn.Module) -> dict[nn.Module, dict[str, torch.Tensor]]:
+    """The batch-norm layers that ``model`` keeps in eval mode while it trains (a frozen encoder: LP-FT's
+    probe phase, :meth:`~cryomonai.networks.Classifier.freeze`), each with a copy of its statistics.
+
+    ``update_bn`` resets every layer's statistics and then updates only the layers in training mode, so a
+    frozen layer would be left with mean 0 and variance 1; its statistics are the ones training uses, and
+    they are put back."""
+    model.train()  # the mode the network trains in: a frozen encoder stays in eval mode (Classifier.train)
+    return {m: {name: getattr(m, name).clone() for name in ("running_mean", "running_var", "num_batches_tracked")}
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and not m.training}
 
 
 class _Inferred(nn.Module):
@@ -112,9 +129,14 @@ class PreciseBN:
         else:
             inputs = (torch.as_tensor(batch["image"]).to(device) for batch in loader)
         modes = {m: m.training for m in self.network.modules()}
+        model = _Inferred(self.network, self.inferer)
+        frozen = _frozen_statistics(model)
         try:
-            update_bn(inputs, _Inferred(self.network, self.inferer))
+            update_bn(inputs, model)
         finally:
+            for module, buffers in frozen.items():  # a frozen encoder's statistics are what its head was trained on
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
             for module, mode in modes.items():
                 module.training = mode
 
