@@ -3,7 +3,7 @@
 # code (the run itself trained with commit 294ea84's), the tables, the figures, and issue 26's targets
 # read by targets.py. Nothing is trained here: a grid whose results.csv lacks a cell stops with an error.
 #
-#   bash docs/records/confirm/publish.sh /work/runs/confirm_v2
+#   bash docs/records/confirm/publish.sh /root/runs/confirm_v3
 set -euo pipefail
 grid=${1:?give the confirm grid folder}
 root=$(git rev-parse --show-toplevel)
