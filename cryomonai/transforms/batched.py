@@ -59,7 +59,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.physics.ctf import ctf_of_frequency
 from cryomonai.physics.fourier import fourier_grid, raised_cosine_lowpass
 from cryomonai.physics.wedge import missing_wedge_mask
-from cryomonai.transforms.spatial import ROTATIONS
+from cryomonai.transforms.spatial import ROTATIONS, RandWedgeTurn
 
 __all__ = ["BatchedViews", "affine_theta", "random_rotations"]
 
@@ -156,8 +156,8 @@ def _wedge_turn_signs(n: int, mirror: bool, device: torch.device) -> torch.Tenso
     the identity or a 180° turn (two axes negated) — or, with ``mirror``, each axis negated with probability ½."""
     if mirror:
         return torch.where(torch.rand(n, 3, device=device) < 0.5, -1.0, 1.0)
-    turns = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, -1.0]], device=device)
-    return turns[torch.randint(4, (n,), device=device)]
+    turns = torch.tensor([[-1.0 if a in axes else 1.0 for a in range(3)] for axes in RandWedgeTurn.TURNS], device=device)
+    return turns[torch.randint(len(turns), (n,), device=device)]
 
 
 @functools.lru_cache(maxsize=16)
