@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from cryomonai.experiment.grid import GridRunner, grid_cells, load_preset
+from cryomonai.experiment.preset import GridCell
 from cryomonai.experiment.progress import GridProgress, count_runs
 from cryomonai.logs import LOG_FORMAT
 
@@ -151,6 +152,14 @@ def test_runs_left_are_counted_as_the_slurm_jobs_plus_one_evaluation_per_cell(tm
         model.parent.mkdir(parents=True)
         model.touch()
     assert count_runs(runner, cells)["pretrain"] == 60 - len({(c.dataset, c.method, c.repeat) for c in done})
+    # a resumed grid: an arm's selection runs trained but its recipe not yet chosen (nothing in selection.csv)
+    dataset, method = cells[0].dataset, "simclr"
+    trained = [(r, f) for r, f in runner.selection_runs(dataset, method)][:4]
+    for recipe, frac in trained:
+        final = runner.layout.cell_run(GridCell(dataset, method, frac, 0).run_dir(recipe)).finetune_final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        final.touch()
+    assert count_runs(runner, cells)["selection"] == 300 - len(trained)
 
 
 def test_cli_grid_log_file_gets_the_timestamped_lines(tmp_path, monkeypatch, capsys):

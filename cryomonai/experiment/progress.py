@@ -36,6 +36,7 @@ from typing import IO, Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from cryomonai.experiment.preset import GridCell
 from cryomonai.io.atomic import atomic_write
 
 __all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "run_label"]
@@ -50,8 +51,8 @@ def count_runs(runner: Any, todo: Iterable[Any]) -> dict[str, int]:
     """The runs a grid (``runner``: a :class:`~cryomonai.experiment.grid.GridRunner`) still does for the
     cells ``todo``: ``{"pretrain", "selection", "finetune", "evaluate"}``.
 
-    A dataset of ``todo`` chooses the recipe of every method (the recipes × selection fractions not yet
-    in ``selection.csv``, and the repeat-0 pretraining they need); a cell needs its pretraining (unless
+    A dataset of ``todo`` chooses the recipe of every method (the recipes × selection fractions neither
+    in ``selection.csv`` nor trained, and the repeat-0 pretraining they need); a cell needs its pretraining (unless
     ``random``), its fine-tuning (unless done, or done as a selection run) and its evaluation.
     """
     preset, todo = runner.preset, list(todo)
@@ -62,7 +63,8 @@ def count_runs(runner: Any, todo: Iterable[Any]) -> dict[str, int]:
     for dataset in dict.fromkeys(c.dataset for c in todo):
         for method in preset.methods:
             tried = runner.tables.tried(dataset, method) if fractions else set()
-            left = [(r, f) for r, f in runner.selection_runs(dataset, method) if (r, round(f, 6)) not in tried]
+            left = [(r, f) for r, f in runner.selection_runs(dataset, method) if (r, round(f, 6)) not in tried
+                    and not runner.trainer.finetuned(GridCell(dataset, method, f, 0), r)]  # trained, not yet chosen
             if left:
                 selecting.add((dataset, method))
                 selection += len(left)
