@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Publish the finished `confirm` grid under docs/grid_confirm/: its report rewritten by this checkout's
-# code (the run itself trained with commit 294ea84's), the tables, the figures, and issue 26's targets
+# code (the run itself trained with commit 46fa921's), the tables, the figures, and issue 26's targets
 # read by targets.py. Nothing is trained here: a grid whose results.csv lacks a cell stops with an error.
 #
 #   bash docs/records/confirm/publish.sh /root/runs/confirm_v3
