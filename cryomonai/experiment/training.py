@@ -22,7 +22,6 @@ from cryomonai.experiment.layout import GridLayout
 from cryomonai.experiment.network_keys import network_keys
 from cryomonai.experiment.preset import GridCell, GridPreset
 from cryomonai.io.atomic import atomic_write
-from cryomonai.layout import RunLayout
 from cryomonai.pipeline import run_bundle
 
 __all__ = ["GridTrainer", "write_text"]
