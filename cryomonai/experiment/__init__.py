@@ -18,7 +18,8 @@ results tables → report, each a small module; the folder layout in one object.
   :mod:`~cryomonai.experiment.edges` — the recipes added where that choice sits at the edge of the
   space (``extend_edges``), recorded in ``recipes_extended.json``;
 * :mod:`~cryomonai.experiment.grid` — :func:`run_grid`: the driver (recipes chosen on validation,
-  cells evaluated, the tables written), resumable;
+  cells evaluated, the tables written), resumable; :mod:`~cryomonai.experiment.resume` — only with the
+  preset it started with;
 * :mod:`~cryomonai.experiment.progress` — the grid's progress: its runs counted, one bar (or one log
   line per finished run) with an ETA;
 * :mod:`~cryomonai.experiment.record` — :class:`GridRecord`: what a grid ran and where, the one

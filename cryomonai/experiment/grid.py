@@ -65,6 +65,7 @@ from cryomonai.experiment.graph import Job
 from cryomonai.experiment.network_keys import encoder_kwargs
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
 from cryomonai.experiment.progress import GridProgress, bundle_seconds, count_runs
+from cryomonai.experiment.resume import check_resume
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
 from cryomonai.experiment.scheduler import make_pool, schedule
@@ -200,6 +201,7 @@ class GridRunner:
         repeats of every dataset (k < the preset's ``repeats``): e.g. to write an interim report. The
         runs left are counted and shown as they finish (:mod:`cryomonai.experiment.progress`).
         """
+        check_resume(self.layout.preset, self.preset)  # a grid resumes with the preset it started with
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.layout.preset, json.dumps(asdict(self.preset), indent=2, default=str))
         done = self.tables.done()

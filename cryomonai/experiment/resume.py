@@ -1,0 +1,79 @@
+"""A resumed grid keeps the preset it started with.
+
+A grid resumes by skipping the runs and cells it has done (:mod:`~cryomonai.experiment.grid`). Had the
+preset changed in between, say a learning rate, a dataset's SNR or a recipe, the grid would mix runs of
+two protocols in one ``results.csv`` and then write the new preset to ``preset.json`` as if it had run
+all of them. :func:`check_resume` refuses that, in one line naming the key.
+
+What may change on resume: who trains the runs and how many at once (``executor``, ``workers``), the
+report (``report``, ``readouts``), the preset's name, and cells added or left out (``methods``,
+``label_fractions``, ``repeats``, datasets added). Everything a finished run depends on may not: a
+dataset's parameters, the encoder, the seed, the pretraining and fine-tuning overrides, the recipe space
+and how a recipe is chosen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cryomonai.errors import ConfigError
+from cryomonai.experiment.preset import GridPreset
+
+__all__ = ["RESUMABLE", "check_resume", "first_difference"]
+
+#: preset keys a resumed grid may change (nothing that a finished run depends on)
+RESUMABLE = frozenset({"name", "methods", "label_fractions", "repeats", "readouts", "report", "executor", "workers"})
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first key path (``"finetune.lr"``) where two JSON values differ, with both values; None if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                return sub, old.get(key, "(absent)"), new.get(key, "(absent)")
+            found = first_difference(old[key], new[key], sub)
+            if found:
+                return found
+        return None
+    return None if old == new else (path, old, new)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def check_resume(saved: str | Path, preset: GridPreset) -> None:
+    """Raise a one-line :class:`~cryomonai.errors.ConfigError` if the grid whose ``preset.json`` is
+    ``saved`` ran with a preset that differs from ``preset`` in a key a finished run depends on.
+
+    A folder without ``preset.json`` is a new grid. Keys the saved preset lacks (written by an older
+    version, before the key existed) are not compared. Datasets are matched by name: one added is new
+    cells, one whose parameters changed is a conflict.
+    """
+    saved = Path(saved)
+    if not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(saved), f"unreadable ({err})", "restore it, or give the grid a new --out") from None
+    new = json.loads(json.dumps(asdict(preset), default=str))
+    for key, value in new.items():
+        if key in RESUMABLE or key not in old:
+            continue
+        if key == "datasets":
+            before = {d.get("name"): d for d in old[key]}
+            diff = next((d for d in (first_difference(before[ds["name"]], ds, f"datasets[{ds['name']}]")
+                                     for ds in value if ds["name"] in before) if d), None)
+        else:
+            diff = first_difference(old[key], value, key)
+        if diff:
+            where, was, now = diff
+            raise ConfigError(f"{saved}, key '{where}'",
+                              f"the grid ran with {_short(was)}, the preset now says {_short(now)}",
+                              "restore the preset (the grid's is in its preset.json), or give the grid a new --out")

@@ -1,0 +1,70 @@
+"""A resumed grid keeps the preset it started with (cryomonai.experiment.resume); nothing is trained here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+
+import pytest
+
+from cryomonai.cli import main
+from cryomonai.errors import ConfigError
+from cryomonai.experiment.grid import GridRunner, load_preset
+from cryomonai.experiment.resume import check_resume, first_difference
+
+
+@pytest.fixture
+def started(tmp_path):
+    """The confirm preset and a grid folder that started with it."""
+    preset = load_preset("confirm")
+    (tmp_path / "preset.json").write_text(json.dumps(asdict(preset), indent=2, default=str))
+    return preset, tmp_path / "preset.json"
+
+
+def test_the_first_difference_names_the_key_path():
+    assert first_difference({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1, "c": [1, 3]}}) == ("a.c", [1, 2], [1, 3])
+    assert first_difference({"a": 1}, {"a": 1, "b": 2}) == ("b", "(absent)", 2)
+    assert first_difference({"a": 1}, {"a": 1}) is None
+
+
+def test_what_a_finished_run_depends_on_may_not_change(started):
+    preset, saved = started
+    check_resume(saved, preset)  # the same preset resumes
+    changed = [
+        (replace(preset, finetune={**preset.finetune, "lr": 0.003}), "finetune.lr", "0.001", "0.003"),
+        (replace(preset, recipes={**preset.recipes, "sgd": {"lr": 0.1}}), "recipes.sgd", '"(absent)"', '{"lr": 0.1}'),
+        (replace(preset, seed=7), "seed", "0", "7"),
+        (replace(preset, datasets=[{**preset.datasets[0], "snr": 0.1}, *preset.datasets[1:]]),
+         "datasets[snr0.05_a].snr", "0.05", "0.1"),
+    ]
+    for new, key, was, now in changed:
+        with pytest.raises(ConfigError) as err:
+            check_resume(saved, new)
+        text = str(err.value)
+        assert f"key '{key}'" in text and f"ran with {was}, the preset now says {now}" in text, text
+        assert "\n" not in text and "new --out" in text
+
+
+def test_who_runs_it_and_cells_added_may_change(started):
+    preset, saved = started
+    check_resume(saved, replace(preset, workers=1, executor={"kind": "slurm", "partition": "gpu"}, repeats=5,
+                                methods=["random", "simclr"], label_fractions=[0.01, 0.1, 0.5, 1.0], report={},
+                                datasets=[*preset.datasets, {"name": "extra", "snr": 0.1, "seed": 9}]))
+    old = json.loads(saved.read_text())
+    del old["extend_edges"]  # written before the key existed: not compared
+    saved.write_text(json.dumps(old))
+    check_resume(saved, replace(preset, extend_edges=None))
+
+
+def test_a_changed_preset_stops_the_grid_before_anything_runs(started, tmp_path, monkeypatch, capsys):
+    preset, saved = started
+    before = saved.read_text()
+    with pytest.raises(ConfigError, match="key 'finetune.epochs'"):
+        GridRunner(replace(preset, finetune={**preset.finetune, "epochs": 3}), tmp_path).run()
+    assert saved.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["preset.json"]
+    # on the command line: one line, exit status 2
+    monkeypatch.setattr("sys.argv", ["cryomonai", "grid", "--preset", "confirm", "--out", str(tmp_path), "--seed", "3"])
+    with pytest.raises(SystemExit) as code:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert code.value.code != 0 and len(err.splitlines()) == 1 and "key 'seed'" in err, err
