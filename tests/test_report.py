@@ -325,6 +325,28 @@ def test_the_accuracy_plot_shows_each_pretrained_arms_deployed_classifier(tmp_pa
     assert not [line for line in figures[-1].axes[0].get_lines() if "deployed" in line.get_label()]
 
 
+def test_the_accuracy_plot_spreads_fractions_a_decade_apart_on_a_log_axis(tmp_path: Path, monkeypatch) -> None:
+    """1 / 10 / 100 % labels on a linear axis would crowd 1 and 10 % into one point: the axis is logarithmic
+    where the fractions span a factor of 8 or more, labelled in plain percentages, and linear otherwise."""
+    import cryomonai.visualize.results as results
+
+    figures = []
+    real = results.save_png
+    monkeypatch.setattr(results, "save_png", lambda fig, path, **kw: (figures.append(fig), real(fig, path, **kw))[1])
+    df = _results()
+    df["label_fraction"] = df["label_fraction"].map({0.25: 0.01, 1.0: 0.1})
+    df = pd.concat([df, _results().query("label_fraction == 1.0")])
+    _png(plot_accuracy_vs_labels(df, tmp_path / "log.png", num_classes=len(CLASSES)))
+    ax = figures[-1].axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100"]
+    random = next(c for c in ax.containers if c.get_label() == "Random init")
+    np.testing.assert_allclose(np.asarray(random.lines[0].get_xdata(), float), [1, 10, 100], rtol=0.1)  # dodged by a few per cent only
+    _png(plot_accuracy_vs_labels(_results(), tmp_path / "linear.png", num_classes=len(CLASSES)))
+    assert figures[-1].axes[0].get_xscale() == "linear"
+    assert [t.get_text() for t in figures[-1].axes[0].get_xticklabels()] == ["25", "100"]
+
+
 def test_the_gain_map_shows_each_methods_gain_over_random_init_with_its_holm_p(tmp_path: Path, monkeypatch) -> None:
     """One panel per dataset, ∞ first; a row per pretrained method, a column per fraction; each cell the mean
     gain in points (the figure's data and its text) and the Holm Welch p, bold where p < 0.05. A grid with

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
@@ -37,7 +38,8 @@ def plot_accuracy_vs_labels(
     baseline: str = "random",
     dpi: int = 110,
 ) -> Path:
-    """PNG: ``metric`` (%) against labelled fraction (%), one panel per dataset, mean ± std per method.
+    """PNG: ``metric`` (%) against labelled fraction (%), one panel per dataset, mean ± std per method. The
+    fraction axis is logarithmic where the fractions span a factor of 8 or more (1 / 10 / 100 %).
 
     Where the results have the deployed classifier (``deployed_test_accuracy``: probe or fine-tune,
     chosen on validation) and ``metric`` is ``test_accuracy``, each pretrained arm also gets its
@@ -61,25 +63,32 @@ def plot_accuracy_vs_labels(
         num_classes = int(df["num_classes"].dropna().iloc[0])
     datasets = order_datasets(df[df["dataset"].isin(summary["dataset"])])
     methods = order_methods(summary["method"], baseline)
+    spread = summary["label_fraction"].max() / summary["label_fraction"].min()
+    log_x = spread >= 8  # e.g. 1 / 10 / 100 %: on a linear axis the low fractions would crowd into one point
     fig = Figure(figsize=(3.6 * max(len(datasets), 1) + 1.4, 3.4))
     axes = fig.subplots(1, max(len(datasets), 1), squeeze=False, sharey=True)
     for ax, dataset in zip(axes[0], datasets):
         block = summary[summary["dataset"] == dataset]
         for k, m in enumerate(methods):
             rows = block[block["method"] == m].sort_values("label_fraction")
-            dodge = (k - (len(methods) - 1) / 2) * 0.8  # percentage points, so error bars do not overlap
-            line = ax.errorbar(100 * rows["label_fraction"] + dodge, 100 * rows["mean"], yerr=100 * rows["std"].fillna(0),
+            offset = k - (len(methods) - 1) / 2  # so that error bars do not overlap: 0.8 points, or 6 % on a log axis
+            dodge = (lambda x, o=offset: x * 1.06 ** o) if log_x else (lambda x, o=offset: x + 0.8 * o)
+            line = ax.errorbar(dodge(100 * rows["label_fraction"]), 100 * rows["mean"], yerr=100 * rows["std"].fillna(0),
                                marker="o", ms=4, capsize=3, lw=1.4, label=method_label(m), ls="--" if m == baseline else "-")
             if deployed is not None:
                 ship = deployed[(deployed["dataset"] == dataset) & (deployed["method"] == m)].sort_values("label_fraction")
                 if len(ship):
-                    ax.plot(100 * ship["label_fraction"] + dodge, 100 * ship["mean"], marker="s", ms=4, mfc="none", lw=1.2,
+                    ax.plot(dodge(100 * ship["label_fraction"]), 100 * ship["mean"], marker="s", ms=4, mfc="none", lw=1.2,
                             ls=":", color=line[0].get_color(), label=f"{method_label(m)} deployed")
         if num_classes:
             ax.axhline(100 / num_classes, color="0.5", ls=":", lw=1, label=f"chance (1/{num_classes})")
         ax.set_title(dataset_title(df, dataset).replace("`", ""), fontsize=9)
         ax.set_xlabel("labelled training data (%)")
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xticks(sorted(100 * block["label_fraction"].unique()))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(f"{metric.replace('_', ' ')} (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
