@@ -65,7 +65,7 @@ def test_the_eta_weighs_each_kind_of_run_by_its_mean_duration_so_far(lines):
     """1 pretraining, 2 fine-tunings (1 selection + 1 cell), 1 evaluation. After the pretraining (100 s)
     every kind is guessed at 100 s: 300 s of work left at the pace so far (100 s of wall time per 100 s of
     work) → 300 s. After a 10 s fine-tuning at t = 110: pretrain 100, fine-tune 10, evaluation (not seen
-    yet) the mean of all, 55 → 65 s left at pace 110/110."""
+    yet) the cheapest kind seen, 10 → 20 s left at pace 110/110."""
     clock = FakeClock()
     bar = GridProgress("g", {"pretrain": 1, "selection": 1, "finetune": 1, "evaluate": 1}, io.StringIO(), clock)
     assert bar.total == 4 and bar.eta() is None
@@ -74,7 +74,7 @@ def test_the_eta_weighs_each_kind_of_run_by_its_mean_duration_so_far(lines):
     assert bar.eta() == pytest.approx(300.0)
     clock.t += 10
     bar.done("finetune", "fine-tune moco on d", seconds=10.0)
-    assert bar.eta() == pytest.approx(65.0)
+    assert bar.eta() == pytest.approx(20.0)
     clock.t += 20  # a pool ran two 40-second fine-tunings in 20 s: twice the pace
     bar.done("finetune", "fine-tune random on d", seconds=30.0)
     clock.t += 5
@@ -90,8 +90,8 @@ def test_the_eta_weighs_each_kind_of_run_by_its_mean_duration_so_far(lines):
 def test_a_resumed_grid_starts_from_the_pace_it_had(lines, tmp_path):
     """The first invocation: a 100 s pretraining and a 10 s fine-tuning in 110 s of wall time, then it is
     stopped. Time the grid does not run does not count. The second one has an ETA before its first run
-    ends: 2 fine-tunings at 10 s and an evaluation at the mean of all runs (55 s) at the old pace → 75 s;
-    after a 10 s fine-tuning at t + 10: 1 × 10 + 1 × 40 (120 s over 3 runs) at pace 120/120 → 50 s."""
+    ends: 2 fine-tunings at 10 s and an evaluation at the cheapest kind's mean (10 s) at the old pace → 30 s;
+    after a 10 s fine-tuning at t + 10: 1 × 10 + 1 × 10 at pace 120/120 → 20 s."""
     state, clock = tmp_path / "progress.json", FakeClock()
     with GridProgress("g", {"pretrain": 1, "finetune": 3, "evaluate": 1}, io.StringIO(), clock, state=state) as bar:
         clock.t += 100
@@ -104,11 +104,11 @@ def test_a_resumed_grid_starts_from_the_pace_it_had(lines, tmp_path):
     clock.t += 3600  # stopped for an hour
     lines.clear()
     with GridProgress("g", {"finetune": 2, "evaluate": 1}, io.StringIO(), clock, state=state) as again:
-        assert again.eta() == pytest.approx(75.0)
-        assert len(lines) == 1 and re.search(r"\[grid g\] resumed: 3 runs to do, ETA \d\d:\d\d \(0:01:15 left\)$", lines[0])
+        assert again.eta() == pytest.approx(30.0)
+        assert len(lines) == 1 and re.search(r"\[grid g\] resumed: 3 runs to do, ETA \d\d:\d\d \(0:00:30 left\)$", lines[0])
         clock.t += 10
         again.done("finetune", "fine-tune random on d", seconds=10.0)
-        assert again.eta() == pytest.approx(50.0)
+        assert again.eta() == pytest.approx(20.0)
     assert json.loads(state.read_text())["elapsed"] == 120.0
     # without the state, as before: no ETA until a run finishes
     assert GridProgress("g", {"finetune": 2}, io.StringIO(), clock).eta() is None

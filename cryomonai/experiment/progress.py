@@ -8,7 +8,10 @@ left; a selection run of the chosen recipe is its repeat-0 cell's fine-tuning, c
 
 **The ETA** weighs the kinds of run, which differ in cost (a pretraining takes many fine-tunings'
 time, an evaluation a few seconds): a run left of kind *k* is expected to take the mean duration of
-the runs of kind *k* finished so far (of all finished runs while none of *k* is), and the grid goes
+the runs of kind *k* finished so far (while none of *k* is, the mean of the cheapest kind finished:
+later stages cost less, an evaluation less than a fine-tuning, a fine-tuning less than a
+pretraining; a grid whose evaluations all wait for its selection runs would otherwise price each
+evaluation at a pretraining's share and double its ETA), and the grid goes
 on at the pace it has had so far, so ``ETA = now + elapsed × work left / work done``. The ratio
 ``elapsed / work done`` takes in what the durations miss: several runs at once in a pool (< 1), the
 driver's own time between runs (> 1). Durations are those of the bundle runs (``setup + compute``,
@@ -190,8 +193,9 @@ class GridProgress:
         work_done, runs = sum(s for s, _ in work.values()), sum(n for _, n in work.values())
         if not runs or work_done <= 0:
             return None
-        overall = work_done / runs
-        mean = {k: s / n if n else overall for k, (s, n) in work.items()}
+        seen = {k: s / n for k, (s, n) in work.items() if n}
+        cheapest = min(seen.values())  # a kind not seen yet: a later stage, no dearer than the cheapest seen
+        mean = {k: seen.get(k, cheapest) for k in work}
         work_left = sum(max(n, 0) * mean[k] for k, n in self.left.items())
         return (self.before_elapsed + self.clock() - self.start) * work_left / work_done
 
