@@ -362,7 +362,8 @@ def embed(
 
 
 def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
-         max_cells: int | None = None, executor: str | None = None, log_file: str | None = None, **overrides) -> str:
+         max_cells: int | None = None, executor: str | None = None, log_file: str | None = None,
+         status: bool = False, **overrides) -> str:
     """Run (or resume) the paper's experiment grid and write its report (``results.csv``,
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
@@ -386,6 +387,8 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
             ``--dataset_table PATH``: your particle table (STAR/CSV) as the preset's table dataset
             (``--preset real``: the paper's Table 2 protocol on your own particles).
         log_file: also append the grid's log lines to this file (e.g. ``<out>/grid.log``).
+        status: run nothing; print where the grid stands (whether a driver holds it, cells evaluated, runs
+            left by kind, running time left at its pace so far; :mod:`cryomonai.experiment.status`).
     """
     from dataclasses import fields  # lazy, as every command's imports
 
@@ -400,6 +403,12 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     spec.executor = {**spec.executor, **section}
     ExecutorSpec.from_dict(spec.executor)  # a one-line error before anything runs
     out = out or f"runs/grid_{Path(preset).stem}"
+    if status:
+        from cryomonai.experiment.grid import GridRunner
+        from cryomonai.experiment.status import grid_status
+
+        print(grid_status(GridRunner(spec, out)))
+        return str(Path(out).resolve())
     with logging_to(log_file):
         run_grid(spec, out, report=report, progress=progress, max_cells=max_cells)
     return str(Path(out).resolve())

@@ -21,7 +21,8 @@ results tables → report, each a small module; the folder layout in one object.
   cells evaluated, the tables written), resumable; :mod:`~cryomonai.experiment.resume` — only with the
   preset it started with;
 * :mod:`~cryomonai.experiment.progress` — the grid's progress: its runs counted, one bar (or one log
-  line per finished run) with an ETA;
+  line per finished run) with an ETA; :mod:`~cryomonai.experiment.status` — the same read from a grid's
+  folder without running it (``cryomonai grid --status``);
 * :mod:`~cryomonai.experiment.record` — :class:`GridRecord`: what a grid ran and where, the one
   thing the grid hands its report;
 * :mod:`~cryomonai.experiment.report` — :func:`write_table` (``table.md`` in Table 1's layout) and

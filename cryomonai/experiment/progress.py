@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from cryomonai.experiment.preset import GridCell
 from cryomonai.io.atomic import atomic_write
 
-__all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "run_label"]
+__all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "forecast", "read_pace", "run_label"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,29 @@ def bundle_seconds(seconds: dict[str, float] | None) -> float:
     return 0.0 if seconds is None else float(seconds.get("setup", 0.0)) + float(seconds.get("compute", 0.0))
 
 
+def forecast(work: dict[str, tuple[float, int]], left: dict[str, int], elapsed: float) -> float | None:
+    """Seconds of running time until the runs ``left`` (per kind) are done, at the pace of ``work`` (per kind:
+    seconds and runs finished) done in ``elapsed`` seconds of the grid's working time (see the module
+    docstring); None before a run has finished."""
+    work_done, runs = sum(s for s, _ in work.values()), sum(n for _, n in work.values())
+    if not runs or work_done <= 0:
+        return None
+    seen = {k: s / n for k, (s, n) in work.items() if n}
+    cheapest = min(seen.values())  # a kind not seen yet: a later stage, no dearer than the cheapest seen
+    work_left = sum(max(n, 0) * seen.get(k, cheapest) for k, n in left.items())
+    return elapsed * work_left / work_done
+
+
+def read_pace(state: str | os.PathLike) -> tuple[dict[str, tuple[float, int]], float]:
+    """A grid's pace from its ``progress.json``: per kind (seconds, runs) finished, and its working wall time.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError, AttributeError: the file is missing or unreadable.
+    """
+    state = json.loads(Path(state).read_text(encoding="utf-8"))
+    return {k: (float(v["seconds"]), int(v["runs"])) for k, v in state["kinds"].items() if k in KINDS}, float(state["elapsed"])
+
+
 def _clock(seconds: float, now: float) -> str:
     """``hh:mm`` of ``now + seconds`` (with ``+Nd`` when it is another day) and the time left."""
     then, today = datetime.datetime.fromtimestamp(now + seconds), datetime.datetime.fromtimestamp(now)
@@ -148,9 +171,7 @@ class GridProgress:
         if self.state is None or not os.path.exists(self.state):
             return {}, 0.0
         try:
-            state = json.loads(Path(self.state).read_text(encoding="utf-8"))
-            kinds = {k: (float(v["seconds"]), int(v["runs"])) for k, v in state["kinds"].items() if k in KINDS}
-            return kinds, float(state["elapsed"])
+            return read_pace(self.state)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             log.warning("%s: cannot read the grid's earlier pace (%s: %s); the ETA starts afresh (delete the file to "
                         "silence this)", self.state, type(err).__name__, err)
@@ -189,15 +210,7 @@ class GridProgress:
 
     def eta(self) -> float | None:
         """Seconds until every run is done (see the module docstring); None before the grid's first run finishes."""
-        work = self._work()
-        work_done, runs = sum(s for s, _ in work.values()), sum(n for _, n in work.values())
-        if not runs or work_done <= 0:
-            return None
-        seen = {k: s / n for k, (s, n) in work.items() if n}
-        cheapest = min(seen.values())  # a kind not seen yet: a later stage, no dearer than the cheapest seen
-        mean = {k: seen.get(k, cheapest) for k in work}
-        work_left = sum(max(n, 0) * mean[k] for k, n in self.left.items())
-        return (self.before_elapsed + self.clock() - self.start) * work_left / work_done
+        return forecast(self._work(), self.left, self.before_elapsed + self.clock() - self.start)
 
     def done(self, kind: str, label: str, seconds: float | None = None, started: float | None = None) -> None:
         """A run of ``kind`` (:data:`KINDS`) finished: ``seconds`` long (as the bundle measured it), or,
