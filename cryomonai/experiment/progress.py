@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from cryomonai.experiment.preset import GridCell
 from cryomonai.io.atomic import atomic_write
 
-__all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "forecast", "read_pace", "run_label"]
+__all__ = ["KINDS", "GridProgress", "bundle_seconds", "count_runs", "forecast", "read_pace", "run_label", "runs_by_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,14 @@ def bundle_seconds(seconds: dict[str, float] | None) -> float:
     return 0.0 if seconds is None else float(seconds.get("setup", 0.0)) + float(seconds.get("compute", 0.0))
 
 
+def runs_by_kind(counts: dict[str, int]) -> dict[str, int]:
+    """:func:`count_runs`' counts per kind of :data:`KINDS` (a selection run is a fine-tuning)."""
+    left = dict.fromkeys(KINDS, 0)
+    for kind, n in counts.items():
+        left["finetune" if kind == "selection" else kind] += int(n)
+    return left
+
+
 def forecast(work: dict[str, tuple[float, int]], left: dict[str, int], elapsed: float) -> float | None:
     """Seconds of running time until the runs ``left`` (per kind) are done, at the pace of ``work`` (per kind:
     seconds and runs finished) done in ``elapsed`` seconds of the grid's working time (see the module
@@ -144,9 +152,7 @@ class GridProgress:
     def __init__(self, name: str, counts: dict[str, int], stream: IO[str] | None = None,
                  clock: Callable[[], float] = time.monotonic, state: str | os.PathLike | None = None) -> None:
         self.name, self.clock, self.state = name, clock, state
-        self.left = {k: 0 for k in KINDS}
-        for kind, n in counts.items():
-            self.left["finetune" if kind == "selection" else kind] += int(n)
+        self.left = runs_by_kind(counts)
         self.total, self.n = sum(self.left.values()), 0
         self.seconds: dict[str, list[float]] = {k: [] for k in KINDS}
         self.before, self.before_elapsed = self._read_state()  # earlier invocations: {kind: (seconds, runs)}, wall s

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from cryomonai.experiment.preset import grid_cells
-from cryomonai.experiment.progress import count_runs, forecast, read_pace
+from cryomonai.experiment.progress import count_runs, forecast, read_pace, runs_by_kind
 from cryomonai.experiment.resume import check_resume
 from cryomonai.experiment.tables import cell_key
 from cryomonai.io.lock import read_holder
@@ -77,9 +77,7 @@ def grid_status(runner: Any) -> str:
         work, elapsed = read_pace(layout.progress)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         work, elapsed = {}, 0.0
-    left = {"pretrain": counts["pretrain"], "finetune": counts["selection"] + counts["finetune"],
-            "evaluate": counts["evaluate"]}
-    eta = forecast(work, left, elapsed)
+    eta = forecast(work, runs_by_kind(counts), elapsed)
     if eta is None:
         lines.append("  time left: not known before its first run finishes")
     else:
