@@ -16,7 +16,8 @@ subtomograms are extracted) has no path column but a tomogram and x, y, z on eve
 ``cryoSplit``          ``train``/``val``/``test`` (our column)
 =====================  ==================================================================
 
-(a pytom-match-pick particle list is such a coordinate table: :mod:`cryomonai.io.pytom`)
+(a pytom-match-pick particle list is such a coordinate table: :mod:`cryomonai.io.pytom`; so is WarpTools'
+template matching, in fractions of the tomogram's size: :mod:`cryomonai.io.warp`)
 
 and an optional block ``data_classes`` with ``rlnClassNumber`` and ``cryoClassName`` (our
 column) naming the classes 1..K. Without it the class names are the numbers as strings
@@ -53,6 +54,7 @@ import starfile
 from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.io.pytom import is_pytom_loop, read_pytom_loop
+from cryomonai.io.warp import is_warp_matching_loop, read_warp_loop
 
 __all__ = ["SPLITS", "ParticleTable", "format_particle_table", "read_particle_table", "write_particle_table"]
 
@@ -255,6 +257,8 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise CryoDataError(path, "the particle table has no rows", "add one row per subtomogram")
     if is_pytom_loop(main):  # pytom-match-pick: tomograms named by file stem (and early versions' ptm columns)
         main = read_pytom_loop(main, path)
+    elif is_warp_matching_loop(main):  # WarpTools template matching: fractions of the tomogram's size
+        main = read_warp_loop(main, path)
     df = main.rename(columns=STAR_TO_COLUMN)
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
