@@ -361,14 +361,14 @@ def embed(
     return _bundle("embed", None, encoder, False, dry_run, log_file, **keys) or str(Path(out) / "clusters.star")
 
 
-def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progress: bool = False,
+def grid(preset: str | None = None, out: str | None = None, report: bool = True, progress: bool = False,
          max_cells: int | None = None, executor: str | None = None, log_file: str | None = None,
          status: bool = False, **overrides) -> str:
     """Run (or resume) the paper's experiment grid and write its report (``results.csv``,
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
     Args:
-        preset: ``cpu`` (the main job, 2 CPU cores, ~13 min), ``cpu_full`` (with 100 % labels, ~30 min),
+        preset: ``cpu`` (the default; the main job, 2 CPU cores, ~13 min), ``cpu_full`` (with 100 % labels, ~30 min),
             ``paper`` (Gupta et al. 2022 sizes, a GPU),
             ``real`` (a table of your own, with ``--dataset_table``) or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
         out: the grid folder; rerunning the same command skips the finished cells.
@@ -388,7 +388,8 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
             (``--preset real``: the paper's Table 2 protocol on your own particles).
         log_file: also append the grid's log lines to this file (e.g. ``<out>/grid.log``).
         status: run nothing; print where the grid stands (whether a driver holds it, cells evaluated, runs
-            left by kind, running time left at its pace so far; :mod:`cryomonai.experiment.status`).
+            left by kind, running time left at its pace so far; :mod:`cryomonai.experiment.status`). Without
+            ``--preset``, of the grid's own ``<out>/preset.json``.
     """
     from dataclasses import fields  # lazy, as every command's imports
 
@@ -399,6 +400,9 @@ def grid(preset: str = "cpu", out: str | None = None, report: bool = True, progr
     section = {k: overrides.pop(k) for k in list(overrides) if k in keys}
     if executor is not None:
         section["kind"] = executor
+    if preset is None:  # --status of a grid folder reads the preset the grid runs with
+        own = Path(out) / "preset.json" if out else None
+        preset = str(own) if status and own is not None and own.is_file() else "cpu"
     spec = load_preset(preset, **overrides)
     spec.executor = {**spec.executor, **section}
     ExecutorSpec.from_dict(spec.executor)  # a one-line error before anything runs

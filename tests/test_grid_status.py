@@ -75,3 +75,10 @@ def test_cli_grid_status_prints_and_runs_nothing(tmp_path, monkeypatch, capsys):
     main()
     assert capsys.readouterr().out.splitlines()[0] == f"grid cpu in {tmp_path / 'g'}: not started"
     assert not (tmp_path / "g").exists()
+    # without --preset: the grid's own preset.json (here the confirm preset, not the default cpu)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "preset.json").write_text(json.dumps(asdict(load_preset("confirm")), default=str))
+    monkeypatch.setattr("sys.argv", ["cryomonai", "grid", "--out", str(tmp_path / "g"), "--status"])
+    main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"grid confirm in {tmp_path / 'g'}: not running" and out[1] == "  cells evaluated: 0 of 180"
