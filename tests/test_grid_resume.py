@@ -67,4 +67,4 @@ def test_a_changed_preset_stops_the_grid_before_anything_runs(started, tmp_path,
     with pytest.raises(SystemExit) as code:
         main()
     err = capsys.readouterr().err.strip()
-    assert code.value.code != 0 and len(err.splitlines()) == 1 and "key 'seed'" in err, err
+    assert code.value.code == 2 and len(err.splitlines()) == 1 and "key 'seed'" in err, err
