@@ -10,7 +10,8 @@ import pytest
 from cryomonai.cli import main
 from cryomonai.errors import ConfigError
 from cryomonai.experiment.grid import GridRunner, load_preset
-from cryomonai.experiment.resume import check_resume, first_difference
+from cryomonai.experiment.resume import bundle_digests, check_resume, first_difference
+from cryomonai.pipeline import bundle_dir
 
 
 @pytest.fixture
@@ -68,3 +69,23 @@ def test_a_changed_preset_stops_the_grid_before_anything_runs(started, tmp_path,
         main()
     err = capsys.readouterr().err.strip()
     assert code.value.code == 2 and len(err.splitlines()) == 1 and "key 'seed'" in err, err
+
+
+def test_a_changed_bundle_config_is_a_warning_naming_the_file(tmp_path, caplog):
+    """The grid records its bundle's config digests at its first start and keeps that record; a resume
+    after a config file changed warns, naming it, and goes on."""
+    digests = bundle_digests(bundle_dir())
+    assert "finetune.json" in digests and "common.json" in digests and any(k.startswith("encoders/") for k in digests)
+    assert not any(k.startswith("grid/") or k == "metadata.json" for k in digests)
+    runner = GridRunner(load_preset("confirm"), tmp_path)
+    runner.run(max_cells=0)  # nothing to train: only the folder's records are written
+    record = tmp_path / "bundle_configs.json"
+    assert json.loads(record.read_text()) == digests
+    runner.run(max_cells=0)
+    assert "bundle" not in caplog.text
+    record.write_text(json.dumps({**digests, "finetune.json": "0" * 16}))  # as if started by an older version
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        runner.run(max_cells=0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "bundle" in r.getMessage()]
+    assert len(warnings) == 1 and "(finetune.json)" in warnings[0] and "new --out" in warnings[0]
+    assert json.loads(record.read_text())["finetune.json"] == "0" * 16  # the first start's record is kept

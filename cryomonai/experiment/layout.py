@@ -11,6 +11,7 @@ Layout of a grid's folder (``out``)::
     selection.csv                        validation accuracy of every recipe tried, the chosen one marked
     recipes_extended.json                the recipes added where a choice sat at the space's edge (``extend_edges``)
     results.csv, preset.json             one row per cell; the preset the grid ran with
+    bundle_configs.json                  a digest of each bundle config file when the grid started
     timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
     progress.json                        the pace so far, for a resumed grid's ETA
     jobs.csv, jobs/<job id>/             SLURM executor only: the jobs submitted, their logs
@@ -50,6 +51,8 @@ class GridLayout:
     progress = property(lambda self: self.root / "progress.json", doc="The pace so far (a resumed grid's ETA).")
     timing_md = property(lambda self: self.root / "timing.md", doc="Where the time went, as a table.")
     preset = property(lambda self: self.root / "preset.json", doc="The preset the grid ran with.")
+    bundle_configs = property(lambda self: self.root / "bundle_configs.json",
+                              doc="A digest of each bundle config file the grid started with.")
     jobs = property(lambda self: self.root / "jobs.csv", doc="The SLURM jobs submitted (executor ``slurm``).")
     job_logs = property(lambda self: self.root / "jobs" / "%j", doc="submitit's folder per job (``%j``: its id).")
     interim = property(lambda self: self.root / "interim", doc="The interim report while repeats are missing.")

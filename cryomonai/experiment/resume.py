@@ -10,19 +10,29 @@ report (``report``, ``readouts``), the preset's name, and cells added or left ou
 ``label_fractions``, ``repeats``, datasets added). Everything a finished run depends on may not: a
 dataset's parameters, the encoder, the seed, the pretraining and fine-tuning overrides, the recipe space
 and how a recipe is chosen.
+
+The preset is not all a run depends on: the bundle's own config files set every default it does not
+override. :func:`check_bundle` records a digest of each (``bundle_configs.json``, at the grid's first
+start) and, on a resume where one has changed (a cryomonai upgrade mid-grid), warns naming the files:
+not an error, since most upgrades change no protocol, but not silent either.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cryomonai.errors import ConfigError
 from cryomonai.experiment.preset import GridPreset
+from cryomonai.io.atomic import atomic_write
 
-__all__ = ["RESUMABLE", "check_resume", "first_difference"]
+__all__ = ["RESUMABLE", "bundle_digests", "check_bundle", "check_resume", "first_difference"]
+
+log = logging.getLogger(__name__)
 
 #: preset keys a resumed grid may change (nothing that a finished run depends on)
 RESUMABLE = frozenset({"name", "methods", "label_fractions", "repeats", "readouts", "report", "executor", "workers"})
@@ -77,3 +87,35 @@ def check_resume(saved: str | Path, preset: GridPreset) -> None:
             raise ConfigError(f"{saved}, key '{where}'",
                               f"the grid ran with {_short(was)}, the preset now says {_short(now)}",
                               "restore the preset (the grid's is in its preset.json), or give the grid a new --out")
+
+
+def bundle_digests(bundle: str | Path) -> dict[str, str]:
+    """A digest of each config file of ``bundle`` a grid's runs read (``configs/**/*.json`` but the grid
+    presets and ``metadata.json``), by its path under ``configs/``."""
+    configs = Path(bundle) / "configs"
+    return {p.relative_to(configs).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted(configs.rglob("*.json"))
+            if p.relative_to(configs).parts[0] != "grid" and p.name != "metadata.json"}
+
+
+def check_bundle(record: str | Path, bundle: str | Path) -> list[str]:
+    """Record ``bundle``'s config digests in ``record`` if it does not exist (a grid's first start); else
+    warn, once, naming the config files that changed since. Returns them (sorted)."""
+    record, now = Path(record), bundle_digests(bundle)
+    if not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(record, "w") as fh:
+            json.dump(now, fh, indent=1)
+        return []
+    try:
+        before = json.loads(record.read_text())
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    except (OSError, ValueError, AttributeError) as err:
+        log.warning("%s: unreadable (%s); the bundle's configs are not compared (delete it to start a new record)",
+                    record, err)
+        return []
+    if changed:
+        log.warning("%s: the bundle's config files changed since this grid started (%s): runs trained before and after "
+                    "may differ in what they set; to keep one protocol, finish the grid with the cryomonai version that "
+                    "started it, or run this one into a new --out", record.parent, ", ".join(changed))
+    return changed
