@@ -35,6 +35,7 @@ def test_what_a_finished_run_depends_on_may_not_change(started):
         (replace(preset, finetune={**preset.finetune, "lr": 0.003}), "finetune.lr", "0.001", "0.003"),
         (replace(preset, recipes={**preset.recipes, "sgd": {"lr": 0.1}}), "recipes.sgd", '"(absent)"', '{"lr": 0.1}'),
         (replace(preset, seed=7), "seed", "0", "7"),
+        (replace(preset, readouts=False), "readouts", "true", "false"),  # the report's probe checks read every row
         (replace(preset, datasets=[{**preset.datasets[0], "snr": 0.1}, *preset.datasets[1:]]),
          "datasets[snr0.05_a].snr", "0.05", "0.1"),
     ]

@@ -6,10 +6,11 @@ two protocols in one ``results.csv`` and then write the new preset to ``preset.j
 all of them. :func:`check_resume` refuses that, in one line naming the key.
 
 What may change on resume: who trains the runs and how many at once (``executor``, ``workers``), the
-report (``report``, ``readouts``), the preset's name, and cells added or left out (``methods``,
+report's figures (``report``), the preset's name, and cells added or left out (``methods``,
 ``label_fractions``, ``repeats``, datasets added). Everything a finished run depends on may not: a
 dataset's parameters, the encoder, the seed, the pretraining and fine-tuning overrides, the recipe space
-and how a recipe is chosen.
+and how a recipe is chosen, and whether each cell gets its frozen-feature readouts (``readouts``: the
+report's probe checks read them from every row).
 
 The preset is not all a run depends on: the bundle's own config files set every default it does not
 override. :func:`check_bundle` records a digest of each (``bundle_configs.json``, at the grid's first
@@ -35,7 +36,7 @@ __all__ = ["RESUMABLE", "bundle_digests", "check_bundle", "check_resume", "first
 log = logging.getLogger(__name__)
 
 #: preset keys a resumed grid may change (nothing that a finished run depends on)
-RESUMABLE = frozenset({"name", "methods", "label_fractions", "repeats", "readouts", "report", "executor", "workers"})
+RESUMABLE = frozenset({"name", "methods", "label_fractions", "repeats", "report", "executor", "workers"})
 
 
 def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
