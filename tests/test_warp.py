@@ -1,5 +1,6 @@
 """WarpTools template-matching picks (fractions of the tomogram's size) read as picks: the tomogram from
-``../reconstruction/``, voxels = fraction × size, the score kept; extraction centres each candidate."""
+``../reconstruction/``, voxels = fraction × size, the score kept; extraction centres each candidate; the
+predictions go back in Warp's convention."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import starfile
 
 from cryomonai.data.extract import extract_subtomograms, read_picks
 from cryomonai.errors import CryoDataError
-from cryomonai.io import read_mrc, read_particle_table, write_mrc
+from cryomonai.io import ParticleTable, read_mrc, read_particle_table, write_mrc
+from cryomonai.io.predictions import write_star_and_csv
 
 SHAPE = (40, 70, 80)  # (z, y, x)
 XYZ = [(52, 40, 21), (17, 66, 30), (71, 12, 9), (30, 30, 15)]  # voxels
@@ -99,3 +101,28 @@ def test_picks_in_voxels_with_a_score_column_are_not_rescaled(tmp_path: Path) ->
     table = read_particle_table(tmp_path / "picks.star")
     assert table.df[["x", "y", "z"]].to_numpy(float).tolist() == [[52.0, 40.0, 21.0]]
     assert table.df["tomogram"].tolist() == ["tomo.mrc"]
+
+
+def test_predictions_go_back_to_warp_in_its_own_convention(warp_folder: Path, tmp_path: Path) -> None:
+    """coordinates="auto": the tilt series and the fractions as they came (for ts_export_particles
+    --normalized_coords), per class too; the CSV keeps the voxels and the reconstruction; "relion3": voxels."""
+    table = read_particle_table(warp_folder)
+    table = ParticleTable(table.df.assign(label=["a", "b", "a", "b"], label_index=[0, 1, 0, 1]), ["a", "b"], table.source)
+    fractions = starfile.read(warp_folder)[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(float)
+    (tmp_path / "pred").mkdir(), (tmp_path / "r3").mkdir()
+    written = write_star_and_csv(table, tmp_path / "pred", "predictions", split_by_class=True)
+    star = starfile.read(written["star"])["particles"]
+    assert set(star["rlnMicrographName"]) == {"TS_01.tomostar"}
+    np.testing.assert_allclose(star[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(float), fractions)
+    assert not {"warpTiltSeries", "warpCoordinateX"} & set(star.columns)
+    assert star["rlnAutopickFigureOfMerit"].tolist() == SCORES
+    per_class = starfile.read(written["star:a"])["particles"]
+    np.testing.assert_allclose(per_class["rlnCoordinateX"].to_numpy(float), fractions[[0, 2], 0])
+    csv = pd.read_csv(written["csv"])
+    np.testing.assert_allclose(csv[["x", "y", "z"]].to_numpy(float), np.array(XYZ, float), atol=1e-3)
+    assert (tmp_path / "pred" / csv["tomogram"].iloc[0]).resolve() == (warp_folder.parents[1] / "reconstruction"
+                                                                        / "TS_01_10.00Apx.mrc").resolve()
+    relion3 = starfile.read(write_star_and_csv(table, tmp_path / "r3", "predictions", coordinates="relion3")["star"])["particles"]
+    np.testing.assert_allclose(relion3[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(float),
+                               np.array(XYZ, float), atol=1e-3)
+    assert relion3["rlnMicrographName"].iloc[0].endswith("TS_01_10.00Apx.mrc")

@@ -14,8 +14,9 @@ outputs, with tomogram paths relative to them, atomically as one set. The STAR f
 follow ``coordinates`` (:data:`COORDINATES`):
 
 * ``"auto"`` (default): a RELION-5 input (:mod:`cryomonai.io.relion5`) is written back in its own
-  convention (``rlnTomoName`` and centred Å coordinates, no voxel columns), any other input in
-  cryomonai's (``rlnMicrographName`` + ``rlnCoordinateX/Y/Z`` in voxels, as read);
+  convention (``rlnTomoName`` and centred Å coordinates, no voxel columns), WarpTools template
+  matching in its own (the tilt series and the fractions of the tomogram, :func:`~cryomonai.io.warp.to_warp`),
+  any other input in cryomonai's (``rlnMicrographName`` + ``rlnCoordinateX/Y/Z`` in voxels, as read);
 * ``"relion5"``: always ``rlnTomoName`` + centred Å (:data:`~cryomonai.io.relion5.CENTRED`); a
   table in voxels is converted with its MRC tomograms' headers, and a ``tomograms.star``
   describing them is written next to it (:func:`to_relion5`), so RELION 5 and
@@ -55,6 +56,7 @@ from cryomonai.io.atomic import atomic_write_texts
 from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.relion5 import CENTRED, format_relion5_star
 from cryomonai.io.table import ParticleTable, format_particle_table
+from cryomonai.io.warp import is_warp_table, to_warp
 
 __all__ = [
     "COORDINATES",
@@ -216,6 +218,8 @@ def write_star_and_csv(table: ParticleTable, output_dir: str | os.PathLike, pref
     full, tomograms = to_relion5(table, out) if coordinates == "relion5" else (table, None)
     full = _relative_tomograms(full, out)  # every column: the CSV
     star_table = to_relion3(full) if coordinates == "relion3" else full
+    if coordinates == "auto" and is_warp_table(full.df):
+        star_table = to_warp(full)  # back to WarpTools' template-matching convention
     relion5 = set(CENTRED) <= set(star_table.df.columns)
     written = {"star": out / f"{prefix}.star", "csv": out / f"{prefix}.csv"}
     texts = {written["star"]: _star_text(star_table, written["star"], relion5),

@@ -17,8 +17,14 @@ fraction × the tomogram's size). :func:`~cryomonai.io.table.read_particle_table
 any picks table through :func:`read_warp_loop`: the tomogram is the MRC file in ``../reconstruction/``
 (or beside the STAR file) whose stem, followed by ``_``, begins the STAR file's name (the longest such
 stem); each fraction becomes a voxel, ``fraction × n`` with ``n`` from the tomogram's header; the
-tilt-series name is kept as ``warpTiltSeries`` and the score travels through to the predictions.
-Without such a tomogram the fractions cannot be placed: a one-line error says where it was looked for.
+tilt-series name is kept as ``warpTiltSeries``, the fractions as ``warpCoordinateX/Y/Z``, and the score
+travels through to the predictions. Without such a tomogram the fractions cannot be placed: a one-line
+error says where it was looked for.
+
+Predictions of such picks are written back in Warp's convention (:func:`to_warp`; the predictions'
+``coordinates="auto"``): ``rlnMicrographName`` the tilt series and ``rlnCoordinateX/Y/Z`` the fractions as
+they came, so that ``WarpTools ts_export_particles --normalized_coords`` exports a predicted class
+(it groups particles by ``rlnMicrographName``, the tilt series' ``.tomostar`` name).
 Picks Warp *exports* for extraction (``ts_export_particles`` input, pixel coordinates) are ordinary
 RELION STAR files and are read as such.
 
@@ -35,6 +41,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,11 +49,15 @@ import pandas as pd
 from cryomonai.errors import CryoDataError
 from cryomonai.io.mrc import read_mrc_header
 
-__all__ = ["FIGURE_OF_MERIT", "find_warp_tomogram", "is_warp_matching_loop", "read_warp_loop"]
+__all__ = ["FIGURE_OF_MERIT", "FRACTIONS", "TILT_SERIES", "find_warp_tomogram", "is_warp_matching_loop", "is_warp_table",
+           "read_warp_loop", "to_warp"]
 
 #: WarpTools' template-matching score column
 FIGURE_OF_MERIT = "rlnAutopickFigureOfMerit"
 _XYZ = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+#: where a table read from WarpTools keeps the tilt series' name and the fractions as they came
+TILT_SERIES = "warpTiltSeries"
+FRACTIONS = ("warpCoordinateX", "warpCoordinateY", "warpCoordinateZ")
 
 
 def is_warp_matching_loop(loop: pd.DataFrame) -> bool:
@@ -86,9 +97,24 @@ def read_warp_loop(loop: pd.DataFrame, star: str | Path) -> pd.DataFrame:
     tomogram = find_warp_tomogram(star)
     nz, ny, nx = read_mrc_header(tomogram).shape[-3:]
     out = loop.copy()
-    for column, n in zip(_XYZ, (nx, ny, nz)):
-        out[column] = pd.to_numeric(out[column]) * n
+    for column, fraction, n in zip(_XYZ, FRACTIONS, (nx, ny, nz)):
+        out[fraction] = pd.to_numeric(out[column])
+        out[column] = out[fraction] * n
     if "rlnMicrographName" in out:
-        out["warpTiltSeries"] = out["rlnMicrographName"].astype(str)
+        out[TILT_SERIES] = out["rlnMicrographName"].astype(str)
     out["rlnMicrographName"] = str(tomogram)
     return out.drop(columns=["rlnTomoName"], errors="ignore")
+
+
+def is_warp_table(df: pd.DataFrame) -> bool:
+    """Whether a particle table's rows came from WarpTools' template matching (:func:`read_warp_loop`'s columns)."""
+    return {TILT_SERIES, *FRACTIONS} <= set(df.columns)
+
+
+def to_warp(table: Any) -> Any:
+    """A :class:`~cryomonai.io.table.ParticleTable` read from WarpTools' template matching, in Warp's convention:
+    the tilt series as its tomogram (``rlnMicrographName``), the fractions as its coordinates; the voxel
+    coordinates, the reconstruction's path and the copies are not in it (the predictions' CSV has them)."""
+    df = table.df.assign(tomogram=table.df[TILT_SERIES], x=table.df[FRACTIONS[0]], y=table.df[FRACTIONS[1]],
+                         z=table.df[FRACTIONS[2]]).drop(columns=[TILT_SERIES, *FRACTIONS])
+    return type(table)(df, list(table.class_names), table.source)
