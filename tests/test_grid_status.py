@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -56,10 +57,14 @@ def test_the_status_counts_what_is_left_and_prices_it_at_the_grids_pace(tmp_path
     done.touch()
     (tmp_path / "progress.json").write_text(json.dumps({"elapsed": 50.0, "kinds": {
         "pretrain": {"seconds": 100.0, "runs": 1}, "finetune": {"seconds": 0.0, "runs": 0}}}))
+    finished = time.time() - 3600
+    os.utime(tmp_path / "progress.json", (finished, finished))
     lines = grid_status(runner).splitlines()
     left = 599 + len(cells)
     assert lines[2].endswith(f"({left} in all)") and lines[2].startswith("  runs left: 59 pretrainings")
-    assert lines[3] == f"  time left: {datetime.timedelta(seconds=50 * left)} of running time at its pace so far (0:00:50 of working time)"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished))
+    assert re.fullmatch(rf"  last run finished: {stamp} \(1:00:0\d ago\)", lines[3]), lines[3]
+    assert lines[4] == f"  time left: {datetime.timedelta(seconds=50 * left)} of running time at its pace so far (0:00:50 of working time)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preset.json", "pretrain", "progress.json"]  # nothing written
 
 

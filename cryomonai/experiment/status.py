@@ -3,7 +3,8 @@
 For a grid folder and the preset it is run with: whether a driver holds it now (its folder lock,
 :mod:`cryomonai.io.lock`), the cells evaluated, the runs left by kind (counted as a resumed grid counts
 them, :func:`~cryomonai.experiment.progress.count_runs`) and the running time left at the pace in its
-``progress.json`` (:func:`~cryomonai.experiment.progress.forecast`). It reads the folder and writes
+``progress.json`` (:func:`~cryomonai.experiment.progress.forecast`), and when the last run finished (that
+file's time: for a driver on another machine, whether it still makes progress). It reads the folder and writes
 nothing, so it can be asked from a login node while the grid runs on the cluster; a preset that
 differs from the grid's own is the same one-line error a resumed grid would give.
 
@@ -78,6 +79,10 @@ def grid_status(runner: Any) -> str:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         work, elapsed = {}, 0.0
     eta = forecast(work, runs_by_kind(counts), elapsed)
+    if layout.progress.is_file():  # rewritten after every finished run: a driver elsewhere is alive if this is recent
+        finished = layout.progress.stat().st_mtime
+        ago = datetime.timedelta(seconds=round(max(time.time() - finished, 0)))
+        lines.append(f"  last run finished: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(finished))} ({ago} ago)")
     if eta is None:
         lines.append("  time left: not known before its first run finishes")
     else:
