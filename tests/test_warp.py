@@ -79,6 +79,9 @@ def test_the_tomogram_is_the_longest_name_that_begins_the_star_files(tmp_path: P
     table = read_particle_table(star)
     assert set(table.df["tomogram"]) == {str((recon / "TS_10_10.00Apx.mrc").resolve())}
     np.testing.assert_allclose(table.df[["x", "y", "z"]].to_numpy(float), np.array(XYZ, float), atol=1e-3)  # STAR keeps 6 decimals
+    # an empty override suffix: the STAR file is named exactly as the tomogram
+    star = _matching_star(tmp_path / "matching" / "TS_10_10.00Apx.star", series="TS_10.tomostar")
+    assert set(read_particle_table(star).df["tomogram"]) == {str((recon / "TS_10_10.00Apx.mrc").resolve())}
     # beside the STAR file, when there is no reconstruction/ folder
     alone = tmp_path / "alone"
     _tomogram(alone / "TS_01.mrc")

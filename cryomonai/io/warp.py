@@ -2,8 +2,9 @@
 
 WarpTools' ``ts_template_match`` writes one STAR file per tomogram into the tilt-series folder's
 ``matching/``, named after the tomogram it searched (``<tomogram stem>_<template>.star``, e.g.
-``TS_01_10.00Apx_emd_15854_flipx.star``; the tomogram is ``reconstruction/TS_01_10.00Apx.mrc``). Its
-one loop holds, per candidate,
+``TS_01_10.00Apx_emd_15854_flipx.star``, or ``<tomogram stem><override suffix>.star``; the tomogram is
+``reconstruction/TS_01_10.00Apx.mrc``). Its one loop holds, per candidate (the position in Å divided by
+the volume's physical size, ``TiltSeries.MatchFull.cs``),
 
 =============================  ==================================================================
 ``rlnCoordinateX/Y/Z``         the position as a **fraction** of the tomogram's size along x, y, z (0–1)
@@ -15,8 +16,8 @@ one loop holds, per candidate,
 (the layout `warp-tm-vis <https://github.com/warpem/warp-tm-vis>`_, Warp's own viewer, reads: voxel =
 fraction × the tomogram's size). :func:`~cryomonai.io.table.read_particle_table` reads such a file like
 any picks table through :func:`read_warp_loop`: the tomogram is the MRC file in ``../reconstruction/``
-(or beside the STAR file) whose stem, followed by ``_``, begins the STAR file's name (the longest such
-stem); each fraction becomes a voxel, ``fraction × n`` with ``n`` from the tomogram's header; the
+(or beside the STAR file) whose stem is the STAR file's, or, followed by ``_``, begins it (the longest
+such stem); each fraction becomes a voxel, ``fraction × n`` with ``n`` from the tomogram's header; the
 tilt-series name is kept as ``warpTiltSeries``, the fractions as ``warpCoordinateX/Y/Z``, and the score
 travels through to the predictions. Without such a tomogram the fractions cannot be placed: a one-line
 error says where it was looked for.
@@ -78,7 +79,7 @@ def find_warp_tomogram(star: str | Path) -> Path:
     star = Path(star)
     folders = [star.parent.parent / "reconstruction", star.parent]
     candidates = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.mrc"))
-                  if star.stem.startswith(p.stem + "_")]
+                  if star.stem == p.stem or star.stem.startswith(p.stem + "_")]
     if not candidates:
         raise CryoDataError(star, "WarpTools picks are fractions of their tomogram's size, and no tomogram "
                                   f"<name>.mrc whose name begins the STAR file's name is in {folders[0]} or {folders[1]}",
