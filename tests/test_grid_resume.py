@@ -10,7 +10,7 @@ import pytest
 from cryomonai.cli import main
 from cryomonai.errors import ConfigError
 from cryomonai.experiment.grid import GridRunner, load_preset
-from cryomonai.experiment.resume import bundle_digests, check_resume, first_difference
+from cryomonai.experiment.resume import bundle_digests, check_code, check_resume, code_digests, first_difference
 from cryomonai.pipeline import bundle_dir
 
 
@@ -90,3 +90,32 @@ def test_a_changed_bundle_config_is_a_warning_naming_the_file(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "bundle" in r.getMessage()]
     assert len(warnings) == 1 and "(finetune.json)" in warnings[0] and "new --out" in warnings[0]
     assert json.loads(record.read_text())["finetune.json"] == "0" * 16  # the first start's record is kept
+
+
+def test_changed_code_is_a_warning_naming_the_modules(tmp_path, caplog):
+    """The grid records a digest of every cryomonai module at its first start; a resume with other code
+    (an upgrade, a local fix) warns naming the modules, at most six and a count, and keeps the record."""
+    digests = code_digests()
+    assert "cryomonai/experiment/resume.py" in digests and "cryomonai/__init__.py" in digests
+    assert not any("__pycache__" in k or not k.endswith(".py") for k in digests)
+    runner = GridRunner(load_preset("confirm"), tmp_path)
+    runner.run(max_cells=0)
+    record = tmp_path / "code.json"
+    assert json.loads(record.read_text()) == digests
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        runner.run(max_cells=0)
+    assert "code" not in caplog.text
+    started = {**digests, "cryomonai/transforms/views.py": "0" * 16}
+    started.pop("cryomonai/experiment/status.py")  # a module added since
+    record.write_text(json.dumps(started))
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        runner.run(max_cells=0)
+    warnings = [r.getMessage() for r in caplog.records if "cryomonai code" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "(cryomonai/experiment/status.py, cryomonai/transforms/views.py)" in warnings[0]
+    assert json.loads(record.read_text()) == started  # the first start's record is kept
+    record.write_text(json.dumps({k: "0" * 16 for k in digests}))  # another version altogether
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        assert len(check_code(record)) == len(digests)
+    assert f"and {len(digests) - 6} more)" in caplog.text

@@ -65,7 +65,7 @@ from cryomonai.experiment.graph import Job
 from cryomonai.experiment.network_keys import encoder_kwargs
 from cryomonai.experiment.preset import GridCell, GridPreset, grid_cells, load_preset
 from cryomonai.experiment.progress import GridProgress, bundle_seconds, count_runs
-from cryomonai.experiment.resume import check_bundle, check_resume
+from cryomonai.experiment.resume import check_bundle, check_code, check_resume
 from cryomonai.experiment.record import GridRecord
 from cryomonai.experiment.report_grid import remove_interim_report, write_grid_report, write_interim_report
 from cryomonai.experiment.scheduler import make_pool, schedule
@@ -205,6 +205,7 @@ class GridRunner:
         check_resume(self.layout.preset, self.preset)  # a grid resumes with the preset it started with
         self.out.mkdir(parents=True, exist_ok=True)
         check_bundle(self.layout.bundle_configs, bundle_dir())  # and says so if the bundle's defaults changed
+        check_code(self.layout.code)  # or the code that runs them
         write_text(self.layout.preset, json.dumps(asdict(self.preset), indent=2, default=str))
         done = self.tables.done()
         todo = [c for c in grid_cells(self.preset) if cell_key(c) not in done]

@@ -12,6 +12,7 @@ Layout of a grid's folder (``out``)::
     recipes_extended.json                the recipes added where a choice sat at the space's edge (``extend_edges``)
     results.csv, preset.json             one row per cell; the preset the grid ran with
     bundle_configs.json                  a digest of each bundle config file when the grid started
+    code.json                            a digest of each cryomonai module when the grid started
     timings.csv, timing.md               where the time went: one row per step run (set-up vs compute)
     progress.json                        the pace so far, for a resumed grid's ETA
     jobs.csv, jobs/<job id>/             SLURM executor only: the jobs submitted, their logs
@@ -53,6 +54,7 @@ class GridLayout:
     preset = property(lambda self: self.root / "preset.json", doc="The preset the grid ran with.")
     bundle_configs = property(lambda self: self.root / "bundle_configs.json",
                               doc="A digest of each bundle config file the grid started with.")
+    code = property(lambda self: self.root / "code.json", doc="A digest of each cryomonai module the grid started with.")
     jobs = property(lambda self: self.root / "jobs.csv", doc="The SLURM jobs submitted (executor ``slurm``).")
     job_logs = property(lambda self: self.root / "jobs" / "%j", doc="submitit's folder per job (``%j``: its id).")
     interim = property(lambda self: self.root / "interim", doc="The interim report while repeats are missing.")

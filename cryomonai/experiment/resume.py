@@ -13,9 +13,11 @@ and how a recipe is chosen, and whether each cell gets its frozen-feature readou
 report's probe checks read them from every row).
 
 The preset is not all a run depends on: the bundle's own config files set every default it does not
-override. :func:`check_bundle` records a digest of each (``bundle_configs.json``, at the grid's first
-start) and, on a resume where one has changed (a cryomonai upgrade mid-grid), warns naming the files:
-not an error, since most upgrades change no protocol, but not silent either.
+override, and cryomonai's own code trains and evaluates them. :func:`check_bundle` and :func:`check_code`
+record a digest of each config file and each module (``bundle_configs.json``, ``code.json``, at the grid's
+first start) and, on a resume where one has changed (a cryomonai upgrade or a local edit mid-grid), warn
+naming the files: not an error, since most changes alter no protocol (a fix to a log line, a new reader),
+but not silent either.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.experiment.preset import GridPreset
 from cryomonai.io.atomic import atomic_write
 
-__all__ = ["RESUMABLE", "bundle_digests", "check_bundle", "check_resume", "first_difference"]
+__all__ = ["RESUMABLE", "bundle_digests", "check_bundle", "check_code", "check_resume", "code_digests", "first_difference"]
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,15 @@ def bundle_digests(bundle: str | Path) -> dict[str, str]:
             if p.relative_to(configs).parts[0] != "grid" and p.name != "metadata.json"}
 
 
-def check_bundle(record: str | Path, bundle: str | Path) -> list[str]:
-    """Record ``bundle``'s config digests in ``record`` if it does not exist (a grid's first start); else
-    warn, once, naming the config files that changed since. Returns them (sorted)."""
-    record, now = Path(record), bundle_digests(bundle)
+def code_digests() -> dict[str, str]:
+    """A digest of each module of the installed cryomonai package, by its path (``cryomonai/experiment/grid.py``)."""
+    package = Path(__file__).resolve().parents[1]
+    return {p.relative_to(package.parent).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted(package.rglob("*.py"))}
+
+
+def _check_record(record: Path, now: dict[str, str], what: str) -> list[str]:
+    """Write ``now`` to ``record`` if it does not exist; else warn, once, naming the keys that differ."""
     if not record.is_file():
         record.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(record, "w") as fh:
@@ -112,11 +119,23 @@ def check_bundle(record: str | Path, bundle: str | Path) -> list[str]:
         before = json.loads(record.read_text())
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     except (OSError, ValueError, AttributeError) as err:
-        log.warning("%s: unreadable (%s); the bundle's configs are not compared (delete it to start a new record)",
-                    record, err)
+        log.warning("%s: unreadable (%s); the %s is not compared (delete it to start a new record)", record, err, what)
         return []
     if changed:
-        log.warning("%s: the bundle's config files changed since this grid started (%s): runs trained before and after "
-                    "may differ in what they set; to keep one protocol, finish the grid with the cryomonai version that "
-                    "started it, or run this one into a new --out", record.parent, ", ".join(changed))
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        log.warning("%s: the %s changed since this grid started (%s): runs trained before and after may differ; "
+                    "to keep one protocol, finish the grid with the cryomonai version that started it, or run this "
+                    "one into a new --out", record.parent, what, shown)
     return changed
+
+
+def check_bundle(record: str | Path, bundle: str | Path) -> list[str]:
+    """Record ``bundle``'s config digests in ``record`` if it does not exist (a grid's first start); else
+    warn, once, naming the config files that changed since. Returns them (sorted)."""
+    return _check_record(Path(record), bundle_digests(bundle), "bundle's config files")
+
+
+def check_code(record: str | Path) -> list[str]:
+    """:func:`check_bundle` for cryomonai's modules (:func:`code_digests`): the modules changed since the
+    grid started, sorted; a warning names them."""
+    return _check_record(Path(record), code_digests(), "cryomonai code")
