@@ -75,7 +75,7 @@ def bench_bare(steps: int, warmup: int, views: Any = None) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for round_ in range(3):  # interleaved: drift of a shared machine hits every variant alike
         for name, (fmt, amp, net, opt) in variants.items():
-            for i in range(warmup if round_ == 0 else 0):
+            for _ in range(warmup if round_ == 0 else 0):
                 _step(net, opt, (views(x)[0] if views else x).contiguous(memory_format=fmt), y, amp)
             for _ in range(steps):
                 t0 = time.perf_counter()

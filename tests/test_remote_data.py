@@ -10,7 +10,6 @@ and a voxel size the store lacks are one-line :class:`~cryomonai.errors.CryoData
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import math

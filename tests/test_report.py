@@ -370,7 +370,7 @@ def test_the_gain_map_shows_each_methods_gain_over_random_init_with_its_holm_p(t
     np.testing.assert_allclose(gain, expected)
     texts = {t.get_text().split("\n")[0]: t for t in ax.texts}
     block = stats[stats["dataset"] == "snr_0.05"].set_index(["method", "label_fraction"])
-    for (m, f), row in block.iterrows():
+    for _, row in block.iterrows():
         text = texts[f"{100 * row['mean_difference']:+.1f}"]
         assert text.get_text().endswith(f"p={row['welch_p_holm']:.2g}")
         assert (text.get_fontweight() == "bold") == (row["welch_p_holm"] < 0.05)

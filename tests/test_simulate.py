@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryomonai.errors import ConfigError, CryoDataError
+from cryomonai.errors import ConfigError
 from cryomonai.io import read_particle_table
 from cryomonai.simulate.dataset import build_simulator
 from cryomonai.simulate.geometry import (
@@ -237,7 +237,6 @@ def test_noise_model_is_a_dataset_kwarg_recorded_in_simulation_json(tmp_path, mo
     giving two different ones is a user error."""
     import json
 
-    from cryomonai.errors import CryoDataError
     from cryomonai.io.mrc import read_mrc
     from cryomonai.io.table import read_particle_table
 
