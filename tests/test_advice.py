@@ -62,6 +62,9 @@ def test_the_advice_is_chosen_on_validation_and_tested_on_test() -> None:
     at100 = advice.loc[1.0]
     assert at100["best_ssl"] == "moco" and at100["choice"] == "random"
     assert at100["mean_difference"] > 0.25  # the test gain is reported, not chosen on
+    # significant only where the advice is the SSL arm: at 100 % its test gain is large, but not the advice
+    assert at100["welch_p_holm"] < 0.05 and not at100["significant"]
+    assert at10["significant"]
 
 
 def test_p_values_are_scipys_tests_holm_adjusted_over_the_advice() -> None:
@@ -73,7 +76,8 @@ def test_p_values_are_scipys_tests_holm_adjusted_over_the_advice() -> None:
     np.testing.assert_allclose(advice["welch_p"], welch)
     np.testing.assert_allclose(advice["welch_p_holm"], holm(welch))
     np.testing.assert_allclose(advice["paired_p_holm"], holm(paired))
-    assert advice["significant"].tolist() == [bool(p < 0.05) for p in holm(welch)]
+    chosen = (advice["choice"] == advice["best_ssl"]).tolist()  # [True, False]: at 100 % the advice is random init
+    assert advice["significant"].tolist() == [bool(p < 0.05) and c for p, c in zip(holm(welch), chosen)]
 
 
 def test_labels_needed_reads_the_choice_at_each_fraction() -> None:

@@ -81,3 +81,16 @@ def test_every_ssl_method_must_reach_the_baseline(targets):
     df.loc[worse, ["val_linear_probe_accuracy", "linear_probe_accuracy"]] -= 0.30
     got = dict(verdicts(targets(df, 10), "every SSL method"))
     assert got == {"SNR 0.05 (`snr0.05_a`), 10 %": "**not met**", "SNR 0.05 (`snr0.05_b`), 10 %": "met"}
+
+
+def test_the_moonshot_reads_the_method_chosen_on_validation(targets):
+    """An arm whose 10 % test mean reaches random init's 100 % counts only if validation chose it."""
+    df = results(gain=0.0)
+    lucky = (df["method"] == "moco") & (df["label_fraction"] == 0.1) & (df["dataset"] == "snr_inf")
+    df.loc[lucky, ["test_accuracy", "deployed_test_accuracy"]] = 0.60  # above random init's 100 % (≈ 0.45)
+    df.loc[lucky, ["best_val_accuracy", "val_linear_probe_accuracy"]] = [0.10, 0.05]  # below SimCLR on validation
+    (_, verdict), = verdicts(targets(df, 10), "moonshot")
+    assert verdict == "**not met**"
+    df.loc[lucky, ["best_val_accuracy", "val_linear_probe_accuracy"]] = [0.60, 0.55]  # now chosen on validation
+    line = [x for x in targets(df, 10) if x.startswith("| moonshot")][0]
+    assert line.endswith("| met |") and "SNR ∞ (`snr_inf`): MoCo 60.0 ≥ 45." in line, line

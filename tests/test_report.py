@@ -379,3 +379,20 @@ def test_the_gain_map_shows_each_methods_gain_over_random_init_with_its_holm_p(t
     assert "gain" not in write_report(tmp_path / "results.csv", tmp_path / "only_random", CLASSES)
     with pytest.raises(ValueError, match="only the baseline"):
         plot_gain_over_baseline(stats.iloc[:0], tmp_path / "none.png")
+
+
+def test_the_figures_show_the_ssl_arm_chosen_on_validation() -> None:
+    """The embedding and Grad-CAM figures show the SSL arm "Which method to use" would pick at the fewest
+    labels (its deployed classifier's mean validation score), not the one best on test."""
+    from cryomonai.experiment.report_grid import _best_method
+
+    rows = [{"dataset": "d", "method": m, "label_fraction": f, "repeat": r, "best_val_accuracy": val,
+             "test_accuracy": test, "val_linear_probe_accuracy": probe, "linear_probe_accuracy": 0.0}
+            for m, f, val, test, probe in (("random", 0.1, 0.9, 0.9, 0.0), ("simclr", 0.1, 0.30, 0.80, 0.20),
+                                           ("moco", 0.1, 0.40, 0.50, 0.20), ("simclr", 1.0, 0.9, 0.9, 0.0))
+            for r in range(3)]
+    df = pd.DataFrame(rows)
+    assert _best_method(df, "d") == "moco"
+    df.loc[df["method"] == "simclr", "val_linear_probe_accuracy"] = 0.45  # its probe is deployed and best
+    assert _best_method(df, "d") == "simclr"
+    assert _best_method(df[df["method"] == "random"], "d") is None

@@ -11,7 +11,14 @@ import pytest
 from scipy.stats import ttest_ind, ttest_rel
 
 from cryomonai.errors import CryoDataError
-from cryomonai.evaluation.stats import arms_vs_baseline, compare_arms, holm, own_probe_check, probe_margins
+from cryomonai.evaluation.stats import (
+    arms_vs_baseline,
+    compare_arms,
+    holm,
+    own_probe_check,
+    probe_margins,
+    ttest_vs_baseline,
+)
 
 
 def _holm_by_definition(p: list[float]) -> list[float]:
@@ -75,6 +82,18 @@ def test_compare_arms_says_why_a_test_is_undefined() -> None:
     assert "no variance" in flat["note"] and flat["mean_difference"] == pytest.approx(0.1)
     shift = compare_arms([0.4, 0.5, 0.6], [0.3, 0.4, 0.5])  # the same difference in every repeat
     assert math.isnan(shift["paired_p"]) and not math.isnan(shift["student_p"])
+
+
+def test_float_noise_is_no_variance_in_both_tables() -> None:
+    """0.1 + 0.2 is not 0.3 in floating point: Table 1's test and the statistics table agree it is no variance
+    (the Table 1 test once gave p = 1e-61 from a t of 1e15)."""
+    arm, base = [0.3, 0.1 + 0.2, 0.3], [0.2, 0.2, 0.2]
+    assert np.ptp(arm) > 0
+    df = pd.DataFrame([{"dataset": "d", "method": m, "label_fraction": 0.1, "repeat": r, "test_accuracy": v}
+                       for m, values in (("moco", arm), ("random", base)) for r, v in enumerate(values)])
+    row = ttest_vs_baseline(df).iloc[0]
+    assert math.isnan(row["p"]) and "zero variance" in row["note"]
+    assert math.isnan(compare_arms(arm, base)["welch_p"])
 
 
 def test_arms_vs_baseline_pairs_on_repeat_and_corrects_over_the_table() -> None:

@@ -147,7 +147,7 @@ def _two_sample(values: np.ndarray, base: np.ndarray) -> tuple[float, float, str
         return math.nan, math.nan, "no baseline runs"
     if len(values) < 2 or len(base) < 2:
         return math.nan, math.nan, f"n={len(values)} vs baseline n={len(base)}: needs ≥ 2 repeats each"
-    if np.ptp(values) == 0 and np.ptp(base) == 0:
+    if np.ptp(values) <= _FLAT and np.ptp(base) <= _FLAT:  # as compare_arms: float noise is no variance
         return math.nan, math.nan, "zero variance in both groups"
     res = ttest_ind(values, base, equal_var=True, alternative="two-sided")
     return float(res.statistic), float(res.pvalue), ""

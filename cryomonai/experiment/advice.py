@@ -12,7 +12,8 @@ Per dataset × labelled fraction, from the grid's ``results.csv``:
 * the chosen SSL arm's test accuracy is then compared with random init's deployed classifier (Student,
   Welch and paired t-tests over the repeats, :func:`~cryomonai.evaluation.stats.compare_arms`), each
   Holm-adjusted over the advice's comparisons (one per dataset × fraction). A gain counts as
-  **significant** when it is positive and its Holm-adjusted Welch p is below ``alpha``;
+  **significant** when the advice is that arm (above random init on validation), the gain is positive and
+  its Holm-adjusted Welch p is below ``alpha``;
 * per dataset, the fewest labels at which the validation-chosen classifier's mean test accuracy reaches
   random init's with the most labels (the paper's "SSL with 10 % of the labels matches supervised
   training with all of them").
@@ -115,7 +116,7 @@ def advise(results: pd.DataFrame, baseline: str = "random", alpha: float = 0.05)
         return out
     for test in _TESTS:
         out[f"{test}_p_holm"] = holm(out[f"{test}_p"].to_numpy(float))
-    out["significant"] = (out["mean_difference"] > 0) & (out["welch_p_holm"] < alpha)
+    out["significant"] = (out["choice"] == out["best_ssl"]) & (out["mean_difference"] > 0) & (out["welch_p_holm"] < alpha)
     return out
 
 
@@ -181,10 +182,13 @@ def advice_lines(results: pd.DataFrame, baseline: str = "random", alpha: float =
              f"Per dataset and labelled fraction, each arm as it would be shipped (its deployed classifier: the better "
              f"of probe and fine-tune on validation). The best SSL arm is the one with the highest mean validation "
              f"accuracy; use it if it is above {base} on validation, else {base}. The test split is not read to "
-             f"choose. Test accuracy (%) is mean ± sample std over the repeats, (probe k/n): repeats whose deployed "
-             f"classifier is the probe; Δ: best SSL arm − {base}, in points; p: Student, Welch and paired t-tests, "
-             f"each Holm-adjusted over this table's {len(advice)} comparisons. Significantly better: Δ > 0 and "
-             f"Holm-adjusted Welch p < {alpha:g}.", "",
+             f"choose (repeat 0's validation score is its recipe's selection run, the best of several on this split: "
+             f"validation means lean up, a little more for an arm that tried more recipes). Test accuracy (%) is "
+             f"mean ± sample std over the repeats, (probe k/n): repeats whose deployed classifier is the probe; "
+             f"Δ: best SSL arm − {base}, in points; p: Student, Welch and paired t-tests, "
+             f"each Holm-adjusted over this table's {len(advice)} comparisons (a test undefined for a row, n/a, is left "
+             f"out of its family). Significantly better: the SSL arm is the advice, Δ > 0 and Holm-adjusted Welch "
+             f"p < {alpha:g}.", "",
              "| Dataset | Labelled (%) | Use | best SSL arm | val: SSL / " + base + " | SSL test | " + base
              + " test | Δ | Holm Student | Holm Welch | Holm paired |",
              "|" + "---:|" * 11, *["| " + " | ".join(r) + " |" for r in rows], ""]

@@ -69,7 +69,8 @@ def statistics_lines(results: pd.DataFrame, metric: str = "test_accuracy", basel
             f"Two-sided t-tests of each arm against {method_label(baseline)} over the repeats: Student's (pooled "
             "variance, the paper's), Welch's (unequal variances) and the paired test (repeat r of both arms shares "
             f"its labelled subset and seed). Holm: adjusted over the grid's {len(stats)} comparisons (every arm × "
-            "dataset × fraction), per test. Δ: difference of means in points; n: arm / baseline / pairs.", "",
+            "dataset × fraction), per test; a test undefined for a row (n/a, see its note) is left out of its family. "
+            "Δ: difference of means in points; n: arm / baseline / pairs.", "",
             *_table(["Dataset", "Labelled (%)", "Method", "Δ (points)", "n", "Student p", "Welch p", "paired p",
                      "Holm Student", "Holm Welch", "Holm paired", "note"], rows)]
 
@@ -81,7 +82,8 @@ def _margin_rows(check: pd.DataFrame, results: pd.DataFrame, with_method: bool) 
 
 
 _BIAS = ("`best_val_accuracy` is the best of the fine-tuning's validation passes (its checkpoint was chosen on "
-         "them), the probe's is one fit scored once: the comparison leans towards the fine-tuned model, so a "
+         "them), and repeat 0 is the recipe-selection run of the recipe chosen, the best of several on the same "
+         "split; the probe's is one fit scored once: the comparison leans towards the fine-tuned model, so a "
          "failure is conclusive and a narrow pass is not.")
 _MISSING = "These results have no validation probe (`val_linear_probe_accuracy`, an earlier grid): rerun the grid to check."
 

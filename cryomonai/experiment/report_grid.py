@@ -32,6 +32,7 @@ from cryomonai.data.dataset import VolumeStackDataset
 from cryomonai.evaluation.gradcam import gradcam_volumes, load_finetuned_classifier
 from cryomonai.evaluation.readouts import encoder_features
 from cryomonai.evaluation.stats import order_datasets, seconds_summary
+from cryomonai.experiment.advice import deployed_scores
 from cryomonai.experiment.edges import extensions_table, recipe_overrides
 from cryomonai.experiment.layout import GridLayout
 from cryomonai.experiment.network_keys import encoder_kwargs
@@ -52,11 +53,14 @@ INTERIM = "interim"
 
 
 def _best_method(results, dataset: str) -> str | None:
+    """The SSL arm shown in the figures: the highest mean validation score of its deployed classifier at the
+    dataset's fewest labels (as "Which method to use" chooses; the test split is not read to choose)."""
     block = results[(results["dataset"] == dataset) & (results["method"] != "random")]
     if block.empty:
         return None
-    low = block[block["label_fraction"] == block["label_fraction"].min()]
-    return str(low.groupby("method")["test_accuracy"].mean().idxmax())
+    low = deployed_scores(block[block["label_fraction"] == block["label_fraction"].min()])
+    val = low.groupby("method", sort=False)["val"].mean().dropna()
+    return str(val.idxmax()) if len(val) else str(low["method"].iloc[0])
 
 
 def _test_volumes(table: Any, cache: str, n: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:

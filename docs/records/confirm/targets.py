@@ -57,16 +57,20 @@ def targets(df: pd.DataFrame, n_classes: int) -> list[str]:
                    + ", ".join(f"{method_label(m)} {100 * r['mean_difference']:+.1f}" for m, r in every.iterrows())
                    + f" | {_yes(not worse)} |")
 
-    means = df.groupby(["dataset", "method", "label_fraction"])[["test_accuracy"]].mean()
-    hits = []
-    for d in df["dataset"].unique():
-        target = means.loc[(d, BASE, top), "test_accuracy"]
-        for m in df.loc[df["method"] != BASE, "method"].unique():
-            if (d, m, ten) in means.index and means.loc[(d, m, ten), "test_accuracy"] >= target:
-                hits.append(f"{dataset_title(df, d)}: {method_label(m)} {100 * means.loc[(d, m, ten), 'test_accuracy']:.1f}"
-                            f" ≥ {100 * target:.1f}")
-    out.append(f"| moonshot: an SSL method with {100 * ten:g} % ≥ baseline with {100 * top:g} % (fine-tuned, means) | any "
-               f"| {'; '.join(hits) if hits else 'none'} | {_yes(bool(hits))} |")
+    # the moonshot, for the SSL method chosen on validation at 10 % per dataset (amended before any number was
+    # read: first written as "any SSL method", a maximum over the arms' test means, i.e. a choice on test)
+    means = df.groupby(["dataset", "method", "label_fraction"])["test_accuracy"].mean()
+    said, hit = [], False
+    for d in dict.fromkeys(df["dataset"]):
+        if (d, ten) not in advice.index or (d, BASE, top) not in means.index:
+            continue
+        best = advice.loc[(d, ten), "best_ssl"]
+        mine, target = means.loc[(d, best, ten)], means.loc[(d, BASE, top)]
+        hit |= bool(mine >= target)
+        said.append(f"{dataset_title(df, d)}: {method_label(best)} {100 * mine:.1f} {'≥' if mine >= target else '<'} "
+                    f"{100 * target:.1f}")
+    out.append(f"| moonshot: the SSL method chosen on validation, with {100 * ten:g} % ≥ baseline with {100 * top:g} % "
+               f"(fine-tuned, means) | any dataset | {'; '.join(said) if said else 'none'} | {_yes(hit)} |")
 
     check = own_probe_check(df)
     failed = check[~check["passes"].astype(bool)]
