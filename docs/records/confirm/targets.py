@@ -34,7 +34,7 @@ def targets(df: pd.DataFrame, n_classes: int) -> list[str]:
     ctx = df.groupby(["dataset", "method", "label_fraction"])["context_accuracy"].mean().dropna()
     for d, block in ctx.groupby(level=0):
         ok = all(context_valid(float(a), n_classes) for a in block)
-        out.append(f"| context-only ≤ chance + 5 | {dataset_title(df, d)} | {100 * block.min():.1f}–{100 * block.max():.1f} % "
+        out.append(f"| context-only within chance ± 5 | {dataset_title(df, d)} | {100 * block.min():.1f}–{100 * block.max():.1f} % "
                    f"(chance {100 / n_classes:.0f} %) | {_yes(ok)} |")
 
     advice = advise(df, BASE).set_index(["dataset", "label_fraction"])
