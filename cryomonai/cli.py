@@ -368,7 +368,7 @@ def grid(preset: str | None = None, out: str | None = None, report: bool = True,
     ``table.md``, PNGs) into ``out`` (default ``runs/grid_<preset>``).
 
     Args:
-        preset: ``cpu`` (the default; the main job, 2 CPU cores, ~13 min), ``cpu_full`` (with 100 % labels, ~30 min),
+        preset: ``cpu`` (the default; the main job, 2 CPU cores, ~15 min), ``cpu_full`` (with 100 % labels, ~30 min),
             ``paper`` (Gupta et al. 2022 sizes, a GPU),
             ``real`` (a table of your own, with ``--dataset_table``) or a preset JSON path (see ``bundles/cryo_ssl/configs/grid/``).
         out: the grid folder; rerunning the same command skips the finished cells.
