@@ -193,7 +193,7 @@ def test_edge_error_names_the_row(tomo: Path, tmp_path: Path) -> None:
     picks = _with_bad_picks(tomo, tmp_path / "p")
     df = read_particle_table(picks).df
     first_bad = int(np.argmax((locate_picks(read_picks(picks), BOX)["status"] != "ok").to_numpy())) + 1
-    with pytest.raises(CryoDataError, match=rf"picks.star, row {first_bad}: pick at x,y,z = .*— fix: use edge='pad'"):
+    with pytest.raises(CryoDataError, match=rf"picks.star, row {first_bad}: pick at x,y,z = .*— fix: use --edge pad"):
         extract_subtomograms(picks, tmp_path / "ext", box=BOX, edge="error", progress=False)
     assert len(df) == 14
     with pytest.raises(ConfigError, match="unknown edge policy"):
@@ -221,6 +221,48 @@ def test_missing_tomogram_is_one_line_naming_the_row(tomo: Path, tmp_path: Path)
     df = read_particle_table(tomo).df.drop(columns="path").assign(tomogram="nowhere.mrc")
     picks = write_particle_table(df, tmp_path / "picks.star", list(CLASSES))
     with pytest.raises(CryoDataError, match=r"picks.star, row 1: tomogram .*nowhere.mrc: file not found"):
+        extract_subtomograms(picks, tmp_path / "ext", box=BOX, progress=False)
+
+
+def test_a_broken_tomogram_keeps_its_own_fix_and_leaves_nothing(tomo: Path, tmp_path: Path) -> None:
+    """A truncated tomogram is named with the fix for a truncated file (not "paths are relative …"), and no
+    output folder is left behind."""
+    cut = tmp_path / "cut.mrc"
+    cut.write_bytes((tomo.parent / "tomogram.mrc").read_bytes()[:5000])
+    df = read_particle_table(tomo).df.drop(columns="path").assign(tomogram=str(cut))
+    picks = write_particle_table(df, tmp_path / "picks.star", list(CLASSES))
+    with pytest.raises(CryoDataError, match=r"row 1: tomogram .*cut.mrc: file is truncated.*— fix: copy or re-extract"):
+        extract_subtomograms(picks, tmp_path / "ext", box=BOX, progress=False)
+    assert not (tmp_path / "ext").exists()
+
+
+def test_voxel_sizes_must_be_positive_and_known(tomo: Path, tmp_path: Path, caplog) -> None:
+    """A negative size is refused (it was clamped to a 2-voxel source box); a header that leaves the voxel size
+    unset (0) is an error where a size in Å must be converted, and a warning otherwise."""
+    for key in ("voxel_size", "pick_voxel_size"):
+        with pytest.raises(ConfigError, match=rf"{key}: -20 is not a voxel size"):
+            extract_subtomograms(tomo, tmp_path / "neg", box=BOX, progress=False, **{key: -20})
+    assert not (tmp_path / "neg").exists()
+    import mrcfile
+
+    unset = tmp_path / "unset.mrc"
+    unset.write_bytes((tomo.parent / "tomogram.mrc").read_bytes())
+    with mrcfile.open(unset, "r+") as mrc:
+        mrc.voxel_size = 0
+    df = read_particle_table(tomo).df.drop(columns="path").assign(tomogram=str(unset))
+    picks = write_particle_table(df, tmp_path / "picks.star", list(CLASSES))
+    with pytest.raises(CryoDataError, match=r"voxel size unset \(0\), so --voxel_size cannot be converted.*alterheader"):
+        extract_subtomograms(picks, tmp_path / "ext", box=BOX, voxel_size=20, progress=False)
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        result = extract_subtomograms(picks, tmp_path / "ext", box=BOX, edge="pad", progress=False)
+    assert result.voxel_size == 1.0 and "unset" in caplog.text
+
+
+def test_picks_all_outside_point_at_their_units(tomo: Path, tmp_path: Path) -> None:
+    df = read_particle_table(tomo).df.drop(columns="path").assign(tomogram=str(tomo.parent / "tomogram.mrc"))
+    df[["x", "y", "z"]] *= 10  # in Å, not voxels
+    picks = write_particle_table(df, tmp_path / "picks.star", list(CLASSES))
+    with pytest.raises(CryoDataError, match=r"no pick could be extracted.*— fix: every centre lies outside.*pick_voxel_size"):
         extract_subtomograms(picks, tmp_path / "ext", box=BOX, progress=False)
 
 

@@ -257,6 +257,9 @@ def locate_picks(
     where = table.source or "picks table"
     if int(box) < 2:
         raise ConfigError(where, f"box {box} is too small", "give a box of at least 2 voxels (e.g. 32)")
+    for key, size in (("voxel_size", voxel_size), ("pick_voxel_size", pick_voxel_size)):
+        if size is not None and not 0 < float(size) < np.inf:
+            raise ConfigError(f"{where}, {key}", f"{size} is not a voxel size", "give a positive size in Å (e.g. 20)")
     df = table.df
     missing = df[["tomogram", "x", "y", "z"]].isna().any(axis=1).to_numpy()
     if missing.any():
@@ -265,6 +268,7 @@ def locate_picks(
                             "give every pick its tomogram and x, y, z")
     paths = tomogram_paths(table)
     levels = _tomogram_levels(where, df.index, paths)
+    _check_voxel_sizes(where, df.index, paths, levels, voxel_size, pick_voxel_size)
     chosen = {p: choose_level(lv, voxel_size) for p, lv in levels.items()}
     tomo_voxel = np.array([chosen[p].voxel_size for p in paths])
     pick_voxel = np.full(len(df), float(pick_voxel_size)) if pick_voxel_size else [levels[p][0].voxel_size for p in paths]
@@ -286,6 +290,26 @@ def locate_picks(
                          "status": status}, index=df.index)
 
 
+def _check_voxel_sizes(where: object, rows: pd.Index, paths: pd.Series, levels: dict[str, list[TomogramLevel]],
+                       voxel_size: float | None, pick_voxel_size: float | None) -> None:
+    """An MRC header that leaves the voxel size unset (read as 1 Å): an error where a size in Å must be
+    converted to its voxels (``voxel_size``, ``pick_voxel_size``), else a warning that the output's is 1 Å."""
+    first: dict[str, int] = {}
+    for row, p in zip(rows + 1, paths):
+        first.setdefault(p, int(row))
+    for p, row in first.items():
+        if levels[p][0].voxel_set:
+            continue
+        flags = " and ".join(f"--{k}" for k, v in (("voxel_size", voxel_size), ("pick_voxel_size", pick_voxel_size)) if v)
+        if flags:
+            raise CryoDataError(f"{where}, row {row}", f"tomogram {p}: its header leaves the voxel size unset (0), so "
+                                f"{flags} cannot be converted to its voxels",
+                                "set it in the header (IMOD: `alterheader -del 10,10,10 tomo.mrc`, in Å)")
+        logger.warning("%s: its header leaves the voxel size unset (0): the subtomograms' is recorded as 1 Å; set it "
+                       "in the header (IMOD: `alterheader -del 10,10,10 tomo.mrc`) for a true rlnPixelSize", p)
+        return  # once
+
+
 def _tomogram_levels(where: object, rows: pd.Index, paths: pd.Series) -> dict[str, list[TomogramLevel]]:
     """The resolution levels of every distinct tomogram; errors name the first row that uses it."""
     levels: dict[str, list[TomogramLevel]] = {}
@@ -295,8 +319,8 @@ def _tomogram_levels(where: object, rows: pd.Index, paths: pd.Series) -> dict[st
         try:
             levels[p] = tomogram_levels(p)
         except CryoDataError as err:
-            fix = (err.fix if is_url(p)
-                   else "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram")
+            missing = not is_url(p) and not Path(p).is_file()  # else the file's own problem, with its own fix
+            fix = "tomogram paths are relative to the picks table's folder; fix it or pass --tomogram" if missing else err.fix
             raise CryoDataError(f"{where}, row {row}", f"tomogram {err.where}: {err.problem}", fix) from None
     return levels
 
@@ -327,7 +351,8 @@ def apply_edge_policy(
         raise CryoDataError(
             f"{where}, row {table.df.index[first] + 1}",
             f"pick at x,y,z = {xyz}: {_REASONS[located['status'].iloc[first]]} ({int(bad.sum())} of {len(bad)} picks)",
-            "use edge='pad' (fill with the tomogram mean) or edge='report' (leave them out, listed), or a smaller box",
+            "use --edge pad (fill with the tomogram mean; inference: --infer_edge pad) or --edge report (leave them "
+            "out, listed), or a smaller --box",
         )
     rejected = table.df[bad].copy()
     rejected.insert(0, "row", table.df.index[bad] + 1)
@@ -453,16 +478,20 @@ def extract_subtomograms(
     out = Path(out_dir)
     if (out / "particles.star").exists() and not overwrite:
         raise ConfigError(out, "already holds particles.star", "choose another --out, or pass --overwrite")
+    located = locate_picks(table, box, voxel_size, pick_voxel_size)  # headers only: its errors leave nothing behind
     try:
         (out / "subtomograms").mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file where a folder should be, no permission
         raise CryoDataError(out, f"cannot create the output folder ({err.strerror or err})",
                             "choose an --out folder you may write to") from err
-    located = locate_picks(table, box, voxel_size, pick_voxel_size)
     kept, rejected = apply_edge_policy(table, located, edge, out / REJECTED_FILE)
     if len(kept) == 0:
-        raise CryoDataError(table.source or "picks", f"no pick could be extracted ({len(rejected)} rejected)",
-                            f"see {out / REJECTED_FILE}; use edge='pad' or a smaller box")
+        outside = bool((located["status"] == "outside").all())
+        fix = ("every centre lies outside its tomogram: are the coordinates in this tomogram's voxels? (picks made on "
+               "a binned tomogram: --pick_voxel_size; coordinates in Å: divide them by the voxel size)" if outside
+               else "use --edge pad (inference: --infer_edge pad) or a smaller --box")
+        raise CryoDataError(table.source or "picks", f"no pick could be extracted ({len(rejected)} rejected; see "
+                            f"{out / REJECTED_FILE})", fix)
     extractor = PickExtractor(box, normalise)
     voxels = kept["tomogram_voxel"] * kept["source_box"] / int(box)  # exact output voxel size (Å)
     files = [out.resolve() / "subtomograms" / f"{int(row) + 1:06d}.mrc" for row in kept.index]

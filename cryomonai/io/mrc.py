@@ -68,11 +68,13 @@ class MrcInfo:
             (n, z, y, x) for a volume stack.
         voxel_size: voxel size in Å along (z, y, x); 1.0 where the header leaves it at 0.
         mode: MRC mode number (see :data:`SUPPORTED_MODES`).
+        voxel_set: False where the header leaves the voxel size unset (0, NaN or Inf on some axis).
     """
 
     shape: tuple[int, ...]
     voxel_size: tuple[float, float, float]
     mode: int
+    voxel_set: bool = True
 
 
 def read_mrc_header(path: str | os.PathLike) -> MrcInfo:
@@ -114,8 +116,9 @@ def read_mrc_header(path: str | os.PathLike) -> MrcInfo:
                 "copy or re-extract the file again (an interrupted transfer or a full disk leaves files like this)",
             )
     # 0, NaN (0/0) or Inf (cella / 0) in the header: unset, as documented above
+    voxel_set = all(0 < v < np.inf for v in (voxel.z, voxel.y, voxel.x))
     voxel_zyx = tuple(float(v) if 0 < v < np.inf else 1.0 for v in (voxel.z, voxel.y, voxel.x))
-    return MrcInfo(shape=shape, voxel_size=voxel_zyx, mode=mode)  # type: ignore[arg-type]
+    return MrcInfo(shape=shape, voxel_size=voxel_zyx, mode=mode, voxel_set=voxel_set)  # type: ignore[arg-type]
 
 
 def _check_is_volume(path: Path, shape: tuple[int, ...]) -> None:

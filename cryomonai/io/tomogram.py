@@ -45,12 +45,14 @@ class TomogramLevel:
         level: the OME-Zarr level's array path (``"0"``, ``"1"``, …); ``""`` for an MRC file.
         shape: (z, y, x) in voxels.
         voxel_size: voxel size along x in Å.
+        voxel_set: False for an MRC file whose header leaves the voxel size unset (``voxel_size`` is then 1.0).
     """
 
     path: str
     level: str
     shape: tuple[int, ...]
     voxel_size: float
+    voxel_set: bool = True
 
 
 def tomogram_levels(path: str | os.PathLike) -> list[TomogramLevel]:
@@ -66,7 +68,7 @@ def tomogram_levels(path: str | os.PathLike) -> list[TomogramLevel]:
     info = read_mrc_header(path)
     if len(info.shape) != 3:
         raise CryoDataError(path, f"is not a 3D tomogram (shape {info.shape})", "give the reconstructed tomogram")
-    return [TomogramLevel(path, "", tuple(info.shape), float(info.voxel_size[2]))]
+    return [TomogramLevel(path, "", tuple(info.shape), float(info.voxel_size[2]), info.voxel_set)]
 
 
 def choose_level(levels: list[TomogramLevel], voxel_size: float | None = None) -> TomogramLevel:
