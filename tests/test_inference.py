@@ -137,3 +137,50 @@ def test_inference_on_a_copick_project_writes_the_classes_back_as_copick_picks(t
             order = np.lexsort(picks.full_positions().T[::-1])
             np.testing.assert_allclose(picks.full_positions()[order], rows[key].to_numpy(float) * 10, atol=1e-3)
             np.testing.assert_allclose(picks.scores()[order], rows["rlnMaxValueProbDistribution"], atol=1e-6)
+
+
+def _user_error(call) -> Exception:
+    """The cryomonai error behind what ``call`` raises (MONAI wraps it in RuntimeError)."""
+    from cryomonai.errors import user_error
+
+    with pytest.raises(Exception) as info:
+        call()
+    err = user_error(info.value)
+    assert err is not None and "\n" not in str(err), repr(info.value)
+    return err
+
+
+def test_the_shipped_classifier_refuses_boxes_it_was_not_trained_on(trained: dict) -> None:
+    """The shipped classifier expects 16³ boxes at 20 Å (its weights.json): fed the bundle's default 32³ at the
+    tomogram's 10 Å, inference stops with one line and the fix, before writing anything; a wrong name or a file
+    that is no checkpoint stops before anything is written too. With the right boxes it runs."""
+    shipped = {"bundle_root": str(REPO / "bundles" / "cryo_ssl"), "progress": False, "encoder": "rb3d_bn",
+               "infer_table": str(trained["picks"]), "infer_edge": "pad"}
+    out = trained["root"] / "shipped"
+
+    def infer(**kw) -> None:
+        run("inference", config_file=INFERENCE, output_dir=str(out), **{**shipped, **kw})
+
+    err = _user_error(lambda: infer(checkpoint="simclr_rb3d_bn_16_classifier"))
+    assert "expects 16³ boxes at 20 Å; these are 32³ at 10 Å" in str(err)
+    assert "--box 16 --infer_voxel_size 20" in err.fix
+    err = _user_error(lambda: infer(checkpoint="simclr_rb3d_bn_16_classifier", box=16))  # the box, not the scale
+    assert "these are 16³ at 10 Å" in str(err)
+    assert "shipped names" in _user_error(lambda: infer(checkpoint="simclr_rb3d_bn_16_clasifier", box=16)).fix
+    junk = trained["root"] / "junk.pt"
+    junk.write_text("not a checkpoint")
+    err = _user_error(lambda: infer(checkpoint=str(junk), box=16))
+    assert "not a readable PyTorch checkpoint" in str(err) and "pretrain' first" not in err.fix
+    assert not out.exists()  # no rejected_picks.csv, no folder
+    infer(checkpoint="simclr_rb3d_bn_16_classifier", box=16, infer_voxel_size=20)
+    assert len(starfile.read(out / "predictions.star")["particles"]) == 15
+
+
+def test_a_subtomogram_table_is_checked_on_its_first_file(trained: dict) -> None:
+    from cryomonai.data.picks import particle_dataset
+    from cryomonai.errors import ConfigError
+
+    table = read_particle_table(trained["root"] / "data" / "particles.star")  # 24³ at 10 Å
+    with pytest.raises(ConfigError, match=r"expects 16³ boxes at 20 Å; these are 24³ at 10 Å — fix: extract "):
+        particle_dataset(table, model_input={"name": "m", "box": 16, "voxel_size": 20.0})
+    assert len(particle_dataset(table, model_input={"name": "m", "box": 24, "voxel_size": 10.0})) == len(table.df)

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,39 @@ from monai.transforms import Compose, LoadImaged
 from cryomonai.data.dataset import table_to_data_dicts
 from cryomonai.data.extract import PickExtractor, apply_edge_policy, locate_picks, read_picks
 from cryomonai.errors import ConfigError
+from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.table import SPLITS, ParticleTable
 
-__all__ = ["PickDataset", "particle_dataset"]
+__all__ = ["PickDataset", "check_model_input", "particle_dataset"]
+
+#: how far a box's voxel size may be from the model's (Fourier cropping rounds the source box to whole voxels)
+VOXEL_RTOL = 0.1
+
+
+def check_model_input(model_input: Mapping[str, Any] | None, box: int, voxel_sizes: Sequence[float], fix: str) -> None:
+    """Refuse boxes a model was not trained on: ``box``³ voxels of ``voxel_sizes`` Å against ``model_input``
+    (``{"name", "box", "voxel_size"}``, :func:`cryomonai.engines.model_input`; empty or None: nothing known,
+    nothing checked). ``fix`` says how this caller's boxes are cut.
+
+    Raises:
+        ConfigError: another box, or a voxel size more than :data:`VOXEL_RTOL` from the model's.
+
+    Example:
+        >>> check_model_input({"name": "m", "box": 16, "voxel_size": 20.0}, 32, [10.0], "cut others")
+        Traceback (most recent call last):
+        ...
+        cryomonai.errors.ConfigError: checkpoint m: expects 16³ boxes at 20 Å; these are 32³ at 10 Å — fix: cut others
+    """
+    if not model_input:
+        return
+    want_box, want_voxel = model_input.get("box"), model_input.get("voxel_size")
+    sizes = np.unique(np.round(np.asarray(voxel_sizes, dtype=float), 3))
+    off = [v for v in sizes if want_voxel and abs(v / float(want_voxel) - 1) > VOXEL_RTOL]
+    if (want_box and int(box) != int(want_box)) or off:
+        have = ", ".join(f"{v:g}" for v in (off or sizes)[:3]) or "?"
+        raise ConfigError(f"checkpoint {model_input.get('name', '')}",
+                          f"expects {want_box or box}³ boxes at {want_voxel or have:g} Å; these are {box}³ at {have} Å"
+                          if want_voxel else f"expects {want_box}³ boxes; these are {box}³", fix)
 
 
 class PickDataset(Dataset):
@@ -58,6 +88,7 @@ class PickDataset(Dataset):
         normalise: zero mean, unit std per subtomogram (the bundle's ``eval_transform`` also does it).
         pick_voxel_size: voxel size (Å) of the coordinates (None: the tomogram's).
         rejected_file: CSV listing the rejected picks.
+        model_input: the boxes the model expects (:func:`check_model_input`), checked before anything is written.
     """
 
     def __init__(
@@ -71,6 +102,7 @@ class PickDataset(Dataset):
         normalise: bool = False,
         pick_voxel_size: float | None = None,
         rejected_file: str | os.PathLike | None = None,
+        model_input: Mapping[str, Any] | None = None,
     ) -> None:
         table = table if isinstance(table, ParticleTable) else read_picks(table)
         if split is not None:
@@ -79,6 +111,11 @@ class PickDataset(Dataset):
                                   f"use one of {list(SPLITS)}")
             table = ParticleTable(table.df[(table.df["split"] == split).to_numpy()], table.class_names, table.source)
         located = locate_picks(table, box, voxel_size, pick_voxel_size)
+        inside = located[located["status"] != "outside"]
+        want = {"box": box, "voxel_size": "?", **(model_input or {})}
+        check_model_input(model_input, box, inside["tomogram_voxel"] * inside["source_box"] / int(box),
+                          f"cut its boxes with --box {want['box']} --voxel_size {want['voxel_size']} (monai.bundle run: "
+                          f"--box {want['box']} --infer_voxel_size {want['voxel_size']})")
         kept, self.rejected = apply_edge_policy(table, located, edge, rejected_file)
         self.extractor = PickExtractor(box, normalise)
         data = [
@@ -109,6 +146,7 @@ def particle_dataset(
     edge: str = "report",
     rejected_file: str | os.PathLike | None = None,
     pick_voxel_size: float | None = None,
+    model_input: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """A MONAI dataset of any particle table: subtomogram files, or tomogram + picks.
 
@@ -116,17 +154,24 @@ def particle_dataset(
     :func:`~cryomonai.data.table_to_data_dicts` with
     ``LoadImaged(reader="cryomonai.io.MrcReader", ensure_channel_first=True)`` before
     ``transform`` (``box``, ``voxel_size``, ``edge`` are not used); a picks table (no paths)
-    gives a :class:`PickDataset`.
+    gives a :class:`PickDataset`. ``model_input`` (:func:`check_model_input`): the boxes the model expects;
+    a subtomogram table is checked on its first file's header.
 
     Raises:
-        ConfigError: a picks table and no ``box``.
+        ConfigError: a picks table and no ``box``; boxes the model was not trained on.
         CryoDataError: any error of the table or tomograms.
     """
     table = table if isinstance(table, ParticleTable) else read_picks(table)
     if table.df["path"].notna().all():
         load = LoadImaged(keys="image", reader="cryomonai.io.MrcReader", ensure_channel_first=True)
-        return Dataset(table_to_data_dicts(table, split), Compose([load] + ([transform] if transform else [])))
+        data = table_to_data_dicts(table, split)
+        if model_input and data:
+            header = read_mrc_header(data[0]["image"])
+            check_model_input(model_input, header.shape[-1], [header.voxel_size[2]],
+                              f"extract {data[0]['image']} and the rest as {model_input.get('box', '?')}³ boxes at "
+                              f"{model_input.get('voxel_size', '?')} Å (cryomonai extract --box, --voxel_size)")
+        return Dataset(data, Compose([load] + ([transform] if transform else [])))
     if box is None:
         raise ConfigError(table.source or "picks table", "lists picks, not subtomograms, and no box is given",
                           "set the box to the model's input size (e.g. --box 32)")
-    return PickDataset(table, box, voxel_size, edge, split, transform, False, pick_voxel_size, rejected_file)
+    return PickDataset(table, box, voxel_size, edge, split, transform, False, pick_voxel_size, rejected_file, model_input)

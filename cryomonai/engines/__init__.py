@@ -27,7 +27,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
   :class:`ParticlePredictionsWriter` (predictions STAR/CSV and features of a particle table);
 * :mod:`~cryomonai.engines.rng` — :class:`RNGState` (reseeds each epoch, so a resume is exact);
 * :mod:`~cryomonai.engines.weights` — :func:`weights_file` (a checkpoint path or the name of the
-  bundle's shipped weights), :func:`compact_checkpoint`.
+  bundle's shipped weights), :func:`model_input` (the boxes it expects), :func:`compact_checkpoint`.
 """
 
 from cryomonai.engines.busy_cores import warn_busy_cores
@@ -64,7 +64,7 @@ from cryomonai.engines.recipes import (
 )
 from cryomonai.engines.rng import RNGState
 from cryomonai.engines.ssl_step import SSLPrepareBatch, SSLStep, check_batches, ssl_iteration, unwrap_ssl_method
-from cryomonai.engines.weights import compact_checkpoint, shipped_weights, weights_file
+from cryomonai.engines.weights import compact_checkpoint, model_input, shipped_weights, weights_file
 
 __all__ = [
     "AutocastInferer",
@@ -99,6 +99,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",
+    "model_input",
     "prepare_network",
     "seed_run",
     "read_run_info",

@@ -52,7 +52,8 @@ __all__ = [
     "resume_handlers",
 ]
 
-_FIX_PRETRAIN = "run the bundle's 'pretrain' first, or pass --pretrained '' to fine-tune from random weights"
+_FIX_PRETRAIN = ("give a checkpoint the bundle's pretrain or finetune wrote (models/*.pt) or the name of shipped weights "
+                 "(the model card lists them); to fine-tune from random weights: --pretrained ''")
 
 
 class RunInfo:

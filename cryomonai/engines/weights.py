@@ -34,7 +34,8 @@ from cryomonai.errors import ConfigError, CryoDataError
 from cryomonai.io.atomic import atomic_write
 from cryomonai.layout import FINETUNE_BEST
 
-__all__ = ["SHIPPED_DIR", "WEIGHTS_INDEX", "compact_checkpoint", "sha256_of", "ship_weights", "shipped_weights", "weights_file"]
+__all__ = ["SHIPPED_DIR", "WEIGHTS_INDEX", "compact_checkpoint", "model_input", "sha256_of", "ship_weights", "shipped_weights",
+           "weights_file"]
 
 #: the folder of shipped checkpoints, relative to the bundle root
 SHIPPED_DIR = "models/shipped"
@@ -68,6 +69,29 @@ def shipped_weights(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]
             raise CryoDataError(index, f"entry {name!r} needs 'file' and 'kind' ({' or '.join(_KINDS)})",
                                 _restore(index))
     return entries
+
+
+def model_input(checkpoint: str | os.PathLike | None, bundle_root: str | os.PathLike,
+                info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The input a checkpoint expects: ``{"name", "box", "voxel_size"}`` from the shipped index (a shipped
+    name) or its run info (``info``, else read from the file), ``{}`` where neither records it.
+
+    :func:`~cryomonai.data.picks.particle_dataset` checks its boxes against it, so a shipped 16³ / 20 Å
+    classifier is not fed 32³ boxes at 10 Å without a word. The checkpoint is resolved and read here, so a
+    wrong name or a foreign file fails before the dataset writes anything.
+
+    Example:
+        >>> model_input("", ".")
+        {}
+    """
+    path = weights_file(checkpoint, bundle_root)
+    if path is None:
+        return {}
+    if info is None:
+        info = load_checkpoint(path).get("run_info") or {}
+    entry = shipped_weights(bundle_root).get(str(checkpoint), {})
+    found = {key: entry.get(key, info.get(key)) for key in ("box", "voxel_size")}
+    return {"name": str(checkpoint), **{k: v for k, v in found.items() if v is not None}} if any(found.values()) else {}
 
 
 def weights_file(checkpoint: str | os.PathLike | None, bundle_root: str | os.PathLike, kind: str | None = None) -> str | None:
