@@ -131,6 +131,9 @@ def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, An
     for key in overrides:
         if key in parser:
             continue
+        if len(key) == 1:  # python-fire passes `-v` of a command with **overrides here, not as --voxel_size
+            raise ConfigError(f"-{key}", "short flags are not read by this command",
+                              "write the long flag (`cryomonai <command> --help` lists them, e.g. --voxel_size)")
         parent = key.rpartition("#")[0]
         if parent and parent in parser and isinstance(parser[parent], dict):
             continue
@@ -138,7 +141,7 @@ def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, An
         near = get_close_matches(key.split("#")[0], top, n=3)
         hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
         raise ConfigError(f"--{key}", f"is not a key of the bundle's '{run_id}' configs",
-                          f"{hint}the keys are in {Path(config_file[-1]).parent}/*.json")
+                          f"{hint}the keys are in {Path(config_file[0]).parent}/*.json")
 
 
 def bundle_command(run_id: str, **args: Any) -> str:

@@ -88,6 +88,7 @@ def test_dry_run_prints_the_bundle_command_with_overlays_and_overrides(monkeypat
     (["finetune", "--epoch", "1"], "--epoch: is not a key of the bundle's 'finetune' configs — fix: did you mean 'epochs'"),
     (["pretrain", "--ssl_method#temperature#x", "1"], "--ssl_method#temperature#x: is not a key"),
     (["infer", "t.star", "c.pt", "--nosuchkey", "1"], "--nosuchkey: is not a key of the bundle's 'inference' configs"),
+    (["infer", "t.star", "c.pt", "--encoder", "rb3d_bn", "-v", "20"], "-v: short flags are not read by this command"),
     (["simulate", "--snr", "abc"], "--snr abc: is not a number"),
 ])
 def test_configuration_mistakes_are_one_line(argv, message, monkeypatch, capfd, tmp_path):

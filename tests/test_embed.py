@@ -42,9 +42,11 @@ def test_clustering_recovers_separated_groups_numbered_by_size(method: str) -> N
     assert np.array_equal(cluster_features(feats[perm], 3, method)[0], labels[perm])
 
 
-def test_clustering_input_errors() -> None:
+def test_clustering_input_errors(caplog) -> None:
     feats, _ = _blobs()
-    assert len(set(cluster_features(feats[:2], 5)[0])) == 2  # K clipped to N
+    with caplog.at_level("WARNING", logger="cryomonai"):
+        assert len(set(cluster_features(feats[:2], 5)[0])) == 2  # K clipped to N, and said
+    assert "5 clusters asked for 2 particles" in caplog.text
     with pytest.raises(ConfigError, match="unknown method 'dbscan'"):
         cluster_features(feats, 3, "dbscan")
     with pytest.raises(CryoDataError, match="NaN"):

@@ -154,7 +154,7 @@ def test_mixed_box_sizes_are_one_line_errors(user_table, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["no_table", "missing_table", "missing_files", "no_label_column", "both_keys",
-                                  "real_without_table"])
+                                  "real_without_table", "one_class", "no_test_split"])
 def test_table_entry_errors_name_the_entry_and_the_fix(case, user_table, tmp_path):
     folder = tmp_path / "bad"
     shutil.copytree(user_table.parent, folder)
@@ -163,7 +163,13 @@ def test_table_entry_errors_name_the_entry_and_the_fix(case, user_table, tmp_pat
         (folder / "vols" / "p003.mrc").unlink()
     if case == "no_label_column":
         pd.read_csv(table)[["path"]].to_csv(table, index=False)
-    kind = CryoDataError if case in ("missing_files", "no_label_column") else ConfigError  # whose fault it is
+    if case == "one_class":  # nothing to tell apart: it used to pass with warnings only
+        df = pd.read_csv(table)
+        df[df["label"] == "rubisco"].to_csv(table, index=False)
+    if case == "no_test_split":  # a split column without test rows: no cell could be tested
+        pd.read_csv(table).assign(split=lambda d: np.where(d.index % 2, "train", "val")).to_csv(table, index=False)
+    kind = (CryoDataError if case in ("missing_files", "no_label_column", "one_class", "no_test_split")
+            else ConfigError)  # whose fault it is
     with pytest.raises(kind) as err:
         if case == "no_table":
             GridPreset(name="x", datasets=[{"name": "mine", "table": None}], methods=["random"])
@@ -178,7 +184,8 @@ def test_table_entry_errors_name_the_entry_and_the_fix(case, user_table, tmp_pat
     assert "\n" not in message and "— fix:" in message and "'mine'" in message, message
     expected = {"no_table": "has no table", "missing_table": "table not found", "missing_files": "p003.mrc",
                 "no_label_column": "class", "both_keys": "simulation keys ['n_per_class', 'snr']",
-                "real_without_table": "--dataset_table"}[case]
+                "real_without_table": "--dataset_table", "one_class": "labelled particles of 1 class",
+                "no_test_split": "has no test particles (train 9, val 9, test 0)"}[case]
     assert expected in message, message
 
 

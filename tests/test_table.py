@@ -155,6 +155,14 @@ def test_missing_required_column(tmp_path, vols):
     starfile.write(pd.DataFrame({"rlnMicrographName": ["t1"], "rlnClassNumber": [1]}), tmp_path / "t.star")
     with pytest.raises(CryoDataError, match=r"t\.star: missing column rlnImageName.*expected rlnImageName \(or"):
         read_particle_table(tmp_path / "t.star")
+    # a coordinate table short of one column names that column, not the subtomogram table's
+    starfile.write(pd.DataFrame({"rlnMicrographName": ["t1"], "rlnCoordinateX": [1.0], "rlnCoordinateY": [2.0]}),
+                   tmp_path / "c.star")
+    with pytest.raises(CryoDataError, match=r"c\.star: missing column rlnCoordinateZ; found"):
+        read_particle_table(tmp_path / "c.star")
+    pd.DataFrame({"tomogarm": ["t.mrc"], "x": [1], "y": [2], "z": [3]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(CryoDataError, match=r"c\.csv: missing column 'tomogram'; found \['tomogarm'"):
+        read_particle_table(tmp_path / "c.csv")
 
 
 def test_missing_files_reports_first_and_count(tmp_path, vols):

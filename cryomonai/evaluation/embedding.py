@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ def cluster_features(
 
     Args:
         features: one row per particle.
-        n_clusters: K (clipped to N).
+        n_clusters: K (clipped to N, with a warning).
         method: ``"kmeans"`` (k-means++, 10 starts) or ``"agglomerative"`` (Ward linkage).
         seed: k-means seed.
         normalise: L2-normalise every row first.
@@ -82,6 +83,9 @@ def cluster_features(
     if int(n_clusters) < 1:
         raise ConfigError("clustering", f"n_clusters = {n_clusters}", "give at least 1 cluster")
     k = min(int(n_clusters), len(x))
+    if k < int(n_clusters):
+        logging.getLogger(__name__).warning("%d clusters asked for %d particles: %d clusters of one particle each "
+                                            "(give --n_clusters below the number of particles)", n_clusters, len(x), k)
     if method == "kmeans":
         raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
     else:

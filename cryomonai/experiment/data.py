@@ -50,6 +50,23 @@ def _has_split(path: Path) -> bool:
     return bool(read_particle_table(path, check_files=False).df["split"].notna().any())
 
 
+def _usable(entry: str, table: ParticleTable) -> ParticleTable:
+    """``table`` if a classifier can be trained, chosen and tested on it: 2 classes or more, and particles
+    in each of train, val and test; else a one-line error."""
+    classes = table.df["label"].dropna().unique()
+    if len(classes) < 2:
+        raise CryoDataError(entry, f"has labelled particles of {len(classes)} class{'' if len(classes) == 1 else 'es'}",
+                            "a classifier needs particles of at least 2 classes")
+    counts = table.df["split"].value_counts()
+    empty = [s for s in ("train", "val", "test") if not counts.get(s, 0)]
+    if empty:
+        have = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("train", "val", "test"))
+        raise CryoDataError(entry, f"has no {' and no '.join(empty)} particles ({have})",
+                            "give it more particles per class (the split is stratified per class, 60/20/20 by default), "
+                            "or a split column with rows in train, val and test")
+    return table
+
+
 class GridData:
     """The datasets of ``preset`` in the grid at ``layout``."""
 
@@ -129,7 +146,7 @@ class GridData:
             if splits.isna().any():
                 raise CryoDataError(entry, f"{int(splits.isna().sum())} rows have no split",
                                     "give every row a split (train/val/test), or drop the column to split here")
-            return table
+            return _usable(entry, table)
         target = self.layout.particles(name)
         if target.is_file():
             made = read_particle_table(target)
@@ -140,6 +157,7 @@ class GridData:
         fractions = ds.get("split_fractions", [0.6, 0.2, 0.2])
         df = table.df.copy()
         df["split"] = stratified_split(df["label"].to_numpy(), fractions, seed=self.preset.seed)
+        _usable(entry, ParticleTable(df, list(table.class_names)))  # before anything is written
         target.parent.mkdir(parents=True, exist_ok=True)
         write_particle_table(ParticleTable(df, list(table.class_names)), target)
         return read_particle_table(target)

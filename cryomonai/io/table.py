@@ -263,7 +263,10 @@ def _read_star(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if "tomogram" not in df and "rlnTomoName" in df:
         df = df.rename(columns={"rlnTomoName": "tomogram"})
     if "path" not in df and not set(_COORDINATES) <= set(df.columns):
-        problem = f"missing column rlnImageName; found {list(main.columns)}"
+        partial = [c for c in _COORDINATES if c not in df.columns] if {"x", "y", "z"} & set(df.columns) else []
+        star = {v: k for k, v in STAR_TO_COLUMN.items()}
+        missing = ", ".join(star[c] for c in partial) if partial else "rlnImageName"
+        problem = f"missing column {missing}; found {list(main.columns)}"
         raise CryoDataError(path, problem, f"expected {_EXPECTED_STAR}")
     numbers = df.pop("rlnClassNumber") if "rlnClassNumber" in df else pd.Series(np.nan, index=df.index)
     names = _star_class_names(path, loops.get("classes"), numbers)
@@ -311,7 +314,9 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise CryoDataError(path, f"cannot parse the CSV file ({err})", f"expected columns {_EXPECTED_CSV}")
     df.columns = [str(c).strip() for c in df.columns]
     if "path" not in df and not set(_COORDINATES) <= set(df.columns):
-        problem = f"missing column 'path'; found {list(df.columns)}"
+        partial = [c for c in _COORDINATES if c not in df.columns] if {"x", "y", "z"} & set(df.columns) else []
+        missing = ", ".join(repr(c) for c in partial) if partial else "'path'"
+        problem = f"missing column {missing}; found {list(df.columns)}"
         raise CryoDataError(path, problem, f"expected columns {_EXPECTED_CSV}")
     labels = _labels_of(df)
     df["label"] = labels
