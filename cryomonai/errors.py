@@ -37,8 +37,10 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
-__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError", "as_flag", "user_error"]
+__all__ = ["CryoError", "CryoDataError", "ConfigError", "GridJobError", "as_flag", "one_line_errors", "user_error"]
 
 
 class CryoError(ValueError):
@@ -97,6 +99,27 @@ def user_error(err: BaseException | None) -> CryoError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+
+def one_line_errors() -> None:
+    """From now on, an uncaught cryomonai error ends the process with its one line on stderr
+    (``cryomonai: where: problem — fix: …``, exit status 1) instead of MONAI's and Python's tracebacks;
+    any other exception keeps its traceback. For runs that ``python -m monai.bundle run`` starts (the
+    bundle's ``initialize``); the ``cryomonai`` command does the same itself."""
+    previous = sys.excepthook
+    if getattr(previous, "cryomonai_one_line", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        err = user_error(value)
+        if err is None:
+            previous(kind, value, tb)
+        else:
+            print(f"cryomonai: {err}", file=sys.stderr)
+
+    hook.cryomonai_one_line = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def as_flag(value: bool | str, where: str) -> bool:

@@ -103,3 +103,41 @@ def test_an_internal_misuse_is_not_a_user_error(call, kind) -> None:
     with pytest.raises(kind) as err:
         call()
     assert not isinstance(err.value, CryoError)
+
+
+def test_a_bundle_run_ends_a_user_error_in_one_line(tmp_path: Path) -> None:
+    """``python -m monai.bundle run inference`` (the README's step 4): a user error is one line on stderr
+    (the bundle's ``+initialize`` installs :func:`cryomonai.errors.one_line_errors`), not MONAI's traceback."""
+    import subprocess
+    import sys
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "cryo_ssl" / "configs"
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+         f"['{configs}/common.json','{configs}/inference.json']", "--bundle_root", str(configs.parent),
+         "--checkpoint", "simclr_rb3d_bn_16_classifier", "--encoder", "rb3d_bn", "--infer_table",
+         str(tmp_path / "nowhere.star"), "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (f"cryomonai: {tmp_path / 'nowhere.star'}: particle table not found"
+                                                   " — fix: check the path (a .star or .csv file)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_line_errors_keeps_the_traceback_of_anything_else(capsys, monkeypatch) -> None:
+    import sys
+
+    from cryomonai.errors import one_line_errors
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[1]))
+    one_line_errors()
+    one_line_errors()  # once is enough: not wrapped twice
+    sys.excepthook(ValueError, ValueError("ours?"), None)
+    err = ConfigError("a.json", "bad", "good")
+    sys.excepthook(RuntimeError, RuntimeError("wrapped"), None)
+    wrapped = RuntimeError("MONAI's wrapper")
+    wrapped.__cause__ = err
+    sys.excepthook(RuntimeError, wrapped, None)
+    assert [str(e) for e in seen] == ["ours?", "wrapped"]
+    assert capsys.readouterr().err == "cryomonai: a.json: bad — fix: good\n"
