@@ -48,7 +48,7 @@ from cryomonai.evaluation.stats import (
 )
 from cryomonai.experiment.checks import deployed
 
-__all__ = ["advice_lines", "advise", "deployed_scores", "labels_to_match"]
+__all__ = ["advice_lines", "advice_matrix", "advise", "deployed_scores", "labels_to_match"]
 
 _TESTS = ("student", "welch", "paired")
 
@@ -166,6 +166,31 @@ def _verdict(r: pd.Series) -> str:
     return f"{use}: ahead on validation, not on test"
 
 
+def advice_matrix(advice: pd.DataFrame, results: pd.DataFrame, baseline: str = "random") -> list[str]:
+    """Markdown: the advice at a glance, one row per dataset and one column per labelled fraction; a cell
+    is the arm to use ("probe" where most repeats deploy its probe) with its test gain over ``baseline`` and
+    Holm-adjusted Welch p, in bold where significant (:func:`advise`'s rows, nothing recomputed)."""
+    fractions = sorted(advice["label_fraction"].unique())
+    by = advice.set_index(["dataset", "label_fraction"])
+    rows = []
+    for dataset in dict.fromkeys(advice["dataset"]):
+        cells = []
+        for f in fractions:
+            if (dataset, f) not in by.index:
+                cells.append("–")
+                continue
+            r = by.loc[(dataset, f)]
+            if r["choice"] != r["best_ssl"]:
+                cells.append(f"{method_label(baseline)} ({method_label(r['best_ssl'])} {100 * r['mean_difference']:+.1f})")
+                continue
+            use = method_label(r["choice"]) + (" probe" if r["kind"] == "probe" else "")
+            text = f"{use} {100 * r['mean_difference']:+.1f} (p {_p(r['welch_p_holm'])})"
+            cells.append(f"**{text}**" if r["significant"] else text)
+        rows.append(f"| {dataset_title(results, dataset)} | " + " | ".join(cells) + " |")
+    return ["| Dataset | " + " | ".join(f"{100 * f:g} % labelled" for f in fractions) + " |",
+            "|---|" + "---|" * len(fractions), *rows]
+
+
 def advice_lines(results: pd.DataFrame, baseline: str = "random", alpha: float = 0.05) -> list[str]:
     """Markdown: ``table.md``'s "Which method to use" section (none without ``baseline`` and another arm)."""
     df = read_results(results)
@@ -189,6 +214,9 @@ def advice_lines(results: pd.DataFrame, baseline: str = "random", alpha: float =
              f"each Holm-adjusted over this table's {len(advice)} comparisons (a test undefined for a row, n/a, is left "
              f"out of its family). Significantly better: the SSL arm is the advice, Δ > 0 and Holm-adjusted Welch "
              f"p < {alpha:g}.", "",
+             f"At a glance: the arm to use, its test gain over {base} in points and the Holm-adjusted Welch p, bold "
+             f"where significantly better; where {base} is the advice, the best SSL arm's test gain is in brackets.",
+             "", *advice_matrix(advice, df, baseline), "",
              "| Dataset | Labelled (%) | Use | best SSL arm | val: SSL / " + base + " | SSL test | " + base
              + " test | Δ | Holm Student | Holm Welch | Holm paired |",
              "|" + "---:|" * 11, *["| " + " | ".join(r) + " |" for r in rows], ""]
