@@ -63,9 +63,9 @@ def check_model_input(model_input: Mapping[str, Any] | None, box: int, voxel_siz
     off = [v for v in sizes if want_voxel and abs(v / float(want_voxel) - 1) > VOXEL_RTOL]
     if (want_box and int(box) != int(want_box)) or off:
         have = ", ".join(f"{v:g}" for v in (off or sizes)[:3]) or "?"
-        raise ConfigError(f"checkpoint {model_input.get('name', '')}",
-                          f"expects {want_box or box}³ boxes at {want_voxel or have:g} Å; these are {box}³ at {have} Å"
-                          if want_voxel else f"expects {want_box}³ boxes; these are {box}³", fix)
+        problem = (f"expects {want_box or box}³ boxes at {float(want_voxel):g} Å; these are {box}³ at {have} Å"
+                   if want_voxel else f"expects {want_box}³ boxes; these are {box}³")
+        raise ConfigError(f"checkpoint {model_input.get('name', '')}", problem, fix)
 
 
 class PickDataset(Dataset):
