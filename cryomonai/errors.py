@@ -101,7 +101,6 @@ def user_error(err: BaseException | None) -> CryoError | None:
     return None
 
 
-
 def one_line_errors() -> None:
     """From now on, an uncaught cryomonai error ends the process with its one line on stderr
     (``cryomonai: where: problem — fix: …``, exit status 1) instead of MONAI's and Python's tracebacks;
