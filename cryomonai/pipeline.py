@@ -9,19 +9,20 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import time
 from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from cryomonai.errors import ConfigError, CryoDataError
 
-__all__ = ["RUN_ENGINES", "bundle_args", "bundle_command", "bundle_configs", "bundle_dir", "bundle_roots", "check_overrides",
-           "run_bundle"]
+__all__ = ["RUN_ENGINES", "bundle_args", "bundle_command", "bundle_configs", "bundle_dir", "bundle_roots", "check_command_line",
+           "check_overrides", "run_bundle"]
 
 #: config files (relative to ``configs/``) composed for each run id
 RUN_CONFIGS: dict[str, tuple[str, ...]] = {
@@ -142,6 +143,56 @@ def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, An
         hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
         raise ConfigError(f"--{key}", f"is not a key of the bundle's '{run_id}' configs",
                           f"{hint}the keys are in {Path(config_file[0]).parent}/*.json")
+
+
+#: ``monai.bundle.scripts.run``'s own arguments: every other ``--key`` of its command line is a bundle key
+_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
+
+
+def _command_line_keys(argv: Sequence[str]) -> dict[str, Any]:
+    """``--key value``, ``--key=value`` and ``--flag`` of a python-fire command line, values parsed as fire does."""
+    from fire.parser import DefaultParseValue  # MONAI's bundle command line is python-fire's
+
+    keys: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if not token.startswith("--") or token == "--":
+            continue
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            if i < len(argv) and not argv[i].startswith("--"):
+                value, i = argv[i], i + 1
+            else:
+                value = "True"
+        keys[name.replace("-", "_") if name.replace("-", "_") in _RUN_ARGS else name] = DefaultParseValue(value)
+    return keys
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Under ``python -m monai.bundle run <id> --config_file … --key value`` (``argv``, default
+    ``sys.argv``), :func:`check_overrides` on its keys: MONAI's runner takes any key, so a typo
+    (``--epoch 5``) would run on with the default. Keys from ``--args_file`` are checked too. Other
+    command lines are not this check's (the ``cryomonai`` command checks its own keys).
+
+    The bundle's ``initialize`` calls it.
+
+    Raises:
+        ConfigError: a key that is none of the run id's configs.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or Path(argv[0]).parts[-2:] != ("bundle", "__main__.py") or argv[1] != "run":
+        return
+    keys = _command_line_keys(argv[2:])
+    if keys.get("args_file"):
+        keys = {**ConfigParser.load_config_file(str(keys["args_file"])), **keys}
+    run_id = keys.get("run_id") or (argv[2] if len(argv) > 2 and not argv[2].startswith("--") else "run")
+    files = keys.get("config_file")
+    if not files:
+        return  # MONAI itself refuses a run without configs
+    files = [str(f) for f in files] if isinstance(files, (list, tuple)) else [str(files)]
+    check_overrides(str(run_id), files, {k: v for k, v in keys.items() if k not in _RUN_ARGS})
 
 
 def bundle_command(run_id: str, **args: Any) -> str:

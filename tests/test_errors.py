@@ -141,3 +141,41 @@ def test_one_line_errors_keeps_the_traceback_of_anything_else(capsys, monkeypatc
     sys.excepthook(RuntimeError, wrapped, None)
     assert [str(e) for e in seen] == ["ours?", "wrapped"]
     assert capsys.readouterr().err == "cryomonai: a.json: bad — fix: good\n"
+
+
+def test_a_bundle_run_refuses_a_key_its_configs_do_not_have(tmp_path: Path) -> None:
+    """``python -m monai.bundle run pretrain … --epoch 5``: MONAI's runner would take ``epoch`` as a new key and
+    train for the default epochs; the bundle's ``initialize`` (:func:`cryomonai.pipeline.check_command_line`)
+    stops it in one line naming the key it meant, before anything is simulated or written."""
+    import subprocess
+    import sys
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "cryo_ssl" / "configs"
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "pretrain", "--config_file",
+         f"['{configs}/common.json','{configs}/pretrain.json']", "--bundle_root", str(configs.parent),
+         "--dataset_dir", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "models"), "--epoch", "5"],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(
+        "cryomonai: --epoch: is not a key of the bundle's 'pretrain' configs — fix: did you mean 'epochs'")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
+
+
+def test_check_command_line_reads_keys_as_monai_bundle_run_takes_them(tmp_path: Path) -> None:
+    from cryomonai.pipeline import bundle_configs, check_command_line
+
+    main = str(Path("site-packages") / "monai" / "bundle" / "__main__.py")
+    files = bundle_configs("finetune")
+    ok = [main, "run", "finetune", "--config_file", str(files), "--epochs=3", "--network_def#channels", "8",
+          "--amp", "--lr", "0.1"]
+    check_command_line(ok)  # a list, --key=value, a nested key, a bare flag
+    check_command_line([main, "run", "--run_id", "finetune", "--config_file", str(files), "--lr", "0.1"])
+    with pytest.raises(ConfigError, match=r"^--lr_max: is not a key of the bundle's 'finetune' configs"):
+        check_command_line([main, "run", "finetune", "--config_file", str(files), "--lr_max", "0.1"])
+    args = tmp_path / "args.json"
+    args.write_text('{"epochs": 2, "warmup": 1}')
+    with pytest.raises(ConfigError, match=r"^--warmup: "):  # keys of --args_file are checked too
+        check_command_line([main, "run", "finetune", "--config_file", str(files), "--args_file", str(args)])
+    check_command_line(["cryomonai", "finetune", "--epoch", "5"])  # not MONAI's runner: the cryomonai command checks its own
+    check_command_line([main, "verify_metadata", "--epoch", "5"])

@@ -184,3 +184,24 @@ def test_a_subtomogram_table_is_checked_on_its_first_file(trained: dict) -> None
     with pytest.raises(ConfigError, match=r"expects 16³ boxes at 20 Å; these are 24³ at 10 Å — fix: extract "):
         particle_dataset(table, model_input={"name": "m", "box": 16, "voxel_size": 20.0})
     assert len(particle_dataset(table, model_input={"name": "m", "box": 24, "voxel_size": 10.0})) == len(table.df)
+
+
+def test_a_fine_tuned_classifier_records_its_input_and_refuses_others(trained: dict) -> None:
+    """Fine-tuning records the box and voxel size it trained on (24³ at 10 Å, from the first file's header) in
+    the checkpoint's run info, so inference checks a user's own classifier as it checks the shipped ones; and
+    ``evaluate`` checks its table against the classifier too (the shipped 16³ / 20 Å one on these 24³ boxes)."""
+    from cryomonai.engines import read_run_info
+
+    best = trained["root"] / "models" / "finetune_best.pt"
+    info = read_run_info(best)
+    assert (info["box"], info["voxel_size"]) == (BOX, 10.0)
+    err = _user_error(lambda: _infer(trained, "wrong_box", box=16, infer_table=str(trained["picks"]), infer_edge="pad"))
+    assert "expects 24³ boxes at 10 Å; these are 16³ at 10 Å" in str(err) and "--box 24" in err.fix
+    assert not (trained["root"] / "wrong_box").exists()
+    evaluate = [str(CONFIGS / name) for name in ("common.json", "finetune.json", "evaluate.json")]
+    out = trained["root"] / "evaluate_shipped"
+    data = {k: v for k, v in trained["overrides"].items() if not k.startswith("network_def")}
+    err = _user_error(lambda: run("evaluate", config_file=evaluate, output_dir=str(out), **{
+        **data, "checkpoint": "simclr_rb3d_bn_16_classifier", "encoder": "rb3d_bn"}))
+    assert "expects 16³ boxes at 20 Å; these are 24³ at 10 Å — fix: extract " in str(err)
+    assert not (out / "predictions_test.csv").exists()

@@ -36,7 +36,7 @@ from cryomonai.errors import ConfigError
 from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.table import SPLITS, ParticleTable
 
-__all__ = ["PickDataset", "check_model_input", "particle_dataset"]
+__all__ = ["PickDataset", "check_model_input", "check_table_input", "particle_dataset", "table_input"]
 
 #: how far a box's voxel size may be from the model's (Fourier cropping rounds the source box to whole voxels)
 VOXEL_RTOL = 0.1
@@ -137,6 +137,42 @@ class PickDataset(Dataset):
         return self.transform(out) if self.transform is not None else out
 
 
+def table_input(table: ParticleTable | str | os.PathLike) -> dict[str, Any]:
+    """The input a model trained on ``table`` expects: ``{"box", "voxel_size"}`` from the header of its
+    first subtomogram file (no ``voxel_size`` where the header leaves it unset), ``{}`` for a picks table.
+
+    Fine-tuning records it in the checkpoint's run info, so :func:`~cryomonai.engines.model_input` checks a
+    user's own classifier as it checks the shipped ones.
+
+    Raises:
+        CryoDataError: the table or its first file is unreadable.
+    """
+    table = table if isinstance(table, ParticleTable) else read_picks(table)
+    paths = table.df["path"].dropna()
+    if paths.empty or not table.df["path"].notna().all():
+        return {}
+    header = read_mrc_header(paths.iloc[0])
+    return {"box": int(header.shape[-1]), **({"voxel_size": round(float(header.voxel_size[2]), 4)} if header.voxel_set else {})}
+
+
+def check_table_input(model_input: Mapping[str, Any] | None, table: ParticleTable | str | os.PathLike) -> None:
+    """:func:`check_model_input` for a table of subtomogram files, on its first file's header
+    (:func:`table_input`); a picks table, or nothing known of the model, is not checked here.
+
+    Raises:
+        ConfigError: the files are boxes the model was not trained on.
+    """
+    if not model_input:
+        return
+    table = table if isinstance(table, ParticleTable) else read_picks(table)
+    have = table_input(table)
+    if have:
+        first = table.df["path"].iloc[0]
+        check_model_input(model_input, have["box"], [have["voxel_size"]] if "voxel_size" in have else [],
+                          f"extract {first} and the rest as {model_input.get('box', '?')}³ boxes at "
+                          f"{model_input.get('voxel_size', '?')} Å (cryomonai extract --box, --voxel_size)")
+
+
 def particle_dataset(
     table: ParticleTable | str | os.PathLike,
     transform: Sequence[Callable] | Callable | None = None,
@@ -165,11 +201,8 @@ def particle_dataset(
     if table.df["path"].notna().all():
         load = LoadImaged(keys="image", reader="cryomonai.io.MrcReader", ensure_channel_first=True)
         data = table_to_data_dicts(table, split)
-        if model_input and data:
-            header = read_mrc_header(data[0]["image"])
-            check_model_input(model_input, header.shape[-1], [header.voxel_size[2]],
-                              f"extract {data[0]['image']} and the rest as {model_input.get('box', '?')}³ boxes at "
-                              f"{model_input.get('voxel_size', '?')} Å (cryomonai extract --box, --voxel_size)")
+        if data:
+            check_table_input(model_input, table)
         return Dataset(data, Compose([load] + ([transform] if transform else [])))
     if box is None:
         raise ConfigError(table.source or "picks table", "lists picks, not subtomograms, and no box is given",
