@@ -20,7 +20,12 @@ any picks table through :func:`read_warp_loop`: the tomogram is the MRC file in 
 such stem); each fraction becomes a voxel, ``fraction × n`` with ``n`` from the tomogram's header; the
 tilt-series name is kept as ``warpTiltSeries``, the fractions as ``warpCoordinateX/Y/Z``, and the score
 travels through to the predictions. Without such a tomogram the fractions cannot be placed: a one-line
-error says where it was looked for.
+error says where it was looked for. ``fraction × n``, not ``× (n − 1)``, is the matcher's own rule: a peak
+at voxel ``v`` of the binned volume is at ``v ×`` its pixel size in Å (voxel 0's centre at 0 Å) and its
+fraction is that over ``n ×`` the pixel size (``MatchFull.cs``, ``MatchLargeVolume.cs``). Warp's
+``ts_export_particles --normalized_coords`` multiplies by ``N − 1`` of the unbinned tomogram instead, at
+most one unbinned pixel off at the far edge; since the fractions go back unchanged, that is Warp's own
+round trip.
 
 Predictions of such picks are written back in Warp's convention (:func:`to_warp`; the predictions'
 ``coordinates="auto"``): ``rlnMicrographName`` the tilt series and ``rlnCoordinateX/Y/Z`` the fractions as
