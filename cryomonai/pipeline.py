@@ -7,6 +7,7 @@ exactly what ``python -m monai.bundle run <id> --config_file …`` does, with ov
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -17,12 +18,15 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow, ReferenceResolver
+from monai.bundle.utils import ID_SEP_KEY
 
 from cryomonai.errors import ConfigError, CryoDataError
 
 __all__ = ["RUN_ENGINES", "bundle_args", "bundle_command", "bundle_configs", "bundle_dir", "bundle_roots", "check_command_line",
            "check_overrides", "run_bundle"]
+
+log = logging.getLogger(__name__)
 
 #: config files (relative to ``configs/``) composed for each run id
 RUN_CONFIGS: dict[str, tuple[str, ...]] = {
@@ -125,7 +129,7 @@ def bundle_args(run_id: str, method: str | None = None, encoder: str | None = No
 def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, Any]) -> None:
     """A ConfigError for an override that is no key of ``run_id``'s configs (a typo such as ``epoch``).
 
-    ``a#b#c`` may be new when ``a#b`` is an object (``_target_``: a constructor argument, e.g.
+    ``a#b#c`` (or ``a::b::c``) may be new when ``a#b`` is an object (``_target_``: a constructor argument, e.g.
     ``ssl_method#queue_size``) or holds new keys anyway; a new top-level key is refused."""
     parser = ConfigParser()
     parser.read_config(config_file)
@@ -135,46 +139,54 @@ def check_overrides(run_id: str, config_file: list[str], overrides: dict[str, An
         if len(key) == 1:  # python-fire passes `-v` of a command with **overrides here, not as --voxel_size
             raise ConfigError(f"-{key}", "short flags are not read by this command",
                               "write the long flag (`cryomonai <command> --help` lists them, e.g. --voxel_size)")
-        parent = key.rpartition("#")[0]
+        norm = ReferenceResolver.normalize_id(key)  # `a#b` or MONAI's `a::b`
+        parent = norm.rpartition(ID_SEP_KEY)[0]
         if parent and parent in parser and isinstance(parser[parent], dict):
             continue
         top = [k for k in parser.get() if isinstance(k, str)]
-        near = get_close_matches(key.split("#")[0], top, n=3)
+        near = get_close_matches(norm.split(ID_SEP_KEY)[0], top, n=3)
         hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
         raise ConfigError(f"--{key}", f"is not a key of the bundle's '{run_id}' configs",
                           f"{hint}the keys are in {Path(config_file[0]).parent}/*.json")
 
 
-#: ``monai.bundle.scripts.run``'s own arguments: every other ``--key`` of its command line is a bundle key
-_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
+def _runner_args(tracking: Any) -> set[str]:
+    """The names ``python -m monai.bundle run`` takes for itself, not as bundle keys: ``run``'s parameters,
+    ``create_workflow``'s and ``ConfigWorkflow``'s (``workflow_type``, ``properties_path`` …), and with
+    ``--tracking`` the keys its settings patch into the config (``experiment_name``, ``run_name`` …)."""
+    import inspect
+
+    from monai.bundle import scripts
+    from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+
+    names = {"workflow_name", "args_file"}
+    for fn in (scripts.run, ConfigWorkflow.__init__):
+        names |= {n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    if tracking:
+        names |= set(DEFAULT_MLFLOW_SETTINGS["configs"])
+        if isinstance(tracking, dict):
+            names |= set(tracking.get("configs", {}))
+    return names - {"self"}
 
 
-def _command_line_keys(argv: Sequence[str]) -> dict[str, Any]:
-    """``--key value``, ``--key=value`` and ``--flag`` of a python-fire command line, values parsed as fire does."""
-    from fire.parser import DefaultParseValue  # MONAI's bundle command line is python-fire's
+def _command_line_keys(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The keyword arguments and the positional ones that python-fire makes of ``run``'s command line
+    ``args``: fire's own parser (``--key value``, ``--key=value``, ``--flag``, ``--noflag``, ``-k``, hyphens as
+    underscores, fire's flags after a final ``--`` left out), values parsed as fire parses them."""
+    from fire import core, inspectutils, parser  # MONAI's bundle command line is python-fire's
+    from monai.bundle import scripts
 
-    keys: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        i += 1
-        if not token.startswith("--") or token == "--":
-            continue
-        name, eq, value = token[2:].partition("=")
-        if not eq:
-            if i < len(argv) and not argv[i].startswith("--"):
-                value, i = argv[i], i + 1
-            else:
-                value = "True"
-        keys[name.replace("-", "_") if name.replace("-", "_") in _RUN_ARGS else name] = DefaultParseValue(value)
-    return keys
+    args, _ = parser.SeparateFlagArgs(list(args))
+    kwargs, _, positional = core._ParseKeywordArgs(args, inspectutils.GetFullArgSpec(scripts.run))
+    return {k: parser.DefaultParseValue(v) for k, v in kwargs.items()}, positional
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:
     """Under ``python -m monai.bundle run <id> --config_file … --key value`` (``argv``, default
-    ``sys.argv``), :func:`check_overrides` on its keys: MONAI's runner takes any key, so a typo
-    (``--epoch 5``) would run on with the default. Keys from ``--args_file`` are checked too. Other
-    command lines are not this check's (the ``cryomonai`` command checks its own keys).
+    ``sys.argv``), :func:`check_overrides` on its bundle keys: MONAI's runner takes any key, so a typo
+    (``--epoch 5``) would run on with the default. The command line is read by python-fire's own parser,
+    as MONAI's runner reads it; keys from ``--args_file`` are checked too. Other command lines are not this
+    check's (the ``cryomonai`` command checks its own keys).
 
     The bundle's ``initialize`` calls it.
 
@@ -184,15 +196,20 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or Path(argv[0]).parts[-2:] != ("bundle", "__main__.py") or argv[1] != "run":
         return
-    keys = _command_line_keys(argv[2:])
+    try:
+        keys, positional = _command_line_keys(argv[2:])
+    except (AttributeError, ImportError, TypeError) as err:  # a python-fire whose parser moved: say so, run on
+        log.warning("the bundle's command line keys are not checked (python-fire's parser: %s)", err)
+        return
     if keys.get("args_file"):
         keys = {**ConfigParser.load_config_file(str(keys["args_file"])), **keys}
-    run_id = keys.get("run_id") or (argv[2] if len(argv) > 2 and not argv[2].startswith("--") else "run")
-    files = keys.get("config_file")
+    run_id = keys.get("run_id") or (positional[0] if positional else "run")
+    files = keys.get("config_file") or (positional[4] if len(positional) > 4 else None)
     if not files:
         return  # MONAI itself refuses a run without configs
     files = [str(f) for f in files] if isinstance(files, (list, tuple)) else [str(files)]
-    check_overrides(str(run_id), files, {k: v for k, v in keys.items() if k not in _RUN_ARGS})
+    runner = _runner_args(keys.get("tracking"))
+    check_overrides(str(run_id), files, {k: v for k, v in keys.items() if k not in runner})
 
 
 def bundle_command(run_id: str, **args: Any) -> str:

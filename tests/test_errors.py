@@ -163,19 +163,29 @@ def test_a_bundle_run_refuses_a_key_its_configs_do_not_have(tmp_path: Path) -> N
 
 
 def test_check_command_line_reads_keys_as_monai_bundle_run_takes_them(tmp_path: Path) -> None:
+    """python-fire's reading of the command line, as MONAI's runner gets it: what the runner takes for itself
+    (``--workflow_type``, ``--tracking`` and its ``--experiment_name``) is no bundle key; a key is refused as
+    fire passes it (``--non_blocking`` alone is fire's ``n_blocking=False``)."""
     from cryomonai.pipeline import bundle_configs, check_command_line
 
     main = str(Path("site-packages") / "monai" / "bundle" / "__main__.py")
-    files = bundle_configs("finetune")
-    ok = [main, "run", "finetune", "--config_file", str(files), "--epochs=3", "--network_def#channels", "8",
-          "--amp", "--lr", "0.1"]
-    check_command_line(ok)  # a list, --key=value, a nested key, a bare flag
-    check_command_line([main, "run", "--run_id", "finetune", "--config_file", str(files), "--lr", "0.1"])
-    with pytest.raises(ConfigError, match=r"^--lr_max: is not a key of the bundle's 'finetune' configs"):
-        check_command_line([main, "run", "finetune", "--config_file", str(files), "--lr_max", "0.1"])
+    files = str(bundle_configs("finetune"))
+    check_command_line([main, "run", "finetune", "--config_file", files, "--epochs=3", "--network_def#channels", "8",
+                        "--network_def::norm", "batch", "--amp", "--noprogress", "--bundle-root", ".", "--lr", "-0.1",
+                        "--workflow_type", "train", "--tracking", "mlflow", "--experiment_name", "e1", "--", "--verbose"])
+    check_command_line([main, "run", "--config_file", files, "finetune", "--lr", "0.1"])  # run id after the flags
+    for argv, message in (
+        ([main, "run", "--config_file", files, "finetune", "--lr_max", "0.1"],
+         r"^--lr_max: is not a key of the bundle's 'finetune' configs"),
+        ([main, "run", "finetune", "--config_file", files, "--experiment_name", "e1"], r"^--experiment_name: "),
+        ([main, "run", "finetune", "--config_file", files, "--non_blocking"], r"^--n_blocking: .*did you mean 'non_blocking'"),
+        ([main, "run", "finetune", "--config_file", files, "-e", "5"], r"^-e: short flags are not read"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            check_command_line(argv)
     args = tmp_path / "args.json"
     args.write_text('{"epochs": 2, "warmup": 1}')
     with pytest.raises(ConfigError, match=r"^--warmup: "):  # keys of --args_file are checked too
-        check_command_line([main, "run", "finetune", "--config_file", str(files), "--args_file", str(args)])
+        check_command_line([main, "run", "finetune", "--config_file", files, "--args_file", str(args)])
     check_command_line(["cryomonai", "finetune", "--epoch", "5"])  # not MONAI's runner: the cryomonai command checks its own
     check_command_line([main, "verify_metadata", "--epoch", "5"])

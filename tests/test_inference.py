@@ -199,9 +199,34 @@ def test_a_fine_tuned_classifier_records_its_input_and_refuses_others(trained: d
     assert "expects 24³ boxes at 10 Å; these are 16³ at 10 Å" in str(err) and "--box 24" in err.fix
     assert not (trained["root"] / "wrong_box").exists()
     evaluate = [str(CONFIGS / name) for name in ("common.json", "finetune.json", "evaluate.json")]
-    out = trained["root"] / "evaluate_shipped"
+    out = trained["root"] / "evaluate_checks"
     data = {k: v for k, v in trained["overrides"].items() if not k.startswith("network_def")}
     err = _user_error(lambda: run("evaluate", config_file=evaluate, output_dir=str(out), **{
-        **data, "checkpoint": "simclr_rb3d_bn_16_classifier", "encoder": "rb3d_bn"}))
-    assert "expects 16³ boxes at 20 Å; these are 24³ at 10 Å — fix: extract " in str(err)
+        **data, "checkpoint": "simclr_rb3d_bn_16_classifier", "encoder": "rb3d_bn"}))  # 10 classes, not these 3
+    assert "classifies 10 classes (" in str(err) and "the table has 3 classes (1bxn, 3j9i, 1s3x)" in str(err)
+    err = _user_error(lambda: run("evaluate", config_file=evaluate, output_dir=str(out), **{
+        **trained["overrides"], "working_box": 16, "working_voxel_size": 20,
+        "cache_path": str(trained["root"] / "cache_16_20.npy")}))  # its own classifier, on a cache resized away
+    assert "expects 24³ boxes at 10 Å; these are 16³ at 20 Å — fix: give --working_box 24 --working_voxel_size 10" in str(err)
     assert not (out / "predictions_test.csv").exists()
+    run("evaluate", config_file=evaluate, output_dir=str(out), **trained["overrides"])
+    table = read_particle_table(trained["root"] / "data" / "particles.star")
+    assert len(pd.read_csv(out / "predictions_test.csv")) == (table.df["split"] == "test").sum() > 0
+
+
+def test_the_recorded_input_is_the_working_size_the_model_trained_on(tmp_path: Path, trained: dict) -> None:
+    """``working_box`` / ``working_voxel_size`` resize the cache the model trains on: that size, not the files'
+    (24³ at 10 Å), is the input a checkpoint records and ``evaluate`` checks."""
+    from cryomonai.data import VolumeStackDataset, build_volume_cache
+    from cryomonai.data.picks import check_dataset_input
+    from cryomonai.errors import ConfigError
+
+    table = trained["root"] / "data" / "particles.star"
+    assert VolumeStackDataset(table, tmp_path / "as_is.npy", progress=False).input_size == {"box": 24, "voxel_size": 10.0}
+    build_volume_cache(read_particle_table(table), tmp_path / "binned.npy", working_box=16, working_voxel_size=20.0,
+                       progress=False)
+    binned = VolumeStackDataset(table, tmp_path / "binned.npy", split="test", progress=False)
+    assert binned.input_size == {"box": 16, "voxel_size": 20.0}
+    check_dataset_input({"name": "m", "box": 16, "voxel_size": 20.0}, binned)
+    with pytest.raises(ConfigError, match=r"expects 24³ boxes at 10 Å; these are 16³ at 20 Å — fix: give --working_box 24 "):
+        check_dataset_input({"name": "m", "box": 24, "voxel_size": 10.0}, binned)

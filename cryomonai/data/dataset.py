@@ -299,6 +299,16 @@ class VolumeStackDataset(Dataset):
         super().__init__(table_to_data_dicts(table, split), transform)
 
     @property
+    def input_size(self) -> dict[str, Any]:
+        """The volumes a model trained or scored on this dataset sees: ``{"box", "voxel_size"}`` of the cache
+        (after ``working_box`` / ``working_voxel_size``), without ``voxel_size`` where neither a working voxel
+        size nor the first file's header gives one. Fine-tuning records it in the checkpoint's run info."""
+        record = json.loads(_sidecar(self.cache_path).read_text())
+        known = record.get("working_voxel_size") is not None or not self.data \
+            or read_mrc_header(self.data[0]["image"]).voxel_set
+        return {"box": int(record["shape"][1]), **({"voxel_size": round(self.voxel_size, 4)} if known else {})}
+
+    @property
     def stack(self) -> np.ndarray:
         """The read-only memory-mapped stack (n, D, H, W), opened on first use in this process."""
         if self._stack is None:

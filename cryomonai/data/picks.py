@@ -36,7 +36,8 @@ from cryomonai.errors import ConfigError
 from cryomonai.io.mrc import read_mrc_header
 from cryomonai.io.table import SPLITS, ParticleTable
 
-__all__ = ["PickDataset", "check_model_input", "check_table_input", "particle_dataset", "table_input"]
+__all__ = ["PickDataset", "check_dataset_input", "check_model_input", "check_table_input", "particle_dataset",
+           "table_input"]
 
 #: how far a box's voxel size may be from the model's (Fourier cropping rounds the source box to whole voxels)
 VOXEL_RTOL = 0.1
@@ -141,8 +142,8 @@ def table_input(table: ParticleTable | str | os.PathLike) -> dict[str, Any]:
     """The input a model trained on ``table`` expects: ``{"box", "voxel_size"}`` from the header of its
     first subtomogram file (no ``voxel_size`` where the header leaves it unset), ``{}`` for a picks table.
 
-    Fine-tuning records it in the checkpoint's run info, so :func:`~cryomonai.engines.model_input` checks a
-    user's own classifier as it checks the shipped ones.
+    Inference reads such a table's files as they are, so this is what a model sees there (training reads the
+    bundle's cache, resized to ``working_box`` / ``working_voxel_size``: ``VolumeStackDataset.input_size``).
 
     Raises:
         CryoDataError: the table or its first file is unreadable.
@@ -171,6 +172,22 @@ def check_table_input(model_input: Mapping[str, Any] | None, table: ParticleTabl
         check_model_input(model_input, have["box"], [have["voxel_size"]] if "voxel_size" in have else [],
                           f"extract {first} and the rest as {model_input.get('box', '?')}³ boxes at "
                           f"{model_input.get('voxel_size', '?')} Å (cryomonai extract --box, --voxel_size)")
+
+
+def check_dataset_input(model_input: Mapping[str, Any] | None, dataset: Any) -> None:
+    """:func:`check_model_input` for a :class:`~cryomonai.data.VolumeStackDataset` (the bundle's cache, at
+    its working size: ``dataset.input_size``), e.g. before ``evaluate`` scores a classifier on it.
+
+    Raises:
+        ConfigError: the cached volumes are not the model's input; the fix names the working size.
+    """
+    if not model_input:
+        return
+    have = dataset.input_size
+    check_model_input(model_input, have["box"], [have["voxel_size"]] if "voxel_size" in have else [],
+                      f"give --working_box {model_input.get('box', have['box'])}"
+                      + (f" --working_voxel_size {float(model_input['voxel_size']):g}" if model_input.get("voxel_size") else "")
+                      + " (the volumes are resized once into the cache)")
 
 
 def particle_dataset(

@@ -6,7 +6,7 @@ Nothing here is a new engine: pretraining is MONAI's ``SupervisedTrainer`` with
 
 * :mod:`~cryomonai.engines.ssl_step` — :class:`SSLStep`, :func:`ssl_iteration`, :class:`SSLPrepareBatch`;
 * :mod:`~cryomonai.engines.checkpoints` — :class:`RunInfo`, :func:`load_pretrained_encoder`,
-  :func:`read_run_info`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
+  :func:`read_run_info`, :func:`check_classes`, :func:`resume_handlers`, :class:`AtomicCheckpointSaver`;
 * :mod:`~cryomonai.engines.distributed` — :func:`release_ddp` (DDP freed before its process group);
 * :mod:`~cryomonai.engines.finetune` — :class:`SupervisedPrepareBatch` (fine-tuning's augmented
   view made on the training device, the bundle's ``augment_on_device``), :func:`epoch_scale` (the
@@ -34,6 +34,7 @@ from cryomonai.engines.busy_cores import warn_busy_cores
 from cryomonai.engines.checkpoints import (
     AtomicCheckpointSaver,
     RunInfo,
+    check_classes,
     latest_checkpoint,
     load_checkpoint,
     load_pretrained_encoder,
@@ -97,6 +98,7 @@ __all__ = [
     "finetune_param_groups",
     "compact_checkpoint",
     "latest_checkpoint",
+    "check_classes",
     "load_checkpoint",
     "load_pretrained_encoder",
     "model_input",

@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from cryomonai.io.lock import FolderLock
 __all__ = [
     "AtomicCheckpointSaver",
     "RunInfo",
+    "check_classes",
     "latest_checkpoint",
     "load_checkpoint",
     "load_pretrained_encoder",
@@ -138,6 +139,26 @@ def read_run_info(path: str | os.PathLike, encoder: str | None = None) -> dict[s
                             "give a checkpoint of cryomonai's bundle")
     _check_encoder(path, info, encoder)
     return dict(info)
+
+
+def check_classes(info: Mapping[str, Any], class_names: Sequence[str], checkpoint: str | os.PathLike = "checkpoint") -> None:
+    """Refuse to score a classifier (its run ``info``) on a table of other classes: its outputs are indices
+    into its own ``classes``, so another table's labels would be compared with the wrong names, or the class
+    layer would not even fit. A run info that records no classes is not checked.
+
+    Raises:
+        ConfigError: the table's classes are not the classifier's, in its order.
+    """
+    saved = info.get("classes")
+    if saved is None or list(saved) == list(class_names):
+        return
+
+    def names(c: Sequence[str]) -> str:
+        return f"{len(c)} classes ({', '.join(map(str, c[:4]))}{', …' if len(c) > 4 else ''})"
+
+    raise ConfigError(f"checkpoint {checkpoint}", f"classifies {names(list(saved))}; the table has {names(list(class_names))}",
+                      "score it on a table labelled with its classes, or classify the table with inference, which "
+                      "needs no labels")
 
 
 def _check_encoder(path: str | os.PathLike, info: Mapping[str, Any], encoder: str | None) -> None:
